@@ -1,0 +1,106 @@
+//! A store served as a [`BlockDevice`], so a frontend can export a local volume directly.
+//! Store calls block on disk I/O, so each request runs on tokio's blocking pool.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use shorthorn_block::{BlockDevice, BlockError, BlockResult, Extent, WriteFlags, ZeroMode};
+
+use crate::error::StoreError;
+use crate::store::{Store, to_usize};
+
+/// A shared store behind the async [`BlockDevice`] interface.
+#[derive(Clone)]
+pub struct StoreDevice {
+    store: Arc<Store>,
+}
+
+impl StoreDevice {
+    /// Wraps an open store.
+    pub fn new(store: Arc<Store>) -> Self {
+        StoreDevice { store }
+    }
+
+    async fn run<T, F>(&self, work: F) -> BlockResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
+    {
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || work(&store))
+            .await
+            .map_err(|e| BlockError::Io(format!("store task failed: {e}")))?
+            .map_err(BlockError::from)
+    }
+}
+
+impl BlockDevice for StoreDevice {
+    fn size(&self) -> u64 {
+        self.store.size()
+    }
+
+    async fn read(&self, offset: u64, len: u64) -> BlockResult<Bytes> {
+        self.run(move |store| {
+            let mut buf = vec![0; to_usize(len.min(store.size()))];
+            store.read(offset, &mut buf)?;
+            Ok(Bytes::from(buf))
+        })
+        .await
+    }
+
+    async fn write(&self, offset: u64, data: Bytes, flags: WriteFlags) -> BlockResult<()> {
+        self.run(move |store| {
+            store.write(offset, &data)?;
+            if flags.fua { store.flush() } else { Ok(()) }
+        })
+        .await
+    }
+
+    async fn flush(&self) -> BlockResult<()> {
+        self.run(Store::flush).await
+    }
+
+    async fn write_zeroes(
+        &self,
+        offset: u64,
+        len: u64,
+        mode: ZeroMode,
+        flags: WriteFlags,
+    ) -> BlockResult<()> {
+        self.run(move |store| {
+            store.write_zeroes(offset, len, mode)?;
+            if flags.fua { store.flush() } else { Ok(()) }
+        })
+        .await
+    }
+
+    async fn trim(&self, offset: u64, len: u64) -> BlockResult<()> {
+        self.run(move |store| store.trim(offset, len)).await
+    }
+
+    async fn block_status(&self, offset: u64, len: u64) -> BlockResult<Vec<Extent>> {
+        self.run(move |store| store.block_status(offset, len)).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn serves_reads_writes_and_status_through_the_trait() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::create(dir.path(), "vol", 1 << 20).unwrap());
+        let device = StoreDevice::new(store);
+        device
+            .write(100, Bytes::from_static(b"hello"), WriteFlags { fua: true })
+            .await
+            .unwrap();
+        assert_eq!(&device.read(100, 5).await.unwrap()[..], b"hello");
+        let status = device.block_status(0, 1 << 20).await.unwrap();
+        assert_eq!(status[0].kind, shorthorn_block::ExtentKind::Data);
+        assert_eq!(status[0].len, 4096);
+        let err = device.read((1 << 20) - 1, 2).await.unwrap_err();
+        assert!(matches!(err, BlockError::OutOfRange { .. }), "{err}");
+    }
+}
