@@ -1,0 +1,3 @@
+//! The `shorthorn` binary.
+
+fn main() {}
