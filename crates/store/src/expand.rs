@@ -31,10 +31,13 @@ impl Store {
         let mut meta = state.meta.clone();
         meta.pending_expand = Some(new_size);
         self.commit(&mut state, meta)?;
-        fail::fail_point!("store::expand::after-intent", |_| Err(
-            StoreError::Injected("store::expand::after-intent")
-        ));
-        if let Err(e) = finish_expand(&self.dir, &mut state, new_size) {
+        let finished = (|| {
+            fail::fail_point!("store::expand::after-intent", |_| Err(
+                StoreError::Injected("store::expand::after-intent")
+            ));
+            finish_expand(&self.dir, &mut state, new_size)
+        })();
+        if let Err(e) = finished {
             // The intent is on disk and the head may have grown: only a reopen can finish.
             self.poison(&e);
             return Err(e);

@@ -193,6 +193,9 @@ impl VolumeMeta {
         if by_id.len() != self.layers.len() {
             return Err("two layers share an id".into());
         }
+        if !by_id.contains_key(&self.head) {
+            return Err(format!("head layer {} is not among the layers", self.head));
+        }
         let mut names = HashSet::new();
         for layer in &self.layers {
             if layer.id == 0 || layer.id >= self.next_layer_id {
@@ -237,9 +240,6 @@ impl VolumeMeta {
                     return Err(format!("layer {} is smaller than its parent", layer.id));
                 }
             }
-        }
-        if !by_id.contains_key(&self.head) {
-            return Err(format!("head layer {} is not among the layers", self.head));
         }
         // Parents always have smaller ids (layers are created on top of older ones), which
         // rules out cycles.

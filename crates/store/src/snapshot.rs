@@ -2,7 +2,9 @@
 
 use std::collections::BTreeMap;
 use std::fs;
+use std::io::ErrorKind;
 use std::os::unix::fs::MetadataExt;
+use std::path::Path;
 use std::sync::Arc;
 
 use crate::error::{StoreError, io_error};
@@ -78,7 +80,7 @@ impl Store {
         let mut meta = state.meta.clone();
         let new_id = meta.next_layer_id;
         let new_path = layer_path(&self.dir, new_id);
-        let file = Arc::new(LayerFile::create(&new_path, meta.size)?);
+        let file = Arc::new(self.new_layer_file(&new_path, meta.size)?);
         fail::fail_point!("store::snapshot::after-new-head", |_| Err(
             StoreError::Injected("store::snapshot::after-new-head")
         ));
@@ -94,10 +96,9 @@ impl Store {
             .push(new_head_meta(new_id, Some(old_head.id), meta.size, now));
         meta.head = new_id;
         meta.next_layer_id += 1;
-        if let Err(e) = self.commit(&mut state, meta) {
-            let _ = fs::remove_file(&new_path);
-            return Err(e);
-        }
+        // On failure the new file stays: the commit may have reached the disk, and the next
+        // open keeps the file if the metadata names it and removes it otherwise.
+        self.commit(&mut state, meta)?;
         state.chain.push(ChainLayer { id: new_id, file });
         tracing::info!(dir = %self.dir.display(), snapshot = name, "snapshot created");
         Ok(())
@@ -174,7 +175,7 @@ impl Store {
         let mut meta = state.meta.clone();
         let new_id = meta.next_layer_id;
         let new_path = layer_path(&self.dir, new_id);
-        let file = Arc::new(LayerFile::create(&new_path, meta.size)?);
+        let file = Arc::new(self.new_layer_file(&new_path, meta.size)?);
         fail::fail_point!("store::revert::after-new-head", |_| Err(
             StoreError::Injected("store::revert::after-new-head")
         ));
@@ -187,10 +188,9 @@ impl Store {
         ));
         meta.head = new_id;
         meta.next_layer_id += 1;
-        if let Err(e) = self.commit(&mut state, meta) {
-            let _ = fs::remove_file(&new_path);
-            return Err(e);
-        }
+        // On failure the new file stays: the commit may have reached the disk, and the next
+        // open keeps the file if the metadata names it and removes it otherwise.
+        self.commit(&mut state, meta)?;
         let mut chain = Vec::new();
         for id in state.meta.chain() {
             let file = match state.chain.iter().find(|l| l.id == id) {
@@ -208,6 +208,17 @@ impl Store {
         self.delete_layer_file(old_head);
         tracing::info!(dir = %self.dir.display(), snapshot = name, "reverted");
         Ok(())
+    }
+
+    /// Creates the file of a new layer. A file already at that path can only be left by
+    /// an operation that failed before committing (ids are never reused once committed).
+    fn new_layer_file(&self, path: &Path, size: u64) -> Result<LayerFile, StoreError> {
+        match fs::remove_file(path) {
+            Ok(()) => tracing::warn!(path = %path.display(), "removed an uncommitted layer file"),
+            Err(e) if e.kind() == ErrorKind::NotFound => {}
+            Err(e) => return Err(io_error("removing stale layer", path, e)),
+        }
+        LayerFile::create(path, size)
     }
 
     /// Deletes the file of a layer the metadata no longer names. A failure only leaves

@@ -1,7 +1,11 @@
 //! Random operation sequences against an in-memory model of the volume and its snapshots;
 //! every read is compared byte for byte, and block status must never call data a hole.
 
-#![allow(clippy::unwrap_used, clippy::cast_possible_truncation, reason = "test code")]
+#![allow(
+    clippy::unwrap_used,
+    clippy::cast_possible_truncation,
+    reason = "test code"
+)]
 
 use std::collections::BTreeMap;
 use std::path::Path;
