@@ -31,13 +31,7 @@ impl Store {
         let mut meta = state.meta.clone();
         meta.pending_expand = Some(new_size);
         self.commit(&mut state, meta)?;
-        let finished = (|| {
-            fail::fail_point!("store::expand::after-intent", |_| Err(
-                StoreError::Injected("store::expand::after-intent")
-            ));
-            finish_expand(&self.dir, &mut state, new_size)
-        })();
-        if let Err(e) = finished {
+        if let Err(e) = finish_expand(&self.dir, &mut state, new_size) {
             // The intent is on disk and the head may have grown: only a reopen can finish.
             self.poison(&e);
             return Err(e);
@@ -49,6 +43,9 @@ impl Store {
 
 /// Grows the head file to `target` and commits the new size, clearing the intent.
 pub(crate) fn finish_expand(dir: &Path, state: &mut State, target: u64) -> Result<(), StoreError> {
+    fail::fail_point!("store::expand::after-intent", |_| Err(
+        StoreError::Injected("store::expand::after-intent")
+    ));
     let head = state.head().clone();
     head.file.set_len(target)?;
     head.file.sync_all()?;

@@ -1,7 +1,11 @@
 //! Snapshot, revert, purge and expand behaviour that the model test does not spell out:
 //! the tree listing, space coming back, clear refusals of bad requests.
 
-#![allow(clippy::unwrap_used, clippy::cast_possible_truncation, reason = "test code")]
+#![allow(
+    clippy::unwrap_used,
+    clippy::cast_possible_truncation,
+    reason = "test code"
+)]
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt;
