@@ -41,7 +41,11 @@ impl BlockDevice for StoreDevice {
 
     async fn read(&self, offset: u64, len: u64) -> BlockResult<Bytes> {
         self.run(move |store| {
-            let mut buf = vec![0; to_usize(len.min(store.size()))];
+            let size = store.size();
+            if offset.checked_add(len).is_none_or(|end| end > size) {
+                return Err(StoreError::OutOfRange { offset, len, size });
+            }
+            let mut buf = vec![0; to_usize(len)];
             store.read(offset, &mut buf)?;
             Ok(Bytes::from(buf))
         })
@@ -100,7 +104,9 @@ mod tests {
         let status = device.block_status(0, 1 << 20).await.unwrap();
         assert_eq!(status[0].kind, shorthorn_block::ExtentKind::Data);
         assert_eq!(status[0].len, 4096);
-        let err = device.read((1 << 20) - 1, 2).await.unwrap_err();
-        assert!(matches!(err, BlockError::OutOfRange { .. }), "{err}");
+        for (offset, len) in [((1 << 20) - 1, 2), (0, u64::MAX), (u64::MAX, 1)] {
+            let err = device.read(offset, len).await.unwrap_err();
+            assert!(matches!(err, BlockError::OutOfRange { .. }), "{err}");
+        }
     }
 }
