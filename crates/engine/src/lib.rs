@@ -1,0 +1,10 @@
+//! A Shorthorn volume's controller (the engine): replicates every write to the volume's
+//! replicas and serves reads from a healthy one. One engine per volume, so a crash or a
+//! bug touches exactly one volume.
+
+mod range_lock;
+mod replicator;
+mod status;
+
+pub use replicator::{Replica, Replicator, ReplicatorError};
+pub use status::{ReplicaMode, ReplicaStatus, VolumeState};

@@ -1,0 +1,334 @@
+//! The replicator against real stores wrapped in a fault-injecting replica: acknowledged
+//! writes are on every surviving replica, failed replicas go to ERR at once and never
+//! serve another read, and overlapping writes leave replicas identical.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::cast_possible_truncation,
+    reason = "test code"
+)]
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use proptest::prelude::*;
+use shorthorn_block::{BlockDevice, BlockError, BlockResult, Extent, WriteFlags, ZeroMode};
+use shorthorn_engine::{Replica, ReplicaMode, Replicator, VolumeState};
+use shorthorn_store::{Store, StoreDevice};
+use tokio::sync::Notify;
+
+const SIZE: u64 = 1 << 20;
+
+/// A store-backed replica that can be told to fail, to lie on reads, to be slow, or to
+/// report failure on its own.
+struct TestReplica {
+    store: Arc<Store>,
+    device: StoreDevice,
+    fail_writes: AtomicBool,
+    /// Random per-request delay bound in microseconds (0: none).
+    jitter_us: AtomicU64,
+    reads_served: AtomicU64,
+    died: Notify,
+    dead: AtomicBool,
+}
+
+impl TestReplica {
+    fn new(dir: &std::path::Path) -> Arc<Self> {
+        let store = Arc::new(Store::create(dir, "vol", SIZE).unwrap());
+        Arc::new(TestReplica {
+            device: StoreDevice::new(store.clone()),
+            store,
+            fail_writes: AtomicBool::new(false),
+            jitter_us: AtomicU64::new(0),
+            reads_served: AtomicU64::new(0),
+            died: Notify::new(),
+            dead: AtomicBool::new(false),
+        })
+    }
+
+    fn content(&self) -> Vec<u8> {
+        let mut buf = vec![0; SIZE as usize];
+        self.store.read(0, &mut buf).unwrap();
+        buf
+    }
+
+    async fn jitter(&self) {
+        let bound = self.jitter_us.load(Ordering::Relaxed);
+        if bound > 0 {
+            let us = rand::random::<u64>() % bound;
+            tokio::time::sleep(Duration::from_micros(us)).await;
+        }
+    }
+
+    fn check_writable(&self) -> BlockResult<()> {
+        if self.fail_writes.load(Ordering::Relaxed) || self.dead.load(Ordering::Relaxed) {
+            return Err(BlockError::Io("injected failure".into()));
+        }
+        Ok(())
+    }
+}
+
+impl BlockDevice for TestReplica {
+    fn size(&self) -> u64 {
+        self.device.size()
+    }
+    async fn read(&self, offset: u64, len: u64) -> BlockResult<Bytes> {
+        self.jitter().await;
+        self.reads_served.fetch_add(1, Ordering::Relaxed);
+        self.device.read(offset, len).await
+    }
+    async fn write(&self, offset: u64, data: Bytes, flags: WriteFlags) -> BlockResult<()> {
+        self.jitter().await;
+        self.check_writable()?;
+        self.device.write(offset, data, flags).await
+    }
+    async fn flush(&self) -> BlockResult<()> {
+        self.check_writable()?;
+        self.device.flush().await
+    }
+    async fn write_zeroes(&self, o: u64, l: u64, m: ZeroMode, f: WriteFlags) -> BlockResult<()> {
+        self.jitter().await;
+        self.check_writable()?;
+        self.device.write_zeroes(o, l, m, f).await
+    }
+    async fn trim(&self, offset: u64, len: u64) -> BlockResult<()> {
+        self.jitter().await;
+        self.check_writable()?;
+        self.device.trim(offset, len).await
+    }
+    async fn block_status(&self, offset: u64, len: u64) -> BlockResult<Vec<Extent>> {
+        self.device.block_status(offset, len).await
+    }
+}
+
+impl Replica for TestReplica {
+    async fn failed(&self) -> String {
+        loop {
+            let died = self.died.notified();
+            if self.dead.load(Ordering::Relaxed) {
+                return "connection lost".into();
+            }
+            died.await;
+        }
+    }
+}
+
+struct Volume {
+    _dirs: Vec<tempfile::TempDir>,
+    replicas: Vec<Arc<TestReplica>>,
+    engine: Arc<Replicator<TestReplica>>,
+}
+
+fn volume(n: usize) -> Volume {
+    let dirs: Vec<_> = (0..n).map(|_| tempfile::tempdir().unwrap()).collect();
+    let replicas: Vec<_> = dirs.iter().map(|d| TestReplica::new(d.path())).collect();
+    let named = replicas
+        .iter()
+        .enumerate()
+        .map(|(i, r)| (format!("r{i}"), r.clone()))
+        .collect();
+    let engine = Arc::new(Replicator::new("vol", SIZE, named).unwrap());
+    Volume {
+        _dirs: dirs,
+        replicas,
+        engine,
+    }
+}
+
+fn pattern(seed: u8, len: usize) -> Bytes {
+    Bytes::from(
+        (0..len)
+            .map(|i| seed.wrapping_add(i as u8) | 1)
+            .collect::<Vec<u8>>(),
+    )
+}
+
+#[tokio::test]
+async fn writes_reach_every_replica_and_reads_spread() {
+    let v = volume(3);
+    v.engine
+        .write(1000, pattern(1, 10_000), WriteFlags::default())
+        .await
+        .unwrap();
+    v.engine.trim(4096, 4096).await.unwrap();
+    v.engine.flush().await.unwrap();
+    let content = v.replicas[0].content();
+    assert!(v.replicas.iter().all(|r| r.content() == content));
+    for _ in 0..6 {
+        v.engine.read(0, 4096).await.unwrap();
+    }
+    assert!(
+        v.replicas
+            .iter()
+            .all(|r| r.reads_served.load(Ordering::Relaxed) == 2)
+    );
+    assert_eq!(v.engine.state(), VolumeState::Healthy);
+}
+
+#[tokio::test]
+async fn a_failing_replica_goes_err_and_never_serves_reads_again() {
+    let v = volume(3);
+    v.replicas[1].fail_writes.store(true, Ordering::Relaxed);
+    v.engine
+        .write(0, pattern(7, 8192), WriteFlags::default())
+        .await
+        .unwrap();
+    let status = v.engine.status();
+    assert_eq!(status[1].mode, ReplicaMode::ERR);
+    assert!(
+        status[1]
+            .error
+            .as_deref()
+            .unwrap()
+            .contains("write at offset 0 length 8192")
+    );
+    assert_eq!(v.engine.state(), VolumeState::Degraded);
+    let served = v.replicas[1].reads_served.load(Ordering::Relaxed);
+    for _ in 0..10 {
+        assert_eq!(v.engine.read(0, 8192).await.unwrap(), pattern(7, 8192));
+    }
+    assert_eq!(v.replicas[1].reads_served.load(Ordering::Relaxed), served);
+    // Even when it recovers, it stays in ERR: it missed a write.
+    v.replicas[1].fail_writes.store(false, Ordering::Relaxed);
+    v.engine
+        .write(0, pattern(8, 10), WriteFlags::default())
+        .await
+        .unwrap();
+    assert_eq!(v.engine.status()[1].mode, ReplicaMode::ERR);
+}
+
+#[tokio::test]
+async fn with_no_rw_replica_io_fails_instead_of_inventing_data() {
+    let v = volume(2);
+    for r in &v.replicas {
+        r.fail_writes.store(true, Ordering::Relaxed);
+    }
+    assert!(
+        v.engine
+            .write(0, pattern(1, 512), WriteFlags::default())
+            .await
+            .is_err()
+    );
+    assert_eq!(v.engine.state(), VolumeState::Faulted);
+    let err = v.engine.read(0, 512).await.unwrap_err().to_string();
+    assert!(err.contains("no replica in RW mode"), "{err}");
+    assert!(v.engine.flush().await.is_err());
+}
+
+#[tokio::test]
+async fn a_replica_reporting_failure_on_its_own_goes_err() {
+    let v = volume(2);
+    v.engine.watch_failures();
+    v.replicas[0].dead.store(true, Ordering::Relaxed);
+    v.replicas[0].died.notify_waiters();
+    for _ in 0..100 {
+        if v.engine.status()[0].mode == ReplicaMode::ERR {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(v.engine.status()[0].mode, ReplicaMode::ERR);
+    assert_eq!(
+        v.engine.status()[0].error.as_deref(),
+        Some("connection lost")
+    );
+}
+
+#[tokio::test]
+async fn requests_out_of_range_fail_without_failing_replicas() {
+    let v = volume(2);
+    assert!(matches!(
+        v.engine
+            .write(SIZE - 1, pattern(1, 2), WriteFlags::default())
+            .await,
+        Err(BlockError::OutOfRange { .. })
+    ));
+    assert!(v.engine.read(SIZE, 1).await.is_err());
+    assert_eq!(v.engine.state(), VolumeState::Healthy);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn overlapping_concurrent_writes_leave_replicas_identical() {
+    let v = volume(3);
+    for r in &v.replicas {
+        r.jitter_us.store(300, Ordering::Relaxed);
+    }
+    let mut tasks = Vec::new();
+    for i in 0..200u64 {
+        let engine = v.engine.clone();
+        tasks.push(tokio::spawn(async move {
+            // Unaligned, overlapping ranges in a 64 KiB window.
+            let offset = (i * 997) % 60_000;
+            engine
+                .write(offset, pattern(i as u8, 5000), WriteFlags::default())
+                .await
+                .unwrap();
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let content = v.replicas[0].content();
+    assert!(
+        v.replicas.iter().all(|r| r.content() == content),
+        "replicas diverged"
+    );
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Write { offset: u64, len: u64, seed: u8 },
+    Zero { offset: u64, len: u64 },
+    Fail { replica: usize },
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        6 => (0..SIZE - 1, 1..20_000u64, any::<u8>()).prop_map(|(offset, len, seed)| Op::Write {
+            offset, len: len.min(SIZE - offset), seed
+        }),
+        2 => (0..SIZE - 1, 1..20_000u64).prop_map(|(offset, len)| Op::Zero { offset, len: len.min(SIZE - offset) }),
+        1 => (0..3usize).prop_map(|replica| Op::Fail { replica }),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 32, ..ProptestConfig::default() })]
+
+    /// Every acknowledged write is on every replica still in RW, and reads return it.
+    #[test]
+    fn acknowledged_writes_are_on_every_rw_replica(ops in prop::collection::vec(op(), 1..40)) {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        runtime.block_on(async {
+            let v = volume(3);
+            let mut model = vec![0u8; SIZE as usize];
+            for op in ops {
+                match op {
+                    Op::Write { offset, len, seed } => {
+                        let data = pattern(seed, len as usize);
+                        if v.engine.write(offset, data.clone(), WriteFlags::default()).await.is_ok() {
+                            model[offset as usize..(offset + len) as usize].copy_from_slice(&data);
+                        }
+                    }
+                    Op::Zero { offset, len } => {
+                        if v.engine.write_zeroes(offset, len, ZeroMode::MayUnmap, WriteFlags::default()).await.is_ok() {
+                            model[offset as usize..(offset + len) as usize].fill(0);
+                        }
+                    }
+                    Op::Fail { replica } => v.replicas[replica].fail_writes.store(true, Ordering::Relaxed),
+                }
+            }
+            let status = v.engine.status();
+            for (replica, status) in v.replicas.iter().zip(&status) {
+                if status.mode == ReplicaMode::RW {
+                    assert!(replica.content() == model, "RW replica {} differs from the acknowledged writes", status.address);
+                }
+            }
+            if v.engine.state() != VolumeState::Faulted {
+                assert!(v.engine.read(0, SIZE).await.unwrap() == model);
+            }
+        });
+    }
+}
