@@ -1,13 +1,8 @@
 #!/usr/bin/env bash
-# Runs every test of the workspace, fault-injection tests included. Works on a fresh
-# machine: installs what the tests need first.
+# Runs every test of the workspace, fault-injection and end-to-end tests included.
+# Works on a fresh machine: installs what the tests need first (scripts/setup.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-
-if ! cargo nextest --version >/dev/null 2>&1; then
-    echo "cargo-nextest not found; installing it" >&2
-    cargo install --locked cargo-nextest
-fi
-
+./scripts/setup.sh
 # --all-features turns on the `failpoints` features, which compile the crash tests.
 cargo nextest run --workspace --all-features --no-fail-fast "$@"
