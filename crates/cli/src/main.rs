@@ -1,3 +1,83 @@
-//! The `shorthorn` binary.
+//! The `shorthorn` binary: every Shorthorn daemon and client command, as subcommands.
+//!
+//! This file only parses the command line, sets up logging and reports errors; each
+//! command group lives in its own module.
 
-fn main() {}
+#[cfg(feature = "failpoints")]
+mod crash;
+mod output;
+mod size;
+mod store_cmd;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+
+/// Shorthorn: distributed block storage.
+///
+/// Logging goes to stderr; set RUST_LOG (e.g. RUST_LOG=debug) to see more than warnings.
+/// Every command exits with status 0 on success and 1 on any error, including bad
+/// command-line input.
+#[derive(Debug, Parser)]
+#[command(name = "shorthorn", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// The command groups; each one's help text is on its arguments struct.
+#[derive(Debug, Subcommand)]
+enum Command {
+    Store(store_cmd::StoreArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // Help and version go to stdout with success; every usage error exits with 1.
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    init_logging();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        // The reader of our output went away (`| head`): nothing more to say.
+        Err(e) if e.is::<output::StdoutClosed>() => ExitCode::SUCCESS,
+        Err(e) => {
+            output::note(format_args!("error: {e:#}"));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    #[cfg(feature = "failpoints")]
+    crash::install_from_env()?;
+    match cli.command {
+        Command::Store(args) => store_cmd::run(args),
+    }
+}
+
+/// Logs to stderr, filtered by `RUST_LOG` (default: warnings and errors).
+fn init_logging() {
+    let filter = match EnvFilter::try_from_default_env() {
+        Ok(filter) => filter,
+        Err(e) => {
+            if std::env::var_os(EnvFilter::DEFAULT_ENV).is_some() {
+                eprintln!("warning: ignoring RUST_LOG: {e}");
+            }
+            EnvFilter::new("warn")
+        }
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}

@@ -2,9 +2,11 @@
 //! replicas and serves reads from a healthy one. One engine per volume, so a crash or a
 //! bug touches exactly one volume.
 
+mod control;
 mod range_lock;
 mod replicator;
 mod status;
 
+pub use control::EngineControlService;
 pub use replicator::{Replica, Replicator, ReplicatorError};
 pub use status::{ReplicaMode, ReplicaStatus, VolumeState};

@@ -1,0 +1,6 @@
+//! The replica server: serves one replica directory's store to an engine over the
+//! `wire` data protocol, and a gRPC control API (info, snapshots) beside it.
+
+mod control;
+
+pub use control::ReplicaControlService;
