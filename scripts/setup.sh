@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
 # Installs what building and testing Shorthorn needs on a fresh Debian machine:
-# protoc for the gRPC protos, and the real clients the end-to-end tests drive.
+# protoc for the gRPC protos, and the real clients the end-to-end tests drive
+# (qemu-io, nbdinfo/nbdcopy/nbdfuse, nbdsh's python module, fio, mkfs.ext4).
 # Does nothing when everything is already there.
 set -euo pipefail
 
-packages=(protobuf-compiler qemu-utils libnbd-bin fio)
-commands=(protoc qemu-io nbdinfo fio)
+packages=(protobuf-compiler qemu-utils libnbd-bin fio python3-libnbd e2fsprogs fuse3 iproute2)
+probes=("command -v protoc" "command -v qemu-io" "command -v nbdinfo" "command -v fio"
+        "/usr/bin/python3 -c 'import nbd'" "command -v mkfs.ext4" "command -v fusermount3"
+        "command -v ip")
 missing=()
-for i in "${!commands[@]}"; do
-    command -v "${commands[$i]}" >/dev/null 2>&1 || missing+=("${packages[$i]}")
+for i in "${!packages[@]}"; do
+    bash -c "${probes[$i]}" >/dev/null 2>&1 || missing+=("${packages[$i]}")
 done
 if [ ${#missing[@]} -gt 0 ]; then
     echo "installing ${missing[*]}" >&2
