@@ -3,9 +3,14 @@
 //! This file only parses the command line, sets up logging and reports errors; each
 //! command group lives in its own module.
 
+mod client_cmd;
 #[cfg(feature = "failpoints")]
 mod crash;
+mod daemon;
+mod engine_cmd;
+mod launch;
 mod output;
+mod replica_cmd;
 mod size;
 mod store_cmd;
 
@@ -22,6 +27,14 @@ use tracing_subscriber::EnvFilter;
 #[derive(Debug, Parser)]
 #[command(name = "shorthorn", version)]
 struct Cli {
+    /// Engine control address for `ls` and `info`.
+    #[arg(
+        long,
+        global = true,
+        env = "SHORTHORN_ENGINE",
+        default_value = "127.0.0.1:9501"
+    )]
+    engine: String,
     #[command(subcommand)]
     command: Command,
 }
@@ -30,6 +43,13 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     Store(store_cmd::StoreArgs),
+    Replica(replica_cmd::ReplicaArgs),
+    Engine(engine_cmd::EngineArgs),
+    LaunchSimple(launch::LaunchArgs),
+    /// List the engine's replicas: address, mode (RW, WO, ERR) and snapshot chain.
+    Ls,
+    /// Show the engine's volume: size, state, frontend endpoint, replicas.
+    Info,
 }
 
 fn main() -> ExitCode {
@@ -45,7 +65,12 @@ fn main() -> ExitCode {
             };
         }
     };
-    init_logging();
+    // Daemons report what they serve; one-shot commands only what went wrong.
+    let daemon = matches!(
+        cli.command,
+        Command::Replica(_) | Command::Engine(_) | Command::LaunchSimple(_)
+    );
+    init_logging(if daemon { "info" } else { "warn" });
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         // The reader of our output went away (`| head`): nothing more to say.
@@ -62,18 +87,23 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     crash::install_from_env()?;
     match cli.command {
         Command::Store(args) => store_cmd::run(args),
+        Command::Replica(args) => replica_cmd::run(args),
+        Command::Engine(args) => engine_cmd::run(args),
+        Command::LaunchSimple(args) => launch::run(args),
+        Command::Ls => client_cmd::ls(&cli.engine),
+        Command::Info => client_cmd::info(&cli.engine),
     }
 }
 
-/// Logs to stderr, filtered by `RUST_LOG` (default: warnings and errors).
-fn init_logging() {
+/// Logs to stderr, filtered by `RUST_LOG` (default: `default_level`).
+fn init_logging(default_level: &str) {
     let filter = match EnvFilter::try_from_default_env() {
         Ok(filter) => filter,
         Err(e) => {
             if std::env::var_os(EnvFilter::DEFAULT_ENV).is_some() {
                 eprintln!("warning: ignoring RUST_LOG: {e}");
             }
-            EnvFilter::new("warn")
+            EnvFilter::new(default_level)
         }
     };
     tracing_subscriber::fmt()

@@ -5,8 +5,10 @@
 mod control;
 mod range_lock;
 mod replicator;
+mod server;
 mod status;
 
 pub use control::EngineControlService;
 pub use replicator::{Replica, Replicator, ReplicatorError};
+pub use server::{EngineConfig, EngineEndpoints, run};
 pub use status::{ReplicaMode, ReplicaStatus, VolumeState};

@@ -2,5 +2,7 @@
 //! `wire` data protocol, and a gRPC control API (info, snapshots) beside it.
 
 mod control;
+mod server;
 
 pub use control::ReplicaControlService;
+pub use server::{ReplicaConfig, control_address, open_or_create, run};

@@ -83,7 +83,7 @@ struct CreateArgs {
 fn create(args: &CreateArgs) -> anyhow::Result<()> {
     let name = match &args.name {
         Some(name) => name.clone(),
-        None => default_name(&args.dir)?,
+        None => default_name(&args.dir, "--name")?,
     };
     let store = Store::create(&args.dir, &name, args.size)
         .with_context(|| format!("creating a volume in {}", args.dir.display()))?;
@@ -96,8 +96,9 @@ fn create(args: &CreateArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The volume name `create` uses when none is given: the directory's own name.
-fn default_name(dir: &Path) -> anyhow::Result<String> {
+/// The volume name used when none is given: the directory's own name. `flag` is the
+/// option that names it explicitly, for the error message.
+pub(crate) fn default_name(dir: &Path, flag: &str) -> anyhow::Result<String> {
     let own = dir.file_name().map(|n| n.to_string_lossy().into_owned());
     let name = own.or_else(|| {
         fs::canonicalize(dir)
@@ -106,12 +107,12 @@ fn default_name(dir: &Path) -> anyhow::Result<String> {
     });
     let Some(name) = name else {
         bail!(
-            "{} has no name to use as the volume name; pass --name NAME",
+            "{} has no name to use as the volume name; pass {flag} NAME",
             dir.display()
         );
     };
     if let Err(e) = validate_name(&name) {
-        bail!("cannot name the volume after its directory ({e}); pass --name NAME");
+        bail!("cannot name the volume after its directory ({e}); pass {flag} NAME");
     }
     Ok(name)
 }

@@ -1,0 +1,106 @@
+//! `shorthorn --engine ADDR ls | info`: ask a running engine about its volume.
+
+use anyhow::Context;
+use shorthorn_proto::v1::engine_control_client::EngineControlClient;
+use shorthorn_proto::v1::{EngineInfoRequest, ListReplicasRequest, ReplicaMode, ReplicaStatus};
+use tonic::transport::Channel;
+
+use crate::daemon;
+use crate::output::line;
+use crate::size::format_size_exact;
+
+async fn connect(engine: &str) -> anyhow::Result<EngineControlClient<Channel>> {
+    let uri = if engine.contains("://") {
+        engine.to_owned()
+    } else {
+        format!("http://{engine}")
+    };
+    EngineControlClient::connect(uri).await.with_context(|| {
+        format!("cannot reach the engine at {engine}; is `shorthorn engine` running there?")
+    })
+}
+
+fn mode_name(status: &ReplicaStatus) -> &'static str {
+    match status.mode() {
+        ReplicaMode::Rw => "RW",
+        ReplicaMode::Wo => "WO",
+        ReplicaMode::Err => "ERR",
+        ReplicaMode::Unspecified => "?",
+    }
+}
+
+/// The chain the way Longhorn's `ls` prints it: newest first, head first.
+fn chain_text(status: &ReplicaStatus) -> String {
+    if status.chain.is_empty() && status.mode() == ReplicaMode::Err {
+        return "-".into();
+    }
+    let mut chain = vec!["volume-head".to_owned()];
+    chain.extend(status.chain.iter().rev().cloned());
+    chain.join(" ")
+}
+
+/// Prints each replica's address, mode and chain.
+pub fn ls(engine: &str) -> anyhow::Result<()> {
+    let replicas = daemon::runtime()?.block_on(async {
+        let mut client = connect(engine).await?;
+        let response = client
+            .list_replicas(ListReplicasRequest {})
+            .await
+            .context("listing replicas")?;
+        anyhow::Ok(response.into_inner().replicas)
+    })?;
+    let width = replicas
+        .iter()
+        .map(|r| r.address.len())
+        .max()
+        .unwrap_or(0)
+        .max("ADDRESS".len());
+    line(format_args!("{:<width$}  {:<4}  CHAIN", "ADDRESS", "MODE"))?;
+    for replica in &replicas {
+        line(format_args!(
+            "{:<width$}  {:<4}  {}",
+            replica.address,
+            mode_name(replica),
+            chain_text(replica)
+        ))?;
+        if !replica.error.is_empty() {
+            line(format_args!("{:<width$}  error: {}", "", replica.error))?;
+        }
+    }
+    Ok(())
+}
+
+/// Prints the volume's size, state, frontend and replicas.
+pub fn info(engine: &str) -> anyhow::Result<()> {
+    let info = daemon::runtime()?.block_on(async {
+        let mut client = connect(engine).await?;
+        let response = client
+            .info(EngineInfoRequest {})
+            .await
+            .context("asking the engine for info")?;
+        anyhow::Ok(response.into_inner())
+    })?;
+    line(format_args!("volume:    {}", info.volume))?;
+    line(format_args!("size:      {}", format_size_exact(info.size)))?;
+    line(format_args!("state:     {}", info.state))?;
+    let frontend = if info.frontend.is_empty() {
+        "none"
+    } else {
+        info.frontend.as_str()
+    };
+    line(format_args!("frontend:  {frontend}"))?;
+    line(format_args!("replicas:  {}", info.replicas.len()))?;
+    for replica in &info.replicas {
+        let error = if replica.error.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", replica.error)
+        };
+        line(format_args!(
+            "  {} {}{error}",
+            replica.address,
+            mode_name(replica)
+        ))?;
+    }
+    Ok(())
+}

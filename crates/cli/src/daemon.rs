@@ -1,0 +1,44 @@
+//! What every long-running command shares: a runtime, and a shutdown signal that fires
+//! on Ctrl-C, SIGTERM, or (for children of `launch-simple`) when the parent goes away.
+
+use anyhow::Context;
+use tokio::io::AsyncReadExt;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio_util::sync::CancellationToken;
+
+/// A multi-threaded runtime for a daemon.
+pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
+/// A token cancelled on SIGINT or SIGTERM, and on end of stdin when `stdin_eof` is set
+/// (a parent that holds our stdin open dies → the pipe closes → we stop, so no daemon
+/// outlives a killed `launch-simple`). Must be called inside the runtime.
+pub fn shutdown_token(stdin_eof: bool) -> anyhow::Result<CancellationToken> {
+    let token = CancellationToken::new();
+    let mut interrupt = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let mut terminate =
+        signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let cancel = token.clone();
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = interrupt.recv() => tracing::info!("interrupted; shutting down"),
+            _ = terminate.recv() => tracing::info!("terminated; shutting down"),
+        }
+        cancel.cancel();
+    });
+    if stdin_eof {
+        let cancel = token.clone();
+        tokio::spawn(async move {
+            let mut stdin = tokio::io::stdin();
+            let mut buf = [0u8; 64];
+            while matches!(stdin.read(&mut buf).await, Ok(n) if n > 0) {}
+            tracing::info!("stdin closed; shutting down");
+            cancel.cancel();
+        });
+    }
+    Ok(token)
+}

@@ -1,0 +1,89 @@
+//! `shorthorn engine`: run a volume's controller.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, ValueEnum};
+use shorthorn_engine::EngineConfig;
+use shorthorn_wire::{ClientOptions, ReplicaAddr};
+
+use crate::daemon;
+use crate::size::parse_size;
+
+/// The frontends an engine can serve.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Frontend {
+    /// An NBD server inside the engine; the export name is the volume name.
+    Nbd,
+}
+
+/// Run a volume's engine: replicate every write to the replicas, serve the volume.
+///
+/// Each replica is named by its data address (tcp://host:port, as given to `shorthorn
+/// replica --listen`); its control API is on the next port. When a replica runs on this
+/// host, the engine uses its unix socket for data. A write is acknowledged only when
+/// every replica in RW mode has it; a replica that fails or times out goes to ERR and
+/// the volume carries on with the others. Stops on Ctrl-C or SIGTERM after a flush.
+#[derive(Debug, Args)]
+pub struct EngineArgs {
+    /// Volume name (also the NBD export name).
+    volume: String,
+    /// Volume size (e.g. 10G); every replica must have exactly this size.
+    #[arg(long, value_parser = parse_size)]
+    size: u64,
+    /// Control API address (what `shorthorn --engine ADDR ls` talks to).
+    #[arg(long, default_value = "127.0.0.1:9501")]
+    listen: SocketAddr,
+    /// A replica's data address, tcp://host:port; repeat for each replica.
+    #[arg(long = "replica", required = true)]
+    replicas: Vec<ReplicaAddr>,
+    /// Frontend to serve.
+    #[arg(long, value_enum)]
+    frontend: Option<Frontend>,
+    /// Where the frontend listens.
+    #[arg(long, default_value = "127.0.0.1:10809")]
+    frontend_listen: SocketAddr,
+    /// A replica request unanswered this long fails the replica (e.g. 8s, 500ms).
+    #[arg(long, default_value = "8s", value_parser = humantime::parse_duration)]
+    request_timeout: Duration,
+    /// Data connections to each replica.
+    #[arg(long, default_value_t = 2)]
+    connections: usize,
+    /// Stop when stdin closes (used by launch-simple so no engine outlives it).
+    #[arg(long, hide = true)]
+    exit_on_stdin_eof: bool,
+}
+
+/// Runs the engine until it is told to stop.
+pub fn run(args: EngineArgs) -> anyhow::Result<()> {
+    let client = ClientOptions {
+        connections: args.connections,
+        request_timeout: args.request_timeout,
+        ..ClientOptions::default()
+    };
+    let config = EngineConfig {
+        volume: args.volume,
+        size: args.size,
+        listen: args.listen,
+        replicas: args.replicas,
+        frontend_listen: args.frontend.map(|Frontend::Nbd| args.frontend_listen),
+        client,
+    };
+    let runtime = daemon::runtime()?;
+    runtime.block_on(async {
+        let shutdown = daemon::shutdown_token(args.exit_on_stdin_eof)?;
+        let (ready, endpoints) =
+            tokio::sync::oneshot::channel::<shorthorn_engine::EngineEndpoints>();
+        let announce = tokio::spawn(async move {
+            if let Ok(endpoints) = endpoints.await {
+                if let Some(uri) = endpoints.frontend {
+                    println!("volume ready: {uri}");
+                }
+            }
+        });
+        let result = shorthorn_engine::run(config, shutdown, ready).await;
+        announce.abort();
+        result.context("engine failed")
+    })
+}

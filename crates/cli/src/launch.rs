@@ -1,0 +1,202 @@
+//! `shorthorn launch-simple`: N local replicas and an engine, in one command.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::os::unix::process::CommandExt as _;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::Args;
+use shorthorn_store::validate_name;
+use tokio::process::{Child, ChildStdin, Command};
+
+use crate::daemon;
+use crate::size::parse_size;
+
+/// How long each daemon may take to start listening.
+const START_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long each daemon may take to stop after being asked.
+const STOP_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Start a replicated volume on this host: N replicas and an engine with an NBD
+/// frontend, as separate processes. Prints the NBD URI; Ctrl-C stops the engine (after a
+/// flush), then the replicas.
+///
+/// Replica i (1-based) keeps its data in DATA_DIR/VOLUME/replica-i and listens on
+/// 127.0.0.1, port BASE+2(i-1) for data and the port after it for control. Running it
+/// again with the same DATA_DIR reopens the same volume.
+#[derive(Debug, Args)]
+pub struct LaunchArgs {
+    /// Volume name (also the NBD export name).
+    volume: String,
+    /// Volume size, e.g. 10G, 512M.
+    #[arg(value_parser = parse_size)]
+    size: u64,
+    /// Number of replicas.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=16))]
+    replicas: u16,
+    /// Where the replicas keep their data.
+    #[arg(long, default_value = "shorthorn-data")]
+    data_dir: PathBuf,
+    /// NBD frontend address.
+    #[arg(long, default_value = "127.0.0.1:10809")]
+    nbd: SocketAddr,
+    /// Engine control address.
+    #[arg(long, default_value = "127.0.0.1:9501")]
+    engine_listen: SocketAddr,
+    /// First replica's data port.
+    #[arg(long, default_value_t = 9502)]
+    replica_base_port: u16,
+}
+
+/// A daemon we started. Its stdin is a pipe we hold: closing it asks it to stop, and if
+/// we die the kernel closes it, so no daemon outlives us.
+struct Daemon {
+    name: String,
+    child: Child,
+    /// Held apart from `child`, because waiting on a tokio child closes its stdin.
+    stdin: Option<ChildStdin>,
+}
+
+impl Daemon {
+    fn spawn(name: String, args: &[String]) -> anyhow::Result<Daemon> {
+        let exe = std::env::current_exe().context("finding the shorthorn binary")?;
+        let mut command = Command::new(exe);
+        command
+            .args(args)
+            .arg("--exit-on-stdin-eof")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .kill_on_drop(true);
+        // Own process group: a terminal's Ctrl-C reaches only us, and we stop the
+        // daemons in order (engine first, so its final flush reaches the replicas).
+        command.as_std_mut().process_group(0);
+        let mut child = command
+            .spawn()
+            .with_context(|| format!("starting {name}"))?;
+        let stdin = child.stdin.take();
+        Ok(Daemon { name, child, stdin })
+    }
+
+    /// Waits until `addr` accepts connections, failing early if the daemon exits.
+    async fn wait_listening(&mut self, addr: SocketAddr) -> anyhow::Result<()> {
+        let deadline = tokio::time::Instant::now() + START_TIMEOUT;
+        loop {
+            if let Some(status) = self.child.try_wait().context("checking a daemon")? {
+                bail!(
+                    "{} exited during start-up ({status}); see its log above",
+                    self.name
+                );
+            }
+            if tokio::net::TcpStream::connect(addr).await.is_ok() {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() > deadline {
+                bail!(
+                    "{} did not listen on {addr} within {START_TIMEOUT:?}",
+                    self.name
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Asks the daemon to stop and waits for it; kills it if it does not stop in time.
+    async fn stop(mut self) {
+        drop(self.stdin.take());
+        match tokio::time::timeout(STOP_TIMEOUT, self.child.wait()).await {
+            Ok(Ok(status)) if status.success() => {}
+            Ok(Ok(status)) => eprintln!("{} stopped with {status}", self.name),
+            Ok(Err(e)) => eprintln!("waiting for {}: {e}", self.name),
+            Err(_) => {
+                eprintln!(
+                    "{} did not stop within {STOP_TIMEOUT:?}; killing it",
+                    self.name
+                );
+                let _ = self.child.kill().await;
+            }
+        }
+    }
+}
+
+fn localhost(port: u16) -> SocketAddr {
+    SocketAddr::from((Ipv4Addr::LOCALHOST, port))
+}
+
+fn replica_dir(data_dir: &Path, volume: &str, index: u16) -> PathBuf {
+    data_dir.join(volume).join(format!("replica-{index}"))
+}
+
+/// Starts everything, waits for Ctrl-C (or a daemon dying), stops everything.
+pub fn run(args: LaunchArgs) -> anyhow::Result<()> {
+    validate_name(&args.volume)?;
+    let runtime = daemon::runtime()?;
+    runtime.block_on(async {
+        let shutdown = daemon::shutdown_token(false)?;
+        let mut replicas = Vec::new();
+        let mut replica_addrs = Vec::new();
+        let size = args.size.to_string();
+        for index in 1..=args.replicas {
+            let port = args
+                .replica_base_port
+                .checked_add(2 * (index - 1))
+                .filter(|p| *p < u16::MAX)
+                .context("--replica-base-port leaves no room for the replicas' ports")?;
+            let dir = replica_dir(&args.data_dir, &args.volume, index);
+            let listen = localhost(port);
+            let mut replica = Daemon::spawn(
+                format!("replica {index}"),
+                &[
+                    "replica".into(),
+                    dir.display().to_string(),
+                    "--size".into(),
+                    size.clone(),
+                    "--volume".into(),
+                    args.volume.clone(),
+                    "--listen".into(),
+                    listen.to_string(),
+                ],
+            )?;
+            replica.wait_listening(localhost(port + 1)).await?;
+            replicas.push(replica);
+            replica_addrs.push(format!("tcp://{listen}"));
+        }
+        let mut engine_args = vec![
+            "engine".into(),
+            args.volume.clone(),
+            "--size".into(),
+            size.clone(),
+            "--listen".into(),
+            args.engine_listen.to_string(),
+            "--frontend".into(),
+            "nbd".into(),
+            "--frontend-listen".into(),
+            args.nbd.to_string(),
+        ];
+        for addr in &replica_addrs {
+            engine_args.extend(["--replica".into(), addr.clone()]);
+        }
+        let mut engine = Daemon::spawn("engine".into(), &engine_args)?;
+        engine.wait_listening(args.nbd).await?;
+        engine.wait_listening(args.engine_listen).await?;
+        let uri = format!("nbd://{}/{}", args.nbd, args.volume);
+        println!(
+            "volume {} ({} bytes, {} replicas) ready at {uri}",
+            args.volume, args.size, args.replicas
+        );
+        println!("  inspect:  shorthorn --engine {} ls", args.engine_listen);
+        println!("  try:      nbdinfo {uri}");
+        println!("  stop:     Ctrl-C");
+        tokio::select! {
+            () = shutdown.cancelled() => {}
+            status = engine.child.wait() => eprintln!("engine exited unexpectedly: {status:?}"),
+        }
+        engine.stop().await;
+        for replica in replicas {
+            replica.stop().await;
+        }
+        println!("volume {} stopped", args.volume);
+        Ok(())
+    })
+}

@@ -1,0 +1,77 @@
+//! `shorthorn replica`: serve one replica directory.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::Args;
+use shorthorn_replica::ReplicaConfig;
+
+use crate::daemon;
+use crate::size::parse_size;
+
+/// Longest unix socket path the kernel accepts (sun_path is 108 bytes with its NUL).
+const MAX_SOCKET_PATH: usize = 107;
+
+/// Serve a replica: one copy of a volume, kept in DIR, for an engine to replicate to.
+///
+/// Data (the wire protocol) is served on --listen; the control API (gRPC) on the next
+/// port (P+1). The replica also serves data on a unix socket (DIR/data.sock by default),
+/// which an engine on the same host uses instead of TCP. Stops on Ctrl-C or SIGTERM
+/// after flushing.
+#[derive(Debug, Args)]
+pub struct ReplicaArgs {
+    /// The replica directory; a new volume is created in it if it holds none.
+    dir: PathBuf,
+    /// Volume size (e.g. 10G, 512M, 4096): needed to create; checked when opening.
+    #[arg(long, value_parser = parse_size)]
+    size: Option<u64>,
+    /// Volume name for a new volume [default: the directory's name].
+    #[arg(long)]
+    volume: Option<String>,
+    /// Data address; the control API takes the next port.
+    #[arg(long, default_value = "127.0.0.1:9502")]
+    listen: SocketAddr,
+    /// Unix socket for engines on this host [default: DIR/data.sock].
+    #[arg(long, conflicts_with = "no_unix_socket")]
+    unix_socket: Option<PathBuf>,
+    /// Serve no unix socket.
+    #[arg(long)]
+    no_unix_socket: bool,
+    /// Stop when stdin closes (used by launch-simple so no replica outlives it).
+    #[arg(long, hide = true)]
+    exit_on_stdin_eof: bool,
+}
+
+/// Runs the replica until it is told to stop.
+pub fn run(args: ReplicaArgs) -> anyhow::Result<()> {
+    let volume = match args.volume {
+        Some(volume) => volume,
+        None => crate::store_cmd::default_name(&args.dir, "--volume")?,
+    };
+    let unix_socket = if args.no_unix_socket {
+        None
+    } else {
+        let path = args
+            .unix_socket
+            .unwrap_or_else(|| args.dir.join("data.sock"));
+        let absolute = std::path::absolute(&path).unwrap_or(path);
+        if absolute.as_os_str().len() > MAX_SOCKET_PATH {
+            tracing::warn!(path = %absolute.display(), "unix socket path too long; serving TCP only");
+            None
+        } else {
+            Some(absolute)
+        }
+    };
+    let config = ReplicaConfig {
+        dir: args.dir,
+        size: args.size,
+        volume,
+        listen: args.listen,
+        unix_socket,
+    };
+    let runtime = daemon::runtime()?;
+    runtime.block_on(async {
+        let shutdown = daemon::shutdown_token(args.exit_on_stdin_eof)?;
+        shorthorn_replica::run(config, shutdown).await
+    })
+}

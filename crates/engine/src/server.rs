@@ -1,0 +1,198 @@
+//! Running an engine: connect to the volume's replicas (over a unix socket when one is
+//! on this host), replicate through them, serve the volume over NBD from inside this
+//! process, and answer the control API.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use shorthorn_block::BlockDevice;
+use shorthorn_nbd::{Export, NbdServer};
+use shorthorn_proto::v1::ReplicaInfoRequest;
+use shorthorn_proto::v1::engine_control_server::EngineControlServer;
+use shorthorn_proto::v1::replica_control_client::ReplicaControlClient;
+use shorthorn_wire::{ClientOptions, ReplicaAddr, WireClient};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::control::EngineControlService;
+use crate::replicator::{Replica, Replicator};
+
+/// How long the engine waits for a replica's control API at start.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What `shorthorn engine` is asked to run.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Volume name; also the NBD export name.
+    pub volume: String,
+    /// Volume size in bytes; every replica must have it.
+    pub size: u64,
+    /// Control API address.
+    pub listen: SocketAddr,
+    /// The replicas, each named by its `tcp://host:port` data address.
+    pub replicas: Vec<ReplicaAddr>,
+    /// Where the NBD frontend listens; `None` runs no frontend.
+    pub frontend_listen: Option<SocketAddr>,
+    /// Connections, timeouts and pings towards each replica.
+    pub client: ClientOptions,
+}
+
+/// Addresses a running engine serves, reported once it is ready.
+#[derive(Debug, Clone)]
+pub struct EngineEndpoints {
+    /// The control API.
+    pub control: SocketAddr,
+    /// The NBD URI, when a frontend runs.
+    pub frontend: Option<String>,
+}
+
+impl Replica for WireClient {
+    async fn failed(&self) -> String {
+        self.wait_failed().await
+    }
+}
+
+/// A replica's control address: its data port + 1.
+fn control_endpoint(addr: &ReplicaAddr) -> anyhow::Result<(String, u16)> {
+    let ReplicaAddr::Tcp { host, port } = addr else {
+        bail!(
+            "replica {addr}: name replicas by their tcp://host:port address; the engine finds unix sockets itself"
+        );
+    };
+    let control_port = port
+        .checked_add(1)
+        .with_context(|| format!("replica {addr}: no room for its control port"))?;
+    Ok((host.clone(), control_port))
+}
+
+/// Connects to one replica: checks through its control API that it holds this volume
+/// at this size, then opens the data path (its unix socket when it is on this host).
+async fn connect_replica(
+    config: &EngineConfig,
+    addr: &ReplicaAddr,
+) -> anyhow::Result<(WireClient, ReplicaControlClient<Channel>)> {
+    let (host, port) = control_endpoint(addr)?;
+    let endpoint = Endpoint::from_shared(format!("http://{host}:{port}"))
+        .with_context(|| format!("replica {addr}: bad control address"))?
+        .connect_timeout(CONNECT_TIMEOUT);
+    let channel = endpoint
+        .connect()
+        .await
+        .with_context(|| format!("replica {addr}: cannot reach its control API on port {port}"))?;
+    let mut control = ReplicaControlClient::new(channel);
+    let info = tokio::time::timeout(CONNECT_TIMEOUT, control.info(ReplicaInfoRequest {}))
+        .await
+        .with_context(|| format!("replica {addr}: no answer from its control API"))?
+        .with_context(|| format!("replica {addr}: control API refused Info"))?
+        .into_inner();
+    if info.volume != config.volume {
+        bail!(
+            "replica {addr} holds volume {:?}, not {:?}; start it with --volume {}",
+            info.volume,
+            config.volume,
+            config.volume
+        );
+    }
+    if info.size != config.size {
+        bail!(
+            "replica {addr} has {} bytes, but volume {} has {}",
+            info.size,
+            config.volume,
+            config.size
+        );
+    }
+    let data = local_socket(&host, &info.data_addresses).unwrap_or_else(|| addr.clone());
+    let client = WireClient::connect(&data, config.client)
+        .await
+        .with_context(|| format!("replica {addr}: connecting to its data path {data}"))?;
+    tracing::info!(volume = %config.volume, replica = %addr, data = %data, "replica connected");
+    Ok((client, control))
+}
+
+/// The replica's unix socket, if it advertises one and sits on this host.
+fn local_socket(host: &str, advertised: &[String]) -> Option<ReplicaAddr> {
+    let loopback = host == "localhost" || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback());
+    if !loopback {
+        return None;
+    }
+    advertised
+        .iter()
+        .filter_map(|a| a.parse::<ReplicaAddr>().ok())
+        .find(|a| matches!(a, ReplicaAddr::Unix(path) if path.exists()))
+}
+
+/// Runs an engine until `shutdown` is cancelled; `ready` receives its endpoints once
+/// every listener is bound. On shutdown the frontend stops first, then the replicas are
+/// flushed.
+pub async fn run(
+    config: EngineConfig,
+    shutdown: CancellationToken,
+    ready: tokio::sync::oneshot::Sender<EngineEndpoints>,
+) -> anyhow::Result<()> {
+    let mut replicas = Vec::new();
+    let mut controls = Vec::new();
+    for addr in &config.replicas {
+        let (client, control) = connect_replica(&config, addr).await?;
+        replicas.push((addr.to_string(), Arc::new(client)));
+        controls.push((addr.to_string(), control));
+    }
+    let replicator = Arc::new(Replicator::new(&config.volume, config.size, replicas)?);
+    replicator.watch_failures();
+
+    let control_listener = TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("binding the control address {}", config.listen))?;
+    let control_addr = control_listener
+        .local_addr()
+        .context("reading the control address")?;
+    let mut frontend = None;
+    let mut tasks = tokio::task::JoinSet::new();
+    if let Some(listen) = config.frontend_listen {
+        let listener = TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("binding the NBD frontend address {listen}"))?;
+        let bound = listener.local_addr().context("reading the NBD address")?;
+        frontend = Some(format!("nbd://{bound}/{}", config.volume));
+        let export = Export::new(config.volume.clone(), replicator.clone())
+            .with_description(format!("Shorthorn volume {}", config.volume))
+            // A flush reaches every replica and syncs its whole head, so it covers
+            // writes completed on any connection.
+            .with_multi_conn(true);
+        let server = NbdServer::new(vec![export]).context("configuring the NBD frontend")?;
+        let stop = shutdown.clone();
+        tasks.spawn(async move {
+            if let Err(e) = server.serve_tcp(listener, stop.cancelled_owned()).await {
+                tracing::error!(error = %e, "NBD frontend stopped");
+            }
+        });
+    }
+    let service = EngineControlService::new(
+        replicator.clone(),
+        frontend.clone().unwrap_or_default(),
+        controls,
+    );
+    let endpoints = EngineEndpoints {
+        control: control_addr,
+        frontend: frontend.clone(),
+    };
+    tracing::info!(volume = %config.volume, control = %control_addr, frontend = ?frontend, "engine serving");
+    let _ = ready.send(endpoints);
+    let incoming = futures::stream::unfold(control_listener, |listener| async move {
+        let accepted = listener.accept().await.map(|(stream, _)| stream);
+        Some((accepted, listener))
+    });
+    tonic::transport::Server::builder()
+        .add_service(EngineControlServer::new(service))
+        .serve_with_incoming_shutdown(incoming, shutdown.clone().cancelled_owned())
+        .await
+        .context("serving the control API")?;
+    while tasks.join_next().await.is_some() {}
+    if let Err(e) = replicator.flush().await {
+        tracing::warn!(volume = %config.volume, error = %e, "final flush failed");
+    }
+    tracing::info!(volume = %config.volume, "engine stopped");
+    Ok(())
+}

@@ -1,0 +1,146 @@
+//! Running a replica: open (or create) the store, serve its data over the wire protocol
+//! on the replica's address (and a unix socket for engines on the same host), and the
+//! control API on the next port.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use shorthorn_proto::v1::replica_control_server::ReplicaControlServer;
+use shorthorn_store::{METADATA_FILE, Store, StoreDevice};
+use shorthorn_wire::ReplicaAddr;
+use tokio::net::{TcpListener, UnixListener};
+use tokio_util::sync::CancellationToken;
+
+use crate::control::ReplicaControlService;
+
+/// What `shorthorn replica` is asked to run.
+#[derive(Debug, Clone)]
+pub struct ReplicaConfig {
+    /// The replica directory; created with a new volume when it holds none.
+    pub dir: PathBuf,
+    /// Volume size: required to create, checked against an existing volume.
+    pub size: Option<u64>,
+    /// Volume name for a new volume (an existing volume keeps its own).
+    pub volume: String,
+    /// Data address; the control API listens on the next port.
+    pub listen: SocketAddr,
+    /// Also serve data on this unix socket (engines on the same host use it).
+    pub unix_socket: Option<PathBuf>,
+}
+
+/// The control API's address for a replica at `data`: the next port.
+pub fn control_address(data: SocketAddr) -> anyhow::Result<SocketAddr> {
+    let port = data
+        .port()
+        .checked_add(1)
+        .context("the data port leaves no room for the control port")?;
+    Ok(SocketAddr::new(data.ip(), port))
+}
+
+/// Opens the replica's store, creating the volume if the directory holds none.
+pub fn open_or_create(dir: &Path, volume: &str, size: Option<u64>) -> anyhow::Result<Store> {
+    if dir.join(METADATA_FILE).exists() {
+        let store =
+            Store::open(dir).with_context(|| format!("opening replica {}", dir.display()))?;
+        if let Some(size) = size {
+            if size != store.size() {
+                bail!(
+                    "replica {} holds a volume of {} bytes, but --size says {size}; \
+                     expand the volume through its engine instead",
+                    dir.display(),
+                    store.size()
+                );
+            }
+        }
+        return Ok(store);
+    }
+    let Some(size) = size else {
+        bail!(
+            "{} holds no volume yet; give --size to create one",
+            dir.display()
+        );
+    };
+    Store::create(dir, volume, size).with_context(|| format!("creating replica {}", dir.display()))
+}
+
+/// Runs a replica until `shutdown` is cancelled, then flushes the store.
+pub async fn run(config: ReplicaConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let (dir, volume, size) = (config.dir.clone(), config.volume.clone(), config.size);
+    let store = tokio::task::spawn_blocking(move || open_or_create(&dir, &volume, size))
+        .await
+        .context("store task failed")??;
+    let store = Arc::new(store);
+    let device = Arc::new(StoreDevice::new(store.clone()));
+
+    let data = TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("binding the data address {}", config.listen))?;
+    let control_addr = control_address(config.listen)?;
+    let control = std::net::TcpListener::bind(control_addr)
+        .with_context(|| format!("binding the control address {control_addr}"))?;
+    control
+        .set_nonblocking(true)
+        .context("configuring the control listener")?;
+    let control = TcpListener::from_std(control).context("configuring the control listener")?;
+
+    let mut data_addresses = vec![ReplicaAddr::from(config.listen).to_string()];
+    let mut tasks = tokio::task::JoinSet::new();
+    if let Some(path) = &config.unix_socket {
+        // A socket file left by an earlier run would make bind fail.
+        if path.exists() {
+            std::fs::remove_file(path)
+                .with_context(|| format!("removing stale socket {}", path.display()))?;
+        }
+        let unix = UnixListener::bind(path)
+            .with_context(|| format!("binding unix socket {}", path.display()))?;
+        data_addresses.push(ReplicaAddr::unix(path.clone()).to_string());
+        let (device, shutdown) = (device.clone(), shutdown.clone());
+        tasks.spawn(async move {
+            shorthorn_wire::serve(unix, device, shutdown.cancelled_owned()).await
+        });
+    }
+    {
+        let (device, shutdown) = (device.clone(), shutdown.clone());
+        tasks.spawn(async move {
+            shorthorn_wire::serve(data, device, shutdown.cancelled_owned()).await
+        });
+    }
+    tracing::info!(
+        dir = %config.dir.display(),
+        volume = %store.name(),
+        size = store.size(),
+        data = ?data_addresses,
+        control = %control_addr,
+        "replica serving"
+    );
+    let service = ReplicaControlService::new(store.clone(), data_addresses);
+    let incoming = tokio_stream_of(control);
+    tonic::transport::Server::builder()
+        .add_service(ReplicaControlServer::new(service))
+        .serve_with_incoming_shutdown(incoming, shutdown.clone().cancelled_owned())
+        .await
+        .context("serving the control API")?;
+    while tasks.join_next().await.is_some() {}
+    let flush_store = store.clone();
+    tokio::task::spawn_blocking(move || flush_store.flush())
+        .await
+        .context("store task failed")?
+        .with_context(|| format!("flushing replica {}", config.dir.display()))?;
+    if let Some(path) = &config.unix_socket {
+        let _ = std::fs::remove_file(path);
+    }
+    tracing::info!(dir = %config.dir.display(), "replica stopped");
+    Ok(())
+}
+
+/// Turns a bound listener into the stream of connections tonic serves.
+fn tokio_stream_of(
+    listener: TcpListener,
+) -> impl futures::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    futures::stream::unfold(listener, |listener| async move {
+        let accepted = listener.accept().await.map(|(stream, _)| stream);
+        Some((accepted, listener))
+    })
+}
