@@ -2,7 +2,8 @@
 //! on Ctrl-C, SIGTERM, or (for children of `launch-simple`) when the parent goes away.
 
 use anyhow::Context;
-use tokio::io::AsyncReadExt;
+use std::io::Read;
+
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 
@@ -31,14 +32,20 @@ pub fn shutdown_token(stdin_eof: bool) -> anyhow::Result<CancellationToken> {
         cancel.cancel();
     });
     if stdin_eof {
+        // A plain thread, not tokio's stdin: a blocking read cannot be cancelled, and a
+        // runtime waits for its blocking tasks when it shuts down, so a daemon that
+        // failed at start-up would hang until its parent closed the pipe.
         let cancel = token.clone();
-        tokio::spawn(async move {
-            let mut stdin = tokio::io::stdin();
-            let mut buf = [0u8; 64];
-            while matches!(stdin.read(&mut buf).await, Ok(n) if n > 0) {}
-            tracing::info!("stdin closed; shutting down");
-            cancel.cancel();
-        });
+        std::thread::Builder::new()
+            .name("stdin-lifeline".into())
+            .spawn(move || {
+                let mut buf = [0u8; 64];
+                let mut stdin = std::io::stdin();
+                while matches!(stdin.read(&mut buf), Ok(n) if n > 0) {}
+                tracing::info!("stdin closed; shutting down");
+                cancel.cancel();
+            })
+            .context("starting the stdin watcher")?;
     }
     Ok(token)
 }

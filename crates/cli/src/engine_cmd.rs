@@ -77,9 +77,11 @@ pub fn run(args: EngineArgs) -> anyhow::Result<()> {
             tokio::sync::oneshot::channel::<shorthorn_engine::EngineEndpoints>();
         let announce = tokio::spawn(async move {
             if let Ok(endpoints) = endpoints.await {
-                if let Some(uri) = endpoints.frontend {
-                    println!("volume ready: {uri}");
-                }
+                let frontend = endpoints.frontend.unwrap_or_else(|| "none".into());
+                println!(
+                    "engine ready: control {} frontend {frontend}",
+                    endpoints.control
+                );
             }
         });
         let result = shorthorn_engine::run(config, shutdown, ready).await;

@@ -9,7 +9,8 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::Args;
 use shorthorn_store::validate_name;
-use tokio::process::{Child, ChildStdin, Command};
+use tokio::io::{AsyncBufReadExt, BufReader, Lines};
+use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 
 use crate::daemon;
 use crate::size::parse_size;
@@ -57,6 +58,9 @@ struct Daemon {
     child: Child,
     /// Held apart from `child`, because waiting on a tokio child closes its stdin.
     stdin: Option<ChildStdin>,
+    /// The daemon announces readiness on stdout; kept open so later output never hits a
+    /// closed pipe.
+    stdout: Option<Lines<BufReader<ChildStdout>>>,
 }
 
 impl Daemon {
@@ -67,7 +71,7 @@ impl Daemon {
             .args(args)
             .arg("--exit-on-stdin-eof")
             .stdin(Stdio::piped())
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .kill_on_drop(true);
         // Own process group: a terminal's Ctrl-C reaches only us, and we stop the
         // daemons in order (engine first, so its final flush reaches the replicas).
@@ -76,29 +80,44 @@ impl Daemon {
             .spawn()
             .with_context(|| format!("starting {name}"))?;
         let stdin = child.stdin.take();
-        Ok(Daemon { name, child, stdin })
+        let stdout = child.stdout.take().map(|out| BufReader::new(out).lines());
+        Ok(Daemon {
+            name,
+            child,
+            stdin,
+            stdout,
+        })
     }
 
-    /// Waits until `addr` accepts connections, failing early if the daemon exits.
-    async fn wait_listening(&mut self, addr: SocketAddr) -> anyhow::Result<()> {
-        let deadline = tokio::time::Instant::now() + START_TIMEOUT;
-        loop {
-            if let Some(status) = self.child.try_wait().context("checking a daemon")? {
+    /// Waits for the daemon's `<what> ready` line on stdout. A daemon that exits first
+    /// has printed its reason on stderr (shared with ours); report its exit status.
+    async fn wait_ready(&mut self, what: &str) -> anyhow::Result<()> {
+        let marker = format!("{what} ready");
+        let stdout = self
+            .stdout
+            .as_mut()
+            .context("daemon stdout is not captured")?;
+        let wait = async {
+            while let Some(line) = stdout.next_line().await? {
+                if line.starts_with(&marker) {
+                    return Ok(true);
+                }
+            }
+            std::io::Result::Ok(false)
+        };
+        match tokio::time::timeout(START_TIMEOUT, wait).await {
+            Ok(Ok(true)) => Ok(()),
+            Ok(Ok(false)) | Ok(Err(_)) => {
+                let status = self.child.wait().await.context("waiting for a daemon")?;
                 bail!(
-                    "{} exited during start-up ({status}); see its log above",
+                    "{} failed to start ({status}); its error is above",
                     self.name
-                );
+                )
             }
-            if tokio::net::TcpStream::connect(addr).await.is_ok() {
-                return Ok(());
-            }
-            if tokio::time::Instant::now() > deadline {
-                bail!(
-                    "{} did not listen on {addr} within {START_TIMEOUT:?}",
-                    self.name
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            Err(_) => bail!(
+                "{} did not become ready within {START_TIMEOUT:?}",
+                self.name
+            ),
         }
     }
 
@@ -158,7 +177,7 @@ pub fn run(args: LaunchArgs) -> anyhow::Result<()> {
                     listen.to_string(),
                 ],
             )?;
-            replica.wait_listening(localhost(port + 1)).await?;
+            replica.wait_ready("replica").await?;
             replicas.push(replica);
             replica_addrs.push(format!("tcp://{listen}"));
         }
@@ -178,8 +197,7 @@ pub fn run(args: LaunchArgs) -> anyhow::Result<()> {
             engine_args.extend(["--replica".into(), addr.clone()]);
         }
         let mut engine = Daemon::spawn("engine".into(), &engine_args)?;
-        engine.wait_listening(args.nbd).await?;
-        engine.wait_listening(args.engine_listen).await?;
+        engine.wait_ready("engine").await?;
         let uri = format!("nbd://{}/{}", args.nbd, args.volume);
         println!(
             "volume {} ({} bytes, {} replicas) ready at {uri}",

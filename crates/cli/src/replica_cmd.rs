@@ -72,6 +72,19 @@ pub fn run(args: ReplicaArgs) -> anyhow::Result<()> {
     let runtime = daemon::runtime()?;
     runtime.block_on(async {
         let shutdown = daemon::shutdown_token(args.exit_on_stdin_eof)?;
-        shorthorn_replica::run(config, shutdown).await
+        let (ready, endpoints) =
+            tokio::sync::oneshot::channel::<shorthorn_replica::ReplicaEndpoints>();
+        let announce = tokio::spawn(async move {
+            if let Ok(endpoints) = endpoints.await {
+                println!(
+                    "replica ready: data {} control {}",
+                    endpoints.data.join(" "),
+                    endpoints.control
+                );
+            }
+        });
+        let result = shorthorn_replica::run(config, shutdown, ready).await;
+        announce.abort();
+        result
     })
 }

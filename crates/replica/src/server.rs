@@ -65,8 +65,22 @@ pub fn open_or_create(dir: &Path, volume: &str, size: Option<u64>) -> anyhow::Re
     Store::create(dir, volume, size).with_context(|| format!("creating replica {}", dir.display()))
 }
 
-/// Runs a replica until `shutdown` is cancelled, then flushes the store.
-pub async fn run(config: ReplicaConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
+/// Where a running replica serves, reported once every listener is bound.
+#[derive(Debug, Clone)]
+pub struct ReplicaEndpoints {
+    /// Data addresses: `tcp://…` and, when enabled, `unix://…`.
+    pub data: Vec<String>,
+    /// The control API.
+    pub control: SocketAddr,
+}
+
+/// Runs a replica until `shutdown` is cancelled, then flushes the store. `ready`
+/// receives the endpoints once every listener is bound.
+pub async fn run(
+    config: ReplicaConfig,
+    shutdown: CancellationToken,
+    ready: tokio::sync::oneshot::Sender<ReplicaEndpoints>,
+) -> anyhow::Result<()> {
     let (dir, volume, size) = (config.dir.clone(), config.volume.clone(), config.size);
     let store = tokio::task::spawn_blocking(move || open_or_create(&dir, &volume, size))
         .await
@@ -115,7 +129,12 @@ pub async fn run(config: ReplicaConfig, shutdown: CancellationToken) -> anyhow::
         control = %control_addr,
         "replica serving"
     );
+    let endpoints = ReplicaEndpoints {
+        data: data_addresses.clone(),
+        control: control_addr,
+    };
     let service = ReplicaControlService::new(store.clone(), data_addresses);
+    let _ = ready.send(endpoints);
     let incoming = tokio_stream_of(control);
     tonic::transport::Server::builder()
         .add_service(ReplicaControlServer::new(service))
