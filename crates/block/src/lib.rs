@@ -6,6 +6,7 @@
 //! read-modify-write themselves, so frontends never have to.
 
 mod extent;
+mod name;
 mod range;
 
 use std::future::Future;
@@ -13,6 +14,7 @@ use std::future::Future;
 use bytes::Bytes;
 
 pub use extent::{Extent, ExtentKind};
+pub use name::{MAX_NAME_LEN, NameError, validate_name};
 pub use range::{BLOCK_SIZE, align_down, align_up, check_range};
 
 /// Why a block request failed, in terms a frontend can map to a protocol error code.
