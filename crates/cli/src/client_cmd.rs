@@ -9,7 +9,8 @@ use crate::daemon;
 use crate::output::line;
 use crate::size::format_size_exact;
 
-async fn connect(engine: &str) -> anyhow::Result<EngineControlClient<Channel>> {
+/// Connects to the engine control API at `engine` (host:port or a URI).
+pub(crate) async fn connect(engine: &str) -> anyhow::Result<EngineControlClient<Channel>> {
     let uri = if engine.contains("://") {
         engine.to_owned()
     } else {
@@ -89,6 +90,18 @@ pub fn info(engine: &str) -> anyhow::Result<()> {
         info.frontend.as_str()
     };
     line(format_args!("frontend:  {frontend}"))?;
+    if let Some(purge) = &info.purge {
+        let detail = match purge.state.as_str() {
+            "running" => format!(
+                " ({}/{} replicas done)",
+                purge.replicas_done, purge.replicas_total
+            ),
+            "done" if !purge.purged.is_empty() => format!(" (purged {})", purge.purged.join(", ")),
+            "failed" => format!(" ({})", purge.error),
+            _ => String::new(),
+        };
+        line(format_args!("purge:     {}{detail}", purge.state))?;
+    }
     line(format_args!("replicas:  {}", info.replicas.len()))?;
     for replica in &info.replicas {
         let error = if replica.error.is_empty() {

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, ValueEnum};
-use shorthorn_engine::EngineConfig;
+use shorthorn_engine::{EngineConfig, SnapshotLimits};
 use shorthorn_wire::{ClientOptions, ReplicaAddr};
 
 use crate::daemon;
@@ -50,6 +50,12 @@ pub struct EngineArgs {
     /// Data connections to each replica.
     #[arg(long, default_value_t = 2)]
     connections: usize,
+    /// Most snapshots in the volume's chain; creating one more fails with a clear error.
+    #[arg(long, default_value_t = 250)]
+    max_snapshots: usize,
+    /// Most bytes all snapshots may occupy on a replica (e.g. 100G); 0: no limit.
+    #[arg(long, default_value = "0", value_parser = parse_size)]
+    max_snapshot_bytes: u64,
     /// Stop when stdin closes (used by launch-simple so no engine outlives it).
     #[arg(long, hide = true)]
     exit_on_stdin_eof: bool,
@@ -69,6 +75,10 @@ pub fn run(args: EngineArgs) -> anyhow::Result<()> {
         replicas: args.replicas,
         frontend_listen: args.frontend.map(|Frontend::Nbd| args.frontend_listen),
         client,
+        limits: SnapshotLimits {
+            max_count: args.max_snapshots,
+            max_total_bytes: args.max_snapshot_bytes,
+        },
     };
     let runtime = daemon::runtime()?;
     runtime.block_on(async {

@@ -13,6 +13,7 @@ mod output;
 mod replica_cmd;
 mod size;
 mod store_cmd;
+mod volume_cmd;
 
 use std::process::ExitCode;
 
@@ -50,6 +51,17 @@ enum Command {
     Ls,
     /// Show the engine's volume: size, state, frontend endpoint, replicas.
     Info,
+    /// Snapshots of the engine's volume: create, ls, rm, purge, revert.
+    #[command(subcommand)]
+    Snapshot(volume_cmd::SnapshotCommand),
+    /// Grow the engine's volume to SIZE (e.g. 20G) on every replica.
+    Expand {
+        /// The new size.
+        size: String,
+    },
+    /// Start or stop the engine's frontend (NBD server).
+    #[command(subcommand)]
+    Frontend(volume_cmd::FrontendCommand),
 }
 
 fn main() -> ExitCode {
@@ -92,6 +104,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::LaunchSimple(args) => launch::run(args),
         Command::Ls => client_cmd::ls(&cli.engine),
         Command::Info => client_cmd::info(&cli.engine),
+        Command::Snapshot(command) => volume_cmd::snapshot(&cli.engine, command),
+        Command::Expand { size } => volume_cmd::expand(&cli.engine, &size),
+        Command::Frontend(command) => volume_cmd::frontend(&cli.engine, command),
     }
 }
 

@@ -1,96 +1,151 @@
 //! The engine's gRPC control API (`shorthorn.v1.EngineControl`): what `shorthorn
-//! --engine ADDR ls` and `info` show.
+//! --engine ADDR ls`, `info`, `snapshot …`, `expand` and `frontend …` talk to.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use shorthorn_block::BlockDevice;
 use shorthorn_proto::v1 as pb;
 use shorthorn_proto::v1::engine_control_server::EngineControl;
-use shorthorn_proto::v1::replica_control_client::ReplicaControlClient;
-use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
-use crate::replicator::{Replica, Replicator};
-use crate::status::{ReplicaMode, ReplicaStatus};
+use crate::engine::{Engine, PurgeState};
+use crate::operations::OperationError;
+use crate::replica::{Replica, SnapshotInfo};
+use crate::status::ReplicaMode;
 
 /// How long `ls` waits for a replica's chain before showing it as unknown.
 const CHAIN_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Serves the control API of one engine.
-pub struct EngineControlService<R: Replica> {
-    replicator: Arc<Replicator<R>>,
-    frontend: String,
-    /// Control clients of the replicas, by the address the replicator knows them by.
-    replica_controls: Vec<(String, ReplicaControlClient<Channel>)>,
+pub struct EngineControlService {
+    engine: Arc<Engine>,
 }
 
-impl<R: Replica> EngineControlService<R> {
-    /// Controls `replicator`; `frontend` is the URI clients connect to (empty: none).
-    pub fn new(
-        replicator: Arc<Replicator<R>>,
-        frontend: String,
-        replica_controls: Vec<(String, ReplicaControlClient<Channel>)>,
-    ) -> Self {
-        EngineControlService {
-            replicator,
-            frontend,
-            replica_controls,
-        }
+impl EngineControlService {
+    /// Controls `engine`.
+    pub fn new(engine: Arc<Engine>) -> Self {
+        EngineControlService { engine }
     }
 
     async fn replicas(&self) -> Vec<pb::ReplicaStatus> {
+        let replicator = self.engine.replicator();
         let mut out = Vec::new();
-        for status in self.replicator.status() {
-            let chain = match self
-                .replica_controls
-                .iter()
-                .find(|(a, _)| *a == status.address)
-            {
-                Some((_, client)) if status.mode != ReplicaMode::ERR => {
-                    chain_of(client.clone()).await
+        for (status, device) in replicator.status().into_iter().zip(replicator.devices()) {
+            let chain = if status.mode == ReplicaMode::ERR {
+                Vec::new()
+            } else {
+                match tokio::time::timeout(CHAIN_TIMEOUT, device.list_snapshots()).await {
+                    Ok(Ok(layers)) => chain_of(&layers),
+                    _ => Vec::new(),
                 }
-                _ => Vec::new(),
             };
-            out.push(status_of(status, chain));
+            let mode = match status.mode {
+                ReplicaMode::RW => pb::ReplicaMode::Rw,
+                ReplicaMode::WO => pb::ReplicaMode::Wo,
+                ReplicaMode::ERR => pb::ReplicaMode::Err,
+            };
+            out.push(pb::ReplicaStatus {
+                address: status.address,
+                mode: mode.into(),
+                error: status.error.unwrap_or_default(),
+                chain,
+            });
         }
         out
     }
 }
 
-async fn chain_of(mut client: ReplicaControlClient<Channel>) -> Vec<String> {
-    match tokio::time::timeout(CHAIN_TIMEOUT, client.info(pb::ReplicaInfoRequest {})).await {
-        Ok(Ok(info)) => info.into_inner().chain,
-        _ => Vec::new(),
+/// Snapshot names of the active chain, oldest first.
+fn chain_of(layers: &[SnapshotInfo]) -> Vec<String> {
+    let mut chain = Vec::new();
+    let mut next = layers.iter().find(|l| l.is_head).map(|l| l.parent.clone());
+    while let Some(name) = next.filter(|n| !n.is_empty()) {
+        next = layers
+            .iter()
+            .find(|l| l.name == name)
+            .map(|l| l.parent.clone());
+        chain.push(name);
+    }
+    chain.reverse();
+    chain
+}
+
+fn status_of(error: OperationError) -> Status {
+    match error {
+        OperationError::Invalid(message) => Status::invalid_argument(message),
+        e @ OperationError::Failed { .. } => Status::unavailable(e.to_string()),
     }
 }
 
-fn status_of(status: ReplicaStatus, chain: Vec<String>) -> pb::ReplicaStatus {
-    let mode = match status.mode {
-        ReplicaMode::RW => pb::ReplicaMode::Rw,
-        ReplicaMode::WO => pb::ReplicaMode::Wo,
-        ReplicaMode::ERR => pb::ReplicaMode::Err,
-    };
-    pb::ReplicaStatus {
-        address: status.address,
-        mode: mode.into(),
-        error: status.error.unwrap_or_default(),
-        chain,
+fn layer_of(info: SnapshotInfo) -> pb::Layer {
+    pb::Layer {
+        name: info.name,
+        parent: info.parent,
+        children: info.children,
+        created: info.created,
+        user_created: info.user_created,
+        removed: info.removed,
+        labels: info.labels.into_iter().collect(),
+        size: info.size,
+        allocated_bytes: info.allocated_bytes,
+        is_head: info.is_head,
+        in_chain: info.in_chain,
+    }
+}
+
+fn purge_of(state: PurgeState, total: usize) -> pb::PurgeStatus {
+    let total = u32::try_from(total).unwrap_or(u32::MAX);
+    match state {
+        PurgeState::Idle => pb::PurgeStatus {
+            state: "idle".into(),
+            replicas_total: total,
+            ..Default::default()
+        },
+        PurgeState::Running => pb::PurgeStatus {
+            state: "running".into(),
+            replicas_total: total,
+            ..Default::default()
+        },
+        PurgeState::Done(outcome) => pb::PurgeStatus {
+            state: "done".into(),
+            replicas_done: total,
+            replicas_total: total,
+            purged: outcome.purged,
+            error: String::new(),
+        },
+        PurgeState::Failed(error) => pb::PurgeStatus {
+            state: "failed".into(),
+            replicas_total: total,
+            error,
+            ..Default::default()
+        },
     }
 }
 
 #[tonic::async_trait]
-impl<R: Replica> EngineControl for EngineControlService<R> {
+impl EngineControl for EngineControlService {
     async fn info(
         &self,
         _: Request<pb::EngineInfoRequest>,
     ) -> Result<Response<pb::EngineInfo>, Status> {
+        let replicator = self.engine.replicator();
+        let replicas = self.replicas().await;
+        let active = replicas
+            .iter()
+            .filter(|r| r.mode() != pb::ReplicaMode::Err)
+            .count();
         Ok(Response::new(pb::EngineInfo {
-            volume: self.replicator.volume().to_owned(),
-            size: self.replicator.size(),
-            state: self.replicator.state().to_string(),
-            frontend: self.frontend.clone(),
-            replicas: self.replicas().await,
+            volume: replicator.volume().to_owned(),
+            size: replicator.size(),
+            state: replicator.state().to_string(),
+            frontend: self.engine.frontend_uri().unwrap_or_default(),
+            replicas,
+            purge: Some(purge_of(self.engine.purge_state(), active)),
+            read: None,
+            write: None,
+            metrics_endpoint: String::new(),
         }))
     }
 
@@ -101,5 +156,123 @@ impl<R: Replica> EngineControl for EngineControlService<R> {
         Ok(Response::new(pb::ListReplicasResponse {
             replicas: self.replicas().await,
         }))
+    }
+
+    async fn create_snapshot(
+        &self,
+        request: Request<pb::EngineCreateSnapshotRequest>,
+    ) -> Result<Response<pb::EngineCreateSnapshotResponse>, Status> {
+        let request = request.into_inner();
+        let labels: BTreeMap<String, String> = request.labels.into_iter().collect();
+        let name = self
+            .engine
+            .snapshot(&request.name, request.system, &labels)
+            .await
+            .map_err(status_of)?;
+        Ok(Response::new(pb::EngineCreateSnapshotResponse { name }))
+    }
+
+    async fn list_snapshots(
+        &self,
+        _: Request<pb::ListSnapshotsRequest>,
+    ) -> Result<Response<pb::ListSnapshotsResponse>, Status> {
+        let layers = self
+            .engine
+            .replicator()
+            .list_snapshots()
+            .await
+            .map_err(status_of)?;
+        Ok(Response::new(pb::ListSnapshotsResponse {
+            layers: layers.into_iter().map(layer_of).collect(),
+        }))
+    }
+
+    async fn remove_snapshot(
+        &self,
+        request: Request<pb::RemoveSnapshotRequest>,
+    ) -> Result<Response<pb::RemoveSnapshotResponse>, Status> {
+        let name = request.into_inner().name;
+        self.engine
+            .replicator()
+            .remove_snapshot(&name)
+            .await
+            .map_err(status_of)?;
+        Ok(Response::new(pb::RemoveSnapshotResponse {}))
+    }
+
+    async fn purge_snapshots(
+        &self,
+        _: Request<pb::PurgeSnapshotsRequest>,
+    ) -> Result<Response<pb::EnginePurgeResponse>, Status> {
+        let started = self.engine.start_purge();
+        Ok(Response::new(pb::EnginePurgeResponse { started }))
+    }
+
+    async fn revert_snapshot(
+        &self,
+        request: Request<pb::RevertSnapshotRequest>,
+    ) -> Result<Response<pb::RevertSnapshotResponse>, Status> {
+        let name = request.into_inner().name;
+        self.engine.revert(&name).await.map_err(status_of)?;
+        Ok(Response::new(pb::RevertSnapshotResponse {}))
+    }
+
+    async fn expand(
+        &self,
+        request: Request<pb::ExpandRequest>,
+    ) -> Result<Response<pb::ExpandResponse>, Status> {
+        let size = request.into_inner().size;
+        self.engine
+            .replicator()
+            .expand(size)
+            .await
+            .map_err(status_of)?;
+        Ok(Response::new(pb::ExpandResponse {}))
+    }
+
+    async fn start_frontend(
+        &self,
+        _: Request<pb::StartFrontendRequest>,
+    ) -> Result<Response<pb::StartFrontendResponse>, Status> {
+        let frontend = self
+            .engine
+            .start_frontend()
+            .await
+            .map_err(|e| Status::failed_precondition(format!("{e:#}")))?;
+        Ok(Response::new(pb::StartFrontendResponse { frontend }))
+    }
+
+    async fn stop_frontend(
+        &self,
+        _: Request<pb::StopFrontendRequest>,
+    ) -> Result<Response<pb::StopFrontendResponse>, Status> {
+        self.engine.stop_frontend().await;
+        Ok(Response::new(pb::StopFrontendResponse {}))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn layer(name: &str, parent: &str, is_head: bool) -> SnapshotInfo {
+        SnapshotInfo {
+            name: name.into(),
+            parent: parent.into(),
+            is_head,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn chain_follows_parents_from_the_head() {
+        let layers = vec![
+            layer("a", "", false),
+            layer("b", "a", false),
+            layer("x", "a", false),
+            layer("", "b", true),
+        ];
+        assert_eq!(chain_of(&layers), vec!["a".to_owned(), "b".to_owned()]);
+        assert!(chain_of(&[layer("", "", true)]).is_empty());
     }
 }

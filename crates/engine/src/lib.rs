@@ -3,12 +3,20 @@
 //! bug touches exactly one volume.
 
 mod control;
+mod engine;
+mod operations;
 mod range_lock;
+mod remote;
+mod replica;
 mod replicator;
 mod server;
 mod status;
 
 pub use control::EngineControlService;
-pub use replicator::{Replica, Replicator, ReplicatorError};
+pub use engine::{Engine, PurgeState, VolumeReplicator};
+pub use operations::{OperationError, SnapshotLimits};
+pub use remote::RemoteReplica;
+pub use replica::{PurgeOutcome, Replica, ReplicaOpError, SnapshotInfo};
+pub use replicator::{Replicator, ReplicatorError};
 pub use server::{EngineConfig, EngineEndpoints, run};
 pub use status::{ReplicaMode, ReplicaStatus, VolumeState};

@@ -6,7 +6,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use bytes::Bytes;
 use futures::future::join_all;
@@ -16,14 +16,8 @@ use shorthorn_block::{
 };
 
 use crate::range_lock::AsyncRangeLock;
+use crate::replica::Replica;
 use crate::status::{ReplicaMode, ReplicaStatus, VolumeState};
-
-/// A replica as the engine sees it: a block device that can also tell, on its own, that
-/// it failed (connection lost, pings unanswered).
-pub trait Replica: BlockDevice + 'static {
-    /// Resolves with the reason once the replica has failed for good.
-    fn failed(&self) -> impl Future<Output = String> + Send;
-}
 
 /// Why an engine cannot be built on a set of replicas.
 #[derive(Debug, thiserror::Error)]
@@ -45,14 +39,14 @@ pub enum ReplicatorError {
     NoReplicas(String),
 }
 
-struct Slot<R> {
-    address: String,
-    device: Arc<R>,
+pub(crate) struct Slot<R> {
+    pub(crate) address: String,
+    pub(crate) device: Arc<R>,
     state: Mutex<(ReplicaMode, Option<String>)>,
 }
 
 impl<R> Slot<R> {
-    fn mode(&self) -> ReplicaMode {
+    pub(crate) fn mode(&self) -> ReplicaMode {
         self.state.lock().0
     }
 }
@@ -60,7 +54,10 @@ impl<R> Slot<R> {
 /// One volume's replicator. See the module documentation.
 pub struct Replicator<R: Replica> {
     volume: String,
-    size: u64,
+    size: AtomicU64,
+    /// Every I/O request holds this shared; structural operations (snapshot, revert,
+    /// expand) hold it exclusively, which drains in-flight I/O and holds new I/O back.
+    pub(crate) io_gate: tokio::sync::RwLock<()>,
     slots: RwLock<Vec<Arc<Slot<R>>>>,
     next_read: AtomicUsize,
     /// Overlapping writes are applied one after the other, so every replica applies
@@ -98,7 +95,8 @@ impl<R: Replica> Replicator<R> {
         }
         Ok(Replicator {
             volume: volume.to_owned(),
-            size,
+            size: AtomicU64::new(size),
+            io_gate: tokio::sync::RwLock::new(()),
             slots: RwLock::new(slots),
             next_read: AtomicUsize::new(0),
             write_order: AsyncRangeLock::default(),
@@ -124,6 +122,11 @@ impl<R: Replica> Replicator<R> {
                 }
             })
             .collect()
+    }
+
+    /// The replica devices, in the order of [`Replicator::status`].
+    pub fn devices(&self) -> Vec<Arc<R>> {
+        self.slots.read().iter().map(|s| s.device.clone()).collect()
     }
 
     /// Healthy, degraded or faulted, from the replicas' modes.
@@ -158,7 +161,25 @@ impl<R: Replica> Replicator<R> {
         }
     }
 
-    fn fail(&self, slot: &Slot<R>, reason: String) {
+    /// Replicas in RW or WO mode (those that take writes and structural operations),
+    /// with the mode each had when listed.
+    pub(crate) fn active(&self) -> Vec<(Arc<Slot<R>>, ReplicaMode)> {
+        self.slots
+            .read()
+            .iter()
+            .filter_map(|s| {
+                let mode = s.mode();
+                (mode != ReplicaMode::ERR).then(|| (s.clone(), mode))
+            })
+            .collect()
+    }
+
+    /// Sets the volume size after an expansion.
+    pub(crate) fn set_size(&self, size: u64) {
+        self.size.store(size, Ordering::Release);
+    }
+
+    pub(crate) fn fail(&self, slot: &Slot<R>, reason: String) {
         let mut state = slot.state.lock();
         if state.0 == ReplicaMode::ERR {
             return;
@@ -181,15 +202,7 @@ impl<R: Replica> Replicator<R> {
         F: Fn(Arc<R>) -> Fut,
         Fut: Future<Output = BlockResult<()>>,
     {
-        let targets: Vec<(Arc<Slot<R>>, ReplicaMode)> = self
-            .slots
-            .read()
-            .iter()
-            .filter_map(|s| {
-                let mode = s.mode();
-                (mode != ReplicaMode::ERR).then(|| (s.clone(), mode))
-            })
-            .collect();
+        let targets = self.active();
         if !targets.iter().any(|(_, mode)| *mode == ReplicaMode::RW) {
             return Err(self.no_replica(op));
         }
@@ -236,11 +249,12 @@ impl<R: Replica> Replicator<R> {
 
 impl<R: Replica> BlockDevice for Replicator<R> {
     fn size(&self) -> u64 {
-        self.size
+        self.size.load(Ordering::Acquire)
     }
 
     async fn read(&self, offset: u64, len: u64) -> BlockResult<Bytes> {
-        check_range(offset, len, self.size)?;
+        let _gate = self.io_gate.read().await;
+        check_range(offset, len, self.size())?;
         self.read_one(
             "read",
             offset,
@@ -252,7 +266,8 @@ impl<R: Replica> BlockDevice for Replicator<R> {
 
     async fn write(&self, offset: u64, data: Bytes, flags: WriteFlags) -> BlockResult<()> {
         let len = data.len() as u64;
-        check_range(offset, len, self.size)?;
+        let _gate = self.io_gate.read().await;
+        check_range(offset, len, self.size())?;
         let _order = self.write_order.lock(offset, offset + len).await;
         self.fan_out("write", offset, len, |r| {
             let data = data.clone();
@@ -262,6 +277,7 @@ impl<R: Replica> BlockDevice for Replicator<R> {
     }
 
     async fn flush(&self) -> BlockResult<()> {
+        let _gate = self.io_gate.read().await;
         self.fan_out("flush", 0, 0, |r| async move { r.flush().await })
             .await
     }
@@ -273,7 +289,8 @@ impl<R: Replica> BlockDevice for Replicator<R> {
         mode: ZeroMode,
         flags: WriteFlags,
     ) -> BlockResult<()> {
-        check_range(offset, len, self.size)?;
+        let _gate = self.io_gate.read().await;
+        check_range(offset, len, self.size())?;
         let _order = self.write_order.lock(offset, offset + len).await;
         self.fan_out("write-zeroes", offset, len, |r| async move {
             r.write_zeroes(offset, len, mode, flags).await
@@ -282,7 +299,8 @@ impl<R: Replica> BlockDevice for Replicator<R> {
     }
 
     async fn trim(&self, offset: u64, len: u64) -> BlockResult<()> {
-        check_range(offset, len, self.size)?;
+        let _gate = self.io_gate.read().await;
+        check_range(offset, len, self.size())?;
         let _order = self.write_order.lock(offset, offset + len).await;
         self.fan_out(
             "trim",
@@ -294,7 +312,8 @@ impl<R: Replica> BlockDevice for Replicator<R> {
     }
 
     async fn block_status(&self, offset: u64, len: u64) -> BlockResult<Vec<Extent>> {
-        check_range(offset, len, self.size)?;
+        let _gate = self.io_gate.read().await;
+        check_range(offset, len, self.size())?;
         self.read_one("block-status", offset, len, |r| async move {
             r.block_status(offset, len).await
         })

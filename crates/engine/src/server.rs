@@ -7,18 +7,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use shorthorn_block::BlockDevice;
-use shorthorn_nbd::{Export, NbdServer};
 use shorthorn_proto::v1::ReplicaInfoRequest;
 use shorthorn_proto::v1::engine_control_server::EngineControlServer;
 use shorthorn_proto::v1::replica_control_client::ReplicaControlClient;
 use shorthorn_wire::{ClientOptions, ReplicaAddr, WireClient};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Endpoint;
 
 use crate::control::EngineControlService;
-use crate::replicator::{Replica, Replicator};
+use crate::engine::Engine;
+use crate::operations::SnapshotLimits;
+use crate::remote::RemoteReplica;
+use crate::replicator::Replicator;
 
 /// How long the engine waits for a replica's control API at start.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -38,6 +39,8 @@ pub struct EngineConfig {
     pub frontend_listen: Option<SocketAddr>,
     /// Connections, timeouts and pings towards each replica.
     pub client: ClientOptions,
+    /// Limits on snapshot count and size.
+    pub limits: SnapshotLimits,
 }
 
 /// Addresses a running engine serves, reported once it is ready.
@@ -47,12 +50,6 @@ pub struct EngineEndpoints {
     pub control: SocketAddr,
     /// The NBD URI, when a frontend runs.
     pub frontend: Option<String>,
-}
-
-impl Replica for WireClient {
-    async fn failed(&self) -> String {
-        self.wait_failed().await
-    }
 }
 
 /// A replica's control address: its data port + 1.
@@ -73,7 +70,7 @@ fn control_endpoint(addr: &ReplicaAddr) -> anyhow::Result<(String, u16)> {
 async fn connect_replica(
     config: &EngineConfig,
     addr: &ReplicaAddr,
-) -> anyhow::Result<(WireClient, ReplicaControlClient<Channel>)> {
+) -> anyhow::Result<RemoteReplica> {
     let (host, port) = control_endpoint(addr)?;
     let endpoint = Endpoint::from_shared(format!("http://{host}:{port}"))
         .with_context(|| format!("replica {addr}: bad control address"))?
@@ -109,7 +106,7 @@ async fn connect_replica(
         .await
         .with_context(|| format!("replica {addr}: connecting to its data path {data}"))?;
     tracing::info!(volume = %config.volume, replica = %addr, data = %data, "replica connected");
-    Ok((client, control))
+    Ok(RemoteReplica::new(client, control))
 }
 
 /// The replica's unix socket, if it advertises one and sits on this host.
@@ -133,14 +130,17 @@ pub async fn run(
     ready: tokio::sync::oneshot::Sender<EngineEndpoints>,
 ) -> anyhow::Result<()> {
     let mut replicas = Vec::new();
-    let mut controls = Vec::new();
     for addr in &config.replicas {
-        let (client, control) = connect_replica(&config, addr).await?;
-        replicas.push((addr.to_string(), Arc::new(client)));
-        controls.push((addr.to_string(), control));
+        let replica = connect_replica(&config, addr).await?;
+        replicas.push((addr.to_string(), Arc::new(replica)));
     }
     let replicator = Arc::new(Replicator::new(&config.volume, config.size, replicas)?);
     replicator.watch_failures();
+    let engine = Arc::new(Engine::new(
+        replicator,
+        config.frontend_listen,
+        config.limits,
+    ));
 
     let control_listener = TcpListener::bind(config.listen)
         .await
@@ -148,32 +148,10 @@ pub async fn run(
     let control_addr = control_listener
         .local_addr()
         .context("reading the control address")?;
-    let mut frontend = None;
-    let mut tasks = tokio::task::JoinSet::new();
-    if let Some(listen) = config.frontend_listen {
-        let listener = TcpListener::bind(listen)
-            .await
-            .with_context(|| format!("binding the NBD frontend address {listen}"))?;
-        let bound = listener.local_addr().context("reading the NBD address")?;
-        frontend = Some(format!("nbd://{bound}/{}", config.volume));
-        let export = Export::new(config.volume.clone(), replicator.clone())
-            .with_description(format!("Shorthorn volume {}", config.volume))
-            // A flush reaches every replica and syncs its whole head, so it covers
-            // writes completed on any connection.
-            .with_multi_conn(true);
-        let server = NbdServer::new(vec![export]).context("configuring the NBD frontend")?;
-        let stop = shutdown.clone();
-        tasks.spawn(async move {
-            if let Err(e) = server.serve_tcp(listener, stop.cancelled_owned()).await {
-                tracing::error!(error = %e, "NBD frontend stopped");
-            }
-        });
-    }
-    let service = EngineControlService::new(
-        replicator.clone(),
-        frontend.clone().unwrap_or_default(),
-        controls,
-    );
+    let frontend = match config.frontend_listen {
+        Some(_) => Some(engine.start_frontend().await?),
+        None => None,
+    };
     let endpoints = EngineEndpoints {
         control: control_addr,
         frontend: frontend.clone(),
@@ -185,14 +163,13 @@ pub async fn run(
         Some((accepted, listener))
     });
     tonic::transport::Server::builder()
-        .add_service(EngineControlServer::new(service))
+        .add_service(EngineControlServer::new(EngineControlService::new(
+            engine.clone(),
+        )))
         .serve_with_incoming_shutdown(incoming, shutdown.clone().cancelled_owned())
         .await
         .context("serving the control API")?;
-    while tasks.join_next().await.is_some() {}
-    if let Err(e) = replicator.flush().await {
-        tracing::warn!(volume = %config.volume, error = %e, "final flush failed");
-    }
+    engine.shut_down().await;
     tracing::info!(volume = %config.volume, "engine stopped");
     Ok(())
 }

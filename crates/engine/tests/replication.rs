@@ -8,6 +8,7 @@
     reason = "test code"
 )]
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
@@ -15,8 +16,11 @@ use std::time::Duration;
 use bytes::Bytes;
 use proptest::prelude::*;
 use shorthorn_block::{BlockDevice, BlockError, BlockResult, Extent, WriteFlags, ZeroMode};
-use shorthorn_engine::{Replica, ReplicaMode, Replicator, VolumeState};
-use shorthorn_store::{Store, StoreDevice};
+use shorthorn_engine::{
+    PurgeOutcome, Replica, ReplicaMode, ReplicaOpError, Replicator, SnapshotInfo, SnapshotLimits,
+    VolumeState,
+};
+use shorthorn_store::{SnapshotKind, Store, StoreDevice, StoreError};
 use tokio::sync::Notify;
 
 const SIZE: u64 = 1 << 20;
@@ -103,6 +107,25 @@ impl BlockDevice for TestReplica {
     }
 }
 
+impl TestReplica {
+    /// Runs a store operation the way a replica's control API would: refusals of bad
+    /// requests are rejections, an injected failure or I/O error is a failure.
+    fn control<T>(
+        &self,
+        op: impl FnOnce(&Store) -> Result<T, StoreError>,
+    ) -> Result<T, ReplicaOpError> {
+        if self.fail_writes.load(Ordering::Relaxed) {
+            return Err(ReplicaOpError::Failed("injected failure".into()));
+        }
+        op(&self.store).map_err(|e| match e {
+            StoreError::SnapshotExists(_)
+            | StoreError::SnapshotNotFound(_)
+            | StoreError::InvalidName { .. } => ReplicaOpError::Rejected(e.to_string()),
+            e => ReplicaOpError::Failed(e.to_string()),
+        })
+    }
+}
+
 impl Replica for TestReplica {
     async fn failed(&self) -> String {
         loop {
@@ -112,6 +135,61 @@ impl Replica for TestReplica {
             }
             died.await;
         }
+    }
+
+    async fn create_snapshot(
+        &self,
+        name: &str,
+        system: bool,
+        labels: &BTreeMap<String, String>,
+    ) -> Result<(), ReplicaOpError> {
+        let kind = if system {
+            SnapshotKind::System
+        } else {
+            SnapshotKind::User
+        };
+        self.control(|s| s.snapshot(name, kind, labels.clone()))
+    }
+
+    async fn list_snapshots(&self) -> Result<Vec<SnapshotInfo>, ReplicaOpError> {
+        let layers = self.control(Store::layers)?;
+        Ok(layers
+            .into_iter()
+            .map(|l| SnapshotInfo {
+                name: l.name.unwrap_or_default(),
+                parent: l.parent.unwrap_or_default(),
+                children: l.children,
+                created: l.created,
+                user_created: l.user_created,
+                removed: l.removed,
+                labels: l.labels,
+                size: l.size,
+                allocated_bytes: l.allocated_bytes,
+                is_head: l.is_head,
+                in_chain: l.in_chain,
+            })
+            .collect())
+    }
+
+    async fn remove_snapshot(&self, name: &str) -> Result<(), ReplicaOpError> {
+        self.control(|s| s.remove_snapshot(name))
+    }
+
+    async fn purge_snapshots(&self) -> Result<PurgeOutcome, ReplicaOpError> {
+        let report = self.control(Store::purge)?;
+        Ok(PurgeOutcome {
+            purged: report.purged,
+            kept: report.kept,
+            bytes_copied: report.bytes_copied,
+        })
+    }
+
+    async fn revert(&self, name: &str) -> Result<(), ReplicaOpError> {
+        self.control(|s| s.revert(name))
+    }
+
+    async fn expand(&self, size: u64) -> Result<(), ReplicaOpError> {
+        self.control(|s| s.expand(size))
     }
 }
 
@@ -331,4 +409,129 @@ proptest! {
             }
         });
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn snapshots_under_writes_hold_the_same_content_on_every_replica() {
+    let v = volume(3);
+    for r in &v.replicas {
+        r.jitter_us.store(200, Ordering::Relaxed);
+    }
+    let writer = {
+        let engine = v.engine.clone();
+        tokio::spawn(async move {
+            for i in 0..300u64 {
+                let offset = (i * 7919) % (SIZE - 5000);
+                engine
+                    .write(offset, pattern(i as u8, 5000), WriteFlags::default())
+                    .await
+                    .unwrap();
+            }
+        })
+    };
+    for i in 0..5 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        v.engine
+            .snapshot(
+                &format!("s{i}"),
+                false,
+                &BTreeMap::new(),
+                SnapshotLimits::default(),
+            )
+            .await
+            .unwrap();
+    }
+    writer.await.unwrap();
+    // Each snapshot must hold identical bytes on every replica: I/O was drained for it.
+    for i in 0..5 {
+        let mut contents = Vec::new();
+        for r in &v.replicas {
+            let copy = tempfile::tempdir().unwrap();
+            std::process::Command::new("cp")
+                .args(["-a", "--sparse=auto"])
+                .arg(format!("{}/.", r.store.dir().display()))
+                .arg(copy.path())
+                .status()
+                .unwrap();
+            let store = Store::open(copy.path()).unwrap();
+            store.revert(&format!("s{i}")).unwrap();
+            let mut buf = vec![0; SIZE as usize];
+            store.read(0, &mut buf).unwrap();
+            contents.push(buf);
+        }
+        assert!(
+            contents.windows(2).all(|w| w[0] == w[1]),
+            "snapshot s{i} differs between replicas"
+        );
+    }
+}
+
+#[tokio::test]
+async fn snapshot_requests_that_are_wrong_fail_without_failing_replicas() {
+    let v = volume(2);
+    let limits = SnapshotLimits {
+        max_count: 2,
+        max_total_bytes: 0,
+    };
+    let none = BTreeMap::new();
+    v.engine.snapshot("a", false, &none, limits).await.unwrap();
+    assert!(
+        v.engine
+            .snapshot("a", false, &none, limits)
+            .await
+            .unwrap_err()
+            .to_string()
+            .contains("already exists")
+    );
+    assert!(
+        v.engine
+            .snapshot("../x", false, &none, limits)
+            .await
+            .unwrap_err()
+            .to_string()
+            .contains("invalid name")
+    );
+    v.engine.snapshot("b", false, &none, limits).await.unwrap();
+    let err = v
+        .engine
+        .snapshot("c", false, &none, limits)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("limit"), "{err}");
+    assert!(v.engine.revert("nope").await.is_err());
+    assert_eq!(v.engine.state(), VolumeState::Healthy);
+}
+
+#[tokio::test]
+async fn a_replica_failing_a_snapshot_goes_err_and_the_volume_goes_on() {
+    let v = volume(3);
+    v.replicas[2].fail_writes.store(true, Ordering::Relaxed);
+    v.engine
+        .snapshot("s", false, &BTreeMap::new(), SnapshotLimits::default())
+        .await
+        .unwrap();
+    assert_eq!(v.engine.status()[2].mode, ReplicaMode::ERR);
+    v.engine
+        .write(0, pattern(3, 100), WriteFlags::default())
+        .await
+        .unwrap();
+    assert_eq!(v.engine.read(0, 100).await.unwrap(), pattern(3, 100));
+}
+
+#[tokio::test]
+async fn expansion_grows_every_replica_and_the_volume() {
+    let v = volume(2);
+    v.engine.expand(2 * SIZE).await.unwrap();
+    assert_eq!(v.engine.size(), 2 * SIZE);
+    v.engine
+        .write(SIZE + 10, pattern(1, 10), WriteFlags::default())
+        .await
+        .unwrap();
+    assert!(v.replicas.iter().all(|r| r.store.size() == 2 * SIZE));
+    assert!(v.engine.expand(SIZE).await.is_err(), "shrinking is refused");
+    assert!(
+        v.engine.expand(2 * SIZE + 1).await.is_err(),
+        "unaligned sizes are refused"
+    );
 }

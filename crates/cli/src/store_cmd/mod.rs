@@ -2,7 +2,7 @@
 //! store). They open the directory directly, so no replica server may be using it.
 
 mod image;
-mod snapshot;
+pub(crate) mod snapshot;
 
 use std::fs;
 use std::io::ErrorKind;

@@ -55,7 +55,7 @@ pub struct CreateArgs {
 }
 
 /// Splits `KEY=VALUE`.
-fn parse_label(text: &str) -> Result<(String, String), String> {
+pub(crate) fn parse_label(text: &str) -> Result<(String, String), String> {
     match text.split_once('=') {
         Some((key, value)) if !key.is_empty() => Ok((key.to_owned(), value.to_owned())),
         _ => Err(format!("{text:?} is not a label; write KEY=VALUE")),
@@ -128,7 +128,12 @@ fn ls(args: &LsArgs) -> anyhow::Result<()> {
     let layers = store
         .layers()
         .with_context(|| format!("listing the snapshots in {}", args.dir.display()))?;
-    if args.json {
+    print_layers(&layers, args.json)
+}
+
+/// Prints a snapshot tree (oldest first, the head last) as a table, or as JSON.
+pub(crate) fn print_layers(layers: &[LayerInfo], json: bool) -> anyhow::Result<()> {
+    if json {
         let json: Vec<LayerJson<'_>> = layers
             .iter()
             .map(|l| LayerJson {
@@ -148,7 +153,7 @@ fn ls(args: &LsArgs) -> anyhow::Result<()> {
         outln!("{}", serde_json::to_string_pretty(&json)?)?;
         return Ok(());
     }
-    outln!("{}", render_tree(&layers).trim_end())?;
+    outln!("{}", render_tree(layers).trim_end())?;
     Ok(())
 }
 

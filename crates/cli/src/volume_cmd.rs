@@ -1,0 +1,221 @@
+//! Volume operations through a running engine: `shorthorn --engine ADDR snapshot …`,
+//! `expand SIZE`, `frontend start|stop`.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use shorthorn_proto::v1 as pb;
+use shorthorn_store::LayerInfo;
+
+use crate::client_cmd::connect;
+use crate::daemon;
+use crate::output::line;
+use crate::size::{format_size_exact, parse_size};
+use crate::store_cmd::snapshot::{parse_label, print_layers};
+
+/// Snapshots of a running volume, coordinated by its engine across every replica.
+#[derive(Debug, Subcommand)]
+pub enum SnapshotCommand {
+    /// Take a snapshot: in-flight I/O drains, every replica freezes the same content
+    /// under the same name, I/O resumes. Prints the snapshot's name.
+    Create(CreateArgs),
+    /// Show the snapshot tree: name, parent, created, kind, size on disk, labels.
+    Ls {
+        /// Print JSON instead of the tree.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Mark a snapshot removed; `snapshot purge` then reclaims its space.
+    Rm {
+        /// The snapshot.
+        name: String,
+    },
+    /// Fold removed snapshots away on every replica, in the background while I/O goes
+    /// on. Progress shows in `info`.
+    Purge {
+        /// Wait until the purge finishes and print what it did.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Revert the volume to a snapshot (the frontend must be stopped first:
+    /// `frontend stop`, `snapshot revert NAME`, `frontend start`).
+    Revert {
+        /// The snapshot.
+        name: String,
+    },
+}
+
+/// Arguments of `snapshot create`.
+#[derive(Debug, Args)]
+pub struct CreateArgs {
+    /// Snapshot name [default: snap-<UTC time>].
+    name: Option<String>,
+    /// A label, KEY=VALUE; repeat for more.
+    #[arg(long = "label", value_parser = parse_label)]
+    labels: Vec<(String, String)>,
+    /// Mark it a system snapshot (purged freely), not a user one.
+    #[arg(long)]
+    system: bool,
+}
+
+/// Starting and stopping a volume's frontend.
+#[derive(Debug, Subcommand)]
+pub enum FrontendCommand {
+    /// Start serving the volume (NBD); prints the URI.
+    Start,
+    /// Stop serving: in-flight requests finish, clients are disconnected.
+    Stop,
+}
+
+fn layer_of(layer: pb::Layer) -> LayerInfo {
+    let optional = |s: String| if s.is_empty() { None } else { Some(s) };
+    LayerInfo {
+        name: optional(layer.name),
+        parent: optional(layer.parent),
+        children: layer.children,
+        created: layer.created,
+        user_created: layer.user_created,
+        removed: layer.removed,
+        labels: layer.labels.into_iter().collect(),
+        size: layer.size,
+        allocated_bytes: layer.allocated_bytes,
+        is_head: layer.is_head,
+        in_chain: layer.in_chain,
+    }
+}
+
+/// Runs a `snapshot` command against the engine at `engine`.
+pub fn snapshot(engine: &str, command: SnapshotCommand) -> anyhow::Result<()> {
+    daemon::runtime()?.block_on(async {
+        let mut client = connect(engine).await?;
+        match command {
+            SnapshotCommand::Create(args) => {
+                let request = pb::EngineCreateSnapshotRequest {
+                    name: args.name.unwrap_or_default(),
+                    system: args.system,
+                    labels: args.labels.into_iter().collect(),
+                };
+                let name = client
+                    .create_snapshot(request)
+                    .await
+                    .map_err(status_error)?
+                    .into_inner()
+                    .name;
+                line(format_args!("{name}"))
+            }
+            SnapshotCommand::Ls { json } => {
+                let layers = client
+                    .list_snapshots(pb::ListSnapshotsRequest {})
+                    .await
+                    .map_err(status_error)?;
+                let layers: Vec<LayerInfo> = layers
+                    .into_inner()
+                    .layers
+                    .into_iter()
+                    .map(layer_of)
+                    .collect();
+                print_layers(&layers, json)
+            }
+            SnapshotCommand::Rm { name } => {
+                client
+                    .remove_snapshot(pb::RemoveSnapshotRequest { name: name.clone() })
+                    .await
+                    .map_err(status_error)?;
+                line(format_args!(
+                    "marked snapshot {name:?} removed; `snapshot purge` reclaims its space"
+                ))
+            }
+            SnapshotCommand::Purge { wait } => {
+                let started = client
+                    .purge_snapshots(pb::PurgeSnapshotsRequest {})
+                    .await
+                    .map_err(status_error)?;
+                if !started.into_inner().started {
+                    line(format_args!("a purge is already running"))?;
+                }
+                if !wait {
+                    return line(format_args!("purge running; `info` shows its progress"));
+                }
+                loop {
+                    let info = client
+                        .info(pb::EngineInfoRequest {})
+                        .await
+                        .map_err(status_error)?
+                        .into_inner();
+                    let purge = info.purge.unwrap_or_default();
+                    match purge.state.as_str() {
+                        "running" => tokio::time::sleep(Duration::from_millis(200)).await,
+                        "failed" => anyhow::bail!("purge failed: {}", purge.error),
+                        _ => {
+                            let purged = if purge.purged.is_empty() {
+                                "none".into()
+                            } else {
+                                purge.purged.join(", ")
+                            };
+                            return line(format_args!("purged: {purged}"));
+                        }
+                    }
+                }
+            }
+            SnapshotCommand::Revert { name } => {
+                client
+                    .revert_snapshot(pb::RevertSnapshotRequest { name: name.clone() })
+                    .await
+                    .map_err(status_error)?;
+                line(format_args!(
+                    "reverted to snapshot {name:?}; `frontend start` serves it again"
+                ))
+            }
+        }
+    })
+}
+
+/// Grows the volume behind `engine` to `size`.
+pub fn expand(engine: &str, size: &str) -> anyhow::Result<()> {
+    let size = parse_size(size)
+        .map_err(anyhow::Error::msg)
+        .context("reading the new size")?;
+    daemon::runtime()?.block_on(async {
+        let mut client = connect(engine).await?;
+        client
+            .expand(pb::ExpandRequest { size })
+            .await
+            .map_err(status_error)?;
+        line(format_args!(
+            "expanded to {}; NBD clients see the new size when they reconnect",
+            format_size_exact(size)
+        ))
+    })
+}
+
+/// Starts or stops the frontend of the volume behind `engine`.
+pub fn frontend(engine: &str, command: FrontendCommand) -> anyhow::Result<()> {
+    daemon::runtime()?.block_on(async {
+        let mut client = connect(engine).await?;
+        match command {
+            FrontendCommand::Start => {
+                let uri = client
+                    .start_frontend(pb::StartFrontendRequest {})
+                    .await
+                    .map_err(status_error)?;
+                line(format_args!(
+                    "frontend serving at {}",
+                    uri.into_inner().frontend
+                ))
+            }
+            FrontendCommand::Stop => {
+                client
+                    .stop_frontend(pb::StopFrontendRequest {})
+                    .await
+                    .map_err(status_error)?;
+                line(format_args!("frontend stopped"))
+            }
+        }
+    })
+}
+
+/// The engine's own message, without gRPC's framing.
+fn status_error(status: tonic::Status) -> anyhow::Error {
+    anyhow::anyhow!("{}", status.message())
+}
