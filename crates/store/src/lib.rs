@@ -15,6 +15,7 @@ mod purge;
 mod range_lock;
 mod snapshot;
 mod store;
+mod view;
 
 pub use device::StoreDevice;
 pub use error::StoreError;
@@ -26,3 +27,4 @@ pub use name::{MAX_NAME_LEN, validate_name};
 pub use purge::PurgeReport;
 pub use snapshot::{LayerInfo, MAX_LABEL_VALUE_LEN, SnapshotKind};
 pub use store::Store;
+pub use view::SnapshotView;

@@ -10,7 +10,7 @@ use parking_lot::{Mutex, RwLock};
 use shorthorn_block::{BLOCK_SIZE, Extent, ExtentKind, ZeroMode, align_down, align_up};
 
 use crate::error::{StoreError, io_error};
-use crate::extent_map::{ExtentMap, MAX_LAYERS, Owner};
+use crate::extent_map::{ExtentMap, MAX_LAYERS, Owner, Segment};
 use crate::layer_file::LayerFile;
 use crate::meta::{
     METADATA_FILE, METADATA_TEMP_FILE, VolumeMeta, check_size, layer_id_from_file_name, layer_path,
@@ -278,27 +278,8 @@ impl Store {
     pub fn block_status(&self, offset: u64, len: u64) -> Result<Vec<Extent>, StoreError> {
         let state = self.state.read();
         self.check(&state, offset, len)?;
-        let end = offset + len;
         let (first, last) = block_span(offset, len);
-        let mut out = Vec::new();
-        for seg in self.map.read().segments(first, last) {
-            let start = (seg.start * BLOCK_SIZE).max(offset);
-            let seg_end = (seg.end * BLOCK_SIZE).min(end);
-            let kind = if seg.owner.is_some() {
-                ExtentKind::Data
-            } else {
-                ExtentKind::Zero
-            };
-            Extent::push_merged(
-                &mut out,
-                Extent {
-                    offset: start,
-                    len: seg_end - start,
-                    kind,
-                },
-            );
-        }
-        Ok(out)
+        Ok(status_through(&self.map.read().segments(first, last), offset, len))
     }
 
     /// Reads through the map; the caller holds `state`.
@@ -308,24 +289,10 @@ impl Store {
         offset: u64,
         buf: &mut [u8],
     ) -> Result<(), StoreError> {
-        if buf.is_empty() {
-            return Ok(());
-        }
-        let end = offset + buf.len() as u64;
+        // The segments are copied out so the map lock is not held during disk reads.
         let (first, last) = block_span(offset, buf.len() as u64);
         let segments = self.map.read().segments(first, last);
-        for seg in segments {
-            let start = (seg.start * BLOCK_SIZE).max(offset);
-            let seg_end = (seg.end * BLOCK_SIZE).min(end);
-            let part = &mut buf[to_usize(start - offset)..to_usize(seg_end - offset)];
-            match seg.owner {
-                None => part.fill(0),
-                Some(owner) => state.chain[owner.layer as usize]
-                    .file
-                    .read_at(part, start)?,
-            }
-        }
-        Ok(())
+        read_through(&segments, &state.chain, offset, buf)
     }
 
     /// Writes into the head; the caller holds `state` and the range lock of the blocks.
@@ -405,6 +372,40 @@ impl Store {
         self.poisoned.store(true, Ordering::Release);
         tracing::error!(dir = %self.dir.display(), error = %cause, "store state uncertain; it must be reopened");
     }
+}
+
+/// Reads `buf.len()` bytes at `offset` of `chain`, whose map covers those blocks with
+/// `segments`.
+pub(crate) fn read_through(
+    segments: &[Segment],
+    chain: &[ChainLayer],
+    offset: u64,
+    buf: &mut [u8],
+) -> Result<(), StoreError> {
+    let end = offset + buf.len() as u64;
+    for seg in segments {
+        let start = (seg.start * BLOCK_SIZE).max(offset);
+        let seg_end = (seg.end * BLOCK_SIZE).min(end);
+        let part = &mut buf[to_usize(start - offset)..to_usize(seg_end - offset)];
+        match seg.owner {
+            None => part.fill(0),
+            Some(owner) => chain[owner.layer as usize].file.read_at(part, start)?,
+        }
+    }
+    Ok(())
+}
+
+/// Data and zero extents of `len` bytes at `offset`, from the map's `segments` alone.
+pub(crate) fn status_through(segments: &[Segment], offset: u64, len: u64) -> Vec<Extent> {
+    let end = offset + len;
+    let mut out = Vec::new();
+    for seg in segments {
+        let start = (seg.start * BLOCK_SIZE).max(offset);
+        let seg_end = (seg.end * BLOCK_SIZE).min(end);
+        let kind = if seg.owner.is_some() { ExtentKind::Data } else { ExtentKind::Zero };
+        Extent::push_merged(&mut out, Extent { offset: start, len: seg_end - start, kind });
+    }
+    out
 }
 
 /// Builds the location map of a chain from its files' data extents.

@@ -247,3 +247,32 @@ fn concurrent_sector_writes_into_one_block_all_survive() {
         );
     }
 }
+
+#[test]
+fn snapshot_views_read_what_each_snapshot_held_while_the_volume_goes_on() {
+    let (_dir, store) = store();
+    store.write(100, &[1; 5000]).unwrap();
+    snap(&store, "one");
+    store.write(3000, &[2; 5000]).unwrap();
+    store.trim(0, 4096).unwrap();
+    snap(&store, "two");
+    store.write(0, &[3; 9000]).unwrap();
+    let one = store.snapshot_view("one").unwrap();
+    let two = store.snapshot_view("two").unwrap();
+    let mut buf = vec![0; 9000];
+    one.read(0, &mut buf).unwrap();
+    assert!(buf[..100].iter().all(|&b| b == 0) && buf[100..5100].iter().all(|&b| b == 1));
+    two.read(0, &mut buf).unwrap();
+    assert!(buf[..4096].iter().all(|&b| b == 0), "the trimmed block reads as zeros");
+    assert!(buf[4096..8000].iter().all(|&b| b == 2));
+    assert!(buf[8000..].iter().all(|&b| b == 0));
+    assert_eq!(two.block_status(0, 4 * MIB).unwrap()[0].kind, ExtentKind::Data);
+    // Purging "one" away keeps the open view of "two" intact.
+    store.remove_snapshot("one").unwrap();
+    store.purge().unwrap();
+    let mut again = vec![0; 9000];
+    two.read(0, &mut again).unwrap();
+    assert_eq!(buf, again);
+    assert!(matches!(store.snapshot_view("one"), Err(StoreError::SnapshotNotFound(_))));
+    assert!(matches!(two.read(4 * MIB, &mut [0]), Err(StoreError::OutOfRange { .. })));
+}

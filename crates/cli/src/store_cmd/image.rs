@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::Args;
-use shorthorn_block::{BLOCK_SIZE, ExtentKind, ZeroMode};
-use shorthorn_store::Store;
+use shorthorn_block::{BLOCK_SIZE, Extent, ExtentKind, ZeroMode};
+use shorthorn_store::{SnapshotView, Store, StoreError};
 
 use super::{open, size_arg};
 use crate::output::{self, outln};
@@ -235,6 +235,40 @@ pub struct ExportArgs {
     dir: PathBuf,
     /// The raw image to write.
     file: PathBuf,
+    /// Export what this snapshot held instead of the volume's current content.
+    #[arg(long)]
+    snapshot: Option<String>,
+}
+
+/// What can be exported: the volume or one of its snapshots.
+trait ImageSource {
+    fn size(&self) -> u64;
+    fn block_status(&self, offset: u64, len: u64) -> Result<Vec<Extent>, StoreError>;
+    fn read(&self, offset: u64, buf: &mut [u8]) -> Result<(), StoreError>;
+}
+
+impl ImageSource for Store {
+    fn size(&self) -> u64 {
+        Store::size(self)
+    }
+    fn block_status(&self, offset: u64, len: u64) -> Result<Vec<Extent>, StoreError> {
+        Store::block_status(self, offset, len)
+    }
+    fn read(&self, offset: u64, buf: &mut [u8]) -> Result<(), StoreError> {
+        Store::read(self, offset, buf)
+    }
+}
+
+impl ImageSource for SnapshotView {
+    fn size(&self) -> u64 {
+        SnapshotView::size(self)
+    }
+    fn block_status(&self, offset: u64, len: u64) -> Result<Vec<Extent>, StoreError> {
+        SnapshotView::block_status(self, offset, len)
+    }
+    fn read(&self, offset: u64, buf: &mut [u8]) -> Result<(), StoreError> {
+        SnapshotView::read(self, offset, buf)
+    }
 }
 
 pub fn export(args: &ExportArgs) -> anyhow::Result<()> {
@@ -246,7 +280,16 @@ pub fn export(args: &ExportArgs) -> anyhow::Result<()> {
             args.dir.display()
         );
     }
-    export_to(&store, &args.file).with_context(|| {
+    let result = match &args.snapshot {
+        Some(name) => {
+            let view = store
+                .snapshot_view(name)
+                .with_context(|| format!("opening snapshot {name:?}"))?;
+            export_to(&view, &format!("snapshot {name:?} of volume {:?}", store.name()), &args.file)
+        }
+        None => export_to(&store, &format!("volume {:?}", store.name()), &args.file),
+    };
+    result.with_context(|| {
         format!(
             "exporting the volume in {} to {}",
             args.dir.display(),
@@ -267,7 +310,7 @@ fn is_inside(file: &Path, dir: &Path) -> bool {
     }
 }
 
-fn export_to(store: &Store, path: &Path) -> anyhow::Result<()> {
+fn export_to(store: &impl ImageSource, what: &str, path: &Path) -> anyhow::Result<()> {
     let size = store.size();
     let out = OpenOptions::new()
         .write(true)
@@ -311,8 +354,7 @@ fn export_to(store: &Store, path: &Path) -> anyhow::Result<()> {
         .with_context(|| format!("syncing {}", path.display()))?;
     progress.finish(done);
     outln!(
-        "exported volume {:?} to {}: {} image, {} of data written",
-        store.name(),
+        "exported {what} to {}: {} image, {} of data written",
         path.display(),
         format_size_exact(size),
         format_size(written)
