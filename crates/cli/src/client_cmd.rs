@@ -7,7 +7,7 @@ use tonic::transport::Channel;
 
 use crate::daemon;
 use crate::output::line;
-use crate::size::format_size_exact;
+use crate::size::{format_size, format_size_exact};
 
 /// Connects to the engine control API at `engine` (host:port or a URI).
 pub(crate) async fn connect(engine: &str) -> anyhow::Result<EngineControlClient<Channel>> {
@@ -101,6 +101,27 @@ pub fn info(engine: &str) -> anyhow::Result<()> {
             _ => String::new(),
         };
         line(format_args!("purge:     {}{detail}", purge.state))?;
+    }
+    for (name, figures) in [("read", &info.read), ("write", &info.write)] {
+        let Some(f) = figures else { continue };
+        line(format_args!(
+            "{name:<6}     {:.0} IOPS, {}/s, latency avg {:.3} ms, p99 {:.3} ms (last second)",
+            f.iops_last_second,
+            format_size(f.bytes_per_second_last_second as u64),
+            f.latency_avg_seconds_last_second * 1e3,
+            f.latency_p99_seconds_last_second * 1e3,
+        ))?;
+        line(format_args!(
+            "           {} ops, {}, latency avg {:.3} ms, p99 {:.3} ms, {} errors (since start)",
+            f.ops_total,
+            format_size(f.bytes_total),
+            f.latency_avg_seconds_since_start * 1e3,
+            f.latency_p99_seconds_since_start * 1e3,
+            f.errors_total,
+        ))?;
+    }
+    if !info.metrics_endpoint.is_empty() {
+        line(format_args!("metrics:   {}", info.metrics_endpoint))?;
     }
     line(format_args!("replicas:  {}", info.replicas.len()))?;
     for replica in &info.replicas {

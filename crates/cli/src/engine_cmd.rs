@@ -56,6 +56,9 @@ pub struct EngineArgs {
     /// Most bytes all snapshots may occupy on a replica (e.g. 100G); 0: no limit.
     #[arg(long, default_value = "0", value_parser = parse_size)]
     max_snapshot_bytes: u64,
+    /// Serve Prometheus metrics (GET /metrics) on this address.
+    #[arg(long)]
+    metrics_listen: Option<SocketAddr>,
     /// Stop when stdin closes (used by launch-simple so no engine outlives it).
     #[arg(long, hide = true)]
     exit_on_stdin_eof: bool,
@@ -75,6 +78,7 @@ pub fn run(args: EngineArgs) -> anyhow::Result<()> {
         replicas: args.replicas,
         frontend_listen: args.frontend.map(|Frontend::Nbd| args.frontend_listen),
         client,
+        metrics_listen: args.metrics_listen,
         limits: SnapshotLimits {
             max_count: args.max_snapshots,
             max_total_bytes: args.max_snapshot_bytes,

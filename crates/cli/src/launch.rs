@@ -49,6 +49,9 @@ pub struct LaunchArgs {
     /// First replica's data port.
     #[arg(long, default_value_t = 9502)]
     replica_base_port: u16,
+    /// Serve the engine's Prometheus metrics on this address (e.g. 127.0.0.1:9500).
+    #[arg(long)]
+    metrics: Option<SocketAddr>,
 }
 
 /// A daemon we started. Its stdin is a pipe we hold: closing it asks it to stop, and if
@@ -195,6 +198,9 @@ pub fn run(args: LaunchArgs) -> anyhow::Result<()> {
         ];
         for addr in &replica_addrs {
             engine_args.extend(["--replica".into(), addr.clone()]);
+        }
+        if let Some(metrics) = args.metrics {
+            engine_args.extend(["--metrics-listen".into(), metrics.to_string()]);
         }
         let mut engine = Daemon::spawn("engine".into(), &engine_args)?;
         engine.wait_ready("engine").await?;

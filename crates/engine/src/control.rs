@@ -21,12 +21,16 @@ const CHAIN_TIMEOUT: Duration = Duration::from_secs(2);
 /// Serves the control API of one engine.
 pub struct EngineControlService {
     engine: Arc<Engine>,
+    metrics_endpoint: String,
 }
 
 impl EngineControlService {
-    /// Controls `engine`.
-    pub fn new(engine: Arc<Engine>) -> Self {
-        EngineControlService { engine }
+    /// Controls `engine`, whose metrics are served at `metrics_endpoint` (empty: not).
+    pub fn new(engine: Arc<Engine>, metrics_endpoint: String) -> Self {
+        EngineControlService {
+            engine,
+            metrics_endpoint,
+        }
     }
 
     async fn replicas(&self) -> Vec<pb::ReplicaStatus> {
@@ -136,6 +140,7 @@ impl EngineControl for EngineControlService {
             .iter()
             .filter(|r| r.mode() != pb::ReplicaMode::Err)
             .count();
+        let io = self.engine.metrics().snapshot();
         Ok(Response::new(pb::EngineInfo {
             volume: replicator.volume().to_owned(),
             size: replicator.size(),
@@ -143,9 +148,9 @@ impl EngineControl for EngineControlService {
             frontend: self.engine.frontend_uri().unwrap_or_default(),
             replicas,
             purge: Some(purge_of(self.engine.purge_state(), active)),
-            read: None,
-            write: None,
-            metrics_endpoint: String::new(),
+            read: Some(pb::IoFigures::from(&io.read)),
+            write: Some(pb::IoFigures::from(&io.write)),
+            metrics_endpoint: self.metrics_endpoint.clone(),
         }))
     }
 

@@ -14,10 +14,12 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::metrics::{Gauge, MeteredDevice, Metrics, render_prometheus};
 use crate::operations::{OperationError, SnapshotLimits};
 use crate::remote::RemoteReplica;
 use crate::replica::PurgeOutcome;
 use crate::replicator::Replicator;
+use crate::status::ReplicaMode;
 
 /// The replicator of a volume whose replicas are reached over the network.
 pub type VolumeReplicator = Replicator<RemoteReplica>;
@@ -45,6 +47,8 @@ struct Frontend {
 /// A running volume. See the module documentation.
 pub struct Engine {
     replicator: Arc<VolumeReplicator>,
+    /// What the frontend's clients do, measured at the frontend.
+    metrics: Arc<Metrics>,
     frontend_listen: Option<SocketAddr>,
     frontend: tokio::sync::Mutex<Option<Frontend>>,
     /// The frontend's URI while it runs, readable without waiting.
@@ -63,6 +67,7 @@ impl Engine {
     ) -> Self {
         Engine {
             replicator,
+            metrics: Arc::new(Metrics::new()),
             frontend_listen,
             frontend: tokio::sync::Mutex::new(None),
             frontend_uri: Mutex::new(None),
@@ -74,6 +79,38 @@ impl Engine {
     /// The replicator.
     pub fn replicator(&self) -> &Arc<VolumeReplicator> {
         &self.replicator
+    }
+
+    /// The volume's I/O metrics.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// Prometheus text: I/O figures, replica modes and purge state.
+    pub fn render_metrics(&self) -> String {
+        let volume = self.replicator.volume();
+        let mut gauges = Vec::new();
+        for status in self.replicator.status() {
+            for mode in [ReplicaMode::RW, ReplicaMode::WO, ReplicaMode::ERR] {
+                gauges.push(Gauge::new(
+                    "shorthorn_replica_mode",
+                    "1 for the mode the replica is in, 0 for the others",
+                    [
+                        ("replica", status.address.clone()),
+                        ("mode", mode.to_string()),
+                    ],
+                    f64::from(u8::from(status.mode == mode)),
+                ));
+            }
+        }
+        let running = self.purge_state() == PurgeState::Running;
+        gauges.push(Gauge::new(
+            "shorthorn_volume_purge_running",
+            "1 while a snapshot purge runs",
+            Vec::<(String, String)>::new(),
+            f64::from(u8::from(running)),
+        ));
+        render_prometheus(volume, &self.metrics.snapshot(), &gauges)
     }
 
     /// The NBD URI while the frontend runs.
@@ -97,7 +134,11 @@ impl Engine {
         let bound = listener.local_addr().context("reading the NBD address")?;
         let volume = self.replicator.volume().to_owned();
         let uri = format!("nbd://{bound}/{volume}");
-        let export = Export::new(volume.clone(), self.replicator.clone())
+        let device = Arc::new(MeteredDevice::new(
+            self.replicator.clone(),
+            self.metrics.clone(),
+        ));
+        let export = Export::new(volume.clone(), device)
             .with_description(format!("Shorthorn volume {volume}"))
             // A flush reaches every replica and syncs its whole head, so it covers
             // writes completed on any connection.

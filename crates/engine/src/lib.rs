@@ -4,6 +4,7 @@
 
 mod control;
 mod engine;
+mod metrics;
 mod operations;
 mod range_lock;
 mod remote;
@@ -14,6 +15,10 @@ mod status;
 
 pub use control::EngineControlService;
 pub use engine::{Engine, PurgeState, VolumeReplicator};
+pub use metrics::{
+    Direction, Gauge, MeteredDevice, Metrics, MetricsSnapshot, OpKind, OpSnapshot,
+    PROMETHEUS_CONTENT_TYPE, render_prometheus, serve_metrics,
+};
 pub use operations::{OperationError, SnapshotLimits};
 pub use remote::RemoteReplica;
 pub use replica::{PurgeOutcome, Replica, ReplicaOpError, SnapshotInfo};

@@ -17,6 +17,7 @@ use tonic::transport::Endpoint;
 
 use crate::control::EngineControlService;
 use crate::engine::Engine;
+use crate::metrics::serve_metrics;
 use crate::operations::SnapshotLimits;
 use crate::remote::RemoteReplica;
 use crate::replicator::Replicator;
@@ -41,6 +42,8 @@ pub struct EngineConfig {
     pub client: ClientOptions,
     /// Limits on snapshot count and size.
     pub limits: SnapshotLimits,
+    /// Where Prometheus metrics are served (`GET /metrics`); `None`: nowhere.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// Addresses a running engine serves, reported once it is ready.
@@ -50,6 +53,8 @@ pub struct EngineEndpoints {
     pub control: SocketAddr,
     /// The NBD URI, when a frontend runs.
     pub frontend: Option<String>,
+    /// The metrics URL, when served.
+    pub metrics: Option<String>,
 }
 
 /// A replica's control address: its data port + 1.
@@ -148,6 +153,30 @@ pub async fn run(
     let control_addr = control_listener
         .local_addr()
         .context("reading the control address")?;
+    let metrics = match config.metrics_listen {
+        Some(listen) => {
+            let listener = TcpListener::bind(listen)
+                .await
+                .with_context(|| format!("binding the metrics address {listen}"))?;
+            let bound = listener
+                .local_addr()
+                .context("reading the metrics address")?;
+            let (render, stop) = (engine.clone(), shutdown.clone());
+            tokio::spawn(async move {
+                let served = serve_metrics(
+                    listener,
+                    move || render.render_metrics(),
+                    stop.cancelled_owned(),
+                )
+                .await;
+                if let Err(e) = served {
+                    tracing::error!(error = %e, "metrics endpoint stopped");
+                }
+            });
+            Some(format!("http://{bound}/metrics"))
+        }
+        None => None,
+    };
     let frontend = match config.frontend_listen {
         Some(_) => Some(engine.start_frontend().await?),
         None => None,
@@ -155,6 +184,7 @@ pub async fn run(
     let endpoints = EngineEndpoints {
         control: control_addr,
         frontend: frontend.clone(),
+        metrics: metrics.clone(),
     };
     tracing::info!(volume = %config.volume, control = %control_addr, frontend = ?frontend, "engine serving");
     let _ = ready.send(endpoints);
@@ -165,6 +195,7 @@ pub async fn run(
     tonic::transport::Server::builder()
         .add_service(EngineControlServer::new(EngineControlService::new(
             engine.clone(),
+            metrics.unwrap_or_default(),
         )))
         .serve_with_incoming_shutdown(incoming, shutdown.clone().cancelled_owned())
         .await

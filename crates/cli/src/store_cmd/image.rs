@@ -285,7 +285,11 @@ pub fn export(args: &ExportArgs) -> anyhow::Result<()> {
             let view = store
                 .snapshot_view(name)
                 .with_context(|| format!("opening snapshot {name:?}"))?;
-            export_to(&view, &format!("snapshot {name:?} of volume {:?}", store.name()), &args.file)
+            export_to(
+                &view,
+                &format!("snapshot {name:?} of volume {:?}", store.name()),
+                &args.file,
+            )
         }
         None => export_to(&store, &format!("volume {:?}", store.name()), &args.file),
     };
