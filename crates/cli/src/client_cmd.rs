@@ -105,9 +105,9 @@ pub fn info(engine: &str) -> anyhow::Result<()> {
     for (name, figures) in [("read", &info.read), ("write", &info.write)] {
         let Some(f) = figures else { continue };
         line(format_args!(
-            "{name:<6}     {:.0} IOPS, {}/s, latency avg {:.3} ms, p99 {:.3} ms (last second)",
+            "{name:<6}     {:.0} IOPS, {:.1} MiB/s, latency avg {:.3} ms, p99 {:.3} ms (last second)",
             f.iops_last_second,
-            format_size(f.bytes_per_second_last_second as u64),
+            f.bytes_per_second_last_second / (1024.0 * 1024.0),
             f.latency_avg_seconds_last_second * 1e3,
             f.latency_p99_seconds_last_second * 1e3,
         ))?;
