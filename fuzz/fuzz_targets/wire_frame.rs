@@ -1,0 +1,4 @@
+//! libFuzzer entry point; the target itself is `shorthorn_fuzz::wire_frame` (see src/).
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| shorthorn_fuzz::wire_frame(data));
