@@ -843,3 +843,108 @@ pub fn assert_fio_verified(outcome: &Outcome, blocks: u64, context: &str) {
         "fio did not write and verify every block ({blocks}):\n{all}\n{context}"
     );
 }
+
+impl Volume {
+    /// [`Volume::start`] with more `launch-simple` arguments: `extra` is called once per
+    /// start attempt with the ports of that attempt and returns the arguments to add
+    /// (e.g. `--metrics 127.0.0.1:PORT` with a port it picked).
+    pub fn start_with_args(
+        name: &str,
+        size: u64,
+        replicas: u16,
+        extra: &dyn Fn(&Ports) -> Vec<String>,
+    ) -> Volume {
+        Volume::start_in(&std::env::temp_dir(), name, size, replicas, extra)
+    }
+
+    /// [`Volume::start_with_args`] with the volume's temporary directory (data, logs,
+    /// scratch) created in `parent`, e.g. a tmpfs where removing large fragmented
+    /// layer files at the end is cheap.
+    pub fn start_in(
+        parent: &Path,
+        name: &str,
+        size: u64,
+        replicas: u16,
+        extra: &dyn Fn(&Ports) -> Vec<String>,
+    ) -> Volume {
+        let new_dir = || {
+            tempfile::Builder::new()
+                .prefix("shv")
+                .tempdir_in(parent)
+                .unwrap()
+        };
+        let mut dir = new_dir();
+        let mut failures = String::new();
+        for attempt in 1..=START_ATTEMPTS {
+            let ports = Ports::pick(replicas);
+            let data_dir = dir.path().join(format!("data{attempt}"));
+            let log = dir.path().join(format!("launch{attempt}.log"));
+            let log_file = std::fs::File::create(&log).unwrap();
+            let mut child = Command::new(BIN)
+                .args([
+                    "launch-simple",
+                    name,
+                    &size.to_string(),
+                    "--replicas",
+                    &replicas.to_string(),
+                    "--data-dir",
+                    path_str(&data_dir),
+                    "--nbd",
+                    &format!("127.0.0.1:{}", ports.nbd),
+                    "--engine-listen",
+                    &format!("127.0.0.1:{}", ports.engine),
+                    "--replica-base-port",
+                    &ports.replica_base.to_string(),
+                ])
+                .args(extra(&ports))
+                .env_remove("SHORTHORN_CRASH_AT")
+                .env_remove("RUST_LOG")
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(log_file)
+                .spawn()
+                .unwrap();
+            let stdout = Arc::new(Mutex::new(String::new()));
+            let pipe = child.stdout.take().unwrap();
+            let sink = stdout.clone();
+            let stdout_thread = std::thread::spawn(move || {
+                let mut reader = BufReader::new(pipe);
+                let mut line = String::new();
+                while matches!(reader.read_line(&mut line), Ok(n) if n > 0) {
+                    sink.lock().unwrap().push_str(&line);
+                    line.clear();
+                }
+            });
+            let mut volume = Volume {
+                name: name.to_owned(),
+                size,
+                replicas,
+                ports,
+                dir,
+                data_dir,
+                log,
+                child: Some(child),
+                stdout,
+                stdout_thread: Some(stdout_thread),
+            };
+            match volume.wait_ready() {
+                Ok(()) => return volume,
+                Err(why) => {
+                    let log = volume.log();
+                    let clash = ["in use", "did not listen"]
+                        .iter()
+                        .any(|s| log.contains(s) || why.contains(s));
+                    failures.push_str(&format!(
+                        "attempt {attempt} (ports {ports:?}): {why}\nlog:\n{log}\n"
+                    ));
+                    volume.kill_all();
+                    if !clash {
+                        break;
+                    }
+                    dir = std::mem::replace(&mut volume.dir, new_dir());
+                }
+            }
+        }
+        panic!("launch-simple {name} {size} did not start:\n{failures}");
+    }
+}
