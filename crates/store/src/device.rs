@@ -64,7 +64,11 @@ impl BlockDevice for StoreDevice {
 
     async fn write(&self, offset: u64, data: Bytes, flags: WriteFlags) -> BlockResult<()> {
         self.run_inline(|store| store.write(offset, &data))?;
-        if flags.fua { self.flush().await } else { Ok(()) }
+        if flags.fua {
+            self.flush().await
+        } else {
+            Ok(())
+        }
     }
 
     async fn flush(&self) -> BlockResult<()> {
@@ -79,7 +83,11 @@ impl BlockDevice for StoreDevice {
         flags: WriteFlags,
     ) -> BlockResult<()> {
         self.run_inline(|store| store.write_zeroes(offset, len, mode))?;
-        if flags.fua { self.flush().await } else { Ok(()) }
+        if flags.fua {
+            self.flush().await
+        } else {
+            Ok(())
+        }
     }
 
     async fn trim(&self, offset: u64, len: u64) -> BlockResult<()> {

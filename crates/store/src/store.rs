@@ -279,7 +279,11 @@ impl Store {
         let state = self.state.read();
         self.check(&state, offset, len)?;
         let (first, last) = block_span(offset, len);
-        Ok(status_through(&self.map.read().segments(first, last), offset, len))
+        Ok(status_through(
+            &self.map.read().segments(first, last),
+            offset,
+            len,
+        ))
     }
 
     /// Reads through the map; the caller holds `state`.
@@ -402,8 +406,19 @@ pub(crate) fn status_through(segments: &[Segment], offset: u64, len: u64) -> Vec
     for seg in segments {
         let start = (seg.start * BLOCK_SIZE).max(offset);
         let seg_end = (seg.end * BLOCK_SIZE).min(end);
-        let kind = if seg.owner.is_some() { ExtentKind::Data } else { ExtentKind::Zero };
-        Extent::push_merged(&mut out, Extent { offset: start, len: seg_end - start, kind });
+        let kind = if seg.owner.is_some() {
+            ExtentKind::Data
+        } else {
+            ExtentKind::Zero
+        };
+        Extent::push_merged(
+            &mut out,
+            Extent {
+                offset: start,
+                len: seg_end - start,
+                kind,
+            },
+        );
     }
     out
 }

@@ -27,7 +27,10 @@ impl Store {
     pub fn snapshot_view(&self, name: &str) -> Result<SnapshotView, StoreError> {
         let state = self.state.read();
         self.check_healthy()?;
-        let target = state.meta.snapshot(name).ok_or_else(|| StoreError::SnapshotNotFound(name.to_owned()))?;
+        let target = state
+            .meta
+            .snapshot(name)
+            .ok_or_else(|| StoreError::SnapshotNotFound(name.to_owned()))?;
         let size = target.size;
         let mut ids = Vec::new();
         let mut next = Some(target.id);
@@ -48,7 +51,12 @@ impl Store {
             .collect::<Result<Vec<_>, StoreError>>()?;
         drop(state);
         let map = build_map(&chain)?;
-        Ok(SnapshotView { name: name.to_owned(), size, chain, map })
+        Ok(SnapshotView {
+            name: name.to_owned(),
+            size,
+            chain,
+            map,
+        })
     }
 }
 
@@ -80,7 +88,11 @@ impl SnapshotView {
     fn check(&self, offset: u64, len: u64) -> Result<(), StoreError> {
         match offset.checked_add(len) {
             Some(end) if end <= self.size => Ok(()),
-            _ => Err(StoreError::OutOfRange { offset, len, size: self.size }),
+            _ => Err(StoreError::OutOfRange {
+                offset,
+                len,
+                size: self.size,
+            }),
         }
     }
 }

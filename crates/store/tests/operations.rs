@@ -263,16 +263,28 @@ fn snapshot_views_read_what_each_snapshot_held_while_the_volume_goes_on() {
     one.read(0, &mut buf).unwrap();
     assert!(buf[..100].iter().all(|&b| b == 0) && buf[100..5100].iter().all(|&b| b == 1));
     two.read(0, &mut buf).unwrap();
-    assert!(buf[..4096].iter().all(|&b| b == 0), "the trimmed block reads as zeros");
+    assert!(
+        buf[..4096].iter().all(|&b| b == 0),
+        "the trimmed block reads as zeros"
+    );
     assert!(buf[4096..8000].iter().all(|&b| b == 2));
     assert!(buf[8000..].iter().all(|&b| b == 0));
-    assert_eq!(two.block_status(0, 4 * MIB).unwrap()[0].kind, ExtentKind::Data);
+    assert_eq!(
+        two.block_status(0, 4 * MIB).unwrap()[0].kind,
+        ExtentKind::Data
+    );
     // Purging "one" away keeps the open view of "two" intact.
     store.remove_snapshot("one").unwrap();
     store.purge().unwrap();
     let mut again = vec![0; 9000];
     two.read(0, &mut again).unwrap();
     assert_eq!(buf, again);
-    assert!(matches!(store.snapshot_view("one"), Err(StoreError::SnapshotNotFound(_))));
-    assert!(matches!(two.read(4 * MIB, &mut [0]), Err(StoreError::OutOfRange { .. })));
+    assert!(matches!(
+        store.snapshot_view("one"),
+        Err(StoreError::SnapshotNotFound(_))
+    ));
+    assert!(matches!(
+        two.read(4 * MIB, &mut [0]),
+        Err(StoreError::OutOfRange { .. })
+    ));
 }
