@@ -153,6 +153,11 @@ impl<R: Replica> Replicator<R> {
                 limits.max_total_bytes
             )));
         }
+        // Flush first, outside the drain: the replicas then sync only the few writes that
+        // land in between while I/O is held back, not everything since the last flush.
+        if let Err(e) = self.flush().await {
+            tracing::warn!(volume = %self.volume(), error = %e, "flush before snapshot failed");
+        }
         let _drained = self.io_gate.write().await;
         self.on_every_replica("snapshot", |r| async move {
             r.create_snapshot(name, system, labels).await

@@ -188,10 +188,7 @@ pub async fn run(
     };
     tracing::info!(volume = %config.volume, control = %control_addr, frontend = ?frontend, "engine serving");
     let _ = ready.send(endpoints);
-    let incoming = futures::stream::unfold(control_listener, |listener| async move {
-        let accepted = listener.accept().await.map(|(stream, _)| stream);
-        Some((accepted, listener))
-    });
+    let incoming = shorthorn_proto::incoming_nodelay(control_listener);
     tonic::transport::Server::builder()
         .add_service(EngineControlServer::new(EngineControlService::new(
             engine.clone(),

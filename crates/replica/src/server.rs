@@ -135,7 +135,7 @@ pub async fn run(
     };
     let service = ReplicaControlService::new(store.clone(), data_addresses);
     let _ = ready.send(endpoints);
-    let incoming = tokio_stream_of(control);
+    let incoming = shorthorn_proto::incoming_nodelay(control);
     tonic::transport::Server::builder()
         .add_service(ReplicaControlServer::new(service))
         .serve_with_incoming_shutdown(incoming, shutdown.clone().cancelled_owned())
@@ -152,14 +152,4 @@ pub async fn run(
     }
     tracing::info!(dir = %config.dir.display(), "replica stopped");
     Ok(())
-}
-
-/// Turns a bound listener into the stream of connections tonic serves.
-fn tokio_stream_of(
-    listener: TcpListener,
-) -> impl futures::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
-    futures::stream::unfold(listener, |listener| async move {
-        let accepted = listener.accept().await.map(|(stream, _)| stream);
-        Some((accepted, listener))
-    })
 }
