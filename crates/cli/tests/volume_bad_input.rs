@@ -23,7 +23,7 @@ use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
-use common::{Daemon, MIB, Ports, Volume, path_str, qemu_io, sha256, shorthorn};
+use common::{Daemon, MIB, Outcome, Ports, Volume, path_str, qemu_io, sha256, shorthorn};
 
 const SIZE: u64 = 8 * MIB;
 /// How long a server may take to drop a connection it should drop.
@@ -563,21 +563,7 @@ fn launch_simple_refuses_bad_names_and_sizes() {
 fn launch_simple_with_an_unaligned_size_fails_fast_with_the_reason() {
     let dir = tempfile::tempdir().unwrap();
     let ports = Ports::pick(1);
-    let out = shorthorn(&[
-        "launch-simple",
-        "odd",
-        "4095",
-        "--replicas",
-        "1",
-        "--data-dir",
-        path_str(&dir.path().join("data")),
-        "--nbd",
-        &format!("127.0.0.1:{}", ports.nbd),
-        "--engine-listen",
-        &format!("127.0.0.1:{}", ports.engine),
-        "--replica-base-port",
-        &ports.replica_base.to_string(),
-    ]);
+    let out = launch_one_replica("odd", "4095", dir.path(), &ports);
     assert_eq!(out.code, Some(1), "{out:?}");
     assert!(
         out.stderr.contains("multiple of 4096") && out.elapsed < Duration::from_secs(10),
@@ -597,21 +583,7 @@ fn launch_simple_with_a_taken_nbd_port_fails_fast_with_the_reason() {
     let ports = Ports::pick(1);
     // Someone else listens on the NBD address.
     let _taken = std::net::TcpListener::bind(("127.0.0.1", ports.nbd)).unwrap();
-    let out = shorthorn(&[
-        "launch-simple",
-        "taken",
-        "4M",
-        "--replicas",
-        "1",
-        "--data-dir",
-        path_str(&dir.path().join("data")),
-        "--nbd",
-        &format!("127.0.0.1:{}", ports.nbd),
-        "--engine-listen",
-        &format!("127.0.0.1:{}", ports.engine),
-        "--replica-base-port",
-        &ports.replica_base.to_string(),
-    ]);
+    let out = launch_one_replica("taken", "4M", dir.path(), &ports);
     assert_eq!(out.code, Some(1), "{out:?}");
     assert!(
         out.stderr.contains("in use") && out.elapsed < Duration::from_secs(10),
@@ -624,4 +596,24 @@ fn launch_simple_with_a_taken_nbd_port_fails_fast_with_the_reason() {
         out.elapsed,
         out.stderr
     );
+}
+
+/// Runs `launch-simple NAME SIZE` with one replica on `ports`, data under `dir`, and
+/// returns when it exits (these tests expect it to fail at start-up).
+fn launch_one_replica(name: &str, size: &str, dir: &std::path::Path, ports: &Ports) -> Outcome {
+    shorthorn(&[
+        "launch-simple",
+        name,
+        size,
+        "--replicas",
+        "1",
+        "--data-dir",
+        path_str(&dir.join("data")),
+        "--nbd",
+        &format!("127.0.0.1:{}", ports.nbd),
+        "--engine-listen",
+        &format!("127.0.0.1:{}", ports.engine),
+        "--replica-base-port",
+        &ports.replica_base.to_string(),
+    ])
 }
