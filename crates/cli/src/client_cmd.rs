@@ -2,7 +2,9 @@
 
 use anyhow::Context;
 use shorthorn_proto::v1::engine_control_client::EngineControlClient;
-use shorthorn_proto::v1::{EngineInfoRequest, ListReplicasRequest, ReplicaMode, ReplicaStatus};
+use shorthorn_proto::v1::{
+    EngineInfoRequest, ListReplicasRequest, RebuildProgress, ReplicaMode, ReplicaStatus,
+};
 use tonic::transport::Channel;
 
 use crate::daemon;
@@ -67,8 +69,31 @@ pub fn ls(engine: &str) -> anyhow::Result<()> {
         if !replica.error.is_empty() {
             line(format_args!("{:<width$}  error: {}", "", replica.error))?;
         }
+        if let Some(progress) = &replica.rebuild {
+            line(format_args!(
+                "{:<width$}  rebuild: {}",
+                "",
+                rebuild_text(progress)
+            ))?;
+        }
     }
     Ok(())
+}
+
+/// A rebuild's progress: phase, percent, bytes examined and copied.
+pub(crate) fn rebuild_text(progress: &RebuildProgress) -> String {
+    let percent = if progress.total_bytes == 0 {
+        0.0
+    } else {
+        progress.done_bytes as f64 * 100.0 / progress.total_bytes as f64
+    };
+    format!(
+        "{} {percent:.0}% ({} of {} checked, {} copied)",
+        progress.phase,
+        format_size(progress.done_bytes),
+        format_size(progress.total_bytes),
+        format_size(progress.copied_bytes)
+    )
 }
 
 /// Prints the volume's size, state, frontend and replicas.
@@ -135,6 +160,9 @@ pub fn info(engine: &str) -> anyhow::Result<()> {
             replica.address,
             mode_name(replica)
         ))?;
+        if let Some(progress) = &replica.rebuild {
+            line(format_args!("    rebuild: {}", rebuild_text(progress)))?;
+        }
     }
     Ok(())
 }

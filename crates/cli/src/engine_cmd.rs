@@ -59,6 +59,11 @@ pub struct EngineArgs {
     /// Serve Prometheus metrics (GET /metrics) on this address.
     #[arg(long)]
     metrics_listen: Option<SocketAddr>,
+    /// Open even when none of the replicas is known to hold every acknowledged write
+    /// (e.g. after all of them failed): the volume comes back from those with the
+    /// highest epoch in their consistency records. See docs/consistency.md.
+    #[arg(long)]
+    salvage: bool,
     /// Stop when stdin closes (used by launch-simple so no engine outlives it).
     #[arg(long, hide = true)]
     exit_on_stdin_eof: bool,
@@ -79,6 +84,7 @@ pub fn run(args: EngineArgs) -> anyhow::Result<()> {
         frontend_listen: args.frontend.map(|Frontend::Nbd| args.frontend_listen),
         client,
         metrics_listen: args.metrics_listen,
+        salvage: args.salvage,
         limits: SnapshotLimits {
             max_count: args.max_snapshots,
             max_total_bytes: args.max_snapshot_bytes,

@@ -62,6 +62,10 @@ enum Command {
     /// Start or stop the engine's frontend (NBD server).
     #[command(subcommand)]
     Frontend(volume_cmd::FrontendCommand),
+    /// Bring back a volume whose replicas all failed: the engine reconnects to every
+    /// replica it had and resumes from the most up-to-date ones (highest epoch in their
+    /// consistency records; see docs/consistency.md). Restart the replica processes first.
+    Salvage,
 }
 
 fn main() -> ExitCode {
@@ -99,7 +103,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     crash::install_from_env()?;
     match cli.command {
         Command::Store(args) => store_cmd::run(args),
+        Command::Replica(replica_cmd::ReplicaArgs {
+            action: Some(action),
+            ..
+        }) => volume_cmd::replica(&cli.engine, action),
         Command::Replica(args) => replica_cmd::run(args),
+        Command::Salvage => volume_cmd::salvage(&cli.engine),
         Command::Engine(args) => engine_cmd::run(args),
         Command::LaunchSimple(args) => launch::run(args),
         Command::Ls => client_cmd::ls(&cli.engine),

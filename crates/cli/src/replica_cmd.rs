@@ -1,9 +1,10 @@
-//! `shorthorn replica`: serve one replica directory.
+//! `shorthorn replica`: serve one replica directory; `shorthorn --engine ADDR replica
+//! add|rm ADDR`: add (rebuild) or remove a replica of a running volume.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use clap::Args;
+use clap::{Args, Subcommand};
 use shorthorn_replica::ReplicaConfig;
 
 use crate::daemon;
@@ -13,15 +14,21 @@ use crate::size::parse_size;
 const MAX_SOCKET_PATH: usize = 107;
 
 /// Serve a replica: one copy of a volume, kept in DIR, for an engine to replicate to.
+/// With `add` or `rm` (and --engine): change the replicas of a running volume.
 ///
 /// Data (the wire protocol) is served on --listen; the control API (gRPC) on the next
 /// port (P+1). The replica also serves data on a unix socket (DIR/data.sock by default),
 /// which an engine on the same host uses instead of TCP. Stops on Ctrl-C or SIGTERM
 /// after flushing.
 #[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
 pub struct ReplicaArgs {
+    /// Add or remove a replica of the volume of `--engine ADDR`.
+    #[command(subcommand)]
+    pub action: Option<ReplicaAction>,
     /// The replica directory; a new volume is created in it if it holds none.
-    dir: PathBuf,
+    #[arg(required = true)]
+    dir: Option<PathBuf>,
     /// Volume size (e.g. 10G, 512M, 4096): needed to create; checked when opening.
     #[arg(long, value_parser = parse_size)]
     size: Option<u64>,
@@ -42,18 +49,42 @@ pub struct ReplicaArgs {
     exit_on_stdin_eof: bool,
 }
 
+/// Changes to the replicas of a running volume.
+#[derive(Debug, Subcommand)]
+pub enum ReplicaAction {
+    /// Add a replica (a new one, or one that failed and came back) and rebuild it while
+    /// the volume serves I/O: it joins write-only, receives the data it lacks (chunks it
+    /// already holds are recognised by checksum and skipped), is verified, and becomes
+    /// RW. Start the replica first (`shorthorn replica DIR --size SIZE --listen …`).
+    /// Progress shows in `ls`; waits until the rebuild ends and prints what it copied.
+    Add {
+        /// The replica's data address, tcp://host:port.
+        address: String,
+        /// Most bytes per second the rebuild copies (e.g. 100M); 0: no limit.
+        #[arg(long, default_value = "0", value_parser = parse_size)]
+        bandwidth: u64,
+    },
+    /// Remove a replica from the volume (its directory is left as it is). The last RW
+    /// replica cannot be removed.
+    Rm {
+        /// The replica's data address, tcp://host:port.
+        address: String,
+    },
+}
+
 /// Runs the replica until it is told to stop.
 pub fn run(args: ReplicaArgs) -> anyhow::Result<()> {
+    let Some(dir) = args.dir else {
+        anyhow::bail!("give the replica directory: shorthorn replica DIR --size SIZE");
+    };
     let volume = match args.volume {
         Some(volume) => volume,
-        None => crate::store_cmd::default_name(&args.dir, "--volume")?,
+        None => crate::store_cmd::default_name(&dir, "--volume")?,
     };
     let unix_socket = if args.no_unix_socket {
         None
     } else {
-        let path = args
-            .unix_socket
-            .unwrap_or_else(|| args.dir.join("data.sock"));
+        let path = args.unix_socket.unwrap_or_else(|| dir.join("data.sock"));
         let absolute = std::path::absolute(&path).unwrap_or(path);
         if absolute.as_os_str().len() > MAX_SOCKET_PATH {
             tracing::warn!(path = %absolute.display(), "unix socket path too long; serving TCP only");
@@ -63,7 +94,7 @@ pub fn run(args: ReplicaArgs) -> anyhow::Result<()> {
         }
     };
     let config = ReplicaConfig {
-        dir: args.dir,
+        dir,
         size: args.size,
         volume,
         listen: args.listen,

@@ -1,5 +1,5 @@
 //! Volume operations through a running engine: `shorthorn --engine ADDR snapshot …`,
-//! `expand SIZE`, `frontend start|stop`.
+//! `expand SIZE`, `frontend start|stop`, `replica add|rm`, `salvage`.
 
 use std::time::Duration;
 
@@ -218,4 +218,74 @@ pub fn frontend(engine: &str, command: FrontendCommand) -> anyhow::Result<()> {
 /// The engine's own message, without gRPC's framing.
 fn status_error(status: tonic::Status) -> anyhow::Error {
     anyhow::anyhow!("{}", status.message())
+}
+
+/// `replica add|rm`: changes the replicas of the volume; `add` waits for the rebuild and
+/// reports its progress on stderr every second.
+pub fn replica(engine: &str, action: crate::replica_cmd::ReplicaAction) -> anyhow::Result<()> {
+    use crate::replica_cmd::ReplicaAction;
+    daemon::runtime()?.block_on(async {
+        let mut client = connect(engine).await?;
+        match action {
+            ReplicaAction::Add { address, bandwidth } => {
+                let request = pb::AddReplicaRequest {
+                    address: address.clone(),
+                    bandwidth,
+                };
+                let mut adding = client.clone();
+                let add = tokio::spawn(async move { adding.add_replica(request).await });
+                let mut ticker = tokio::time::interval(Duration::from_secs(1));
+                ticker.tick().await;
+                while !add.is_finished() {
+                    ticker.tick().await;
+                    if let Ok(replicas) = client.list_replicas(pb::ListReplicasRequest {}).await {
+                        let rebuilding = replicas.into_inner().replicas.into_iter().find_map(|r| {
+                            (r.address == address || address.ends_with(&r.address))
+                                .then_some(r.rebuild)
+                                .flatten()
+                        });
+                        if let Some(progress) = rebuilding {
+                            eprintln!(
+                                "rebuild {address}: {}",
+                                crate::client_cmd::rebuild_text(&progress)
+                            );
+                        }
+                    }
+                }
+                let response = add
+                    .await
+                    .context("rebuild task failed")?
+                    .with_context(|| format!("adding replica {address}"))?
+                    .into_inner();
+                line(format_args!(
+                    "rebuilt {address} copied={} checked={} seconds={:.1}",
+                    response.copied_bytes, response.checked_bytes, response.seconds
+                ))?;
+            }
+            ReplicaAction::Rm { address } => {
+                client
+                    .remove_replica(pb::RemoveReplicaRequest {
+                        address: address.clone(),
+                    })
+                    .await
+                    .with_context(|| format!("removing replica {address}"))?;
+                line(format_args!("removed {address}"))?;
+            }
+        }
+        anyhow::Ok(())
+    })
+}
+
+/// `salvage`: brings a volume whose replicas all failed back.
+pub fn salvage(engine: &str) -> anyhow::Result<()> {
+    let in_sync = daemon::runtime()?.block_on(async {
+        let mut client = connect(engine).await?;
+        let response = client
+            .salvage(pb::SalvageRequest {})
+            .await
+            .context("salvaging the volume")?;
+        anyhow::Ok(response.into_inner().in_sync)
+    })?;
+    line(format_args!("salvaged; RW replicas: {}", in_sync.join(" ")))?;
+    Ok(())
 }

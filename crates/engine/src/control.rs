@@ -12,7 +12,7 @@ use tonic::{Request, Response, Status};
 
 use crate::engine::{Engine, PurgeState};
 use crate::operations::OperationError;
-use crate::replica::{Replica, SnapshotInfo};
+use crate::replica::{Replica, SnapshotInfo, snapshot_chain};
 use crate::status::ReplicaMode;
 
 /// How long `ls` waits for a replica's chain before showing it as unknown.
@@ -55,6 +55,12 @@ impl EngineControlService {
                 mode: mode.into(),
                 error: status.error.unwrap_or_default(),
                 chain,
+                rebuild: status.rebuild.map(|r| pb::RebuildProgress {
+                    phase: r.phase,
+                    total_bytes: r.total_bytes,
+                    done_bytes: r.done_bytes,
+                    copied_bytes: r.copied_bytes,
+                }),
             });
         }
         out
@@ -63,17 +69,10 @@ impl EngineControlService {
 
 /// Snapshot names of the active chain, oldest first.
 fn chain_of(layers: &[SnapshotInfo]) -> Vec<String> {
-    let mut chain = Vec::new();
-    let mut next = layers.iter().find(|l| l.is_head).map(|l| l.parent.clone());
-    while let Some(name) = next.filter(|n| !n.is_empty()) {
-        next = layers
-            .iter()
-            .find(|l| l.name == name)
-            .map(|l| l.parent.clone());
-        chain.push(name);
-    }
-    chain.reverse();
-    chain
+    snapshot_chain(layers)
+        .into_iter()
+        .map(|l| l.name.clone())
+        .collect()
 }
 
 fn status_of(error: OperationError) -> Status {
@@ -253,6 +252,43 @@ impl EngineControl for EngineControlService {
     ) -> Result<Response<pb::StopFrontendResponse>, Status> {
         self.engine.stop_frontend().await;
         Ok(Response::new(pb::StopFrontendResponse {}))
+    }
+
+    async fn add_replica(
+        &self,
+        request: Request<pb::AddReplicaRequest>,
+    ) -> Result<Response<pb::AddReplicaResponse>, Status> {
+        let request = request.into_inner();
+        let started = std::time::Instant::now();
+        let figures = self
+            .engine
+            .add_replica(&request.address, request.bandwidth)
+            .await
+            .map_err(status_of)?;
+        Ok(Response::new(pb::AddReplicaResponse {
+            checked_bytes: figures.done_bytes,
+            copied_bytes: figures.copied_bytes,
+            seconds: started.elapsed().as_secs_f64(),
+        }))
+    }
+
+    async fn remove_replica(
+        &self,
+        request: Request<pb::RemoveReplicaRequest>,
+    ) -> Result<Response<pb::RemoveReplicaResponse>, Status> {
+        self.engine
+            .remove_replica(&request.into_inner().address)
+            .await
+            .map_err(status_of)?;
+        Ok(Response::new(pb::RemoveReplicaResponse {}))
+    }
+
+    async fn salvage(
+        &self,
+        _: Request<pb::SalvageRequest>,
+    ) -> Result<Response<pb::SalvageResponse>, Status> {
+        let in_sync = self.engine.salvage().await.map_err(status_of)?;
+        Ok(Response::new(pb::SalvageResponse { in_sync }))
     }
 }
 

@@ -9,6 +9,7 @@ use std::time::SystemTime;
 
 use anyhow::Context;
 use parking_lot::Mutex;
+use shorthorn_block::BlockDevice;
 use shorthorn_nbd::{Export, NbdServer};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -16,9 +17,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::metrics::{Gauge, MeteredDevice, Metrics, render_prometheus};
 use crate::operations::{OperationError, SnapshotLimits};
+use crate::rebuild::RebuildFigures;
 use crate::remote::RemoteReplica;
 use crate::replica::PurgeOutcome;
 use crate::replicator::Replicator;
+use crate::server::Connector;
 use crate::status::ReplicaMode;
 
 /// The replicator of a volume whose replicas are reached over the network.
@@ -55,17 +58,25 @@ pub struct Engine {
     frontend_uri: Mutex<Option<String>>,
     limits: SnapshotLimits,
     purge: Mutex<PurgeState>,
+    /// Connects to replicas added later or reconnected by salvage.
+    connector: Connector,
+    /// Every replica address the volume has (what salvage reconnects to).
+    addresses: Mutex<Vec<String>>,
 }
 
 impl Engine {
     /// A volume served by `replicator`, with its frontend (when configured) not yet
     /// started.
-    pub fn new(
+    pub(crate) fn new(
         replicator: Arc<VolumeReplicator>,
         frontend_listen: Option<SocketAddr>,
         limits: SnapshotLimits,
+        connector: Connector,
+        addresses: Vec<String>,
     ) -> Self {
         Engine {
+            connector,
+            addresses: Mutex::new(addresses),
             replicator,
             metrics: Arc::new(Metrics::new()),
             frontend_listen,
@@ -207,8 +218,145 @@ impl Engine {
         self.replicator.revert(name).await
     }
 
+    /// Adds replica `address` and rebuilds it live (at most `bandwidth` bytes per second,
+    /// 0: no limit); returns when it is RW.
+    pub async fn add_replica(
+        &self,
+        address: &str,
+        bandwidth: u64,
+    ) -> Result<RebuildFigures, OperationError> {
+        let addr: shorthorn_wire::ReplicaAddr = address
+            .parse()
+            .map_err(|e| OperationError::Invalid(format!("replica address {address:?}: {e}")))?;
+        if *self.purge.lock() == PurgeState::Running {
+            return Err(OperationError::Invalid(format!(
+                "volume {}: a purge is running; add the replica when it has finished",
+                self.replicator.volume()
+            )));
+        }
+        let candidate = self
+            .connector
+            .connect(&addr, self.replicator.size())
+            .await
+            .map_err(|e| OperationError::Invalid(format!("{e:#}")))?;
+        let address = addr.to_string();
+        {
+            let mut addresses = self.addresses.lock();
+            if !addresses.contains(&address) {
+                addresses.push(address.clone());
+            }
+        }
+        self.replicator
+            .rebuild(
+                &address,
+                &candidate.record.replica_id,
+                candidate.device,
+                bandwidth,
+            )
+            .await
+            .map_err(|reason| OperationError::Failed {
+                volume: self.replicator.volume().to_owned(),
+                operation: format!("rebuild of {address}"),
+                reasons: reason,
+            })
+    }
+
+    /// Removes replica `address` from the volume. The last RW replica cannot go.
+    pub async fn remove_replica(&self, address: &str) -> Result<(), OperationError> {
+        let address = address
+            .parse::<shorthorn_wire::ReplicaAddr>()
+            .map(|a| a.to_string())
+            .unwrap_or_else(|_| address.to_owned());
+        let replicator = &self.replicator;
+        let _drained = replicator.io_gate.write().await;
+        let slot = replicator.slot(&address).ok_or_else(|| {
+            OperationError::Invalid(format!(
+                "volume {} has no replica {address}",
+                replicator.volume()
+            ))
+        })?;
+        if replicator.rebuilding.lock().as_deref() == Some(address.as_str()) {
+            return Err(OperationError::Invalid(format!(
+                "replica {address} is being rebuilt; wait for the rebuild to end"
+            )));
+        }
+        let other_rw = replicator
+            .slots()
+            .iter()
+            .any(|s| s.address != address && s.mode() == ReplicaMode::RW);
+        if slot.mode() == ReplicaMode::RW && !other_rw {
+            return Err(OperationError::Invalid(format!(
+                "replica {address} is the last RW replica of volume {}; it cannot be removed",
+                replicator.volume()
+            )));
+        }
+        replicator.remove_slot(&address);
+        self.addresses.lock().retain(|a| a != &address);
+        let version = replicator.log.forget(&slot.id);
+        replicator
+            .persist(version)
+            .await
+            .map_err(|e| OperationError::Failed {
+                volume: replicator.volume().to_owned(),
+                operation: "recording the removal".into(),
+                reasons: e.to_string(),
+            })?;
+        tracing::info!(volume = %replicator.volume(), replica = %address, "replica removed");
+        Ok(())
+    }
+
+    /// Salvage: reconnects to every replica address of the volume and brings the volume
+    /// back from the most up-to-date of those that answer. Only when no replica is RW.
+    pub async fn salvage(&self) -> Result<Vec<String>, OperationError> {
+        let replicator = &self.replicator;
+        if replicator.any_rw().is_some() {
+            return Err(OperationError::Invalid(format!(
+                "volume {} still has an RW replica; salvage is for a volume whose replicas all failed (use `replica add` to rebuild the others)",
+                replicator.volume()
+            )));
+        }
+        let addresses = self.addresses.lock().clone();
+        let mut candidates = Vec::new();
+        let mut unreachable = Vec::new();
+        for address in &addresses {
+            let connected = match address.parse::<shorthorn_wire::ReplicaAddr>() {
+                Ok(addr) => self.connector.connect(&addr, replicator.size()).await,
+                Err(e) => Err(anyhow::anyhow!("{e}")),
+            };
+            match connected {
+                Ok(candidate) => candidates.push(candidate),
+                Err(e) => unreachable.push(format!("{e:#}")),
+            }
+        }
+        if candidates.is_empty() {
+            return Err(OperationError::Invalid(format!(
+                "volume {}: no replica answers: {}",
+                replicator.volume(),
+                unreachable.join("; ")
+            )));
+        }
+        replicator
+            .salvage(candidates)
+            .await
+            .map_err(|e| OperationError::Invalid(e.to_string()))?;
+        let in_sync: Vec<String> = replicator
+            .status()
+            .into_iter()
+            .filter(|s| s.mode == ReplicaMode::RW)
+            .map(|s| s.address)
+            .collect();
+        tracing::warn!(volume = %replicator.volume(), replicas = ?in_sync, "volume salvaged");
+        Ok(in_sync)
+    }
+
     /// Starts a purge in the background unless one runs; returns whether it started.
     pub fn start_purge(self: &Arc<Self>) -> bool {
+        if let Some(rebuilding) = self.replicator.rebuilding.lock().clone() {
+            *self.purge.lock() = PurgeState::Failed(format!(
+                "replica {rebuilding} is being rebuilt; purge after the rebuild"
+            ));
+            return true;
+        }
         {
             let mut state = self.purge.lock();
             if *state == PurgeState::Running {
@@ -235,8 +383,11 @@ impl Engine {
     /// Stops the frontend and flushes every replica.
     pub async fn shut_down(&self) {
         self.stop_frontend().await;
-        if let Err(e) = shorthorn_block::BlockDevice::flush(self.replicator.as_ref()).await {
-            tracing::warn!(volume = %self.replicator.volume(), error = %e, "final flush failed");
+        match shorthorn_block::BlockDevice::flush(self.replicator.as_ref()).await {
+            Ok(()) => self.replicator.close().await,
+            Err(e) => {
+                tracing::warn!(volume = %self.replicator.volume(), error = %e, "final flush failed");
+            }
         }
     }
 }

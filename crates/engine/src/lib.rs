@@ -2,17 +2,21 @@
 //! replicas and serves reads from a healthy one. One engine per volume, so a crash or a
 //! bug touches exactly one volume.
 
+mod consistency;
 mod control;
 mod engine;
 mod metrics;
 mod operations;
 mod range_lock;
+mod rebuild;
+mod recovery;
 mod remote;
 mod replica;
 mod replicator;
 mod server;
 mod status;
 
+pub use consistency::REGION_SIZE;
 pub use control::EngineControlService;
 pub use engine::{Engine, PurgeState, VolumeReplicator};
 pub use metrics::{
@@ -20,8 +24,10 @@ pub use metrics::{
     PROMETHEUS_CONTENT_TYPE, render_prometheus, serve_metrics,
 };
 pub use operations::{OperationError, SnapshotLimits};
+pub use rebuild::{CHUNK_SIZE, RebuildFigures};
+pub use recovery::{Candidate, Plan, plan};
 pub use remote::RemoteReplica;
-pub use replica::{PurgeOutcome, Replica, ReplicaOpError, SnapshotInfo};
-pub use replicator::{Replicator, ReplicatorError};
+pub use replica::{PurgeOutcome, Replica, ReplicaOpError, ReplicaRecord, SnapshotInfo};
+pub use replicator::{OpenSlot, Replicator, ReplicatorError};
 pub use server::{EngineConfig, EngineEndpoints, run};
 pub use status::{ReplicaMode, ReplicaStatus, VolumeState};

@@ -11,7 +11,7 @@ use shorthorn_wire::WireClient;
 use tonic::transport::Channel;
 use tonic::{Code, Status};
 
-use crate::replica::{PurgeOutcome, Replica, ReplicaOpError, SnapshotInfo};
+use crate::replica::{PurgeOutcome, Replica, ReplicaOpError, ReplicaRecord, SnapshotInfo};
 
 /// A replica's data and control connections.
 pub struct RemoteReplica {
@@ -170,5 +170,90 @@ impl Replica for RemoteReplica {
             .await
             .map_err(|e| ReplicaOpError::Failed(format!("reading the new size: {e}")))?;
         Ok(())
+    }
+
+    async fn record(&self) -> Result<ReplicaRecord, ReplicaOpError> {
+        let record = self
+            .control()
+            .get_consistency(pb::GetConsistencyRequest {})
+            .await
+            .map_err(op_error)?
+            .into_inner();
+        Ok(ReplicaRecord {
+            replica_id: record.replica_id,
+            epoch: record.epoch,
+            members: record.members,
+            region_size: record.region_size,
+            dirty_regions: record.dirty_regions,
+            clean: record.clean,
+        })
+    }
+
+    async fn set_record(&self, record: &ReplicaRecord) -> Result<(), ReplicaOpError> {
+        let request = pb::ConsistencyRecord {
+            replica_id: record.replica_id.clone(),
+            epoch: record.epoch,
+            members: record.members.clone(),
+            region_size: record.region_size,
+            dirty_regions: record.dirty_regions.clone(),
+            clean: record.clean,
+        };
+        self.control()
+            .set_consistency(request)
+            .await
+            .map_err(op_error)?;
+        Ok(())
+    }
+
+    async fn checksums(
+        &self,
+        snapshot: Option<&str>,
+        offset: u64,
+        len: u64,
+        chunk: u64,
+    ) -> Result<Vec<Vec<u8>>, ReplicaOpError> {
+        let request = pb::ChecksumsRequest {
+            snapshot: snapshot.unwrap_or_default().to_owned(),
+            offset,
+            length: len,
+            chunk_size: chunk,
+        };
+        let response = self.control().checksums(request).await.map_err(op_error)?;
+        Ok(response.into_inner().digests)
+    }
+
+    async fn layer_extents(
+        &self,
+        snapshot: Option<&str>,
+    ) -> Result<Vec<(u64, u64)>, ReplicaOpError> {
+        let request = pb::LayerExtentsRequest {
+            snapshot: snapshot.unwrap_or_default().to_owned(),
+        };
+        let response = self
+            .control()
+            .layer_extents(request)
+            .await
+            .map_err(op_error)?
+            .into_inner();
+        Ok(response.offsets.into_iter().zip(response.lengths).collect())
+    }
+
+    async fn read_snapshot(
+        &self,
+        name: &str,
+        offset: u64,
+        len: u64,
+    ) -> Result<Bytes, ReplicaOpError> {
+        let request = pb::ReadSnapshotRequest {
+            snapshot: name.to_owned(),
+            offset,
+            length: len,
+        };
+        let response = self
+            .control()
+            .read_snapshot(request)
+            .await
+            .map_err(op_error)?;
+        Ok(Bytes::from(response.into_inner().data))
     }
 }

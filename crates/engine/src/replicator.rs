@@ -2,7 +2,8 @@
 //! or WO mode and are acknowledged when all of them have it; reads go to one RW replica,
 //! spread across them. Any error from a replica moves it to ERR at once, before the
 //! request that saw the error completes, so no later read can reach a replica that
-//! missed a write.
+//! missed a write; the change of members is persisted on the survivors before any
+//! request is acknowledged (see `crate::consistency`).
 
 use std::future::Future;
 use std::sync::Arc;
@@ -15,8 +16,10 @@ use shorthorn_block::{
     BlockDevice, BlockError, BlockResult, Extent, WriteFlags, ZeroMode, check_range,
 };
 
+use crate::consistency::{ActivityLog, REGION_SIZE, WriteTicket};
 use crate::range_lock::AsyncRangeLock;
-use crate::replica::Replica;
+use crate::rebuild::RebuildProgress;
+use crate::replica::{Replica, ReplicaRecord};
 use crate::status::{ReplicaMode, ReplicaStatus, VolumeState};
 
 /// Why an engine cannot be built on a set of replicas.
@@ -37,18 +40,59 @@ pub enum ReplicatorError {
     /// No replicas were given.
     #[error("volume {0} needs at least one replica")]
     NoReplicas(String),
+    /// The replicas' consistency records do not allow opening the volume.
+    #[error("{0}")]
+    Recovery(String),
 }
 
 pub(crate) struct Slot<R> {
     pub(crate) address: String,
+    /// The replica directory's identity (from its consistency record).
+    pub(crate) id: String,
     pub(crate) device: Arc<R>,
     state: Mutex<(ReplicaMode, Option<String>)>,
+    /// Set while the replica is being rebuilt.
+    pub(crate) rebuild: Mutex<Option<Arc<RebuildProgress>>>,
 }
 
 impl<R> Slot<R> {
+    pub(crate) fn new(
+        address: String,
+        id: String,
+        device: Arc<R>,
+        mode: ReplicaMode,
+        error: Option<String>,
+    ) -> Self {
+        Slot {
+            address,
+            id,
+            device,
+            state: Mutex::new((mode, error)),
+            rebuild: Mutex::new(None),
+        }
+    }
+
     pub(crate) fn mode(&self) -> ReplicaMode {
         self.state.lock().0
     }
+
+    pub(crate) fn set_mode(&self, mode: ReplicaMode) {
+        *self.state.lock() = (mode, None);
+    }
+}
+
+/// A replica the engine starts with: its address, device, identity and mode.
+pub struct OpenSlot<R> {
+    /// Address as given to the engine.
+    pub address: String,
+    /// Identity from its consistency record.
+    pub id: String,
+    /// The connected replica.
+    pub device: Arc<R>,
+    /// RW, or ERR with a reason when it is known stale.
+    pub mode: ReplicaMode,
+    /// Why it is ERR.
+    pub error: Option<String>,
 }
 
 /// One volume's replicator. See the module documentation.
@@ -61,45 +105,78 @@ pub struct Replicator<R: Replica> {
     slots: RwLock<Vec<Arc<Slot<R>>>>,
     next_read: AtomicUsize,
     /// Overlapping writes are applied one after the other, so every replica applies
-    /// them in the same order and replicas never diverge.
-    write_order: AsyncRangeLock,
+    /// them in the same order and replicas never diverge. A rebuild copies a range
+    /// under the same lock.
+    pub(crate) write_order: AsyncRangeLock,
+    /// Epoch, members and dirty regions, persisted on the replicas.
+    pub(crate) log: ActivityLog,
+    /// The address of the replica being rebuilt, if any (one rebuild at a time).
+    pub(crate) rebuilding: Mutex<Option<String>>,
 }
 
 impl<R: Replica> Replicator<R> {
-    /// Builds a replicator over `replicas` (address, device), all in RW mode. Every
-    /// replica must have the volume's size. The replicas must hold the same data; the
-    /// engine does not reconcile them here.
+    /// Builds a replicator over `replicas` (address, device), all in RW mode, each
+    /// identified by its address, at epoch 1. The replicas must hold the same data.
     pub fn new(
         volume: &str,
         size: u64,
         replicas: Vec<(String, Arc<R>)>,
     ) -> Result<Self, ReplicatorError> {
-        if replicas.is_empty() {
-            return Err(ReplicatorError::NoReplicas(volume.to_owned()));
-        }
-        let mut slots = Vec::with_capacity(replicas.len());
-        for (address, device) in replicas {
-            if device.size() != size {
-                return Err(ReplicatorError::SizeMismatch {
-                    volume: volume.to_owned(),
-                    address,
-                    expected: size,
-                    found: device.size(),
-                });
-            }
-            slots.push(Arc::new(Slot {
+        let slots = replicas
+            .into_iter()
+            .map(|(address, device)| OpenSlot {
+                id: address.clone(),
                 address,
                 device,
-                state: Mutex::new((ReplicaMode::RW, None)),
-            }));
+                mode: ReplicaMode::RW,
+                error: None,
+            })
+            .collect();
+        Self::with_slots(volume, size, slots, 1)
+    }
+
+    /// Builds a replicator over `slots` at `epoch`; the RW ones are the members. Every
+    /// replica must have the volume's size.
+    pub fn with_slots(
+        volume: &str,
+        size: u64,
+        slots: Vec<OpenSlot<R>>,
+        epoch: u64,
+    ) -> Result<Self, ReplicatorError> {
+        if slots.is_empty() {
+            return Err(ReplicatorError::NoReplicas(volume.to_owned()));
+        }
+        let mut members = Vec::new();
+        let mut built = Vec::with_capacity(slots.len());
+        for slot in slots {
+            if slot.device.size() != size {
+                return Err(ReplicatorError::SizeMismatch {
+                    volume: volume.to_owned(),
+                    address: slot.address,
+                    expected: size,
+                    found: slot.device.size(),
+                });
+            }
+            if slot.mode == ReplicaMode::RW {
+                members.push(slot.id.clone());
+            }
+            built.push(Arc::new(Slot::new(
+                slot.address,
+                slot.id,
+                slot.device,
+                slot.mode,
+                slot.error,
+            )));
         }
         Ok(Replicator {
             volume: volume.to_owned(),
             size: AtomicU64::new(size),
             io_gate: tokio::sync::RwLock::new(()),
-            slots: RwLock::new(slots),
+            slots: RwLock::new(built),
             next_read: AtomicUsize::new(0),
             write_order: AsyncRangeLock::default(),
+            log: ActivityLog::new(epoch, members),
+            rebuilding: Mutex::new(None),
         })
     }
 
@@ -119,6 +196,7 @@ impl<R: Replica> Replicator<R> {
                     address: s.address.clone(),
                     mode,
                     error,
+                    rebuild: s.rebuild.lock().as_ref().map(|p| p.snapshot()),
                 }
             })
             .collect()
@@ -151,13 +229,143 @@ impl<R: Replica> Replicator<R> {
     /// its own, even when no request is running. Needs a tokio runtime.
     pub fn watch_failures(self: &Arc<Self>) {
         for slot in self.slots.read().iter().cloned() {
-            let replicator = Arc::downgrade(self);
-            tokio::spawn(async move {
-                let reason = slot.device.failed().await;
-                if let Some(replicator) = replicator.upgrade() {
-                    replicator.fail(&slot, reason);
+            self.watch_slot(slot);
+        }
+    }
+
+    pub(crate) fn watch_slot(self: &Arc<Self>, slot: Arc<Slot<R>>) {
+        let replicator = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let reason = slot.device.failed().await;
+            if let Some(replicator) = replicator.upgrade() {
+                replicator.fail(&slot, reason);
+                // Persist the new members now rather than at the next write.
+                let _ = replicator.settle().await;
+            }
+        });
+    }
+
+    /// The slot of replica `address`, if it is part of the volume.
+    pub(crate) fn slot(&self, address: &str) -> Option<Arc<Slot<R>>> {
+        self.slots
+            .read()
+            .iter()
+            .find(|s| s.address == address)
+            .cloned()
+    }
+
+    /// Adds `slot`, replacing an ERR slot of the same address.
+    pub(crate) fn insert_slot(&self, slot: Arc<Slot<R>>) {
+        let mut slots = self.slots.write();
+        slots.retain(|s| s.address != slot.address);
+        slots.push(slot);
+    }
+
+    /// Removes replica `address` from the volume.
+    pub(crate) fn remove_slot(&self, address: &str) -> Option<Arc<Slot<R>>> {
+        let mut slots = self.slots.write();
+        let index = slots.iter().position(|s| s.address == address)?;
+        Some(slots.remove(index))
+    }
+
+    /// Replaces every slot (salvage).
+    pub(crate) fn replace_slots(&self, new: Vec<Arc<Slot<R>>>) {
+        *self.slots.write() = new;
+    }
+
+    /// Every slot.
+    pub(crate) fn slots(&self) -> Vec<Arc<Slot<R>>> {
+        self.slots.read().clone()
+    }
+
+    /// An RW replica to read from, if any.
+    pub(crate) fn any_rw(&self) -> Option<Arc<Slot<R>>> {
+        self.slots
+            .read()
+            .iter()
+            .find(|s| s.mode() == ReplicaMode::RW)
+            .cloned()
+    }
+
+    /// Writes the record at `version` or newer on every RW and WO replica, unless it is
+    /// there already. A replica that cannot take it goes to ERR (and the members change
+    /// again, so the loop writes once more without it).
+    pub(crate) async fn persist(&self, version: u64) -> BlockResult<()> {
+        loop {
+            if self.log.is_persisted(version) {
+                return Ok(());
+            }
+            let _writer = self.log.persist_lock.lock().await;
+            if self.log.is_persisted(version) {
+                return Ok(());
+            }
+            let (current, content) = self.log.content(false);
+            let record = ReplicaRecord {
+                replica_id: String::new(),
+                epoch: content.epoch,
+                members: content.members,
+                region_size: REGION_SIZE,
+                dirty_regions: content.dirty,
+                clean: content.clean,
+            };
+            let targets = self.active();
+            if !targets.iter().any(|(_, mode)| *mode == ReplicaMode::RW) {
+                return Err(self.no_replica("consistency record update"));
+            }
+            let results = join_all(targets.iter().map(|(s, _)| s.device.set_record(&record))).await;
+            let mut all_took_it = true;
+            for ((slot, _), result) in targets.iter().zip(results) {
+                if let Err(e) = result {
+                    all_took_it = false;
+                    self.fail(slot, format!("writing its consistency record: {e}"));
                 }
-            });
+            }
+            if all_took_it {
+                self.log.persisted(current);
+            }
+        }
+    }
+
+    /// Waits until the last change of members is persisted: called before any
+    /// acknowledgement, so no write a failed replica missed is acknowledged while the
+    /// record still names it in sync.
+    pub(crate) async fn settle(&self) -> BlockResult<()> {
+        let version = self.log.membership_version();
+        if self.log.is_persisted(version) {
+            return Ok(());
+        }
+        self.persist(version).await
+    }
+
+    /// Marks the write `[offset, offset + len)` in the activity log, persisting a newly
+    /// dirtied region first.
+    async fn begin_write(&self, offset: u64, len: u64) -> BlockResult<WriteTicket> {
+        let ticket = self.log.begin_write(offset, len);
+        if let Some(version) = ticket.needs {
+            if let Err(e) = self.persist(version).await {
+                self.log.end_write(ticket);
+                return Err(e);
+            }
+        }
+        Ok(ticket)
+    }
+
+    /// Writes the record with `clean` set (after a final flush) on every active replica.
+    pub(crate) async fn close(&self) {
+        let _writer = self.log.persist_lock.lock().await;
+        let (_, content) = self.log.content(true);
+        let record = ReplicaRecord {
+            replica_id: String::new(),
+            epoch: content.epoch,
+            members: content.members,
+            region_size: REGION_SIZE,
+            dirty_regions: Vec::new(),
+            clean: true,
+        };
+        for (slot, _) in self.active() {
+            if let Err(e) = slot.device.set_record(&record).await {
+                tracing::warn!(volume = %self.volume, replica = %slot.address, error = %e, "could not mark the volume closed cleanly");
+            }
         }
     }
 
@@ -186,6 +394,8 @@ impl<R: Replica> Replicator<R> {
         }
         tracing::error!(volume = %self.volume, replica = %slot.address, from = ?state.0, %reason, "replica failed; moved to ERR");
         *state = (ReplicaMode::ERR, Some(reason));
+        drop(state);
+        self.log.member_failed(&slot.id);
     }
 
     fn no_replica(&self, op: &str) -> BlockError {
@@ -218,7 +428,27 @@ impl<R: Replica> Replicator<R> {
         if acknowledged_rw == 0 {
             return Err(self.no_replica(op));
         }
-        Ok(())
+        self.settle().await
+    }
+
+    /// A write-like request: ordered against overlapping ones, its regions marked dirty
+    /// first, then sent to every RW and WO replica.
+    async fn replicated_write<F, Fut>(
+        &self,
+        op: &str,
+        offset: u64,
+        len: u64,
+        send: F,
+    ) -> BlockResult<()>
+    where
+        F: Fn(Arc<R>) -> Fut,
+        Fut: Future<Output = BlockResult<()>>,
+    {
+        let _order = self.write_order.lock(offset, offset + len).await;
+        let ticket = self.begin_write(offset, len).await?;
+        let result = self.fan_out(op, offset, len, send).await;
+        self.log.end_write(ticket);
+        result
     }
 
     /// Runs a read-like request on one RW replica, trying the next on error.
@@ -268,8 +498,7 @@ impl<R: Replica> BlockDevice for Replicator<R> {
         let len = data.len() as u64;
         let _gate = self.io_gate.read().await;
         check_range(offset, len, self.size())?;
-        let _order = self.write_order.lock(offset, offset + len).await;
-        self.fan_out("write", offset, len, |r| {
+        self.replicated_write("write", offset, len, |r| {
             let data = data.clone();
             async move { r.write(offset, data, flags).await }
         })
@@ -278,8 +507,13 @@ impl<R: Replica> BlockDevice for Replicator<R> {
 
     async fn flush(&self) -> BlockResult<()> {
         let _gate = self.io_gate.read().await;
+        let mark = self.log.flush_mark();
         self.fan_out("flush", 0, 0, |r| async move { r.flush().await })
-            .await
+            .await?;
+        match self.log.flushed(mark) {
+            Some(version) => self.persist(version).await,
+            None => Ok(()),
+        }
     }
 
     async fn write_zeroes(
@@ -291,8 +525,7 @@ impl<R: Replica> BlockDevice for Replicator<R> {
     ) -> BlockResult<()> {
         let _gate = self.io_gate.read().await;
         check_range(offset, len, self.size())?;
-        let _order = self.write_order.lock(offset, offset + len).await;
-        self.fan_out("write-zeroes", offset, len, |r| async move {
+        self.replicated_write("write-zeroes", offset, len, |r| async move {
             r.write_zeroes(offset, len, mode, flags).await
         })
         .await
@@ -301,8 +534,7 @@ impl<R: Replica> BlockDevice for Replicator<R> {
     async fn trim(&self, offset: u64, len: u64) -> BlockResult<()> {
         let _gate = self.io_gate.read().await;
         check_range(offset, len, self.size())?;
-        let _order = self.write_order.lock(offset, offset + len).await;
-        self.fan_out(
+        self.replicated_write(
             "trim",
             offset,
             len,

@@ -19,11 +19,16 @@ use crate::control::EngineControlService;
 use crate::engine::Engine;
 use crate::metrics::serve_metrics;
 use crate::operations::SnapshotLimits;
+use crate::recovery::Candidate;
 use crate::remote::RemoteReplica;
+use crate::replica::Replica;
 use crate::replicator::Replicator;
 
 /// How long the engine waits for a replica's control API at start.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Largest control answer accepted (a fragmented layer's extent list can be large).
+const MAX_CONTROL_MESSAGE: usize = 256 << 20;
 
 /// What `shorthorn engine` is asked to run.
 #[derive(Debug, Clone)]
@@ -44,6 +49,9 @@ pub struct EngineConfig {
     pub limits: SnapshotLimits,
     /// Where Prometheus metrics are served (`GET /metrics`); `None`: nowhere.
     pub metrics_listen: Option<SocketAddr>,
+    /// Open even when no replica is known to hold every acknowledged write, from the
+    /// most up-to-date ones (see docs/consistency.md).
+    pub salvage: bool,
 }
 
 /// Addresses a running engine serves, reported once it is ready.
@@ -70,10 +78,39 @@ fn control_endpoint(addr: &ReplicaAddr) -> anyhow::Result<(String, u16)> {
     Ok((host.clone(), control_port))
 }
 
+/// Connects the engine to replicas: at start, and later for `replica add` and salvage.
+#[derive(Debug, Clone)]
+pub(crate) struct Connector {
+    volume: String,
+    client: ClientOptions,
+}
+
+impl Connector {
+    /// Connects to replica `addr` of a volume of `size` bytes and reads its record.
+    pub(crate) async fn connect(
+        &self,
+        addr: &ReplicaAddr,
+        size: u64,
+    ) -> anyhow::Result<Candidate<RemoteReplica>> {
+        let replica = connect_replica(&self.volume, size, self.client, addr).await?;
+        let record = replica
+            .record()
+            .await
+            .with_context(|| format!("replica {addr}: reading its consistency record"))?;
+        Ok(Candidate {
+            address: addr.to_string(),
+            device: Arc::new(replica),
+            record,
+        })
+    }
+}
+
 /// Connects to one replica: checks through its control API that it holds this volume
 /// at this size, then opens the data path (its unix socket when it is on this host).
 async fn connect_replica(
-    config: &EngineConfig,
+    volume: &str,
+    size: u64,
+    client: ClientOptions,
     addr: &ReplicaAddr,
 ) -> anyhow::Result<RemoteReplica> {
     let (host, port) = control_endpoint(addr)?;
@@ -84,33 +121,30 @@ async fn connect_replica(
         .connect()
         .await
         .with_context(|| format!("replica {addr}: cannot reach its control API on port {port}"))?;
-    let mut control = ReplicaControlClient::new(channel);
+    let mut control =
+        ReplicaControlClient::new(channel).max_decoding_message_size(MAX_CONTROL_MESSAGE);
     let info = tokio::time::timeout(CONNECT_TIMEOUT, control.info(ReplicaInfoRequest {}))
         .await
         .with_context(|| format!("replica {addr}: no answer from its control API"))?
         .with_context(|| format!("replica {addr}: control API refused Info"))?
         .into_inner();
-    if info.volume != config.volume {
+    if info.volume != volume {
         bail!(
-            "replica {addr} holds volume {:?}, not {:?}; start it with --volume {}",
+            "replica {addr} holds volume {:?}, not {volume:?}; start it with --volume {volume}",
             info.volume,
-            config.volume,
-            config.volume
         );
     }
-    if info.size != config.size {
+    if info.size != size {
         bail!(
-            "replica {addr} has {} bytes, but volume {} has {}",
+            "replica {addr} has {} bytes, but volume {volume} has {size}",
             info.size,
-            config.volume,
-            config.size
         );
     }
     let data = local_socket(&host, &info.data_addresses).unwrap_or_else(|| addr.clone());
-    let client = WireClient::connect(&data, config.client)
+    let client = WireClient::connect(&data, client)
         .await
         .with_context(|| format!("replica {addr}: connecting to its data path {data}"))?;
-    tracing::info!(volume = %config.volume, replica = %addr, data = %data, "replica connected");
+    tracing::info!(volume = %volume, replica = %addr, data = %data, "replica connected");
     Ok(RemoteReplica::new(client, control))
 }
 
@@ -134,17 +168,34 @@ pub async fn run(
     shutdown: CancellationToken,
     ready: tokio::sync::oneshot::Sender<EngineEndpoints>,
 ) -> anyhow::Result<()> {
-    let mut replicas = Vec::new();
+    let connector = Connector {
+        volume: config.volume.clone(),
+        client: config.client,
+    };
+    let mut candidates = Vec::new();
     for addr in &config.replicas {
-        let replica = connect_replica(&config, addr).await?;
-        replicas.push((addr.to_string(), Arc::new(replica)));
+        match connector.connect(addr, config.size).await {
+            Ok(candidate) => candidates.push(candidate),
+            // Refusing to start would leave the volume down for the lack of one
+            // replica; it can be added back with `replica add`.
+            Err(e) if config.replicas.len() > 1 => {
+                tracing::error!(volume = %config.volume, replica = %addr, error = %format!("{e:#}"), "replica unreachable; starting without it");
+            }
+            Err(e) => return Err(e),
+        }
     }
-    let replicator = Arc::new(Replicator::new(&config.volume, config.size, replicas)?);
+    if candidates.is_empty() {
+        bail!("volume {}: no replica could be reached", config.volume);
+    }
+    let replicator =
+        Replicator::open(&config.volume, config.size, candidates, config.salvage).await?;
     replicator.watch_failures();
     let engine = Arc::new(Engine::new(
         replicator,
         config.frontend_listen,
         config.limits,
+        connector,
+        config.replicas.iter().map(ToString::to_string).collect(),
     ));
 
     let control_listener = TcpListener::bind(config.listen)

@@ -36,6 +36,8 @@ pub struct ReplicaStatus {
     pub mode: ReplicaMode,
     /// Why it failed, when in ERR.
     pub error: Option<String>,
+    /// Progress of its rebuild, while one runs.
+    pub rebuild: Option<crate::rebuild::RebuildFigures>,
 }
 
 /// The volume's health, derived from its replicas' modes.

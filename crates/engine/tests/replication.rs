@@ -17,8 +17,8 @@ use bytes::Bytes;
 use proptest::prelude::*;
 use shorthorn_block::{BlockDevice, BlockError, BlockResult, Extent, WriteFlags, ZeroMode};
 use shorthorn_engine::{
-    PurgeOutcome, Replica, ReplicaMode, ReplicaOpError, Replicator, SnapshotInfo, SnapshotLimits,
-    VolumeState,
+    PurgeOutcome, Replica, ReplicaMode, ReplicaOpError, ReplicaRecord, Replicator, SnapshotInfo,
+    SnapshotLimits, VolumeState,
 };
 use shorthorn_store::{SnapshotKind, Store, StoreDevice, StoreError};
 use tokio::sync::Notify;
@@ -36,11 +36,16 @@ struct TestReplica {
     reads_served: AtomicU64,
     died: Notify,
     dead: AtomicBool,
+    record: parking_lot::Mutex<ReplicaRecord>,
 }
 
 impl TestReplica {
     fn new(dir: &std::path::Path) -> Arc<Self> {
-        let store = Arc::new(Store::create(dir, "vol", SIZE).unwrap());
+        Self::with_size(dir, SIZE)
+    }
+
+    fn with_size(dir: &std::path::Path, size: u64) -> Arc<Self> {
+        let store = Arc::new(Store::create(dir, "vol", size).unwrap());
         Arc::new(TestReplica {
             device: StoreDevice::new(store.clone()),
             store,
@@ -49,11 +54,15 @@ impl TestReplica {
             reads_served: AtomicU64::new(0),
             died: Notify::new(),
             dead: AtomicBool::new(false),
+            record: parking_lot::Mutex::new(ReplicaRecord {
+                replica_id: dir.display().to_string(),
+                ..ReplicaRecord::default()
+            }),
         })
     }
 
     fn content(&self) -> Vec<u8> {
-        let mut buf = vec![0; SIZE as usize];
+        let mut buf = vec![0; self.store.size() as usize];
         self.store.read(0, &mut buf).unwrap();
         buf
     }
@@ -191,6 +200,65 @@ impl Replica for TestReplica {
     async fn expand(&self, size: u64) -> Result<(), ReplicaOpError> {
         self.control(|s| s.expand(size))
     }
+
+    async fn record(&self) -> Result<ReplicaRecord, ReplicaOpError> {
+        Ok(self.record.lock().clone())
+    }
+
+    async fn set_record(&self, record: &ReplicaRecord) -> Result<(), ReplicaOpError> {
+        self.control(|_| Ok(()))?;
+        let mut current = self.record.lock();
+        let id = current.replica_id.clone();
+        *current = ReplicaRecord {
+            replica_id: id,
+            ..record.clone()
+        };
+        Ok(())
+    }
+
+    async fn checksums(
+        &self,
+        snapshot: Option<&str>,
+        offset: u64,
+        len: u64,
+        chunk: u64,
+    ) -> Result<Vec<Vec<u8>>, ReplicaOpError> {
+        self.control(|store| {
+            let view = snapshot.map(|name| store.snapshot_view(name)).transpose()?;
+            let mut digests = Vec::new();
+            let mut at = offset;
+            while at < offset + len {
+                let mut buf = vec![0; chunk.min(offset + len - at) as usize];
+                match &view {
+                    Some(view) => view.read(at, &mut buf)?,
+                    None => store.read(at, &mut buf)?,
+                }
+                digests.push(blake3::hash(&buf).as_bytes().to_vec());
+                at += buf.len() as u64;
+            }
+            Ok(digests)
+        })
+    }
+
+    async fn layer_extents(
+        &self,
+        snapshot: Option<&str>,
+    ) -> Result<Vec<(u64, u64)>, ReplicaOpError> {
+        self.control(|store| store.layer_extents(snapshot))
+    }
+
+    async fn read_snapshot(
+        &self,
+        name: &str,
+        offset: u64,
+        len: u64,
+    ) -> Result<Bytes, ReplicaOpError> {
+        self.control(|store| {
+            let mut buf = vec![0; len as usize];
+            store.snapshot_view(name)?.read(offset, &mut buf)?;
+            Ok(Bytes::from(buf))
+        })
+    }
 }
 
 struct Volume {
@@ -248,6 +316,11 @@ async fn writes_reach_every_replica_and_reads_spread() {
 #[tokio::test]
 async fn a_failing_replica_goes_err_and_never_serves_reads_again() {
     let v = volume(3);
+    // The first write records region 0 dirty; the failure is then the write's own.
+    v.engine
+        .write(0, pattern(6, 8192), WriteFlags::default())
+        .await
+        .unwrap();
     v.replicas[1].fail_writes.store(true, Ordering::Relaxed);
     v.engine
         .write(0, pattern(7, 8192), WriteFlags::default())
@@ -534,4 +607,142 @@ async fn expansion_grows_every_replica_and_the_volume() {
         v.engine.expand(2 * SIZE + 1).await.is_err(),
         "unaligned sizes are refused"
     );
+}
+
+/// A volume of `size` bytes on `n` replicas, each identified as `r{i}`.
+fn sized_volume(n: usize, size: u64) -> Volume {
+    let dirs: Vec<_> = (0..n).map(|_| tempfile::tempdir().unwrap()).collect();
+    let replicas: Vec<_> = dirs
+        .iter()
+        .map(|d| TestReplica::with_size(d.path(), size))
+        .collect();
+    let named = replicas
+        .iter()
+        .enumerate()
+        .map(|(i, r)| (format!("r{i}"), r.clone()))
+        .collect();
+    let engine = Arc::new(Replicator::new("vol", size, named).unwrap());
+    Volume {
+        _dirs: dirs,
+        replicas,
+        engine,
+    }
+}
+
+/// Unaligned writes, trims and write-zeroes at random places until `stop`.
+async fn churn(engine: Arc<Replicator<TestReplica>>, size: u64, seed: u64, ops: usize) {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    for i in 0..ops {
+        let len = rng.random_range(1..40_000u64);
+        let offset = rng.random_range(0..size - len);
+        match i % 5 {
+            0 => engine.trim(offset, len).await.unwrap(),
+            1 => engine
+                .write_zeroes(offset, len, ZeroMode::MayUnmap, WriteFlags::default())
+                .await
+                .unwrap(),
+            _ => engine
+                .write(
+                    offset,
+                    pattern(rng.random(), len as usize),
+                    WriteFlags::default(),
+                )
+                .await
+                .unwrap(),
+        }
+        if i % 7 == 0 {
+            tokio::task::yield_now().await;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_new_replica_rebuilt_under_unaligned_writes_and_trims_matches_with_its_snapshots() {
+    const BIG: u64 = 12 << 20;
+    let v = sized_volume(2, BIG);
+    churn(v.engine.clone(), BIG, 1, 200).await;
+    v.engine
+        .snapshot("s1", false, &BTreeMap::new(), SnapshotLimits::default())
+        .await
+        .unwrap();
+    churn(v.engine.clone(), BIG, 2, 200).await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let target = TestReplica::with_size(dir.path(), BIG);
+    let writer = tokio::spawn(churn(v.engine.clone(), BIG, 3, 600));
+    let figures = v
+        .engine
+        .rebuild("r2", "r2-id", target.clone(), 0)
+        .await
+        .unwrap();
+    writer.await.unwrap();
+    assert!(figures.copied_bytes > 0);
+    assert_eq!(v.engine.status()[2].mode, ReplicaMode::RW);
+    let expected = v.replicas[0].content();
+    assert!(v.replicas[1].content() == expected, "replica 1 differs");
+    assert!(target.content() == expected, "the rebuilt replica differs");
+    // The snapshot was rebuilt too, with the same content.
+    let view = |store: &Store| {
+        let mut buf = vec![0; BIG as usize];
+        store
+            .snapshot_view("s1")
+            .unwrap()
+            .read(0, &mut buf)
+            .unwrap();
+        buf
+    };
+    assert!(
+        view(&target.store) == view(&v.replicas[0].store),
+        "snapshot s1 differs"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_replica_back_after_missing_writes_copies_only_the_regions_it_missed() {
+    const BIG: u64 = 32 << 20;
+    let v = sized_volume(3, BIG);
+    v.engine
+        .write(0, pattern(1, BIG as usize), WriteFlags::default())
+        .await
+        .unwrap();
+    // A flush a while after the writes clears the dirty regions: they are durable on
+    // every replica, so a replica failing later cannot have missed them.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    v.engine.flush().await.unwrap();
+    v.replicas[2].fail_writes.store(true, Ordering::Relaxed);
+    // Missed while away: one 4 KiB write in one region.
+    v.engine
+        .write(20 << 20, pattern(2, 4096), WriteFlags::default())
+        .await
+        .unwrap();
+    assert_eq!(v.engine.status()[2].mode, ReplicaMode::ERR);
+    v.replicas[2].fail_writes.store(false, Ordering::Relaxed);
+    let figures = v
+        .engine
+        .rebuild("r2", "r2", v.replicas[2].clone(), 0)
+        .await
+        .unwrap();
+    assert_eq!(v.engine.status()[2].mode, ReplicaMode::RW);
+    assert_eq!(
+        figures.copied_bytes,
+        shorthorn_engine::CHUNK_SIZE,
+        "{figures:?}"
+    );
+    assert!(
+        figures.done_bytes <= shorthorn_engine::REGION_SIZE,
+        "{figures:?}"
+    );
+    assert!(v.replicas[2].content() == v.replicas[0].content());
+}
+
+#[tokio::test]
+async fn a_second_rebuild_of_a_healthy_replica_is_refused() {
+    let v = volume(2);
+    let error = v
+        .engine
+        .rebuild("r1", "r1", v.replicas[1].clone(), 0)
+        .await
+        .unwrap_err();
+    assert!(error.contains("already in volume"), "{error}");
 }

@@ -1,33 +1,82 @@
-//! The replica's gRPC control API (`shorthorn.v1.ReplicaControl`): info and snapshot
-//! operations on the store. Store calls block on disk I/O, so each runs on tokio's
-//! blocking pool.
+//! The replica's gRPC control API (`shorthorn.v1.ReplicaControl`): info, snapshot
+//! operations, the consistency record, and what a rebuild needs (chunk checksums, a
+//! layer's own extents, snapshot reads). Store calls block on disk I/O, so each runs on
+//! tokio's blocking pool.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
+use shorthorn_block::{BLOCK_SIZE, ExtentKind};
 use shorthorn_proto::v1::replica_control_server::ReplicaControl;
+use shorthorn_proto::v1::{
+    ChecksumsRequest, ChecksumsResponse, ConsistencyRecord as RecordMessage, GetConsistencyRequest,
+    LayerExtentsRequest, LayerExtentsResponse, ReadSnapshotRequest, ReadSnapshotResponse,
+    SetConsistencyResponse,
+};
 use shorthorn_proto::v1::{
     CreateSnapshotRequest, CreateSnapshotResponse, ExpandRequest, ExpandResponse, Layer,
     ListSnapshotsRequest, ListSnapshotsResponse, PurgeSnapshotsRequest, PurgeSnapshotsResponse,
     RemoveSnapshotRequest, RemoveSnapshotResponse, ReplicaInfo, ReplicaInfoRequest,
     RevertSnapshotRequest, RevertSnapshotResponse,
 };
-use shorthorn_store::{LayerInfo, SnapshotKind, Store, StoreError};
+use shorthorn_store::{
+    ConsistencyRecord, LayerInfo, SnapshotKind, SnapshotView, Store, StoreError,
+};
 use tonic::{Request, Response, Status};
+
+/// Largest chunk a checksum request may use, and most chunks per request.
+const MAX_CHECKSUM_CHUNK: u64 = 16 << 20;
+const MAX_CHECKSUM_CHUNKS: u64 = 1 << 16;
+/// Largest snapshot read (stays well under gRPC's 4 MiB message limit).
+const MAX_SNAPSHOT_READ: u64 = 2 << 20;
 
 /// Serves the control API of one replica.
 pub struct ReplicaControlService {
     store: Arc<Store>,
     data_addresses: Vec<String>,
+    record: Arc<Mutex<ConsistencyRecord>>,
+    /// The last snapshot view opened for checksums or reads: a rebuild asks for many
+    /// ranges of one snapshot, and building a view's map each time would cost a scan.
+    view: Arc<Mutex<Option<Arc<SnapshotView>>>>,
 }
 
 impl ReplicaControlService {
-    /// Controls `store`, reporting `data_addresses` as where its data path listens.
-    pub fn new(store: Arc<Store>, data_addresses: Vec<String>) -> Self {
+    /// Controls `store`, reporting `data_addresses` as where its data path listens and
+    /// `record` (already loaded from the directory) as its consistency record.
+    pub fn new(store: Arc<Store>, data_addresses: Vec<String>, record: ConsistencyRecord) -> Self {
         ReplicaControlService {
             store,
             data_addresses,
+            record: Arc::new(Mutex::new(record)),
+            view: Arc::new(Mutex::new(None)),
         }
+    }
+
+    /// Runs `work` on the blocking pool with a view of snapshot `name`, reusing the
+    /// cached one when it is of the same snapshot.
+    async fn with_view<T, F>(&self, name: String, work: F) -> Result<T, Status>
+    where
+        T: Send + 'static,
+        F: FnOnce(&SnapshotView) -> Result<T, StoreError> + Send + 'static,
+    {
+        let cache = self.view.clone();
+        self.run(move |store| {
+            let cached = lock(&cache).clone().filter(|v| v.name() == name);
+            let view = match cached {
+                Some(view) => view,
+                None => {
+                    let view = Arc::new(store.snapshot_view(&name)?);
+                    *lock(&cache) = Some(view.clone());
+                    view
+                }
+            };
+            work(&view)
+        })
+        .await
+    }
+
+    fn forget_view(&self) {
+        *lock(&self.view) = None;
     }
 
     async fn run<T, F>(&self, work: F) -> Result<T, Status>
@@ -41,6 +90,90 @@ impl ReplicaControlService {
             .map_err(|e| Status::internal(format!("store task failed: {e}")))?
             .map_err(status_of)
     }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn record_message(record: &ConsistencyRecord) -> RecordMessage {
+    RecordMessage {
+        replica_id: record.replica_id.clone(),
+        epoch: record.epoch,
+        members: record.members.clone(),
+        region_size: record.region_size,
+        dirty_regions: record.dirty_regions.clone(),
+        clean: record.clean,
+    }
+}
+
+/// Checks a checksum request's shape; returns the number of chunks.
+fn checksum_chunks(request: &ChecksumsRequest) -> Result<u64, Status> {
+    let chunk = request.chunk_size;
+    if chunk == 0 || chunk % BLOCK_SIZE != 0 || chunk > MAX_CHECKSUM_CHUNK {
+        return Err(Status::invalid_argument(format!(
+            "chunk size {chunk} must be a multiple of {BLOCK_SIZE} up to {MAX_CHECKSUM_CHUNK}"
+        )));
+    }
+    let chunks = request.length.div_ceil(chunk);
+    if chunks > MAX_CHECKSUM_CHUNKS {
+        return Err(Status::invalid_argument(format!(
+            "{chunks} chunks in one request; at most {MAX_CHECKSUM_CHUNKS}"
+        )));
+    }
+    Ok(chunks)
+}
+
+#[allow(
+    clippy::cast_possible_truncation,
+    reason = "chunks are at most MAX_CHECKSUM_CHUNK bytes (checked by checksum_chunks)"
+)]
+/// blake3 digests of consecutive chunks of `[offset, offset + length)`. A chunk that
+/// `status` reports as all zeros is hashed without reading it, so holes cost nothing
+/// and a hole and written zeros compare equal.
+fn chunk_digests(
+    offset: u64,
+    length: u64,
+    chunk: u64,
+    status: impl Fn(u64, u64) -> Result<Vec<shorthorn_block::Extent>, StoreError>,
+    read: impl Fn(u64, &mut [u8]) -> Result<(), StoreError>,
+) -> Result<Vec<Vec<u8>>, StoreError> {
+    let mut digests = Vec::new();
+    let mut zero_digests: BTreeMap<u64, Vec<u8>> = BTreeMap::new();
+    let mut buffer = Vec::new();
+    let mut at = offset;
+    let end = offset + length;
+    while at < end {
+        let len = chunk.min(end - at);
+        let all_zero = status(at, len)?
+            .iter()
+            .all(|extent| extent.kind == ExtentKind::Zero);
+        let digest = if all_zero {
+            zero_digests
+                .entry(len)
+                .or_insert_with(|| {
+                    let mut hasher = blake3::Hasher::new();
+                    let zeros = [0u8; 4096];
+                    let mut left = len;
+                    while left > 0 {
+                        let n = left.min(4096);
+                        hasher.update(&zeros[..n as usize]);
+                        left -= n;
+                    }
+                    hasher.finalize().as_bytes().to_vec()
+                })
+                .clone()
+        } else {
+            buffer.resize(len as usize, 0);
+            read(at, &mut buffer)?;
+            blake3::hash(&buffer).as_bytes().to_vec()
+        };
+        digests.push(digest);
+        at += len;
+    }
+    Ok(digests)
 }
 
 /// Maps store errors to gRPC codes a client can act on; the message keeps the context.
@@ -133,6 +266,7 @@ impl ReplicaControl for ReplicaControlService {
         request: Request<RemoveSnapshotRequest>,
     ) -> Result<Response<RemoveSnapshotResponse>, Status> {
         let name = request.into_inner().name;
+        self.forget_view();
         self.run(move |store| store.remove_snapshot(&name)).await?;
         Ok(Response::new(RemoveSnapshotResponse {}))
     }
@@ -150,6 +284,7 @@ impl ReplicaControl for ReplicaControlService {
         &self,
         _: Request<PurgeSnapshotsRequest>,
     ) -> Result<Response<PurgeSnapshotsResponse>, Status> {
+        self.forget_view();
         let report = self.run(Store::purge).await?;
         Ok(Response::new(PurgeSnapshotsResponse {
             purged: report.purged,
@@ -165,5 +300,111 @@ impl ReplicaControl for ReplicaControlService {
         let size = request.into_inner().size;
         self.run(move |store| store.expand(size)).await?;
         Ok(Response::new(ExpandResponse {}))
+    }
+
+    async fn get_consistency(
+        &self,
+        _: Request<GetConsistencyRequest>,
+    ) -> Result<Response<RecordMessage>, Status> {
+        Ok(Response::new(record_message(&lock(&self.record))))
+    }
+
+    async fn set_consistency(
+        &self,
+        request: Request<RecordMessage>,
+    ) -> Result<Response<SetConsistencyResponse>, Status> {
+        let request = request.into_inner();
+        let record = self.record.clone();
+        self.run(move |store| {
+            let mut current = lock(&record);
+            let updated = ConsistencyRecord {
+                epoch: request.epoch,
+                members: request.members,
+                region_size: request.region_size,
+                dirty_regions: request.dirty_regions,
+                clean: request.clean,
+                ..current.clone()
+            };
+            updated.save(store.dir())?;
+            *current = updated;
+            Ok(())
+        })
+        .await?;
+        Ok(Response::new(SetConsistencyResponse {}))
+    }
+
+    async fn checksums(
+        &self,
+        request: Request<ChecksumsRequest>,
+    ) -> Result<Response<ChecksumsResponse>, Status> {
+        let request = request.into_inner();
+        checksum_chunks(&request)?;
+        let (offset, length, chunk) = (request.offset, request.length, request.chunk_size);
+        let digests = if request.snapshot.is_empty() {
+            self.run(move |store| {
+                chunk_digests(
+                    offset,
+                    length,
+                    chunk,
+                    |at, len| store.block_status(at, len),
+                    |at, buf| store.read(at, buf),
+                )
+            })
+            .await?
+        } else {
+            self.with_view(request.snapshot, move |view| {
+                chunk_digests(
+                    offset,
+                    length,
+                    chunk,
+                    |at, len| view.block_status(at, len),
+                    |at, buf| view.read(at, buf),
+                )
+            })
+            .await?
+        };
+        Ok(Response::new(ChecksumsResponse { digests }))
+    }
+
+    async fn layer_extents(
+        &self,
+        request: Request<LayerExtentsRequest>,
+    ) -> Result<Response<LayerExtentsResponse>, Status> {
+        let snapshot = request.into_inner().snapshot;
+        let extents = self
+            .run(move |store| {
+                store.layer_extents((!snapshot.is_empty()).then_some(snapshot.as_str()))
+            })
+            .await?;
+        Ok(Response::new(LayerExtentsResponse {
+            offsets: extents.iter().map(|e| e.0).collect(),
+            lengths: extents.iter().map(|e| e.1).collect(),
+        }))
+    }
+
+    async fn read_snapshot(
+        &self,
+        request: Request<ReadSnapshotRequest>,
+    ) -> Result<Response<ReadSnapshotResponse>, Status> {
+        let request = request.into_inner();
+        if request.length > MAX_SNAPSHOT_READ {
+            return Err(Status::invalid_argument(format!(
+                "read of {} bytes; at most {MAX_SNAPSHOT_READ} per request",
+                request.length
+            )));
+        }
+        let (offset, length) = (request.offset, request.length);
+        let data = self
+            .with_view(request.snapshot, move |view| {
+                #[allow(
+                    clippy::cast_possible_truncation,
+                    reason = "at most MAX_SNAPSHOT_READ bytes (checked above)"
+                )]
+                let mut buf = vec![0; length as usize];
+                view.read(offset, &mut buf)?;
+                Ok(buf)
+            })
+            .await?;
+        Ok(Response::new(ReadSnapshotResponse { data }))
     }
 }

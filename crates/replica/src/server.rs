@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use shorthorn_proto::v1::replica_control_server::ReplicaControlServer;
-use shorthorn_store::{METADATA_FILE, Store, StoreDevice};
+use shorthorn_store::{ConsistencyRecord, METADATA_FILE, Store, StoreDevice};
 use shorthorn_wire::ReplicaAddr;
 use tokio::net::{TcpListener, UnixListener};
 use tokio_util::sync::CancellationToken;
@@ -133,7 +133,12 @@ pub async fn run(
         data: data_addresses.clone(),
         control: control_addr,
     };
-    let service = ReplicaControlService::new(store.clone(), data_addresses);
+    let record_dir = config.dir.clone();
+    let record = tokio::task::spawn_blocking(move || ConsistencyRecord::load_or_init(&record_dir))
+        .await
+        .context("store task failed")?
+        .with_context(|| format!("reading the consistency record of {}", config.dir.display()))?;
+    let service = ReplicaControlService::new(store.clone(), data_addresses, record);
     let _ = ready.send(endpoints);
     let incoming = shorthorn_proto::incoming_nodelay(control);
     tonic::transport::Server::builder()

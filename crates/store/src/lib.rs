@@ -4,6 +4,7 @@
 //!
 //! The on-disk format is specified in `docs/store-format.md`.
 
+mod consistency;
 mod device;
 mod error;
 mod expand;
@@ -17,6 +18,7 @@ mod snapshot;
 mod store;
 mod view;
 
+pub use consistency::{CONSISTENCY_FILE, ConsistencyRecord};
 pub use device::StoreDevice;
 pub use error::StoreError;
 pub use extent_map::{ExtentMap, MAX_LAYERS, Owner, Segment};

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use shorthorn_block::Extent;
+use shorthorn_block::{BLOCK_SIZE, Extent};
 
 use crate::error::StoreError;
 use crate::extent_map::ExtentMap;
@@ -57,6 +57,36 @@ impl Store {
             chain,
             map,
         })
+    }
+}
+
+impl Store {
+    /// The byte ranges `(offset, len)` that layer `snapshot` (the head when `None`) holds
+    /// in its own file, oldest offset first. A rebuild copies a layer's own ranges only,
+    /// so it moves what the layer holds rather than the whole volume.
+    pub fn layer_extents(&self, snapshot: Option<&str>) -> Result<Vec<(u64, u64)>, StoreError> {
+        let state = self.state.read();
+        self.check_healthy()?;
+        let file = match snapshot {
+            None => state.head().file.clone(),
+            Some(name) => {
+                let id = state
+                    .meta
+                    .snapshot(name)
+                    .ok_or_else(|| StoreError::SnapshotNotFound(name.to_owned()))?
+                    .id;
+                match state.chain.iter().find(|l| l.id == id) {
+                    Some(layer) => layer.file.clone(),
+                    None => Arc::new(LayerFile::open(&layer_path(&self.dir, id))?),
+                }
+            }
+        };
+        drop(state);
+        Ok(file
+            .data_extents()?
+            .into_iter()
+            .map(|(start, end)| (start * BLOCK_SIZE, (end - start) * BLOCK_SIZE))
+            .collect())
     }
 }
 
