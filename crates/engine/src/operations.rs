@@ -63,6 +63,12 @@ impl<R: Replica> Replicator<R> {
         F: Fn(Arc<R>) -> Fut,
         Fut: std::future::Future<Output = Result<T, ReplicaOpError>>,
     {
+        if let Some(rebuilding) = self.rebuilding.lock().clone() {
+            return Err(OperationError::Invalid(format!(
+                "volume {}: replica {rebuilding} is being rebuilt; {operation} is refused until the rebuild ends (its progress shows in `ls`)",
+                self.volume()
+            )));
+        }
         let targets = self.active();
         let results = join_all(targets.iter().map(|(slot, _)| op(slot.device.clone()))).await;
         let mut values = Vec::new();

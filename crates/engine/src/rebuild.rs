@@ -356,7 +356,7 @@ impl<R: Replica> Replicator<R> {
         let source = self
             .any_rw()
             .ok_or_else(|| format!("volume {}: no RW replica to rebuild from", self.volume()))?;
-        let chain_changed = self
+        let (chain_changed, chain) = self
             .rebuild_chain(&source, &target, &progress, &throttle)
             .await?;
 
@@ -371,21 +371,35 @@ impl<R: Replica> Replicator<R> {
         *slot.rebuild.lock() = Some(progress.clone());
         let missed = {
             let _drained = self.io_gate.write().await;
+            // A snapshot that began before this rebuild may have changed the chain.
+            let now = source
+                .device
+                .list_snapshots()
+                .await
+                .map_err(|e| format!("listing the source's snapshots: {e}"))?;
+            let now: Vec<String> = snapshot_chain(&now)
+                .iter()
+                .map(|l| l.name.clone())
+                .collect();
+            if now != chain {
+                return Err(format!(
+                    "the volume's snapshot chain changed while replica {address} was being rebuilt; run `replica add` again"
+                ));
+            }
             self.insert_slot(slot.clone());
             self.log.missed(id)
         };
         self.watch_slot(slot.clone());
         let regions = match missed {
             Some(missed) if !chain_changed => missed,
-            _ => {
-                let (ours, theirs) = tokio::join!(
-                    source.device.layer_extents(None),
-                    target.layer_extents(None)
-                );
-                let ours = ours.map_err(|e| format!("listing the source head: {e}"))?;
-                let theirs = theirs.map_err(|e| format!("listing the target head: {e}"))?;
-                regions_covering(ours.into_iter().chain(theirs))
-            }
+            _ => match head_regions(source.device.as_ref(), target.as_ref()).await {
+                Ok(regions) => regions,
+                Err(e) => {
+                    self.fail(&slot, format!("rebuild stopped: {e}"));
+                    *slot.rebuild.lock() = None;
+                    return Err(format!("rebuilding replica {address}: {e}"));
+                }
+            },
         };
         progress.start_phase("head".into(), regions.len() as u64 * REGION_SIZE);
         tracing::info!(volume = %self.volume(), replica = address, regions = regions.len(), "rebuilding the head");
@@ -428,14 +442,14 @@ impl<R: Replica> Replicator<R> {
 
     /// Brings the target's snapshot chain to the source's: each source snapshot the
     /// target lacks is rebuilt into the target's head and frozen under its name. Returns
-    /// whether the target's chain changed.
+    /// whether the target's chain changed, and the chain's snapshot names.
     async fn rebuild_chain(
         &self,
         source: &Arc<Slot<R>>,
         target: &Arc<R>,
         progress: &RebuildProgress,
         throttle: &Throttle,
-    ) -> Result<bool, String> {
+    ) -> Result<(bool, Vec<String>), String> {
         let (ours, theirs) = tokio::join!(source.device.list_snapshots(), target.list_snapshots());
         let ours = ours.map_err(|e| format!("listing the source's snapshots: {e}"))?;
         let theirs = theirs.map_err(|e| format!("listing the target's snapshots: {e}"))?;
@@ -479,6 +493,16 @@ impl<R: Replica> Replicator<R> {
                     .map_err(|e| format!("marking snapshot {} removed: {e}", snapshot.name))?;
             }
         }
-        Ok(common < ours.len())
+        let names = ours.iter().map(|l| l.name.clone()).collect();
+        Ok((common < ours.len(), names))
     }
+}
+
+/// Every region either head holds: what a rebuild compares when it does not know what
+/// the target missed.
+async fn head_regions<R: Replica>(source: &R, target: &R) -> Result<BTreeSet<u64>, String> {
+    let (ours, theirs) = tokio::join!(source.layer_extents(None), target.layer_extents(None));
+    let ours = ours.map_err(|e| format!("listing the source head: {e}"))?;
+    let theirs = theirs.map_err(|e| format!("listing the target head: {e}"))?;
+    Ok(regions_covering(ours.into_iter().chain(theirs)))
 }
