@@ -408,3 +408,55 @@ impl ReplicaControl for ReplicaControlService {
         Ok(Response::new(ReadSnapshotResponse { data }))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn digests(store: &Store, offset: u64, length: u64, chunk: u64) -> Vec<Vec<u8>> {
+        chunk_digests(
+            offset,
+            length,
+            chunk,
+            |at, len| store.block_status(at, len),
+            |at, buf| store.read(at, buf),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn holes_and_written_zeros_compare_equal_and_data_differs() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::create(dir.path(), "v", 1 << 20).unwrap();
+        store.write(0, &vec![0; 65536]).unwrap();
+        store.write(65536 + 100, b"data").unwrap();
+        let chunk = 65536;
+        let all = digests(&store, 0, 4 * chunk, chunk);
+        assert_eq!(all.len(), 4);
+        // Chunk 0 holds written zeros, chunks 2 and 3 are holes: equal digests.
+        assert_eq!(all[0], all[2]);
+        assert_eq!(all[2], all[3]);
+        assert_eq!(all[0], blake3::hash(&vec![0; 65536]).as_bytes().to_vec());
+        let mut expected = vec![0; 65536];
+        expected[100..104].copy_from_slice(b"data");
+        assert_eq!(all[1], blake3::hash(&expected).as_bytes().to_vec());
+        // A short last chunk is hashed over its own length.
+        let short = digests(&store, 0, chunk + 4096, chunk);
+        assert_eq!(short[1], blake3::hash(&expected[..4096]).as_bytes().to_vec());
+    }
+
+    #[test]
+    fn malformed_checksum_requests_are_refused() {
+        let request = |chunk_size, length| ChecksumsRequest {
+            snapshot: String::new(),
+            offset: 0,
+            length,
+            chunk_size,
+        };
+        assert!(checksum_chunks(&request(0, 4096)).is_err());
+        assert!(checksum_chunks(&request(1000, 4096)).is_err());
+        assert!(checksum_chunks(&request(MAX_CHECKSUM_CHUNK * 2, 4096)).is_err());
+        assert!(checksum_chunks(&request(4096, 4096 * (MAX_CHECKSUM_CHUNKS + 1))).is_err());
+        assert_eq!(checksum_chunks(&request(4096, 8192)).unwrap(), 2);
+    }
+}
