@@ -746,3 +746,98 @@ async fn a_second_rebuild_of_a_healthy_replica_is_refused() {
         .unwrap_err();
     assert!(error.contains("already in volume"), "{error}");
 }
+
+fn candidate(
+    address: &str,
+    replica: &Arc<TestReplica>,
+    epoch: u64,
+    members: &[&str],
+    dirty: &[u64],
+) -> shorthorn_engine::Candidate<TestReplica> {
+    let mut record = replica.record.lock();
+    record.epoch = epoch;
+    record.members = members.iter().map(|m| (*m).to_owned()).collect();
+    record.region_size = shorthorn_engine::REGION_SIZE;
+    record.dirty_regions = dirty.to_vec();
+    record.clean = dirty.is_empty();
+    shorthorn_engine::Candidate {
+        address: address.to_owned(),
+        device: replica.clone(),
+        record: record.clone(),
+    }
+}
+
+#[tokio::test]
+async fn an_open_after_a_crash_reconciles_dirty_regions_and_keeps_stale_replicas_out() {
+    const BIG: u64 = 12 << 20;
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let replicas: Vec<_> = dirs
+        .iter()
+        .map(|d| TestReplica::with_size(d.path(), BIG))
+        .collect();
+    let ids: Vec<String> = replicas
+        .iter()
+        .map(|r| r.record.lock().replica_id.clone())
+        .collect();
+    for r in &replicas {
+        r.store.write(0, &pattern(1, BIG as usize)).unwrap();
+    }
+    // The crash left a write on replica 0 only, in region 1 (listed dirty), and
+    // replica 2 was dropped from the members earlier and missed a write in region 2.
+    replicas[0]
+        .store
+        .write((4 << 20) + 100, &pattern(9, 5000))
+        .unwrap();
+    replicas[0].store.write(8 << 20, &pattern(7, 4096)).unwrap();
+    replicas[1].store.write(8 << 20, &pattern(7, 4096)).unwrap();
+    let members = [ids[0].as_str(), ids[1].as_str()];
+    let candidates = vec![
+        candidate("r0", &replicas[0], 6, &members, &[1]),
+        candidate("r1", &replicas[1], 6, &members, &[1]),
+        candidate("r2", &replicas[2], 5, &[&ids[0], &ids[1], &ids[2]], &[]),
+    ];
+    let engine = Replicator::open("vol", BIG, candidates, false)
+        .await
+        .unwrap();
+    let status = engine.status();
+    assert_eq!(status[0].mode, ReplicaMode::RW);
+    assert_eq!(status[1].mode, ReplicaMode::RW);
+    assert_eq!(status[2].mode, ReplicaMode::ERR);
+    assert!(status[2].error.as_deref().unwrap().contains("stale"));
+    assert!(replicas[0].content() == replicas[1].content());
+    // The new epoch, without dirty regions, is on both members.
+    for r in &replicas[..2] {
+        let record = r.record.lock().clone();
+        assert_eq!(record.epoch, 7);
+        assert!(record.dirty_regions.is_empty());
+    }
+    // Reads are stable whichever replica serves them.
+    let first = engine.read(4 << 20, 8192).await.unwrap();
+    for _ in 0..4 {
+        assert_eq!(engine.read(4 << 20, 8192).await.unwrap(), first);
+    }
+}
+
+#[tokio::test]
+async fn an_open_without_any_member_needs_salvage() {
+    let dir = tempfile::tempdir().unwrap();
+    let replica = TestReplica::new(dir.path());
+    let refused = Replicator::open(
+        "vol",
+        SIZE,
+        vec![candidate("r0", &replica, 4, &["someone-else"], &[])],
+        false,
+    )
+    .await;
+    let error = refused.err().unwrap().to_string();
+    assert!(error.contains("--salvage"), "{error}");
+    let salvaged = Replicator::open(
+        "vol",
+        SIZE,
+        vec![candidate("r0", &replica, 4, &["someone-else"], &[])],
+        true,
+    )
+    .await
+    .unwrap();
+    assert_eq!(salvaged.status()[0].mode, ReplicaMode::RW);
+}

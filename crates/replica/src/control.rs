@@ -442,7 +442,10 @@ mod tests {
         assert_eq!(all[1], blake3::hash(&expected).as_bytes().to_vec());
         // A short last chunk is hashed over its own length.
         let short = digests(&store, 0, chunk + 4096, chunk);
-        assert_eq!(short[1], blake3::hash(&expected[..4096]).as_bytes().to_vec());
+        assert_eq!(
+            short[1],
+            blake3::hash(&expected[..4096]).as_bytes().to_vec()
+        );
     }
 
     #[test]
