@@ -4,14 +4,13 @@
 //! The engine rewrites it at membership changes and at flush boundaries, never on every
 //! write; docs/consistency.md explains how it is used.
 
-use std::fs::{self, File};
-use std::io::Write;
+use std::fs;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
 use crate::error::{StoreError, io_error};
-use crate::meta::sync_dir;
+use crate::meta::replace_file;
 
 /// File name of the record inside a replica directory.
 pub const CONSISTENCY_FILE: &str = "consistency.json";
@@ -87,13 +86,7 @@ impl ConsistencyRecord {
             reason: format!("cannot encode: {e}"),
         })?;
         text.push(b'\n');
-        let mut file = File::create(&temp).map_err(|e| io_error("creating", &temp, e))?;
-        file.write_all(&text)
-            .map_err(|e| io_error("writing", &temp, e))?;
-        file.sync_all().map_err(|e| io_error("syncing", &temp, e))?;
-        drop(file);
-        fs::rename(&temp, &path).map_err(|e| io_error("renaming into", &path, e))?;
-        sync_dir(dir)
+        replace_file(dir, &temp, &path, &text)
     }
 }
 

@@ -157,19 +157,7 @@ impl VolumeMeta {
                 reason: format!("cannot encode: {e}"),
             })?;
         text.push(b'\n');
-        let mut file = File::create(&temp).map_err(|e| io_error("creating", &temp, e))?;
-        file.write_all(&text)
-            .map_err(|e| io_error("writing", &temp, e))?;
-        file.sync_all().map_err(|e| io_error("syncing", &temp, e))?;
-        drop(file);
-        fail::fail_point!("store::meta::before-rename", |_| Err(StoreError::Injected(
-            "store::meta::before-rename"
-        )));
-        fs::rename(&temp, &path).map_err(|e| io_error("renaming metadata into", &path, e))?;
-        fail::fail_point!("store::meta::before-dir-sync", |_| Err(
-            StoreError::Injected("store::meta::before-dir-sync")
-        ));
-        sync_dir(dir)
+        replace_file(dir, &temp, &path, &text)
     }
 
     /// Checks every rule of the format; the error says which one is broken.
@@ -300,6 +288,29 @@ pub fn check_size(size: u64) -> Result<(), StoreError> {
         return Ok(());
     };
     Err(StoreError::InvalidSize { size, reason })
+}
+
+/// Replaces `path` in `dir` with `text` atomically: written to `temp`, fsynced, renamed
+/// over `path`, then the directory fsynced. A crash leaves the old or the new content.
+pub(crate) fn replace_file(
+    dir: &Path,
+    temp: &Path,
+    path: &Path,
+    text: &[u8],
+) -> Result<(), StoreError> {
+    let mut file = File::create(temp).map_err(|e| io_error("creating", temp, e))?;
+    file.write_all(text)
+        .map_err(|e| io_error("writing", temp, e))?;
+    file.sync_all().map_err(|e| io_error("syncing", temp, e))?;
+    drop(file);
+    fail::fail_point!("store::meta::before-rename", |_| Err(StoreError::Injected(
+        "store::meta::before-rename"
+    )));
+    fs::rename(temp, path).map_err(|e| io_error("renaming into", path, e))?;
+    fail::fail_point!("store::meta::before-dir-sync", |_| Err(
+        StoreError::Injected("store::meta::before-dir-sync")
+    ));
+    sync_dir(dir)
 }
 
 /// Makes the directory entries of `dir` (created, renamed, removed files) durable.
