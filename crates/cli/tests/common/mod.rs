@@ -641,6 +641,10 @@ pub fn parse_ls(ls: &str) -> Vec<(String, String, Option<String>)> {
     let mut rows: Vec<(String, String, Option<String>)> = Vec::new();
     for line in lines {
         let trimmed = line.trim_start();
+        if trimmed.len() < line.len() && trimmed.starts_with("rebuild:") {
+            // A rebuild's progress line under the replica being rebuilt.
+            continue;
+        }
         if let Some(error) = trimmed.strip_prefix("error:") {
             let row = rows
                 .last_mut()
