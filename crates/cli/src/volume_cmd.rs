@@ -233,30 +233,34 @@ pub fn replica(engine: &str, action: crate::replica_cmd::ReplicaAction) -> anyho
                     bandwidth,
                 };
                 let mut adding = client.clone();
-                let add = tokio::spawn(async move { adding.add_replica(request).await });
+                let add = adding.add_replica(request);
+                tokio::pin!(add);
                 let mut ticker = tokio::time::interval(Duration::from_secs(1));
                 ticker.tick().await;
-                while !add.is_finished() {
-                    ticker.tick().await;
-                    if let Ok(replicas) = client.list_replicas(pb::ListReplicasRequest {}).await {
-                        let rebuilding = replicas.into_inner().replicas.into_iter().find_map(|r| {
-                            (r.address == address || address.ends_with(&r.address))
-                                .then_some(r.rebuild)
-                                .flatten()
-                        });
-                        if let Some(progress) = rebuilding {
-                            eprintln!(
-                                "rebuild {address}: {}",
-                                crate::client_cmd::rebuild_text(&progress)
-                            );
+                let response = loop {
+                    tokio::select! {
+                        result = &mut add => break result,
+                        _ = ticker.tick() => {
+                            let listed = client.list_replicas(pb::ListReplicasRequest {}).await;
+                            let progress = listed.ok().and_then(|replicas| {
+                                replicas
+                                    .into_inner()
+                                    .replicas
+                                    .into_iter()
+                                    .find(|r| r.address == address)
+                                    .and_then(|r| r.rebuild)
+                            });
+                            if let Some(progress) = progress {
+                                eprintln!(
+                                    "rebuild {address}: {}",
+                                    crate::client_cmd::rebuild_text(&progress)
+                                );
+                            }
                         }
                     }
                 }
-                let response = add
-                    .await
-                    .context("rebuild task failed")?
-                    .with_context(|| format!("adding replica {address}"))?
-                    .into_inner();
+                .with_context(|| format!("adding replica {address}"))?
+                .into_inner();
                 line(format_args!(
                     "rebuilt {address} copied={} checked={} seconds={:.1}",
                     response.copied_bytes, response.checked_bytes, response.seconds

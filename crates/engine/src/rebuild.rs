@@ -172,6 +172,117 @@ async fn write_sparse<R: Replica>(target: &R, offset: u64, data: &Bytes) -> Resu
     Ok(())
 }
 
+/// A chunk to copy: offset, length, and its data when already read.
+type ChunkCopy = (u64, u64, Option<Bytes>);
+
+/// The chunks `(offset, len)` of `[start, start + len)`.
+fn chunks(start: u64, len: u64) -> Vec<(u64, u64)> {
+    (0..len.div_ceil(CHUNK_SIZE))
+        .map(|i| {
+            let offset = start + i * CHUNK_SIZE;
+            (offset, CHUNK_SIZE.min(start + len - offset))
+        })
+        .collect()
+}
+
+/// The digest of `len` zero bytes (what a replica reports for a hole).
+fn zero_digest(len: u64) -> Vec<u8> {
+    static FULL_CHUNK: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    let compute = |len: u64| {
+        let mut hasher = blake3::Hasher::new();
+        let zeros = [0u8; 4096];
+        let mut left = len;
+        while left > 0 {
+            let n = left.min(4096);
+            #[allow(clippy::cast_possible_truncation, reason = "at most 4096")]
+            hasher.update(&zeros[..n as usize]);
+            left -= n;
+        }
+        hasher.finalize().as_bytes().to_vec()
+    };
+    if len == CHUNK_SIZE {
+        FULL_CHUNK.get_or_init(|| compute(CHUNK_SIZE)).clone()
+    } else {
+        compute(len)
+    }
+}
+
+/// Copies what differs in `[start, start + len)` from `source` to `target` and checks
+/// the target's digests after; returns the bytes sent. Where the target holds nothing
+/// (all its chunks are holes), the source is read once and hashed here instead of being
+/// checksummed by the source first.
+async fn copy_region<R: Replica>(
+    source: &Source<R>,
+    target: &R,
+    start: u64,
+    len: u64,
+) -> Result<u64, String> {
+    let pieces = chunks(start, len);
+    let target_digests = target
+        .checksums(None, start, len, CHUNK_SIZE)
+        .await
+        .map_err(|e| target_error(e, start))?;
+    let target_empty = pieces
+        .iter()
+        .zip(&target_digests)
+        .all(|((_, chunk), digest)| *digest == zero_digest(*chunk));
+    let (expected, to_copy): (Vec<Vec<u8>>, Vec<ChunkCopy>) = if target_empty {
+        let reads = futures::future::join_all(
+            pieces
+                .iter()
+                .map(|&(offset, chunk)| source.read(offset, chunk)),
+        )
+        .await;
+        let mut expected = Vec::new();
+        let mut to_copy = Vec::new();
+        for (&(offset, chunk), data) in pieces.iter().zip(reads) {
+            let data = data?;
+            let digest = blake3::hash(&data).as_bytes().to_vec();
+            if digest != zero_digest(chunk) {
+                to_copy.push((offset, chunk, Some(data)));
+            }
+            expected.push(digest);
+        }
+        (expected, to_copy)
+    } else {
+        let expected = source.checksums(start, len).await?;
+        let to_copy = pieces
+            .iter()
+            .zip(expected.iter().zip(&target_digests))
+            .filter(|(_, (want, have))| want != have)
+            .map(|(&(offset, chunk), _)| (offset, chunk, None))
+            .collect();
+        (expected, to_copy)
+    };
+    if to_copy.is_empty() {
+        return Ok(0);
+    }
+    let copies =
+        futures::future::join_all(to_copy.into_iter().map(|(offset, chunk, data)| async move {
+            let data = match data {
+                Some(data) => data,
+                None => source.read(offset, chunk).await?,
+            };
+            write_sparse(target, offset, &data).await?;
+            Ok::<u64, String>(chunk)
+        }))
+        .await;
+    let mut copied = 0;
+    for result in copies {
+        copied += result?;
+    }
+    let after = target
+        .checksums(None, start, len, CHUNK_SIZE)
+        .await
+        .map_err(|e| target_error(e, start))?;
+    if after != expected {
+        return Err(format!(
+            "verification failed: region at offset {start} differs from the source after the copy"
+        ));
+    }
+    Ok(copied)
+}
+
 fn is_zero(bytes: &[u8]) -> bool {
     bytes.iter().all(|&b| b == 0)
 }
@@ -183,7 +294,8 @@ fn target_error(e: ReplicaOpError, offset: u64) -> String {
 impl<R: Replica> Replicator<R> {
     /// Makes region `region` of `target`'s head equal to `source`: see the module
     /// documentation. With `live`, holds the I/O gate (shared) and the write-order lock
-    /// of the region while it works.
+    /// of the region while it works. The bandwidth limit is applied after the lock is
+    /// released, so a slow rebuild does not hold writes back longer.
     async fn reconcile_region(
         &self,
         source: &Source<R>,
@@ -199,47 +311,22 @@ impl<R: Replica> Replicator<R> {
             return Ok(());
         }
         let len = REGION_SIZE.min(size - start);
-        let _gate = if live {
-            Some(self.io_gate.read().await)
-        } else {
-            None
+        let copied = {
+            let _gate = if live {
+                Some(self.io_gate.read().await)
+            } else {
+                None
+            };
+            let _order = if live {
+                Some(self.write_order.lock(start, start + len).await)
+            } else {
+                None
+            };
+            copy_region(source, target, start, len).await?
         };
-        let _order = if live {
-            Some(self.write_order.lock(start, start + len).await)
-        } else {
-            None
-        };
-        let (source_digests, target_digests) = tokio::join!(
-            source.checksums(start, len),
-            target.checksums(None, start, len, CHUNK_SIZE)
-        );
-        let source_digests = source_digests?;
-        let target_digests = target_digests.map_err(|e| target_error(e, start))?;
-        let mut copied_any = false;
-        for (index, (want, have)) in source_digests.iter().zip(&target_digests).enumerate() {
-            if want == have {
-                continue;
-            }
-            let offset = start + index as u64 * CHUNK_SIZE;
-            let chunk = CHUNK_SIZE.min(start + len - offset);
-            throttle.take(chunk).await;
-            let data = source.read(offset, chunk).await?;
-            write_sparse(target, offset, &data).await?;
-            progress.copied.fetch_add(chunk, Ordering::Relaxed);
-            copied_any = true;
-        }
-        if copied_any {
-            let after = target
-                .checksums(None, start, len, CHUNK_SIZE)
-                .await
-                .map_err(|e| target_error(e, start))?;
-            if after != source_digests {
-                return Err(format!(
-                    "verification failed: region at offset {start} differs from the source after the copy"
-                ));
-            }
-        }
+        progress.copied.fetch_add(copied, Ordering::Relaxed);
         progress.done.fetch_add(len, Ordering::Relaxed);
+        throttle.take(copied).await;
         Ok(())
     }
 

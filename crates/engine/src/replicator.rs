@@ -238,6 +238,16 @@ impl<R: Replica> Replicator<R> {
         tokio::spawn(async move {
             let reason = slot.device.failed().await;
             if let Some(replicator) = replicator.upgrade() {
+                // A replica removed from the volume (or replaced by salvage or a new
+                // rebuild) fails quietly.
+                let current = replicator
+                    .slots
+                    .read()
+                    .iter()
+                    .any(|s| Arc::ptr_eq(s, &slot));
+                if !current {
+                    return;
+                }
                 replicator.fail(&slot, reason);
                 // Persist the new members now rather than at the next write.
                 let _ = replicator.settle().await;
