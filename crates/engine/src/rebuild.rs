@@ -227,16 +227,10 @@ async fn copy_region<R: Replica>(
         .zip(&target_digests)
         .all(|((_, chunk), digest)| *digest == zero_digest(*chunk));
     let (expected, to_copy): (Vec<Vec<u8>>, Vec<ChunkCopy>) = if target_empty {
-        let reads = futures::future::join_all(
-            pieces
-                .iter()
-                .map(|&(offset, chunk)| source.read(offset, chunk)),
-        )
-        .await;
         let mut expected = Vec::new();
         let mut to_copy = Vec::new();
-        for (&(offset, chunk), data) in pieces.iter().zip(reads) {
-            let data = data?;
+        for &(offset, chunk) in &pieces {
+            let data = source.read(offset, chunk).await?;
             let digest = blake3::hash(&data).as_bytes().to_vec();
             if digest != zero_digest(chunk) {
                 to_copy.push((offset, chunk, Some(data)));
@@ -257,19 +251,16 @@ async fn copy_region<R: Replica>(
     if to_copy.is_empty() {
         return Ok(0);
     }
-    let copies =
-        futures::future::join_all(to_copy.into_iter().map(|(offset, chunk, data)| async move {
-            let data = match data {
-                Some(data) => data,
-                None => source.read(offset, chunk).await?,
-            };
-            write_sparse(target, offset, &data).await?;
-            Ok::<u64, String>(chunk)
-        }))
-        .await;
+    // One chunk at a time per region: copying a region's chunks concurrently took the
+    // disk and CPUs from foreground I/O without a faster rebuild (docs/benchmarks.md).
     let mut copied = 0;
-    for result in copies {
-        copied += result?;
+    for (offset, chunk, data) in to_copy {
+        let data = match data {
+            Some(data) => data,
+            None => source.read(offset, chunk).await?,
+        };
+        write_sparse(target, offset, &data).await?;
+        copied += chunk;
     }
     let after = target
         .checksums(None, start, len, CHUNK_SIZE)
