@@ -99,36 +99,7 @@ fn assert_salvaged(cluster: &mut Cluster, writer: &Writer) {
     cluster.assert_all_rw(&[0, 1, 2]);
     cluster.assert_stable_reads(0, SIZE);
     cluster.assert_verified(&writer.log, "flushed");
-    let after = cluster.run_writer(
-        "after",
-        &[
-            "--start-block",
-            "25600",
-            "--blocks",
-            "1024",
-            "--seconds",
-            "3",
-            "--unaligned",
-            "--flush-every",
-            "16",
-        ],
-        Duration::from_secs(60),
-    );
-    assert!(
-        after.error.is_none() && after.acked > 0,
-        "writing after the salvage failed: {after:?}\n{}",
-        cluster.context()
-    );
-    cluster.assert_verified(&cluster.dir().join("after.log"), "acked");
-    cluster.assert_verified(&writer.log, "flushed");
-    cluster.assert_all_rw(&[0, 1, 2]);
-    let statuses = cluster.stop_all();
-    assert!(
-        statuses.iter().all(|s| s.is_some_and(|s| s.success())),
-        "every replica should stop cleanly: {statuses:?}\n{}",
-        cluster.context()
-    );
-    cluster.assert_replicas_identical(&[0, 1, 2]);
+    cluster.write_again_then_check(&writer.log, "the salvage");
 }
 
 #[test]

@@ -1062,6 +1062,42 @@ impl Cluster {
     }
 
     /// [`Cluster::verify`], which must find every block as expected.
+    /// After a recovery (`what`): the volume takes writes again in blocks the earlier
+    /// writer never touched (so `earlier_log` stays checkable), both logs verify, every
+    /// replica is RW, stops cleanly, and all hold identical content.
+    pub fn write_again_then_check(&mut self, earlier_log: &Path, what: &str) {
+        let after = self.run_writer(
+            "after",
+            &[
+                "--start-block",
+                "25600",
+                "--blocks",
+                "1024",
+                "--seconds",
+                "3",
+                "--unaligned",
+                "--flush-every",
+                "16",
+            ],
+            Duration::from_secs(60),
+        );
+        assert!(
+            after.error.is_none() && after.acked > 0,
+            "writing after {what} failed: {after:?}\n{}",
+            self.context()
+        );
+        self.assert_verified(&self.dir().join("after.log"), "acked");
+        self.assert_verified(earlier_log, "flushed");
+        self.assert_all_rw(&[0, 1, 2]);
+        let statuses = self.stop_all();
+        assert!(
+            statuses.iter().all(|s| s.is_some_and(|s| s.success())),
+            "every replica should stop cleanly: {statuses:?}\n{}",
+            self.context()
+        );
+        self.assert_replicas_identical(&[0, 1, 2]);
+    }
+
     pub fn assert_verified(&self, writer_log: &Path, mode: &str) {
         let outcome = self.verify(writer_log, mode);
         assert!(
