@@ -5,6 +5,7 @@
 //! Implementations that work in larger units (the store's 4 KiB blocks) do
 //! read-modify-write themselves, so frontends never have to.
 
+mod digest;
 mod extent;
 mod name;
 mod range;
@@ -13,6 +14,7 @@ use std::future::Future;
 
 use bytes::Bytes;
 
+pub use digest::{chunk_digest, zero_digest};
 pub use extent::{Extent, ExtentKind};
 pub use name::{MAX_NAME_LEN, NameError, validate_name};
 pub use range::{BLOCK_SIZE, align_down, align_up, check_range};

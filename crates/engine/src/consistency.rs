@@ -18,6 +18,8 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
+use crate::replica::ReplicaRecord;
+
 /// Size of one dirty region: writes to a region already marked dirty cost nothing
 /// extra; recovery compares whole regions.
 pub const REGION_SIZE: u64 = 4 << 20;
@@ -32,8 +34,7 @@ pub fn regions_of(offset: u64, len: u64) -> std::ops::Range<u64> {
     first..last
 }
 
-/// The regions covering the byte ranges `(offset, len)`, with `region_size` their
-/// region size (records written with another region size are converted).
+/// The regions covering the byte ranges `(offset, len)`.
 pub fn regions_covering(ranges: impl IntoIterator<Item = (u64, u64)>) -> BTreeSet<u64> {
     let mut regions = BTreeSet::new();
     for (offset, len) in ranges {
@@ -55,6 +56,21 @@ pub struct RecordContent {
     pub dirty: Vec<u64>,
     /// Whether the volume was closed cleanly.
     pub clean: bool,
+}
+
+impl RecordContent {
+    /// As a replica record (the replica keeps its own id). A clean record lists no
+    /// dirty regions.
+    pub fn record(self) -> ReplicaRecord {
+        ReplicaRecord {
+            replica_id: String::new(),
+            epoch: self.epoch,
+            members: self.members,
+            region_size: REGION_SIZE,
+            dirty_regions: if self.clean { Vec::new() } else { self.dirty },
+            clean: self.clean,
+        }
+    }
 }
 
 /// In-memory state behind the persisted record. See the module documentation.

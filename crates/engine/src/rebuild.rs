@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::StreamExt;
-use shorthorn_block::{BLOCK_SIZE, BlockDevice, WriteFlags, ZeroMode};
+use shorthorn_block::{BLOCK_SIZE, BlockDevice, WriteFlags, ZeroMode, chunk_digest, zero_digest};
 
 use crate::consistency::{REGION_SIZE, regions_covering};
 use crate::replica::{Replica, ReplicaOpError, snapshot_chain};
@@ -185,25 +185,14 @@ fn chunks(start: u64, len: u64) -> Vec<(u64, u64)> {
         .collect()
 }
 
-/// The digest of `len` zero bytes (what a replica reports for a hole).
-fn zero_digest(len: u64) -> Vec<u8> {
+/// [`zero_digest`] of `len` bytes, the full-chunk one computed once: it is compared
+/// against for every chunk of every region.
+fn hole_digest(len: u64) -> Vec<u8> {
     static FULL_CHUNK: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
-    let compute = |len: u64| {
-        let mut hasher = blake3::Hasher::new();
-        let zeros = [0u8; 4096];
-        let mut left = len;
-        while left > 0 {
-            let n = left.min(4096);
-            #[allow(clippy::cast_possible_truncation, reason = "at most 4096")]
-            hasher.update(&zeros[..n as usize]);
-            left -= n;
-        }
-        hasher.finalize().as_bytes().to_vec()
-    };
     if len == CHUNK_SIZE {
-        FULL_CHUNK.get_or_init(|| compute(CHUNK_SIZE)).clone()
+        FULL_CHUNK.get_or_init(|| zero_digest(CHUNK_SIZE)).clone()
     } else {
-        compute(len)
+        zero_digest(len)
     }
 }
 
@@ -225,14 +214,14 @@ async fn copy_region<R: Replica>(
     let target_empty = pieces
         .iter()
         .zip(&target_digests)
-        .all(|((_, chunk), digest)| *digest == zero_digest(*chunk));
+        .all(|((_, chunk), digest)| *digest == hole_digest(*chunk));
     let (expected, to_copy): (Vec<Vec<u8>>, Vec<ChunkCopy>) = if target_empty {
         let mut expected = Vec::new();
         let mut to_copy = Vec::new();
         for &(offset, chunk) in &pieces {
             let data = source.read(offset, chunk).await?;
-            let digest = blake3::hash(&data).as_bytes().to_vec();
-            if digest != zero_digest(chunk) {
+            let digest = chunk_digest(&data);
+            if digest != hole_digest(chunk) {
                 to_copy.push((offset, chunk, Some(data)));
             }
             expected.push(digest);

@@ -117,8 +117,7 @@ impl<R: Replica> Replicator<R> {
         candidates: Vec<Candidate<R>>,
         salvage: bool,
     ) -> Result<Arc<Self>, ReplicatorError> {
-        let slots = plan_slots(volume, &candidates, salvage).await?;
-        let (slots, plan) = slots;
+        let (slots, plan) = plan_slots(volume, &candidates, salvage).await?;
         let replicator = Arc::new(Replicator::with_slots(volume, size, slots, plan.epoch)?);
         replicator.reconcile_and_record(&plan).await?;
         Ok(replicator)

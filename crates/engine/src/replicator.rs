@@ -16,10 +16,10 @@ use shorthorn_block::{
     BlockDevice, BlockError, BlockResult, Extent, WriteFlags, ZeroMode, check_range,
 };
 
-use crate::consistency::{ActivityLog, REGION_SIZE, WriteTicket};
+use crate::consistency::{ActivityLog, WriteTicket};
 use crate::range_lock::AsyncRangeLock;
 use crate::rebuild::RebuildProgress;
-use crate::replica::{Replica, ReplicaRecord};
+use crate::replica::Replica;
 use crate::status::{ReplicaMode, ReplicaStatus, VolumeState};
 
 /// Why an engine cannot be built on a set of replicas.
@@ -310,14 +310,7 @@ impl<R: Replica> Replicator<R> {
                 return Ok(());
             }
             let (current, content) = self.log.content(false);
-            let record = ReplicaRecord {
-                replica_id: String::new(),
-                epoch: content.epoch,
-                members: content.members,
-                region_size: REGION_SIZE,
-                dirty_regions: content.dirty,
-                clean: content.clean,
-            };
+            let record = content.record();
             let targets = self.active();
             if !targets.iter().any(|(_, mode)| *mode == ReplicaMode::RW) {
                 return Err(self.no_replica("consistency record update"));
@@ -364,14 +357,7 @@ impl<R: Replica> Replicator<R> {
     pub(crate) async fn close(&self) {
         let _writer = self.log.persist_lock.lock().await;
         let (_, content) = self.log.content(true);
-        let record = ReplicaRecord {
-            replica_id: String::new(),
-            epoch: content.epoch,
-            members: content.members,
-            region_size: REGION_SIZE,
-            dirty_regions: Vec::new(),
-            clean: true,
-        };
+        let record = content.record();
         for (slot, _) in self.active() {
             if let Err(e) = slot.device.set_record(&record).await {
                 tracing::warn!(volume = %self.volume, replica = %slot.address, error = %e, "could not mark the volume closed cleanly");

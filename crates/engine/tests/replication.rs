@@ -233,7 +233,7 @@ impl Replica for TestReplica {
                     Some(view) => view.read(at, &mut buf)?,
                     None => store.read(at, &mut buf)?,
                 }
-                digests.push(blake3::hash(&buf).as_bytes().to_vec());
+                digests.push(shorthorn_block::chunk_digest(&buf));
                 at += buf.len() as u64;
             }
             Ok(digests)

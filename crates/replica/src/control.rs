@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
-use shorthorn_block::{BLOCK_SIZE, ExtentKind};
+use shorthorn_block::{BLOCK_SIZE, ExtentKind, chunk_digest, zero_digest};
 use shorthorn_proto::v1::replica_control_server::ReplicaControl;
 use shorthorn_proto::v1::{
     ChecksumsRequest, ChecksumsResponse, ConsistencyRecord as RecordMessage, GetConsistencyRequest,
@@ -153,22 +153,12 @@ fn chunk_digests(
         let digest = if all_zero {
             zero_digests
                 .entry(len)
-                .or_insert_with(|| {
-                    let mut hasher = blake3::Hasher::new();
-                    let zeros = [0u8; 4096];
-                    let mut left = len;
-                    while left > 0 {
-                        let n = left.min(4096);
-                        hasher.update(&zeros[..n as usize]);
-                        left -= n;
-                    }
-                    hasher.finalize().as_bytes().to_vec()
-                })
+                .or_insert_with(|| zero_digest(len))
                 .clone()
         } else {
             buffer.resize(len as usize, 0);
             read(at, &mut buffer)?;
-            blake3::hash(&buffer).as_bytes().to_vec()
+            chunk_digest(&buffer)
         };
         digests.push(digest);
         at += len;
@@ -436,16 +426,13 @@ mod tests {
         // Chunk 0 holds written zeros, chunks 2 and 3 are holes: equal digests.
         assert_eq!(all[0], all[2]);
         assert_eq!(all[2], all[3]);
-        assert_eq!(all[0], blake3::hash(&vec![0; 65536]).as_bytes().to_vec());
+        assert_eq!(all[0], chunk_digest(&vec![0; 65536]));
         let mut expected = vec![0; 65536];
         expected[100..104].copy_from_slice(b"data");
-        assert_eq!(all[1], blake3::hash(&expected).as_bytes().to_vec());
+        assert_eq!(all[1], chunk_digest(&expected));
         // A short last chunk is hashed over its own length.
         let short = digests(&store, 0, chunk + 4096, chunk);
-        assert_eq!(
-            short[1],
-            blake3::hash(&expected[..4096]).as_bytes().to_vec()
-        );
+        assert_eq!(short[1], chunk_digest(&expected[..4096]));
     }
 
     #[test]
