@@ -25,28 +25,7 @@ use netns::Cluster;
 #[test]
 fn a_killed_engine_restarts_with_flushed_data_and_stable_reads() {
     const SIZE: u64 = 128 * MIB;
-    let mut cluster = Cluster::new(3, SIZE);
-    cluster.start_replicas();
-    cluster.start_engine(&[]);
-    cluster.assert_all_rw(&[0, 1, 2]);
-
-    let mut writer = cluster.start_writer(
-        "writer",
-        &[
-            "--blocks",
-            "8192",
-            "--seconds",
-            "120",
-            "--unaligned",
-            "--flush-every",
-            "16",
-            "--request-timeout",
-            "30",
-        ],
-    );
-    // More writes in flight at the kill, so replicas are likely to differ after it.
-    let mut load = cluster.start_fio_load(64 * MIB, 32 * MIB, 120);
-    writer.wait_progress(600, Duration::from_secs(60));
+    let (mut cluster, mut writer, mut load) = Cluster::with_flushing_writer(SIZE);
     cluster.kill_engine();
     let fio = load.wait(Duration::from_secs(60));
     assert!(

@@ -25,36 +25,9 @@ mod netns;
 use std::time::{Duration, Instant};
 
 use common::MIB;
-use netns::{Background, Cluster, Writer};
+use netns::{Cluster, Writer};
 
 const SIZE: u64 = 128 * MIB;
-
-/// A healthy three-replica volume with a flushing writer that has made progress, and
-/// fio keeping 32 writes in flight elsewhere (at 64–96 MiB), so that replicas are
-/// likely to differ when they die.
-fn cluster_with_writer() -> (Cluster, Writer, Background) {
-    let mut cluster = Cluster::new(3, SIZE);
-    cluster.start_replicas();
-    cluster.start_engine(&[]);
-    cluster.assert_all_rw(&[0, 1, 2]);
-    let mut writer = cluster.start_writer(
-        "writer",
-        &[
-            "--blocks",
-            "8192",
-            "--seconds",
-            "120",
-            "--unaligned",
-            "--flush-every",
-            "16",
-            "--request-timeout",
-            "30",
-        ],
-    );
-    let load = cluster.start_fio_load(64 * MIB, 32 * MIB, 120);
-    writer.wait_progress(600, Duration::from_secs(60));
-    (cluster, writer, load)
-}
 
 /// The writer stopped at an error after flushing at least once.
 fn assert_writer_failed(writer: &mut Writer) {
@@ -104,7 +77,7 @@ fn assert_salvaged(cluster: &mut Cluster, writer: &Writer) {
 
 #[test]
 fn salvage_brings_back_a_volume_whose_replicas_all_died() {
-    let (mut cluster, mut writer, mut load) = cluster_with_writer();
+    let (mut cluster, mut writer, mut load) = Cluster::with_flushing_writer(SIZE);
     for i in 0..3 {
         cluster.kill_replica(i);
     }
@@ -139,7 +112,7 @@ fn salvage_brings_back_a_volume_whose_replicas_all_died() {
 
 #[test]
 fn an_engine_started_with_salvage_brings_back_a_volume_after_everything_died() {
-    let (mut cluster, mut writer, mut load) = cluster_with_writer();
+    let (mut cluster, mut writer, mut load) = Cluster::with_flushing_writer(SIZE);
     cluster.kill_engine();
     for i in 0..3 {
         cluster.kill_replica(i);

@@ -36,7 +36,8 @@ use std::time::{Duration, Instant};
 use tempfile::TempDir;
 
 use crate::common::{
-    BIN, COMMAND_TIMEOUT, Outcome, parse_ls, path_str, run_command, sha256, signal, wait_bounded,
+    BIN, COMMAND_TIMEOUT, MIB, Outcome, parse_ls, path_str, run_command, sha256, signal,
+    wait_bounded,
 };
 
 /// The engine's control API, as clients in the client namespace reach it.
@@ -1062,6 +1063,34 @@ impl Cluster {
     }
 
     /// [`Cluster::verify`], which must find every block as expected.
+    /// A healthy three-replica volume of `size` bytes with a writer (unaligned writes,
+    /// a flush every 16) that has made progress, and fio keeping 32 writes in flight
+    /// elsewhere (at 64–96 MiB), so that replicas are likely to differ when a process
+    /// dies.
+    pub fn with_flushing_writer(size: u64) -> (Cluster, Writer, Background) {
+        let mut cluster = Cluster::new(3, size);
+        cluster.start_replicas();
+        cluster.start_engine(&[]);
+        cluster.assert_all_rw(&[0, 1, 2]);
+        let mut writer = cluster.start_writer(
+            "writer",
+            &[
+                "--blocks",
+                "8192",
+                "--seconds",
+                "120",
+                "--unaligned",
+                "--flush-every",
+                "16",
+                "--request-timeout",
+                "30",
+            ],
+        );
+        let load = cluster.start_fio_load(64 * MIB, 32 * MIB, 120);
+        writer.wait_progress(600, Duration::from_secs(60));
+        (cluster, writer, load)
+    }
+
     /// After a recovery (`what`): the volume takes writes again in blocks the earlier
     /// writer never touched (so `earlier_log` stays checkable), both logs verify, every
     /// replica is RW, stops cleanly, and all hold identical content.
