@@ -24,6 +24,7 @@ pub use error::StoreError;
 pub use extent_map::{ExtentMap, MAX_LAYERS, Owner, Segment};
 pub use meta::{
     FORMAT_VERSION, LayerMeta, MAX_VOLUME_SIZE, METADATA_FILE, VolumeMeta, layer_file_name,
+    replace_file,
 };
 pub use name::{MAX_NAME_LEN, validate_name};
 pub use purge::PurgeReport;

@@ -292,7 +292,7 @@ pub fn check_size(size: u64) -> Result<(), StoreError> {
 
 /// Replaces `path` in `dir` with `text` atomically: written to `temp`, fsynced, renamed
 /// over `path`, then the directory fsynced. A crash leaves the old or the new content.
-pub(crate) fn replace_file(
+pub fn replace_file(
     dir: &Path,
     temp: &Path,
     path: &Path,

@@ -1,0 +1,74 @@
+//! Deleting a backup: its record goes first, then every block no remaining backup of
+//! the volume references. Runs under the volume's `delete` lock, so no backup or restore
+//! of the volume is between reading the block maps and deleting blocks.
+
+use std::collections::HashSet;
+
+use crate::format::{backup_record_path, block_hash_of_path, blocks_dir, volume_record_path};
+use crate::list::{get_backup, list_backups};
+use crate::lock::{LockKind, LockOptions, acquire};
+use crate::target::Target;
+
+/// What a deletion freed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeleteSummary {
+    /// Block objects removed.
+    pub freed_blocks: u64,
+    /// Their bytes, as stored.
+    pub freed_bytes: u64,
+    /// Backups of the volume left.
+    pub remaining_backups: usize,
+}
+
+/// Deletes backup `name` of `volume` and collects the garbage it leaves.
+pub async fn delete_backup(
+    target: &Target,
+    volume: &str,
+    name: &str,
+    lock: LockOptions,
+) -> anyhow::Result<DeleteSummary> {
+    let operation = format!("deletion of backup {name}");
+    let guard = acquire(target, volume, LockKind::Delete, &operation, lock).await?;
+    get_backup(target, volume, name).await?;
+    target.delete(&backup_record_path(volume, name)).await?;
+    let summary = collect_garbage(target, volume, &guard).await?;
+    guard.release().await?;
+    Ok(summary)
+}
+
+/// Removes blocks of `volume` that no backup references (also those a killed backup
+/// left). Refuses to touch anything when a record cannot be read.
+async fn collect_garbage(
+    target: &Target,
+    volume: &str,
+    guard: &crate::lock::LockGuard,
+) -> anyhow::Result<DeleteSummary> {
+    let remaining = list_backups(target, volume).await?;
+    let referenced: HashSet<&str> = remaining
+        .iter()
+        .flat_map(|r| r.blocks.iter().map(|b| b.hash.as_str()))
+        .collect();
+    let mut summary = DeleteSummary {
+        remaining_backups: remaining.len(),
+        ..DeleteSummary::default()
+    };
+    for meta in target.list(&blocks_dir(volume)).await? {
+        let relative = target.relative(&meta.location);
+        let unreferenced = block_hash_of_path(&relative).is_some_and(|h| !referenced.contains(h));
+        if unreferenced {
+            guard.ensure_held()?;
+            target.delete(&relative).await?;
+            summary.freed_blocks += 1;
+            summary.freed_bytes += meta.size;
+        }
+    }
+    if remaining.is_empty() {
+        target.delete(&volume_record_path(volume)).await?;
+    }
+    tracing::info!(
+        volume,
+        freed_blocks = summary.freed_blocks,
+        "garbage collected"
+    );
+    Ok(summary)
+}

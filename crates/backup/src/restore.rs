@@ -1,0 +1,338 @@
+//! Restoring a backup into a replica directory the replica server can serve.
+//!
+//! A fresh directory gets every stored block (zero blocks stay holes). A directory that
+//! already holds the volume — an earlier restore, perhaps interrupted, or a standby
+//! volume kept current by restoring each new backup — is compared block by block with
+//! the backup by hashing its local contents, so only blocks that differ are fetched and
+//! blocks the backup has as zeros are unmapped. Every fetched block's hash is verified
+//! before it is written.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use anyhow::{Context, bail, ensure};
+use futures::{StreamExt, TryStreamExt};
+use serde::{Deserialize, Serialize};
+use shorthorn_block::{ExtentKind, ZeroMode};
+use shorthorn_store::{METADATA_FILE, Store};
+
+use crate::create::Progress;
+use crate::format::{BackupRecord, block_hash, block_path, decode_block};
+use crate::list::get_backup;
+use crate::lock::{LockKind, LockOptions, acquire};
+use crate::target::Target;
+use crate::{now_rfc3339, spawn_cpu};
+
+/// The file in a replica directory that says which backup it holds.
+pub const RESTORE_FILE: &str = "restore.json";
+
+/// How to restore.
+#[derive(Debug, Clone, Copy)]
+pub struct RestoreOptions {
+    /// Blocks fetched and written at once.
+    pub parallel: usize,
+    /// Lock timing.
+    pub lock: LockOptions,
+}
+
+impl Default for RestoreOptions {
+    fn default() -> Self {
+        RestoreOptions {
+            parallel: 8,
+            lock: LockOptions::default(),
+        }
+    }
+}
+
+/// What a restore did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RestoreSummary {
+    /// Whether the directory already held the volume (only differences were fetched).
+    pub incremental: bool,
+    /// Blocks fetched from the target.
+    pub fetched_blocks: u64,
+    /// Bytes fetched, as stored (compressed).
+    pub fetched_bytes: u64,
+    /// Blocks made zeros (holes).
+    pub zeroed_blocks: u64,
+    /// Blocks already right locally.
+    pub unchanged_blocks: u64,
+}
+
+/// `restore.json`: which backup the directory holds, and whether it holds all of it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RestoreState {
+    /// The volume.
+    pub volume: String,
+    /// The backup last restored (or being restored).
+    pub backup: String,
+    /// The target it came from.
+    pub target: String,
+    /// `restoring` until every block is written and flushed, then `complete`.
+    pub state: String,
+    /// When the state was written (RFC 3339).
+    pub updated: String,
+}
+
+impl RestoreState {
+    /// The directory's restore state, if a restore ever ran there.
+    pub fn load(dir: &Path) -> anyhow::Result<Option<RestoreState>> {
+        let path = dir.join(RESTORE_FILE);
+        match std::fs::read(&path) {
+            Ok(data) => {
+                Ok(Some(serde_json::from_slice(&data).with_context(|| {
+                    format!("{} is corrupt", path.display())
+                })?))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+        }
+    }
+
+    fn save(&self, dir: &Path) -> anyhow::Result<()> {
+        let data = serde_json::to_vec_pretty(self).context("encoding the restore state")?;
+        let temp = dir.join(format!("{RESTORE_FILE}.tmp"));
+        shorthorn_store::replace_file(dir, &temp, &dir.join(RESTORE_FILE), &data)
+            .with_context(|| format!("writing {}", dir.join(RESTORE_FILE).display()))
+    }
+}
+
+/// Restores backup `name` of `volume` from `target` into the replica directory `dir`.
+pub async fn restore_backup(
+    target: &Target,
+    volume: &str,
+    name: &str,
+    dir: &Path,
+    options: RestoreOptions,
+    progress: Arc<Progress>,
+) -> anyhow::Result<RestoreSummary> {
+    ensure!(options.parallel > 0, "parallelism must be at least 1");
+    let operation = format!("restore of backup {name} to {}", dir.display());
+    let lock = acquire(target, volume, LockKind::Backup, &operation, options.lock).await?;
+    let record = get_backup(target, volume, name).await?;
+    let (store, incremental) = open_or_create(dir.to_path_buf(), &record).await?;
+    let state = |state: &str| RestoreState {
+        volume: volume.to_string(),
+        backup: name.to_string(),
+        target: target.url().to_string(),
+        state: state.to_string(),
+        updated: now_rfc3339(),
+    };
+    state("restoring").save(dir)?;
+
+    let wanted: BTreeMap<u64, String> = record
+        .blocks
+        .iter()
+        .map(|b| (b.offset, b.hash.clone()))
+        .collect();
+    let plan = if incremental {
+        let local = local_blocks(&store, &record).await?;
+        wanted
+            .keys()
+            .copied()
+            .chain(local)
+            .collect::<BTreeSet<u64>>()
+    } else {
+        wanted.keys().copied().collect()
+    };
+    let block_len = |offset: u64| record.block_size.min(record.volume_size - offset);
+    progress
+        .total_bytes
+        .store(plan.iter().map(|&o| block_len(o)).sum(), Ordering::Relaxed);
+
+    let counters = Arc::new(Counters::default());
+    futures::stream::iter(plan)
+        .map(|offset| {
+            let (store, target, counters, progress) = (
+                store.clone(),
+                target.clone(),
+                counters.clone(),
+                progress.clone(),
+            );
+            let hash = wanted.get(&offset).cloned();
+            let (len, record) = (block_len(offset), &record);
+            async move {
+                restore_block(
+                    &store,
+                    &target,
+                    record,
+                    offset,
+                    len,
+                    hash,
+                    incremental,
+                    &counters,
+                )
+                .await
+                .with_context(|| format!("volume {}: restoring offset {offset}", record.volume))?;
+                progress.done_bytes.fetch_add(len, Ordering::Relaxed);
+                progress.transferred_bytes.store(
+                    counters.fetched_bytes.load(Ordering::Relaxed),
+                    Ordering::Relaxed,
+                );
+                anyhow::Ok(())
+            }
+        })
+        .buffer_unordered(options.parallel)
+        .try_collect::<()>()
+        .await?;
+
+    let flushing = store.clone();
+    tokio::task::spawn_blocking(move || flushing.flush())
+        .await
+        .context("flush task")?
+        .with_context(|| format!("flushing {}", dir.display()))?;
+    state("complete").save(dir)?;
+    lock.release().await?;
+    Ok(RestoreSummary {
+        incremental,
+        fetched_blocks: counters.fetched_blocks.load(Ordering::Relaxed),
+        fetched_bytes: counters.fetched_bytes.load(Ordering::Relaxed),
+        zeroed_blocks: counters.zeroed_blocks.load(Ordering::Relaxed),
+        unchanged_blocks: counters.unchanged_blocks.load(Ordering::Relaxed),
+    })
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    fetched_blocks: AtomicU64,
+    fetched_bytes: AtomicU64,
+    zeroed_blocks: AtomicU64,
+    unchanged_blocks: AtomicU64,
+}
+
+/// Brings one block of the directory to the backup's contents.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "one block's whole context, called once"
+)]
+async fn restore_block(
+    store: &Arc<Store>,
+    target: &Target,
+    record: &BackupRecord,
+    offset: u64,
+    len: u64,
+    hash: Option<String>,
+    incremental: bool,
+    counters: &Counters,
+) -> anyhow::Result<()> {
+    if incremental {
+        let local = {
+            let store = store.clone();
+            tokio::task::spawn_blocking(move || local_hash(&store, offset, len))
+                .await
+                .context("read task")??
+        };
+        if local == hash {
+            counters.unchanged_blocks.fetch_add(1, Ordering::Relaxed);
+            return Ok(());
+        }
+    }
+    let Some(hash) = hash else {
+        let store = store.clone();
+        tokio::task::spawn_blocking(move || store.write_zeroes(offset, len, ZeroMode::MayUnmap))
+            .await
+            .context("write task")??;
+        counters.zeroed_blocks.fetch_add(1, Ordering::Relaxed);
+        return Ok(());
+    };
+    let path = block_path(&record.volume, &hash);
+    let Some(object) = target.get(&path).await? else {
+        bail!(
+            "{}: block {hash} of backup {} is missing from the store",
+            target.url(),
+            record.name
+        );
+    };
+    let fetched = object.len() as u64;
+    let checked = hash.clone();
+    let data = spawn_cpu(move || decode_block(&object, &checked))
+        .await?
+        .with_context(|| format!("{}: backup {}", target.url(), record.name))?;
+    ensure!(
+        data.len() as u64 == len,
+        "{}: block {hash} holds {} bytes, but the block at offset {offset} has {len}",
+        target.url(),
+        data.len()
+    );
+    let store = store.clone();
+    tokio::task::spawn_blocking(move || store.write(offset, &data))
+        .await
+        .context("write task")??;
+    counters.fetched_blocks.fetch_add(1, Ordering::Relaxed);
+    counters.fetched_bytes.fetch_add(fetched, Ordering::Relaxed);
+    Ok(())
+}
+
+/// The hash of the local block (`None` when it is zeros), as a backup would name it.
+fn local_hash(store: &Store, offset: u64, len: u64) -> anyhow::Result<Option<String>> {
+    let mapped = store
+        .block_status(offset, len)?
+        .iter()
+        .any(|e| e.kind == ExtentKind::Data);
+    if !mapped {
+        return Ok(None);
+    }
+    #[allow(
+        clippy::cast_possible_truncation,
+        reason = "at most one block (64 MiB)"
+    )]
+    let mut data = vec![0; len as usize];
+    store.read(offset, &mut data)?;
+    Ok((!data.iter().all(|&b| b == 0)).then(|| block_hash(&data)))
+}
+
+/// Offsets of the blocks the directory has data in.
+async fn local_blocks(store: &Arc<Store>, record: &BackupRecord) -> anyhow::Result<Vec<u64>> {
+    let (store, size, block_size) = (store.clone(), record.volume_size, record.block_size);
+    let extents = tokio::task::spawn_blocking(move || store.block_status(0, size))
+        .await
+        .context("block status task")??;
+    let mut blocks = BTreeSet::new();
+    for extent in extents.iter().filter(|e| e.kind == ExtentKind::Data) {
+        let mut block = extent.offset - extent.offset % block_size;
+        while block < extent.end() {
+            blocks.insert(block);
+            block += block_size;
+        }
+    }
+    Ok(blocks.into_iter().collect())
+}
+
+/// Opens the replica directory (growing it to the backup's size) or creates it; says
+/// whether it already held the volume.
+async fn open_or_create(dir: PathBuf, record: &BackupRecord) -> anyhow::Result<(Arc<Store>, bool)> {
+    let (volume, size) = (record.volume.clone(), record.volume_size);
+    tokio::task::spawn_blocking(move || {
+        if !dir.join(METADATA_FILE).exists() {
+            let store = Store::create(&dir, &volume, size)
+                .with_context(|| format!("creating a replica directory in {}", dir.display()))?;
+            return Ok((Arc::new(store), false));
+        }
+        let store = Store::open(&dir)
+            .with_context(|| format!("opening replica directory {}", dir.display()))?;
+        if store.name() != volume {
+            bail!(
+                "{} holds volume {}, not {volume}; restore into another directory",
+                dir.display(),
+                store.name()
+            );
+        }
+        if store.size() > size {
+            bail!(
+                "{} holds {} bytes, more than the backup's {size}; restore into another directory",
+                dir.display(),
+                store.size()
+            );
+        }
+        if store.size() < size {
+            store
+                .expand(size)
+                .with_context(|| format!("growing {} to {size} bytes", dir.display()))?;
+        }
+        Ok((Arc::new(store), true))
+    })
+    .await
+    .context("open task")?
+}

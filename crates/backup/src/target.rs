@@ -1,0 +1,352 @@
+//! Backup targets: where a backupstore lives, reached through `object_store`.
+//!
+//! `s3://bucket@region/path` (any S3-compatible server: endpoint, credentials and region
+//! from the AWS environment variables or [`TargetOptions`]), `file:///path` (a local
+//! directory or an NFS mount), and `nfs://host:/path` (mounted here when the host can).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use bytes::Bytes;
+use futures::TryStreamExt;
+use object_store::aws::AmazonS3Builder;
+use object_store::local::LocalFileSystem;
+use object_store::path::Path;
+use object_store::{ClientOptions, ObjectMeta, ObjectStore, ObjectStoreExt, RetryConfig};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+/// How to reach an S3 target when the URL and environment do not say it all.
+#[derive(Debug, Clone, Default)]
+pub struct TargetOptions {
+    /// S3 endpoint, e.g. `http://127.0.0.1:9000` (default: `AWS_ENDPOINT_URL`, then
+    /// `AWS_ENDPOINTS`, then AWS itself).
+    pub endpoint: Option<String>,
+    /// Access key (default: `AWS_ACCESS_KEY_ID`).
+    pub access_key_id: Option<String>,
+    /// Secret key (default: `AWS_SECRET_ACCESS_KEY`).
+    pub secret_access_key: Option<String>,
+}
+
+/// An opened backup target: an object store and the prefix the backupstore lives under.
+#[derive(Debug, Clone)]
+pub struct Target {
+    store: Arc<dyn ObjectStore>,
+    root: Path,
+    url: String,
+    /// Keeps an `nfs://` target mounted while any clone of the target lives.
+    _mount: Option<Arc<NfsMount>>,
+}
+
+impl Target {
+    /// Opens `url`. Nothing is contacted yet; the first operation reports an unreachable
+    /// endpoint or refused credentials.
+    pub fn open(url: &str, options: &TargetOptions) -> anyhow::Result<Target> {
+        let parsed =
+            url::Url::parse(url).with_context(|| format!("backup target {url:?}: not a URL"))?;
+        match parsed.scheme() {
+            "s3" => open_s3(url, &parsed, options),
+            "file" => {
+                if parsed.host_str().is_some_and(|h| !h.is_empty()) {
+                    bail!("backup target {url}: write file:///absolute/path (three slashes)");
+                }
+                open_directory(url, PathBuf::from(parsed.path()), None)
+            }
+            "nfs" => {
+                let mount = NfsMount::mount(url, &parsed)?;
+                let dir = mount.dir.clone();
+                open_directory(url, dir, Some(Arc::new(mount)))
+            }
+            other => bail!(
+                "backup target {url}: unknown scheme {other:?}; use s3://bucket@region/path, \
+                 file:///path or nfs://host:/path"
+            ),
+        }
+    }
+
+    /// The URL the target was opened from.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// `relative` under the target's prefix.
+    pub(crate) fn path(&self, relative: &str) -> Path {
+        let mut path = self.root.clone();
+        for part in relative.split('/').filter(|p| !p.is_empty()) {
+            path = path.join(part);
+        }
+        path
+    }
+
+    /// `path` relative to the target's prefix (as listed objects come back).
+    pub(crate) fn relative(&self, path: &Path) -> String {
+        match path.prefix_match(&self.root) {
+            Some(parts) => parts
+                .map(|p| p.as_ref().to_string())
+                .collect::<Vec<_>>()
+                .join("/"),
+            None => path.to_string(),
+        }
+    }
+
+    /// Stores `data` at `relative` (atomically: readers see all of it or nothing).
+    pub(crate) async fn put(&self, relative: &str, data: Bytes) -> anyhow::Result<ObjectMeta> {
+        let path = self.path(relative);
+        self.store
+            .put(&path, data.into())
+            .await
+            .with_context(|| format!("{}: writing {path}", self.url))?;
+        self.head(relative)
+            .await?
+            .with_context(|| format!("{}: {path} vanished right after it was written", self.url))
+    }
+
+    /// Stores `value` as JSON at `relative`.
+    pub(crate) async fn put_json<T: Serialize>(
+        &self,
+        relative: &str,
+        value: &T,
+    ) -> anyhow::Result<ObjectMeta> {
+        let data = serde_json::to_vec_pretty(value).context("encoding JSON")?;
+        self.put(relative, data.into()).await
+    }
+
+    /// The object at `relative`, or `None` when there is none.
+    pub(crate) async fn get(&self, relative: &str) -> anyhow::Result<Option<Bytes>> {
+        let path = self.path(relative);
+        match self.store.get(&path).await {
+            Ok(result) => {
+                Ok(Some(result.bytes().await.with_context(|| {
+                    format!("{}: reading {path}", self.url)
+                })?))
+            }
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e).with_context(|| format!("{}: reading {path}", self.url)),
+        }
+    }
+
+    /// The JSON object at `relative`, or `None` when there is none.
+    pub(crate) async fn get_json<T: DeserializeOwned>(
+        &self,
+        relative: &str,
+    ) -> anyhow::Result<Option<T>> {
+        let Some(data) = self.get(relative).await? else {
+            return Ok(None);
+        };
+        let value = serde_json::from_slice(&data).with_context(|| {
+            format!(
+                "{}: {} is corrupt (not the JSON this version expects)",
+                self.url,
+                self.path(relative)
+            )
+        })?;
+        Ok(Some(value))
+    }
+
+    /// Metadata of the object at `relative`, or `None` when there is none.
+    pub(crate) async fn head(&self, relative: &str) -> anyhow::Result<Option<ObjectMeta>> {
+        let path = self.path(relative);
+        match self.store.head(&path).await {
+            Ok(meta) => Ok(Some(meta)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e).with_context(|| format!("{}: looking up {path}", self.url)),
+        }
+    }
+
+    /// Removes the object at `relative`; removing a missing object succeeds.
+    pub(crate) async fn delete(&self, relative: &str) -> anyhow::Result<()> {
+        let path = self.path(relative);
+        match self.store.delete(&path).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(e).with_context(|| format!("{}: removing {path}", self.url)),
+        }
+    }
+
+    /// Every object under `relative`, recursively.
+    pub(crate) async fn list(&self, relative: &str) -> anyhow::Result<Vec<ObjectMeta>> {
+        let prefix = self.path(relative);
+        self.store
+            .list(Some(&prefix))
+            .try_collect()
+            .await
+            .with_context(|| format!("{}: listing {prefix}", self.url))
+    }
+
+    /// The names of the "directories" directly under `relative`.
+    pub(crate) async fn list_dirs(&self, relative: &str) -> anyhow::Result<Vec<String>> {
+        let prefix = self.path(relative);
+        let listed = self
+            .store
+            .list_with_delimiter(Some(&prefix))
+            .await
+            .with_context(|| format!("{}: listing {prefix}", self.url))?;
+        Ok(listed
+            .common_prefixes
+            .iter()
+            .filter_map(|p| p.filename().map(str::to_string))
+            .collect())
+    }
+}
+
+/// Timeouts and retries for S3: a dead endpoint fails within seconds, not minutes.
+fn s3_client_options() -> (ClientOptions, RetryConfig) {
+    let client = ClientOptions::new()
+        .with_allow_http(true)
+        .with_connect_timeout(Duration::from_secs(5))
+        .with_timeout(Duration::from_secs(120));
+    let retry = RetryConfig {
+        max_retries: 2,
+        retry_timeout: Duration::from_secs(15),
+        ..RetryConfig::default()
+    };
+    (client, retry)
+}
+
+fn open_s3(url: &str, parsed: &url::Url, options: &TargetOptions) -> anyhow::Result<Target> {
+    // s3://bucket@region/path: the bucket sits where a URL keeps its user name.
+    let (bucket, region) = if parsed.username().is_empty() {
+        (parsed.host_str().unwrap_or_default().to_string(), None)
+    } else {
+        (
+            parsed.username().to_string(),
+            parsed.host_str().map(str::to_string),
+        )
+    };
+    if bucket.is_empty() {
+        bail!("backup target {url}: no bucket; write s3://bucket@region/path");
+    }
+    let mut builder = AmazonS3Builder::from_env().with_bucket_name(&bucket);
+    if let Some(region) = region.filter(|r| !r.is_empty()) {
+        builder = builder.with_region(region);
+    } else if std::env::var_os("AWS_REGION").is_none()
+        && std::env::var_os("AWS_DEFAULT_REGION").is_none()
+    {
+        builder = builder.with_region("us-east-1");
+    }
+    let endpoint = options
+        .endpoint
+        .clone()
+        .or_else(|| std::env::var("AWS_ENDPOINT_URL").ok())
+        .or_else(|| std::env::var("AWS_ENDPOINTS").ok());
+    if let Some(endpoint) = endpoint.filter(|e| !e.is_empty()) {
+        // Longhorn's AWS_ENDPOINTS may list several; the first one serves.
+        let first = endpoint.split(',').next().unwrap_or_default().trim();
+        builder = builder.with_endpoint(first);
+    }
+    if let Some(key) = &options.access_key_id {
+        builder = builder.with_access_key_id(key);
+    }
+    if let Some(secret) = &options.secret_access_key {
+        builder = builder.with_secret_access_key(secret);
+    }
+    let (client, retry) = s3_client_options();
+    let store = builder
+        .with_virtual_hosted_style_request(false)
+        .with_client_options(client)
+        .with_retry(retry)
+        .build()
+        .with_context(|| format!("backup target {url}"))?;
+    let root = Path::parse(parsed.path().trim_matches('/'))
+        .with_context(|| format!("backup target {url}: bad path"))?;
+    Ok(Target {
+        store: Arc::new(store),
+        root,
+        url: url.to_string(),
+        _mount: None,
+    })
+}
+
+fn open_directory(url: &str, dir: PathBuf, mount: Option<Arc<NfsMount>>) -> anyhow::Result<Target> {
+    std::fs::create_dir_all(&dir)
+        .with_context(|| format!("backup target {url}: creating {}", dir.display()))?;
+    let store = LocalFileSystem::new_with_prefix(&dir)
+        .with_context(|| format!("backup target {url}: opening {}", dir.display()))?
+        .with_automatic_cleanup(true);
+    Ok(Target {
+        store: Arc::new(store),
+        root: Path::default(),
+        url: url.to_string(),
+        _mount: mount,
+    })
+}
+
+/// An NFS export mounted on a private directory for as long as the target is open.
+#[derive(Debug)]
+struct NfsMount {
+    dir: PathBuf,
+}
+
+impl NfsMount {
+    fn mount(url: &str, parsed: &url::Url) -> anyhow::Result<NfsMount> {
+        let host = parsed
+            .host_str()
+            .filter(|h| !h.is_empty())
+            .with_context(|| format!("backup target {url}: no host; write nfs://host:/path"))?;
+        let export = format!("{host}:{}", parsed.path());
+        let dir = std::env::temp_dir().join(format!(
+            "shorthorn-nfs-{}-{:08x}",
+            std::process::id(),
+            rand::random::<u32>()
+        ));
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("backup target {url}: creating {}", dir.display()))?;
+        let output = std::process::Command::new("mount")
+            .args(["-t", "nfs", "-o", "soft,timeo=100,retrans=2"])
+            .arg(&export)
+            .arg(&dir)
+            .output();
+        let failure = match output {
+            Ok(output) if output.status.success() => return Ok(NfsMount { dir }),
+            Ok(output) => String::from_utf8_lossy(&output.stderr).trim().to_string(),
+            Err(e) => e.to_string(),
+        };
+        let _ = std::fs::remove_dir(&dir);
+        bail!(
+            "backup target {url}: cannot mount {export} ({failure}); this host needs NFS \
+             client support — or mount the export yourself and use file:///MOUNTPOINT"
+        )
+    }
+}
+
+impl Drop for NfsMount {
+    fn drop(&mut self) {
+        let unmounted = std::process::Command::new("umount").arg(&self.dir).status();
+        if unmounted.is_ok_and(|s| s.success()) {
+            let _ = std::fs::remove_dir(&self.dir);
+        } else {
+            tracing::warn!(dir = %self.dir.display(), "could not unmount the NFS backup target");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_are_checked_before_anything_is_contacted() {
+        let options = TargetOptions::default();
+        for (url, expected) in [
+            ("not a url", "not a URL"),
+            ("ftp://host/x", "unknown scheme"),
+            ("s3:///path", "no bucket"),
+            ("file://host/path", "three slashes"),
+        ] {
+            let err = Target::open(url, &options).unwrap_err();
+            assert!(format!("{err:#}").contains(expected), "{url}: {err:#}");
+        }
+    }
+
+    #[test]
+    fn s3_urls_name_bucket_region_and_prefix() {
+        let options = TargetOptions {
+            endpoint: Some("http://127.0.0.1:1".into()),
+            ..TargetOptions::default()
+        };
+        let target = Target::open("s3://bucket@eu-west-1/some/prefix", &options).unwrap();
+        assert_eq!(target.path("volumes/v").as_ref(), "some/prefix/volumes/v");
+        assert_eq!(target.relative(&target.path("a/b")), "a/b");
+    }
+}
