@@ -226,6 +226,7 @@ pub async fn create_backup<S: SnapshotSource>(
             .map(|(offset, hash)| BlockEntry { offset, hash })
             .collect(),
     };
+    fail::fail_point!("backup::create::before-record");
     // Every block is stored; the record makes the backup exist, so only while the lock
     // is surely ours (a deletion's garbage collection may run once it is not).
     lock.ensure_held()?;

@@ -31,6 +31,7 @@ pub async fn delete_backup(
     let guard = acquire(target, volume, LockKind::Delete, &operation, lock).await?;
     get_backup(target, volume, name).await?;
     target.delete(&backup_record_path(volume, name)).await?;
+    fail::fail_point!("backup::delete::before-gc");
     let summary = collect_garbage(target, volume, &guard).await?;
     guard.release().await?;
     Ok(summary)

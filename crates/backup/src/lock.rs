@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use tokio::task::JoinHandle;
@@ -38,6 +38,13 @@ pub enum LockKind {
 }
 
 impl LockKind {
+    fn name(self) -> &'static str {
+        match self {
+            LockKind::Backup => "backup",
+            LockKind::Delete => "delete",
+        }
+    }
+
     fn conflicts_with(self, other: LockKind) -> bool {
         self == LockKind::Delete || other == LockKind::Delete
     }
@@ -70,6 +77,9 @@ struct LockRecord {
     operation: String,
     host: String,
     pid: u32,
+    /// The holder's time-to-live in seconds: the holder decides how long its lock
+    /// outlives it, and every other process judges expiry by it.
+    ttl_seconds: u64,
 }
 
 /// A held lock. Clones share it; it is released when the last clone is dropped (or
@@ -154,9 +164,10 @@ pub async fn acquire(
         operation: operation.to_string(),
         host: hostname(),
         pid: std::process::id(),
+        ttl_seconds: options.ttl.as_secs().max(1),
     };
     let path = format!("{}/{id}.json", locks_dir(volume));
-    let description = format!("{kind:?} lock {id} on volume {volume}").to_lowercase();
+    let description = format!("{} lock {id} on volume {volume}", kind.name());
     let started = Instant::now();
     let mut pause = Duration::from_millis(100);
     loop {
@@ -206,22 +217,31 @@ pub async fn acquire(
 }
 
 /// The first live lock (other than `own`) that conflicts with `kind`, described; expired
-/// locks are removed on the way.
+/// locks are removed on the way. A lock is judged by its holder's time-to-live
+/// (`default_ttl` when it cannot be read).
 async fn first_conflict(
     target: &Target,
     volume: &str,
     own: &str,
     kind: LockKind,
     now: DateTime<Utc>,
-    ttl: Duration,
+    default_ttl: Duration,
 ) -> anyhow::Result<Option<String>> {
-    let ttl = chrono::Duration::from_std(ttl).context("lock time-to-live too long")?;
     for meta in target.list(&locks_dir(volume)).await? {
         let relative = target.relative(&meta.location);
         if relative == own {
             continue;
         }
-        let age = now - meta.last_modified;
+        let other = match target.get_json::<LockRecord>(&relative).await {
+            Ok(Some(other)) => Ok(other),
+            // Released since we listed it.
+            Ok(None) => continue,
+            Err(e) => Err(e),
+        };
+        let ttl = other
+            .as_ref()
+            .map_or(default_ttl, |o| Duration::from_secs(o.ttl_seconds));
+        let age = (now - meta.last_modified).to_std().unwrap_or_default();
         if age > ttl {
             tracing::info!(volume, lock = %relative, "removing an expired lock");
             target.delete(&relative).await?;
@@ -229,15 +249,15 @@ async fn first_conflict(
         }
         // A lock we cannot read still blocks everything until it expires: better to wait
         // than to run beside an operation we cannot see.
-        let other = target.get_json::<LockRecord>(&relative).await;
         let holder = match other {
-            Ok(Some(other)) if !kind.conflicts_with(other.kind) => continue,
-            Ok(Some(other)) => format!(
-                "{} (a {:?} lock by pid {} on {})",
-                other.operation, other.kind, other.pid, other.host
-            )
-            .to_lowercase(),
-            Ok(None) => continue,
+            Ok(other) if !kind.conflicts_with(other.kind) => continue,
+            Ok(other) => format!(
+                "{} ({} lock of pid {} on {})",
+                other.operation,
+                other.kind.name(),
+                other.pid,
+                other.host
+            ),
             Err(e) => format!("an unreadable lock {relative} ({e:#})"),
         };
         return Ok(Some(holder));

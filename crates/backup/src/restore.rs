@@ -262,6 +262,7 @@ async fn restore_block(
         .context("write task")??;
     counters.fetched_blocks.fetch_add(1, Ordering::Relaxed);
     counters.fetched_bytes.fetch_add(fetched, Ordering::Relaxed);
+    fail::fail_point!("backup::restore::after-block");
     Ok(())
 }
 

@@ -1,6 +1,6 @@
 //! Crash points for tests (built only with the `failpoints` feature).
 //!
-//! When `SHORTHORN_CRASH_AT` names one of the store's fault-injection points, the process
+//! When `SHORTHORN_CRASH_AT` names one of the fault-injection points, the process
 //! prints `crash point reached: NAME` to stderr when it gets there and then hangs, so a
 //! test can `kill -9` it at exactly that point and check what a crash leaves on disk.
 
@@ -9,10 +9,10 @@ use anyhow::{Context, bail};
 /// The environment variable naming the fail point to stop at.
 pub const CRASH_AT_VAR: &str = "SHORTHORN_CRASH_AT";
 
-/// Every fail point the store defines (`fail_point!` in `crates/store/src`). Keep in
-/// sync: a name not listed here is refused, so a typo in a test fails at once instead of
+/// Every fail point the store and the backupstore define (`fail_point!` in
+/// `crates/store/src` and `crates/backup/src`). Keep in sync: a name not listed here is refused, so a typo in a test fails at once instead of
 /// never reaching its crash point.
-pub const FAIL_POINTS: [&str; 10] = [
+pub const FAIL_POINTS: [&str; 13] = [
     "store::meta::before-rename",
     "store::meta::before-dir-sync",
     "store::snapshot::after-new-head",
@@ -23,6 +23,9 @@ pub const FAIL_POINTS: [&str; 10] = [
     "store::purge::mid-copy",
     "store::purge::before-commit",
     "store::purge::before-delete",
+    "backup::create::before-record",
+    "backup::restore::after-block",
+    "backup::delete::before-gc",
 ];
 
 /// Installs the crash point named by `SHORTHORN_CRASH_AT`, if the variable is set.

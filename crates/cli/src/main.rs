@@ -3,6 +3,7 @@
 //! This file only parses the command line, sets up logging and reports errors; each
 //! command group lives in its own module.
 
+mod backup_cmd;
 mod client_cmd;
 #[cfg(feature = "failpoints")]
 mod crash;
@@ -66,6 +67,10 @@ enum Command {
     /// replica it had and resumes from the most up-to-date ones (highest epoch in their
     /// consistency records; see docs/consistency.md). Restart the replica processes first.
     Salvage,
+    /// Backups to S3 or a filesystem: create (of the engine's volume), ls, inspect, rm,
+    /// restore.
+    #[command(subcommand)]
+    Backup(backup_cmd::BackupCommand),
 }
 
 fn main() -> ExitCode {
@@ -109,6 +114,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }) => volume_cmd::replica(&cli.engine, action),
         Command::Replica(args) => replica_cmd::run(args),
         Command::Salvage => volume_cmd::salvage(&cli.engine),
+        Command::Backup(command) => backup_cmd::run(&cli.engine, command),
         Command::Engine(args) => engine_cmd::run(args),
         Command::LaunchSimple(args) => launch::run(args),
         Command::Ls => client_cmd::ls(&cli.engine),

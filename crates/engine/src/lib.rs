@@ -29,5 +29,5 @@ pub use recovery::{Candidate, Plan, plan};
 pub use remote::RemoteReplica;
 pub use replica::{PurgeOutcome, Replica, ReplicaOpError, ReplicaRecord, SnapshotInfo};
 pub use replicator::{OpenSlot, Replicator, ReplicatorError};
-pub use server::{EngineConfig, EngineEndpoints, run};
+pub use server::{EngineConfig, EngineEndpoints, replica_control_endpoint, run};
 pub use status::{ReplicaMode, ReplicaStatus, VolumeState};

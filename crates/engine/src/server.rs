@@ -66,7 +66,7 @@ pub struct EngineEndpoints {
 }
 
 /// A replica's control address: its data port + 1.
-fn control_endpoint(addr: &ReplicaAddr) -> anyhow::Result<(String, u16)> {
+pub fn replica_control_endpoint(addr: &ReplicaAddr) -> anyhow::Result<(String, u16)> {
     let ReplicaAddr::Tcp { host, port } = addr else {
         bail!(
             "replica {addr}: name replicas by their tcp://host:port address; the engine finds unix sockets itself"
@@ -113,7 +113,7 @@ async fn connect_replica(
     client: ClientOptions,
     addr: &ReplicaAddr,
 ) -> anyhow::Result<RemoteReplica> {
-    let (host, port) = control_endpoint(addr)?;
+    let (host, port) = replica_control_endpoint(addr)?;
     let endpoint = Endpoint::from_shared(format!("http://{host}:{port}"))
         .with_context(|| format!("replica {addr}: bad control address"))?
         .connect_timeout(CONNECT_TIMEOUT);

@@ -292,12 +292,7 @@ pub fn check_size(size: u64) -> Result<(), StoreError> {
 
 /// Replaces `path` in `dir` with `text` atomically: written to `temp`, fsynced, renamed
 /// over `path`, then the directory fsynced. A crash leaves the old or the new content.
-pub fn replace_file(
-    dir: &Path,
-    temp: &Path,
-    path: &Path,
-    text: &[u8],
-) -> Result<(), StoreError> {
+pub fn replace_file(dir: &Path, temp: &Path, path: &Path, text: &[u8]) -> Result<(), StoreError> {
     let mut file = File::create(temp).map_err(|e| io_error("creating", temp, e))?;
     file.write_all(text)
         .map_err(|e| io_error("writing", temp, e))?;
