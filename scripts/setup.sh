@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what building and testing Shorthorn needs on a fresh Debian machine:
 # protoc for the gRPC protos, and the real clients the end-to-end tests drive
-# (qemu-io, nbdinfo/nbdcopy/nbdfuse, nbdsh's python module, fio, mkfs.ext4).
+# (qemu-io, nbdinfo/nbdcopy/nbdfuse, nbdsh's python module, fio, mkfs.ext4, and s3s-fs,
+# an S3-compatible server, for the backup tests).
 # Does nothing when everything is already there.
 set -euo pipefail
 
@@ -24,4 +25,10 @@ fi
 if ! cargo nextest --version >/dev/null 2>&1; then
     echo "installing cargo-nextest" >&2
     cargo install --locked cargo-nextest
+fi
+
+# The S3-compatible server the backup tests and benchmark run against (on loopback).
+if ! command -v s3s-fs >/dev/null 2>&1 && [ ! -x "${CARGO_HOME:-$HOME/.cargo}/bin/s3s-fs" ]; then
+    echo "installing s3s-fs (S3 test server)" >&2
+    cargo install --locked s3s-fs --version 0.14.1 --features binary
 fi
