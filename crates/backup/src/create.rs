@@ -16,7 +16,7 @@ use crate::format::{
     volume_record_path,
 };
 use crate::list::list_backups;
-use crate::lock::{LockKind, LockOptions, acquire};
+use crate::lock::{LockKind, LockOptions, with_lock};
 use crate::target::Target;
 use crate::{now_rfc3339, spawn_cpu};
 
@@ -127,114 +127,123 @@ pub async fn create_backup<S: SnapshotSource>(
         rand::random::<u32>()
     );
     let operation = format!("backup {name} of snapshot {}", info.snapshot.name);
-    let lock = acquire(target, volume, LockKind::Backup, &operation, options.lock).await?;
-
-    let volume_record = volume_record(target, volume, options.block_size, &created).await?;
-    let block_size = volume_record.block_size;
-    let base = if options.full {
-        None
-    } else {
-        newest_ancestor_backup(target, info, block_size).await?
-    };
-    let changed = source
-        .changed_since(base.as_ref().map(|b| b.snapshot.as_str()))
-        .await
-        .with_context(|| format!("volume {volume}: finding the blocks to back up"))?;
-    let to_read = blocks_touched(&changed, block_size, info.size);
-    tracing::info!(
+    with_lock(
+        target,
         volume,
-        backup = %name,
-        base = base.as_ref().map(|b| b.name.as_str()),
-        blocks = to_read.len(),
-        "backing up"
-    );
-
-    let mut map: BTreeMap<u64, String> = base
-        .as_ref()
-        .map(|b| {
-            b.blocks
-                .iter()
-                .filter(|e| e.offset < info.size)
-                .map(|e| (e.offset, e.hash.clone()))
-                .collect()
-        })
-        .unwrap_or_default();
-    let known: Arc<Mutex<HashSet<String>>> = Arc::new(Mutex::new(map.values().cloned().collect()));
-    progress.total_bytes.store(
-        to_read.iter().map(|&o| block_size.min(info.size - o)).sum(),
-        Ordering::Relaxed,
-    );
-
-    let stats = Arc::new(Mutex::new(BackupStats::default()));
-    let results: Vec<(u64, Option<String>)> = futures::stream::iter(to_read)
-        .map(|offset| {
-            let (source, target, known, stats, progress) = (
-                source.clone(),
-                target.clone(),
-                known.clone(),
-                stats.clone(),
-                progress.clone(),
+        LockKind::Backup,
+        &operation,
+        options.lock,
+        async |lock| {
+            let volume_record = volume_record(target, volume, options.block_size, &created).await?;
+            let block_size = volume_record.block_size;
+            let base = if options.full {
+                None
+            } else {
+                newest_ancestor_backup(target, info, block_size).await?
+            };
+            let changed = source
+                .changed_since(base.as_ref().map(|b| b.snapshot.as_str()))
+                .await
+                .with_context(|| format!("volume {volume}: finding the blocks to back up"))?;
+            let to_read = blocks_touched(&changed, block_size, info.size);
+            tracing::info!(
+                volume,
+                backup = %name,
+                base = base.as_ref().map(|b| b.name.as_str()),
+                blocks = to_read.len(),
+                "backing up"
             );
-            let (volume, compression) = (volume.to_string(), options.compression);
-            let len = block_size.min(info.size - offset);
-            async move {
-                let data = source
-                    .read(offset, len)
-                    .await
-                    .with_context(|| format!("volume {volume}: reading offset {offset}"))?;
-                ensure!(
-                    data.len() as u64 == len,
-                    "volume {volume}: short read at offset {offset}"
-                );
-                let hash = store_block(&target, &volume, data, compression, &known, &stats).await?;
-                stats_add(&stats, |s| s.read_bytes += len);
-                progress.done_bytes.fetch_add(len, Ordering::Relaxed);
-                progress
-                    .transferred_bytes
-                    .store(stats.lock().uploaded_bytes, Ordering::Relaxed);
-                Ok((offset, hash))
-            }
-        })
-        .buffer_unordered(options.parallel)
-        .try_collect()
-        .await?;
-    for (offset, hash) in results {
-        match hash {
-            Some(hash) => map.insert(offset, hash),
-            None => map.remove(&offset),
-        };
-    }
 
-    let mut stats = stats.lock().clone();
-    stats.logical_bytes = map.keys().map(|&o| block_size.min(info.size - o)).sum();
-    let record = BackupRecord {
-        format_version: FORMAT_VERSION,
-        name: name.clone(),
-        volume: volume.to_string(),
-        volume_size: info.size,
-        block_size,
-        snapshot: info.snapshot.name.clone(),
-        snapshot_created: info.snapshot.created.clone(),
-        created,
-        completed: now_rfc3339(),
-        labels: options.labels.clone(),
-        compression: options.compression,
-        base: base.map(|b| b.name),
-        stats,
-        blocks: map
-            .into_iter()
-            .map(|(offset, hash)| BlockEntry { offset, hash })
-            .collect(),
-    };
-    fail::fail_point!("backup::create::before-record");
-    // Every block is stored; the record makes the backup exist, so only while the lock
-    // is surely ours (a deletion's garbage collection may run once it is not).
-    lock.ensure_held()?;
-    target
-        .put_json(&backup_record_path(volume, &name), &record)
-        .await?;
-    lock.release().await?;
-    Ok(record)
+            let mut map: BTreeMap<u64, String> = base
+                .as_ref()
+                .map(|b| {
+                    b.blocks
+                        .iter()
+                        .filter(|e| e.offset < info.size)
+                        .map(|e| (e.offset, e.hash.clone()))
+                        .collect()
+                })
+                .unwrap_or_default();
+            let known: Arc<Mutex<HashSet<String>>> =
+                Arc::new(Mutex::new(map.values().cloned().collect()));
+            progress.total_bytes.store(
+                to_read.iter().map(|&o| block_size.min(info.size - o)).sum(),
+                Ordering::Relaxed,
+            );
+
+            let stats = Arc::new(Mutex::new(BackupStats::default()));
+            let results: Vec<(u64, Option<String>)> = futures::stream::iter(to_read)
+                .map(|offset| {
+                    let (source, target, known, stats, progress) = (
+                        source.clone(),
+                        target.clone(),
+                        known.clone(),
+                        stats.clone(),
+                        progress.clone(),
+                    );
+                    let (volume, compression) = (volume.to_string(), options.compression);
+                    let len = block_size.min(info.size - offset);
+                    async move {
+                        let data = source
+                            .read(offset, len)
+                            .await
+                            .with_context(|| format!("volume {volume}: reading offset {offset}"))?;
+                        ensure!(
+                            data.len() as u64 == len,
+                            "volume {volume}: short read at offset {offset}"
+                        );
+                        let hash = store_block(&target, &volume, data, compression, &known, &stats)
+                            .await?;
+                        stats_add(&stats, |s| s.read_bytes += len);
+                        progress.done_bytes.fetch_add(len, Ordering::Relaxed);
+                        progress
+                            .transferred_bytes
+                            .store(stats.lock().uploaded_bytes, Ordering::Relaxed);
+                        Ok((offset, hash))
+                    }
+                })
+                .buffer_unordered(options.parallel)
+                .try_collect()
+                .await?;
+            for (offset, hash) in results {
+                match hash {
+                    Some(hash) => map.insert(offset, hash),
+                    None => map.remove(&offset),
+                };
+            }
+
+            let mut stats = stats.lock().clone();
+            stats.logical_bytes = map.keys().map(|&o| block_size.min(info.size - o)).sum();
+            let record = BackupRecord {
+                format_version: FORMAT_VERSION,
+                name: name.clone(),
+                volume: volume.to_string(),
+                volume_size: info.size,
+                block_size,
+                snapshot: info.snapshot.name.clone(),
+                snapshot_created: info.snapshot.created.clone(),
+                created,
+                completed: now_rfc3339(),
+                labels: options.labels.clone(),
+                compression: options.compression,
+                base: base.map(|b| b.name),
+                stats,
+                blocks: map
+                    .into_iter()
+                    .map(|(offset, hash)| BlockEntry { offset, hash })
+                    .collect(),
+            };
+            fail::fail_point!("backup::create::before-record");
+            // Every block is stored; the record makes the backup exist, so only while the lock
+            // is surely ours (a deletion's garbage collection may run once it is not).
+            lock.ensure_held()?;
+            target
+                .put_json(&backup_record_path(volume, &name), &record)
+                .await?;
+            Ok(record)
+        },
+    )
+    .await
 }
 
 /// Hashes a block and uploads it unless it is zeros or stored already; returns its hash

@@ -6,7 +6,7 @@ use std::collections::HashSet;
 
 use crate::format::{backup_record_path, block_hash_of_path, blocks_dir, volume_record_path};
 use crate::list::{get_backup, list_backups};
-use crate::lock::{LockKind, LockOptions, acquire};
+use crate::lock::{LockKind, LockOptions, with_lock};
 use crate::target::Target;
 
 /// What a deletion freed.
@@ -28,13 +28,20 @@ pub async fn delete_backup(
     lock: LockOptions,
 ) -> anyhow::Result<DeleteSummary> {
     let operation = format!("deletion of backup {name}");
-    let guard = acquire(target, volume, LockKind::Delete, &operation, lock).await?;
-    get_backup(target, volume, name).await?;
-    target.delete(&backup_record_path(volume, name)).await?;
-    fail::fail_point!("backup::delete::before-gc");
-    let summary = collect_garbage(target, volume, &guard).await?;
-    guard.release().await?;
-    Ok(summary)
+    with_lock(
+        target,
+        volume,
+        LockKind::Delete,
+        &operation,
+        lock,
+        async |guard| {
+            get_backup(target, volume, name).await?;
+            target.delete(&backup_record_path(volume, name)).await?;
+            fail::fail_point!("backup::delete::before-gc");
+            collect_garbage(target, volume, guard).await
+        },
+    )
+    .await
 }
 
 /// Removes blocks of `volume` that no backup references (also those a killed backup

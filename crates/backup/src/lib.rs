@@ -20,7 +20,7 @@ pub use create::{BackupOptions, Progress, SnapshotId, SnapshotSource, SourceInfo
 pub use delete::{DeleteSummary, delete_backup};
 pub use format::{BackupRecord, BackupUrl, Compression};
 pub use list::{get_backup, list_backups, list_volumes};
-pub use lock::{LockGuard, LockKind, LockOptions, acquire};
+pub use lock::{LockGuard, LockKind, LockOptions, acquire, with_lock};
 pub use restore::{RESTORE_FILE, RestoreOptions, RestoreState, RestoreSummary, restore_backup};
 pub use target::{Target, TargetOptions};
 

@@ -145,6 +145,30 @@ impl Drop for Held {
     }
 }
 
+/// Runs `work` under a `kind` lock on `volume`, then releases the lock whether `work`
+/// succeeded or not (a lock left behind would block deletions until it expired).
+pub async fn with_lock<T>(
+    target: &Target,
+    volume: &str,
+    kind: LockKind,
+    operation: &str,
+    options: LockOptions,
+    work: impl AsyncFnOnce(&LockGuard) -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
+    let guard = acquire(target, volume, kind, operation, options).await?;
+    let result = work(&guard).await;
+    let released = guard.release().await;
+    match (result, released) {
+        (Ok(value), Ok(())) => Ok(value),
+        (Ok(_), Err(e)) => Err(e),
+        (Err(e), Ok(())) => Err(e),
+        (Err(e), Err(release)) => {
+            tracing::warn!(error = %format!("{release:#}"), "releasing a lock after a failure");
+            Err(e)
+        }
+    }
+}
+
 /// Acquires a `kind` lock on `volume` for `operation` (named in errors others see).
 pub async fn acquire(
     target: &Target,

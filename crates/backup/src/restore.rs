@@ -21,7 +21,7 @@ use shorthorn_store::{METADATA_FILE, Store};
 use crate::create::Progress;
 use crate::format::{BackupRecord, block_hash, block_path, decode_block};
 use crate::list::get_backup;
-use crate::lock::{LockKind, LockOptions, acquire};
+use crate::lock::{LockKind, LockOptions, with_lock};
 use crate::target::Target;
 use crate::{now_rfc3339, spawn_cpu};
 
@@ -110,88 +110,100 @@ pub async fn restore_backup(
 ) -> anyhow::Result<RestoreSummary> {
     ensure!(options.parallel > 0, "parallelism must be at least 1");
     let operation = format!("restore of backup {name} to {}", dir.display());
-    let lock = acquire(target, volume, LockKind::Backup, &operation, options.lock).await?;
-    let record = get_backup(target, volume, name).await?;
-    let (store, incremental) = open_or_create(dir.to_path_buf(), &record).await?;
-    let state = |state: &str| RestoreState {
-        volume: volume.to_string(),
-        backup: name.to_string(),
-        target: target.url().to_string(),
-        state: state.to_string(),
-        updated: now_rfc3339(),
-    };
-    state("restoring").save(dir)?;
+    with_lock(
+        target,
+        volume,
+        LockKind::Backup,
+        &operation,
+        options.lock,
+        async |lock| {
+            let record = get_backup(target, volume, name).await?;
+            let (store, incremental) = open_or_create(dir.to_path_buf(), &record).await?;
+            let state = |state: &str| RestoreState {
+                volume: volume.to_string(),
+                backup: name.to_string(),
+                target: target.url().to_string(),
+                state: state.to_string(),
+                updated: now_rfc3339(),
+            };
+            state("restoring").save(dir)?;
 
-    let wanted: BTreeMap<u64, String> = record
-        .blocks
-        .iter()
-        .map(|b| (b.offset, b.hash.clone()))
-        .collect();
-    let plan = if incremental {
-        let local = local_blocks(&store, &record).await?;
-        wanted
-            .keys()
-            .copied()
-            .chain(local)
-            .collect::<BTreeSet<u64>>()
-    } else {
-        wanted.keys().copied().collect()
-    };
-    let block_len = |offset: u64| record.block_size.min(record.volume_size - offset);
-    progress
-        .total_bytes
-        .store(plan.iter().map(|&o| block_len(o)).sum(), Ordering::Relaxed);
+            let wanted: BTreeMap<u64, String> = record
+                .blocks
+                .iter()
+                .map(|b| (b.offset, b.hash.clone()))
+                .collect();
+            let plan = if incremental {
+                let local = local_blocks(&store, &record).await?;
+                wanted
+                    .keys()
+                    .copied()
+                    .chain(local)
+                    .collect::<BTreeSet<u64>>()
+            } else {
+                wanted.keys().copied().collect()
+            };
+            let block_len = |offset: u64| record.block_size.min(record.volume_size - offset);
+            progress
+                .total_bytes
+                .store(plan.iter().map(|&o| block_len(o)).sum(), Ordering::Relaxed);
 
-    let counters = Arc::new(Counters::default());
-    futures::stream::iter(plan)
-        .map(|offset| {
-            let (store, target, counters, progress) = (
-                store.clone(),
-                target.clone(),
-                counters.clone(),
-                progress.clone(),
-            );
-            let hash = wanted.get(&offset).cloned();
-            let (len, record) = (block_len(offset), &record);
-            async move {
-                restore_block(
-                    &store,
-                    &target,
-                    record,
-                    offset,
-                    len,
-                    hash,
-                    incremental,
-                    &counters,
-                )
+            let counters = Arc::new(Counters::default());
+            futures::stream::iter(plan)
+                .map(|offset| {
+                    let (store, target, counters, progress) = (
+                        store.clone(),
+                        target.clone(),
+                        counters.clone(),
+                        progress.clone(),
+                    );
+                    let hash = wanted.get(&offset).cloned();
+                    let (len, record) = (block_len(offset), &record);
+                    async move {
+                        restore_block(
+                            &store,
+                            &target,
+                            record,
+                            offset,
+                            len,
+                            hash,
+                            incremental,
+                            &counters,
+                        )
+                        .await
+                        .with_context(|| {
+                            format!("volume {}: restoring offset {offset}", record.volume)
+                        })?;
+                        progress.done_bytes.fetch_add(len, Ordering::Relaxed);
+                        progress.transferred_bytes.store(
+                            counters.fetched_bytes.load(Ordering::Relaxed),
+                            Ordering::Relaxed,
+                        );
+                        anyhow::Ok(())
+                    }
+                })
+                .buffer_unordered(options.parallel)
+                .try_collect::<()>()
+                .await?;
+
+            let flushing = store.clone();
+            tokio::task::spawn_blocking(move || flushing.flush())
                 .await
-                .with_context(|| format!("volume {}: restoring offset {offset}", record.volume))?;
-                progress.done_bytes.fetch_add(len, Ordering::Relaxed);
-                progress.transferred_bytes.store(
-                    counters.fetched_bytes.load(Ordering::Relaxed),
-                    Ordering::Relaxed,
-                );
-                anyhow::Ok(())
-            }
-        })
-        .buffer_unordered(options.parallel)
-        .try_collect::<()>()
-        .await?;
-
-    let flushing = store.clone();
-    tokio::task::spawn_blocking(move || flushing.flush())
-        .await
-        .context("flush task")?
-        .with_context(|| format!("flushing {}", dir.display()))?;
-    state("complete").save(dir)?;
-    lock.release().await?;
-    Ok(RestoreSummary {
-        incremental,
-        fetched_blocks: counters.fetched_blocks.load(Ordering::Relaxed),
-        fetched_bytes: counters.fetched_bytes.load(Ordering::Relaxed),
-        zeroed_blocks: counters.zeroed_blocks.load(Ordering::Relaxed),
-        unchanged_blocks: counters.unchanged_blocks.load(Ordering::Relaxed),
-    })
+                .context("flush task")?
+                .with_context(|| format!("flushing {}", dir.display()))?;
+            // A deletion may have removed blocks since the lock was lost.
+            lock.ensure_held()?;
+            state("complete").save(dir)?;
+            Ok(RestoreSummary {
+                incremental,
+                fetched_blocks: counters.fetched_blocks.load(Ordering::Relaxed),
+                fetched_bytes: counters.fetched_bytes.load(Ordering::Relaxed),
+                zeroed_blocks: counters.zeroed_blocks.load(Ordering::Relaxed),
+                unchanged_blocks: counters.unchanged_blocks.load(Ordering::Relaxed),
+            })
+        },
+    )
+    .await
 }
 
 #[derive(Debug, Default)]
