@@ -46,7 +46,13 @@ fn stored(objects: &Path) -> BTreeSet<String> {
 }
 
 fn name_of(url: &str) -> String {
-    url.split("backup=").nth(1).unwrap().split('&').next().unwrap().to_string()
+    url.split("backup=")
+        .nth(1)
+        .unwrap()
+        .split('&')
+        .next()
+        .unwrap()
+        .to_string()
 }
 
 fn rm(url: &str, env: &[(String, String)]) -> Vec<(String, String)> {
@@ -106,7 +112,11 @@ fn deleting_the_first_of_three_backups_frees_only_its_own_blocks() {
     );
 
     let removed = rm(&urls[0], &env);
-    assert_eq!(field(&removed, "freed_blocks"), only_first.len() as u64, "{removed:?}");
+    assert_eq!(
+        field(&removed, "freed_blocks"),
+        only_first.len() as u64,
+        "{removed:?}"
+    );
     assert_eq!(field(&removed, "remaining_backups"), 2);
     let after = stored(&objects);
     assert_eq!(
@@ -116,15 +126,28 @@ fn deleting_the_first_of_three_backups_frees_only_its_own_blocks() {
     );
     assert_eq!(listed(&target, "gcvol", &env), names[1..].to_vec());
     let gone = shorthorn_env(
-        &["backup", "restore", &urls[0], "--to", common::path_str(&scratch.join("x"))],
+        &[
+            "backup",
+            "restore",
+            &urls[0],
+            "--to",
+            common::path_str(&scratch.join("x")),
+        ],
         &env,
     );
-    assert!(!gone.success() && gone.stderr.contains("has no backup"), "{gone:?}");
+    assert!(
+        !gone.success() && gone.stderr.contains("has no backup"),
+        "{gone:?}"
+    );
 
     for (i, url) in urls.iter().enumerate().skip(1) {
         let dir = scratch.join(format!("restored{i}"));
         backup_restore(url, &dir, &env);
-        assert_eq!(dir_sha(&dir, &scratch), hashes[i], "backup {i} after the deletion");
+        assert_eq!(
+            dir_sha(&dir, &scratch),
+            hashes[i],
+            "backup {i} after the deletion"
+        );
     }
 
     rm(&urls[2], &env);
@@ -132,5 +155,8 @@ fn deleting_the_first_of_three_backups_frees_only_its_own_blocks() {
     assert_eq!(field(&last, "remaining_backups"), 0);
     assert!(listed(&target, "gcvol", &env).is_empty());
     let left = files_under(&objects);
-    assert!(left.is_empty(), "the store keeps nothing of a volume without backups: {left:?}");
+    assert!(
+        left.is_empty(),
+        "the store keeps nothing of a volume without backups: {left:?}"
+    );
 }

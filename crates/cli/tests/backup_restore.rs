@@ -42,7 +42,11 @@ fn round_trip(target: &str, env: &[(String, String)]) {
     // Block 0 changes, block 15 becomes zeros, block 20 is new.
     qemu_io(
         &uri,
-        &["write -P 0xd4 1M 512k", "write -z 30M 2M", "write -P 0xe5 40M 1M"],
+        &[
+            "write -P 0xd4 1M 512k",
+            "write -z 30M 2M",
+            "write -P 0xe5 40M 1M",
+        ],
     );
     shorthorn_ok(&["--engine", &engine, "snapshot", "create", "s2"]);
     let at_s2 = export_sha(&uri, &scratch);
@@ -52,7 +56,13 @@ fn round_trip(target: &str, env: &[(String, String)]) {
 
     let inspected: serde_json::Value =
         serde_json::from_str(&shorthorn_env_ok(&["backup", "inspect", &b2], env)).unwrap();
-    let b1_name = b1.split("backup=").nth(1).unwrap().split('&').next().unwrap();
+    let b1_name = b1
+        .split("backup=")
+        .nth(1)
+        .unwrap()
+        .split('&')
+        .next()
+        .unwrap();
     assert_eq!(inspected["base"], b1_name, "{inspected}");
     assert_eq!(inspected["labels"]["kind"], "nightly");
     assert_eq!(

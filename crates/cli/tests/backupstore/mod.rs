@@ -30,7 +30,8 @@ pub const LOCK_TTL: &str = "3s";
 
 /// Finds the `s3s-fs` binary: on PATH or in cargo's bin directory.
 pub fn s3s_fs() -> PathBuf {
-    let mut dirs: Vec<PathBuf> = std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()).collect();
+    let mut dirs: Vec<PathBuf> =
+        std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()).collect();
     if let Some(home) = std::env::var_os("CARGO_HOME") {
         dirs.push(PathBuf::from(home).join("bin"));
     }
@@ -184,7 +185,15 @@ pub fn backup_create(
 /// `backup restore URL --to DIR`; returns its summary line's `key=value` fields.
 pub fn backup_restore(url: &str, dir: &Path, env: &[(String, String)]) -> Vec<(String, String)> {
     let out = shorthorn_env_ok(
-        &["backup", "restore", url, "--to", path_str(dir), "--lock-ttl", LOCK_TTL],
+        &[
+            "backup",
+            "restore",
+            url,
+            "--to",
+            path_str(dir),
+            "--lock-ttl",
+            LOCK_TTL,
+        ],
         env,
     );
     fields(&out)
@@ -212,7 +221,10 @@ pub fn field(fields: &[(String, String)], key: &str) -> u64 {
 /// sha256 of everything an NBD export holds, read through qemu-img.
 pub fn export_sha(uri: &str, scratch: &Path) -> String {
     let file = scratch.join(format!("export-{}.img", crate::common::random_u64()));
-    run_ok("qemu-img", &["convert", "-f", "raw", "-O", "raw", uri, path_str(&file)]);
+    run_ok(
+        "qemu-img",
+        &["convert", "-f", "raw", "-O", "raw", uri, path_str(&file)],
+    );
     let sum = sha256(&file);
     let _ = std::fs::remove_file(&file);
     sum
