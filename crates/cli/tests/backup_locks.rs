@@ -11,6 +11,7 @@
 //! - a backup, and a second deletion, wait for a running deletion;
 //! - after `kill -9` of the holder, its lock expires (3 s time-to-live) and the waiting
 //!   operation goes on.
+//!
 //! After the kills, listing shows only complete backups, every remaining backup restores
 //! to the volume's content at its snapshot, and the store holds exactly the blocks the
 //! remaining backups reference (the killed backup's uploads were collected).
