@@ -195,7 +195,7 @@ pub async fn acquire(
     let started = Instant::now();
     let mut pause = Duration::from_millis(100);
     loop {
-        let written = target.put_json(&path, &record).await?;
+        let written = target.put_json_and_stat(&path, &record).await?;
         let now = written.last_modified;
         match first_conflict(target, volume, &path, kind, now, options.ttl).await {
             Ok(None) => break,
@@ -302,7 +302,7 @@ async fn refresh(
     loop {
         tokio::time::sleep(ttl / 3).await;
         match target.put_json(&path, &record).await {
-            Ok(_) => last_success = Instant::now(),
+            Ok(()) => last_success = Instant::now(),
             Err(e) => {
                 tracing::warn!(error = %format!("{e:#}"), %path, "refreshing a backupstore lock");
                 if last_success.elapsed() >= ttl {

@@ -92,15 +92,13 @@ impl Target {
     }
 
     /// Stores `data` at `relative` (atomically: readers see all of it or nothing).
-    pub(crate) async fn put(&self, relative: &str, data: Bytes) -> anyhow::Result<ObjectMeta> {
+    pub(crate) async fn put(&self, relative: &str, data: Bytes) -> anyhow::Result<()> {
         let path = self.path(relative);
         self.store
             .put(&path, data.into())
             .await
             .with_context(|| format!("{}: writing {path}", self.url))?;
-        self.head(relative)
-            .await?
-            .with_context(|| format!("{}: {path} vanished right after it was written", self.url))
+        Ok(())
     }
 
     /// Stores `value` as JSON at `relative`.
@@ -108,9 +106,26 @@ impl Target {
         &self,
         relative: &str,
         value: &T,
-    ) -> anyhow::Result<ObjectMeta> {
+    ) -> anyhow::Result<()> {
         let data = serde_json::to_vec_pretty(value).context("encoding JSON")?;
         self.put(relative, data.into()).await
+    }
+
+    /// Stores `value` as JSON at `relative` and returns the object's metadata as the
+    /// store now reports it (its modification time is the store's clock).
+    pub(crate) async fn put_json_and_stat<T: Serialize>(
+        &self,
+        relative: &str,
+        value: &T,
+    ) -> anyhow::Result<ObjectMeta> {
+        self.put_json(relative, value).await?;
+        self.head(relative).await?.with_context(|| {
+            format!(
+                "{}: {} vanished right after it was written",
+                self.url,
+                self.path(relative)
+            )
+        })
     }
 
     /// The object at `relative`, or `None` when there is none.
