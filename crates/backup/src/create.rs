@@ -265,7 +265,9 @@ async fn store_block(
     let Some(hash) = hash else {
         return Ok(None);
     };
-    if known.lock().contains(&hash) {
+    // Claimed before the upload, so identical blocks read at once are stored once; the
+    // record is written only after every upload ended.
+    if !known.lock().insert(hash.clone()) {
         return Ok(Some(hash));
     }
     let path = block_path(volume, &hash);
@@ -279,7 +281,6 @@ async fn store_block(
             s.uploaded_bytes += uploaded;
         });
     }
-    known.lock().insert(hash.clone());
     Ok(Some(hash))
 }
 
@@ -292,14 +293,16 @@ async fn volume_record(
 ) -> anyhow::Result<VolumeRecord> {
     let path = volume_record_path(volume);
     if let Some(record) = target.get_json::<VolumeRecord>(&path).await? {
+        let corrupt = || format!("{}: {} is corrupt", target.url(), target.path(&path));
         ensure!(
-            record.format_version == FORMAT_VERSION,
-            "{}: volume {volume} has format version {}; this build writes {FORMAT_VERSION}",
-            target.url(),
-            record.format_version
+            record.format_version == FORMAT_VERSION && record.name == volume,
+            "{}: it has format version {} for volume {:?}; this build writes version \
+             {FORMAT_VERSION}",
+            corrupt(),
+            record.format_version,
+            record.name
         );
-        check_block_size(record.block_size)
-            .with_context(|| format!("{}: volume {volume}", target.url()))?;
+        check_block_size(record.block_size).with_context(corrupt)?;
         if let Some(asked) = block_size.filter(|&b| b != record.block_size) {
             tracing::warn!(
                 volume,

@@ -5,7 +5,10 @@
 use std::collections::HashSet;
 
 use crate::format::{backup_record_path, block_hash_of_path, blocks_dir, volume_record_path};
-use crate::list::{get_backup, list_backups};
+use anyhow::bail;
+
+use crate::format::BackupRecord;
+use crate::list::list_backups_except;
 use crate::lock::{LockKind, LockOptions, with_lock};
 use crate::target::Target;
 
@@ -35,10 +38,17 @@ pub async fn delete_backup(
         &operation,
         lock,
         async |guard| {
-            get_backup(target, volume, name).await?;
-            target.delete(&backup_record_path(volume, name)).await?;
+            let record = backup_record_path(volume, name);
+            if target.head(&record).await?.is_none() {
+                bail!("{}: volume {volume} has no backup {name}", target.url());
+            }
+            // Every other record must be readable before anything is deleted: garbage
+            // collection cannot tell which blocks an unreadable one needs. (The record
+            // being deleted may be corrupt: deleting it is the way to get rid of it.)
+            let remaining = list_backups_except(target, volume, name).await?;
+            target.delete(&record).await?;
             fail::fail_point!("backup::delete::before-gc");
-            collect_garbage(target, volume, guard).await
+            collect_garbage(target, volume, &remaining, guard).await
         },
     )
     .await
@@ -49,9 +59,9 @@ pub async fn delete_backup(
 async fn collect_garbage(
     target: &Target,
     volume: &str,
+    remaining: &[BackupRecord],
     guard: &crate::lock::LockGuard,
 ) -> anyhow::Result<DeleteSummary> {
-    let remaining = list_backups(target, volume).await?;
     let referenced: HashSet<&str> = remaining
         .iter()
         .flat_map(|r| r.blocks.iter().map(|b| b.hash.as_str()))

@@ -15,6 +15,15 @@ pub async fn list_volumes(target: &Target) -> anyhow::Result<Vec<String>> {
 /// Every complete backup of `volume`, oldest first. Backups still running (or killed)
 /// have no record yet, so they are not listed.
 pub async fn list_backups(target: &Target, volume: &str) -> anyhow::Result<Vec<BackupRecord>> {
+    list_backups_except(target, volume, "").await
+}
+
+/// [`list_backups`] without backup `except` (which is not read at all).
+pub(crate) async fn list_backups_except(
+    target: &Target,
+    volume: &str,
+    except: &str,
+) -> anyhow::Result<Vec<BackupRecord>> {
     let mut records = Vec::new();
     for meta in target.list(&backups_dir(volume)).await? {
         let relative = target.relative(&meta.location);
@@ -25,6 +34,9 @@ pub async fn list_backups(target: &Target, volume: &str) -> anyhow::Result<Vec<B
         else {
             continue;
         };
+        if name == except {
+            continue;
+        }
         records.push(get_backup(target, volume, name).await?);
     }
     records.sort_by(|a, b| a.created.cmp(&b.created).then(a.name.cmp(&b.name)));

@@ -28,6 +28,10 @@ pub struct TargetOptions {
     pub access_key_id: Option<String>,
     /// Secret key (default: `AWS_SECRET_ACCESS_KEY`).
     pub secret_access_key: Option<String>,
+    /// Create a `file://` target's directory when it is missing (taking a backup);
+    /// otherwise a missing directory is an error, so a typo or an unmounted NFS mount
+    /// point never reads as an empty store.
+    pub create_directory: bool,
 }
 
 /// An opened backup target: an object store and the prefix the backupstore lives under.
@@ -49,15 +53,15 @@ impl Target {
         match parsed.scheme() {
             "s3" => open_s3(url, &parsed, options),
             "file" => {
-                if parsed.host_str().is_some_and(|h| !h.is_empty()) {
+                if !url.starts_with("file:///") {
                     bail!("backup target {url}: write file:///absolute/path (three slashes)");
                 }
-                open_directory(url, PathBuf::from(parsed.path()), None)
+                open_directory(url, PathBuf::from(parsed.path()), None, options)
             }
             "nfs" => {
                 let mount = NfsMount::mount(url, &parsed)?;
                 let dir = mount.dir.clone();
-                open_directory(url, dir, Some(Arc::new(mount)))
+                open_directory(url, dir, Some(Arc::new(mount)), options)
             }
             other => bail!(
                 "backup target {url}: unknown scheme {other:?}; use s3://bucket@region/path, \
@@ -205,12 +209,13 @@ impl Target {
     }
 }
 
-/// Timeouts and retries for S3: a dead endpoint fails within seconds, not minutes.
+/// Timeouts and retries for S3: a refused connection fails within seconds; a server that
+/// accepts but never answers, after the request timeout (30 s) and retries.
 fn s3_client_options() -> (ClientOptions, RetryConfig) {
     let client = ClientOptions::new()
         .with_allow_http(true)
         .with_connect_timeout(Duration::from_secs(5))
-        .with_timeout(Duration::from_secs(120));
+        .with_timeout(Duration::from_secs(30));
     let retry = RetryConfig {
         max_retries: 2,
         retry_timeout: Duration::from_secs(15),
@@ -245,10 +250,22 @@ fn open_s3(url: &str, parsed: &url::Url, options: &TargetOptions) -> anyhow::Res
         .clone()
         .or_else(|| std::env::var("AWS_ENDPOINT_URL").ok())
         .or_else(|| std::env::var("AWS_ENDPOINTS").ok());
+    let custom_endpoint = endpoint.as_ref().is_some_and(|e| !e.is_empty());
     if let Some(endpoint) = endpoint.filter(|e| !e.is_empty()) {
         // Longhorn's AWS_ENDPOINTS may list several; the first one serves.
         let first = endpoint.split(',').next().unwrap_or_default().trim();
+        check_endpoint(url, first)?;
         builder = builder.with_endpoint(first);
+    }
+    // Off AWS there is no instance metadata service to fall back on: say what is missing
+    // instead of failing on a request to 169.254.169.254.
+    let has_key = options.access_key_id.is_some() || env_set("AWS_ACCESS_KEY_ID");
+    let has_secret = options.secret_access_key.is_some() || env_set("AWS_SECRET_ACCESS_KEY");
+    if custom_endpoint && !(has_key && has_secret) {
+        bail!(
+            "backup target {url}: no S3 credentials; set AWS_ACCESS_KEY_ID and \
+             AWS_SECRET_ACCESS_KEY (or --access-key-id and --secret-access-key)"
+        );
     }
     if let Some(key) = &options.access_key_id {
         builder = builder.with_access_key_id(key);
@@ -273,9 +290,43 @@ fn open_s3(url: &str, parsed: &url::Url, options: &TargetOptions) -> anyhow::Res
     })
 }
 
-fn open_directory(url: &str, dir: PathBuf, mount: Option<Arc<NfsMount>>) -> anyhow::Result<Target> {
-    std::fs::create_dir_all(&dir)
-        .with_context(|| format!("backup target {url}: creating {}", dir.display()))?;
+fn env_set(name: &str) -> bool {
+    std::env::var_os(name).is_some_and(|v| !v.is_empty())
+}
+
+/// Refuses an endpoint that is not an http(s) URL with a host (object_store would panic
+/// on some of them).
+fn check_endpoint(url: &str, endpoint: &str) -> anyhow::Result<()> {
+    let parsed = url::Url::parse(endpoint).map_err(|e| {
+        anyhow::anyhow!(
+            "backup target {url}: S3 endpoint {endpoint:?} is not a URL ({e}); write \
+             http://HOST:PORT or https://HOST"
+        )
+    })?;
+    if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none_or(str::is_empty) {
+        bail!(
+            "backup target {url}: S3 endpoint {endpoint:?} must be http://HOST[:PORT] or \
+             https://HOST[:PORT]"
+        );
+    }
+    Ok(())
+}
+
+fn open_directory(
+    url: &str,
+    dir: PathBuf,
+    mount: Option<Arc<NfsMount>>,
+    options: &TargetOptions,
+) -> anyhow::Result<Target> {
+    if options.create_directory {
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("backup target {url}: creating {}", dir.display()))?;
+    } else if !dir.is_dir() {
+        bail!(
+            "backup target {url}: {} does not exist (a first `backup create` makes it)",
+            dir.display()
+        );
+    }
     let store = LocalFileSystem::new_with_prefix(&dir)
         .with_context(|| format!("backup target {url}: opening {}", dir.display()))?
         .with_automatic_cleanup(true);
@@ -348,6 +399,8 @@ mod tests {
             ("ftp://host/x", "unknown scheme"),
             ("s3:///path", "no bucket"),
             ("file://host/path", "three slashes"),
+            ("file:relative/path", "three slashes"),
+            ("file:///surely/not/here", "does not exist"),
         ] {
             let err = Target::open(url, &options).unwrap_err();
             assert!(format!("{err:#}").contains(expected), "{url}: {err:#}");
@@ -358,6 +411,8 @@ mod tests {
     fn s3_urls_name_bucket_region_and_prefix() {
         let options = TargetOptions {
             endpoint: Some("http://127.0.0.1:1".into()),
+            access_key_id: Some("key".into()),
+            secret_access_key: Some("secret".into()),
             ..TargetOptions::default()
         };
         let target = Target::open("s3://bucket@eu-west-1/some/prefix", &options).unwrap();

@@ -115,7 +115,10 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
     let store = Arc::new(Store::create(&dir.path().join("volume"), "model", SIZE).unwrap());
     let target = Target::open(
         &format!("file://{}/target", dir.path().display()),
-        &TargetOptions::default(),
+        &TargetOptions {
+            create_directory: true,
+            ..TargetOptions::default()
+        },
     )
     .unwrap();
     let mut model = vec![0u8; SIZE as usize];

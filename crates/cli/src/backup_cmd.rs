@@ -83,15 +83,23 @@ pub struct TargetArgs {
 }
 
 impl TargetArgs {
+    /// Opens `url` to read (and delete) what it holds; a missing directory is an error.
     fn open(&self, url: &str) -> anyhow::Result<Target> {
-        Target::open(
-            url,
-            &TargetOptions {
-                endpoint: self.s3_endpoint.clone(),
-                access_key_id: self.access_key_id.clone(),
-                secret_access_key: self.secret_access_key.clone(),
-            },
-        )
+        Target::open(url, &self.options(false))
+    }
+
+    /// Opens `url` to write backups, creating a missing directory.
+    fn open_for_backup(&self, url: &str) -> anyhow::Result<Target> {
+        Target::open(url, &self.options(true))
+    }
+
+    fn options(&self, create_directory: bool) -> TargetOptions {
+        TargetOptions {
+            endpoint: self.s3_endpoint.clone(),
+            access_key_id: self.access_key_id.clone(),
+            secret_access_key: self.secret_access_key.clone(),
+            create_directory,
+        }
     }
 }
 
@@ -199,7 +207,7 @@ pub fn run(engine: &str, command: BackupCommand) -> anyhow::Result<()> {
 }
 
 async fn create(engine: &str, args: CreateArgs) -> anyhow::Result<()> {
-    let target = args.target_args.open(&args.target)?;
+    let target = args.target_args.open_for_backup(&args.target)?;
     let mut labels = BTreeMap::new();
     for (key, value) in args.labels {
         if labels.insert(key.clone(), value).is_some() {

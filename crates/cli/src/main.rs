@@ -16,6 +16,7 @@ mod size;
 mod store_cmd;
 mod volume_cmd;
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -97,7 +98,7 @@ fn main() -> ExitCode {
         // The reader of our output went away (`| head`): nothing more to say.
         Err(e) if e.is::<output::StdoutClosed>() => ExitCode::SUCCESS,
         Err(e) => {
-            output::note(format_args!("error: {e:#}"));
+            output::note(format_args!("error: {}", error_chain(&e)));
             ExitCode::FAILURE
         }
     }
@@ -125,6 +126,20 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
+/// An error and its causes joined by ": ", skipping a cause whose text the previous one
+/// already contains (some libraries repeat their source in their own message).
+fn error_chain(error: &anyhow::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for cause in error.chain() {
+        let text = cause.to_string();
+        if parts.last().is_some_and(|previous| previous.contains(&text)) {
+            continue;
+        }
+        parts.push(text);
+    }
+    parts.join(": ")
+}
+
 /// Logs to stderr, filtered by `RUST_LOG` (default: `default_level`).
 fn init_logging(default_level: &str) {
     let filter = match EnvFilter::try_from_default_env() {
@@ -139,5 +154,6 @@ fn init_logging(default_level: &str) {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
 }
