@@ -132,7 +132,10 @@ fn error_chain(error: &anyhow::Error) -> String {
     let mut parts: Vec<String> = Vec::new();
     for cause in error.chain() {
         let text = cause.to_string();
-        if parts.last().is_some_and(|previous| previous.contains(&text)) {
+        if parts
+            .last()
+            .is_some_and(|previous| previous.contains(&text))
+        {
             continue;
         }
         parts.push(text);
