@@ -1,24 +1,16 @@
 //! `shorthorn launch-simple`: N local replicas and an engine, in one command.
 
 use std::net::{Ipv4Addr, SocketAddr};
-use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
-use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use clap::Args;
 use shorthorn_store::validate_name;
-use tokio::io::{AsyncBufReadExt, BufReader, Lines};
-use tokio::process::{Child, ChildStdin, ChildStdout, Command};
+
+use shorthorn_manager::process::Daemon;
 
 use crate::daemon;
 use crate::size::parse_size;
-
-/// How long each daemon may take to start listening.
-const START_TIMEOUT: Duration = Duration::from_secs(20);
-/// How long each daemon may take to stop after being asked.
-const STOP_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Start a replicated volume on this host: N replicas and an engine with an NBD
 /// frontend, as separate processes. Prints the NBD URI; Ctrl-C stops the engine (after a
@@ -52,94 +44,6 @@ pub struct LaunchArgs {
     /// Serve the engine's Prometheus metrics on this address (e.g. 127.0.0.1:9500).
     #[arg(long)]
     metrics: Option<SocketAddr>,
-}
-
-/// A daemon we started. Its stdin is a pipe we hold: closing it asks it to stop, and if
-/// we die the kernel closes it, so no daemon outlives us.
-struct Daemon {
-    name: String,
-    child: Child,
-    /// Held apart from `child`, because waiting on a tokio child closes its stdin.
-    stdin: Option<ChildStdin>,
-    /// The daemon announces readiness on stdout; kept open so later output never hits a
-    /// closed pipe.
-    stdout: Option<Lines<BufReader<ChildStdout>>>,
-}
-
-impl Daemon {
-    fn spawn(name: String, args: &[String]) -> anyhow::Result<Daemon> {
-        let exe = std::env::current_exe().context("finding the shorthorn binary")?;
-        let mut command = Command::new(exe);
-        command
-            .args(args)
-            .arg("--exit-on-stdin-eof")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .kill_on_drop(true);
-        // Own process group: a terminal's Ctrl-C reaches only us, and we stop the
-        // daemons in order (engine first, so its final flush reaches the replicas).
-        command.as_std_mut().process_group(0);
-        let mut child = command
-            .spawn()
-            .with_context(|| format!("starting {name}"))?;
-        let stdin = child.stdin.take();
-        let stdout = child.stdout.take().map(|out| BufReader::new(out).lines());
-        Ok(Daemon {
-            name,
-            child,
-            stdin,
-            stdout,
-        })
-    }
-
-    /// Waits for the daemon's `<what> ready` line on stdout. A daemon that exits first
-    /// has printed its reason on stderr (shared with ours); report its exit status.
-    async fn wait_ready(&mut self, what: &str) -> anyhow::Result<()> {
-        let marker = format!("{what} ready");
-        let stdout = self
-            .stdout
-            .as_mut()
-            .context("daemon stdout is not captured")?;
-        let wait = async {
-            while let Some(line) = stdout.next_line().await? {
-                if line.starts_with(&marker) {
-                    return Ok(true);
-                }
-            }
-            std::io::Result::Ok(false)
-        };
-        match tokio::time::timeout(START_TIMEOUT, wait).await {
-            Ok(Ok(true)) => Ok(()),
-            Ok(Ok(false)) | Ok(Err(_)) => {
-                let status = self.child.wait().await.context("waiting for a daemon")?;
-                bail!(
-                    "{} failed to start ({status}); its error is above",
-                    self.name
-                )
-            }
-            Err(_) => bail!(
-                "{} did not become ready within {START_TIMEOUT:?}",
-                self.name
-            ),
-        }
-    }
-
-    /// Asks the daemon to stop and waits for it; kills it if it does not stop in time.
-    async fn stop(mut self) {
-        drop(self.stdin.take());
-        match tokio::time::timeout(STOP_TIMEOUT, self.child.wait()).await {
-            Ok(Ok(status)) if status.success() => {}
-            Ok(Ok(status)) => eprintln!("{} stopped with {status}", self.name),
-            Ok(Err(e)) => eprintln!("waiting for {}: {e}", self.name),
-            Err(_) => {
-                eprintln!(
-                    "{} did not stop within {STOP_TIMEOUT:?}; killing it",
-                    self.name
-                );
-                let _ = self.child.kill().await;
-            }
-        }
-    }
 }
 
 fn localhost(port: u16) -> SocketAddr {

@@ -10,6 +10,7 @@ mod crash;
 mod daemon;
 mod engine_cmd;
 mod launch;
+mod manager_cmd;
 mod output;
 mod replica_cmd;
 mod size;
@@ -72,6 +73,28 @@ enum Command {
     /// restore.
     #[command(subcommand)]
     Backup(backup_cmd::BackupCommand),
+    Up(manager_cmd::UpArgs),
+    /// Volumes of a cluster run by `shorthorn up`: create, ls, get, attach, detach, rm.
+    Volume {
+        #[command(flatten)]
+        api: manager_cmd::ApiArgs,
+        #[command(subcommand)]
+        command: manager_cmd::VolumeCommand,
+    },
+    /// Nodes of a cluster run by `shorthorn up`.
+    Node {
+        #[command(flatten)]
+        api: manager_cmd::ApiArgs,
+        #[command(subcommand)]
+        command: manager_cmd::NodeCommand,
+    },
+    /// Settings of a cluster run by `shorthorn up`: get, set.
+    Setting {
+        #[command(flatten)]
+        api: manager_cmd::ApiArgs,
+        #[command(subcommand)]
+        command: manager_cmd::SettingCommand,
+    },
 }
 
 fn main() -> ExitCode {
@@ -90,7 +113,7 @@ fn main() -> ExitCode {
     // Daemons report what they serve; one-shot commands only what went wrong.
     let daemon = matches!(
         cli.command,
-        Command::Replica(_) | Command::Engine(_) | Command::LaunchSimple(_)
+        Command::Replica(_) | Command::Engine(_) | Command::LaunchSimple(_) | Command::Up(_)
     );
     init_logging(if daemon { "info" } else { "warn" });
     match run(cli) {
@@ -116,6 +139,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Replica(args) => replica_cmd::run(args),
         Command::Salvage => volume_cmd::salvage(&cli.engine),
         Command::Backup(command) => backup_cmd::run(&cli.engine, command),
+        Command::Up(args) => manager_cmd::up(args),
+        Command::Volume { api, command } => manager_cmd::volume(&api, command),
+        Command::Node { api, command } => manager_cmd::node(&api, command),
+        Command::Setting { api, command } => manager_cmd::setting(&api, command),
         Command::Engine(args) => engine_cmd::run(args),
         Command::LaunchSimple(args) => launch::run(args),
         Command::Ls => client_cmd::ls(&cli.engine),

@@ -1,0 +1,451 @@
+//! `shorthorn up` (an all-in-one node) and the manager's API client: `volume …`,
+//! `node ls`, `setting …`.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::{Args, Subcommand};
+use serde::de::DeserializeOwned;
+use shorthorn_manager::api::{AttachVolume, CreateVolume, ErrorBody, SetSetting, VolumeDetail};
+use shorthorn_manager::model::{Node, Settings, Volume};
+use shorthorn_manager::up::{Connection, UpConfig};
+
+use crate::daemon;
+use crate::output::line;
+use crate::size::{format_size, parse_size};
+
+/// How long `volume attach` waits for the engine to serve.
+const ATTACH_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Start an all-in-one Shorthorn node: the manager (REST API, embedded state store,
+/// scheduler, reconcilers), this node's agent, and a default disk under DATA_DIR/disks.
+/// Prints the API address and token. Ctrl-C stops it and every engine and replica it
+/// started; running it again with the same DATA_DIR brings the volumes back.
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    /// Where state, the API token and the default disk live.
+    #[arg(long, default_value = "shorthorn-data")]
+    data_dir: PathBuf,
+    /// The REST API's address.
+    #[arg(long, default_value = "127.0.0.1:9600")]
+    listen: SocketAddr,
+    /// This node's name [default: the host name].
+    #[arg(long)]
+    node: Option<String>,
+    /// The address engines and replicas of this node listen on.
+    #[arg(long, default_value = "127.0.0.1")]
+    address: IpAddr,
+}
+
+/// Where the manager's API is: `SHORTHORN_URL` and `SHORTHORN_TOKEN`, or the connection
+/// file a local `shorthorn up` wrote into its data directory.
+#[derive(Debug, Args)]
+pub struct ApiArgs {
+    /// The data directory of a local `shorthorn up` (used unless SHORTHORN_URL is set).
+    #[arg(long, default_value = "shorthorn-data", global = true)]
+    data_dir: PathBuf,
+}
+
+/// Volumes of the cluster.
+#[derive(Debug, Subcommand)]
+pub enum VolumeCommand {
+    /// Create a volume: its replicas are placed by the scheduler and started.
+    Create {
+        /// Name (also the NBD export name).
+        name: String,
+        /// Size, e.g. 10G.
+        #[arg(long, value_parser = parse_size)]
+        size: u64,
+        /// Replica count [default: the default_replica_count setting].
+        #[arg(long)]
+        replicas: Option<usize>,
+        /// A tag every replica's node must have; repeat for more.
+        #[arg(long = "node-selector")]
+        node_selector: Vec<String>,
+        /// A tag every replica's disk must have; repeat for more.
+        #[arg(long = "disk-selector")]
+        disk_selector: Vec<String>,
+    },
+    /// List volumes: state, robustness, size, replicas, endpoint.
+    Ls {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show a volume and its replicas; when attached, its NBD URI.
+    Get {
+        /// The volume.
+        name: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Attach a volume to a node (its engine starts there); waits until it serves and
+    /// prints the NBD URI.
+    Attach {
+        /// The volume.
+        name: String,
+        /// The node [default: the node serving the API].
+        #[arg(long)]
+        node: Option<String>,
+    },
+    /// Detach a volume (its engine stops after a flush; replicas keep running).
+    Detach {
+        /// The volume.
+        name: String,
+    },
+    /// Delete a detached volume and its replicas' data.
+    Rm {
+        /// The volume.
+        name: String,
+    },
+}
+
+/// Nodes of the cluster.
+#[derive(Debug, Subcommand)]
+pub enum NodeCommand {
+    /// List nodes: readiness, address, disks with capacity, available and scheduled.
+    Ls {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Cluster settings.
+#[derive(Debug, Subcommand)]
+pub enum SettingCommand {
+    /// Print every setting, or one.
+    Get {
+        /// The setting.
+        name: Option<String>,
+    },
+    /// Change a setting; VALUE is JSON (true, 30, "text") or plain text.
+    Set {
+        /// The setting.
+        name: String,
+        /// The new value.
+        value: String,
+    },
+}
+
+/// `shorthorn up`.
+pub fn up(args: UpArgs) -> anyhow::Result<()> {
+    let node = match args.node {
+        Some(node) => node,
+        None => std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_else(|_| "node-1".into()),
+    };
+    shorthorn_block::validate_name(&node).context("node name")?;
+    let config = UpConfig {
+        data_dir: args.data_dir.clone(),
+        listen: args.listen,
+        node,
+        address: args.address,
+    };
+    daemon::runtime()?.block_on(async {
+        let shutdown = daemon::shutdown_token(false)?;
+        let data_dir = args.data_dir.display().to_string();
+        shorthorn_manager::up::up(
+            config,
+            |connection, first_start| {
+                println!("shorthorn is up: API {}", connection.url);
+                if first_start {
+                    println!(
+                        "  token:   {} (new; kept in {data_dir}/token)",
+                        connection.token
+                    );
+                } else {
+                    println!("  token:   in {data_dir}/token");
+                }
+                println!("  create:  shorthorn volume create vol1 --size 10G");
+                println!("  attach:  shorthorn volume attach vol1   # prints nbd://…");
+                println!("  list:    shorthorn volume ls");
+                println!("  stop:    Ctrl-C");
+            },
+            shutdown.cancelled(),
+        )
+        .await
+    })
+}
+
+/// An API client.
+struct Client {
+    http: reqwest::Client,
+    connection: Connection,
+}
+
+impl Client {
+    fn new(args: &ApiArgs) -> anyhow::Result<Client> {
+        let connection = match (
+            std::env::var("SHORTHORN_URL"),
+            std::env::var("SHORTHORN_TOKEN"),
+        ) {
+            (Ok(url), Ok(token)) => Connection { url, token },
+            (Ok(_), Err(_)) => bail!("SHORTHORN_URL is set but SHORTHORN_TOKEN is not"),
+            _ => Connection::load(&args.data_dir)?,
+        };
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(60))
+            .build()
+            .context("HTTP client")?;
+        Ok(Client { http, connection })
+    }
+
+    async fn call<T: DeserializeOwned>(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> anyhow::Result<T> {
+        let url = format!("{}{path}", self.connection.url);
+        let mut request = self
+            .http
+            .request(method.clone(), &url)
+            .bearer_auth(&self.connection.token);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.with_context(|| {
+            format!("cannot reach the manager at {url}; is `shorthorn up` running?")
+        })?;
+        let status = response.status();
+        let bytes = response.bytes().await.context("reading the API's answer")?;
+        if !status.is_success() {
+            let message = serde_json::from_slice::<ErrorBody>(&bytes)
+                .map(|e| e.message)
+                .unwrap_or_else(|_| String::from_utf8_lossy(&bytes).into_owned());
+            bail!("{method} {path}: {status}: {message}");
+        }
+        let body = if bytes.is_empty() {
+            b"null".as_slice()
+        } else {
+            &bytes
+        };
+        serde_json::from_slice(body).with_context(|| format!("{method} {path}: unexpected answer"))
+    }
+}
+
+/// `shorthorn volume …`.
+pub fn volume(api: &ApiArgs, command: VolumeCommand) -> anyhow::Result<()> {
+    let client = Client::new(api)?;
+    daemon::runtime()?.block_on(async {
+        use reqwest::Method;
+        match command {
+            VolumeCommand::Create {
+                name,
+                size,
+                replicas,
+                node_selector,
+                disk_selector,
+            } => {
+                let body = serde_json::to_value(CreateVolume {
+                    name,
+                    size,
+                    replicas,
+                    node_selector,
+                    disk_selector,
+                })?;
+                let volume: Volume = client.call(Method::POST, "/v1/volumes", Some(body)).await?;
+                line(format_args!(
+                    "created {} ({}, {} replicas)",
+                    volume.name,
+                    format_size(volume.spec.size),
+                    volume.spec.replicas
+                ))
+            }
+            VolumeCommand::Ls { json } => {
+                let volumes: Vec<Volume> = client.call(Method::GET, "/v1/volumes", None).await?;
+                if json {
+                    return line(format_args!("{}", serde_json::to_string_pretty(&volumes)?));
+                }
+                line(format_args!(
+                    "{:<24} {:<10} {:<10} {:>10} {:>8}  ENDPOINT",
+                    "NAME", "STATE", "ROBUSTNESS", "SIZE", "REPLICAS"
+                ))?;
+                for v in volumes {
+                    line(format_args!(
+                        "{:<24} {:<10} {:<10} {:>10} {:>8}  {}",
+                        v.name,
+                        json_name(&v.status.state),
+                        json_name(&v.status.robustness),
+                        format_size(v.spec.size),
+                        v.spec.replicas,
+                        v.status.endpoint.as_deref().unwrap_or("-")
+                    ))?;
+                }
+                Ok(())
+            }
+            VolumeCommand::Get { name, json } => {
+                let detail: VolumeDetail = client
+                    .call(Method::GET, &format!("/v1/volumes/{name}"), None)
+                    .await?;
+                if json {
+                    return line(format_args!("{}", serde_json::to_string_pretty(&detail)?));
+                }
+                print_volume(&detail)
+            }
+            VolumeCommand::Attach { name, node } => {
+                let body = serde_json::to_value(AttachVolume { node })?;
+                let _: Volume = client
+                    .call(
+                        Method::POST,
+                        &format!("/v1/volumes/{name}/attach"),
+                        Some(body),
+                    )
+                    .await?;
+                let started = Instant::now();
+                loop {
+                    let detail: VolumeDetail = client
+                        .call(Method::GET, &format!("/v1/volumes/{name}"), None)
+                        .await?;
+                    if let Some(endpoint) = &detail.volume.status.endpoint {
+                        return line(format_args!("{endpoint}"));
+                    }
+                    if started.elapsed() > ATTACH_TIMEOUT {
+                        bail!(
+                            "volume {name} is not attached after {ATTACH_TIMEOUT:?}: {}",
+                            detail.volume.status.message
+                        );
+                    }
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+            VolumeCommand::Detach { name } => {
+                let _: Volume = client
+                    .call(Method::POST, &format!("/v1/volumes/{name}/detach"), None)
+                    .await?;
+                line(format_args!("detaching {name}"))
+            }
+            VolumeCommand::Rm { name } => {
+                let _: serde_json::Value = client
+                    .call(Method::DELETE, &format!("/v1/volumes/{name}"), None)
+                    .await?;
+                line(format_args!("removed {name}"))
+            }
+        }
+    })
+}
+
+fn json_name<T: serde::Serialize>(value: &T) -> String {
+    serde_json::to_value(value)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default()
+}
+
+fn print_volume(detail: &VolumeDetail) -> anyhow::Result<()> {
+    let v = &detail.volume;
+    line(format_args!("volume:      {}", v.name))?;
+    line(format_args!("size:        {}", format_size(v.spec.size)))?;
+    line(format_args!("state:       {}", json_name(&v.status.state)))?;
+    line(format_args!(
+        "robustness:  {}",
+        json_name(&v.status.robustness)
+    ))?;
+    line(format_args!(
+        "attached:    {}",
+        v.spec.attached_node.as_deref().unwrap_or("-")
+    ))?;
+    line(format_args!(
+        "endpoint:    {}",
+        v.status.endpoint.as_deref().unwrap_or("-")
+    ))?;
+    if !v.status.message.is_empty() {
+        line(format_args!("message:     {}", v.status.message))?;
+    }
+    line(format_args!("replicas:    {} wanted", v.spec.replicas))?;
+    for r in &detail.replicas {
+        line(format_args!(
+            "  {:<28} {:<8} {:<4} {}:{} port {}{}{}",
+            r.name,
+            json_name(&r.status.state),
+            r.status.mode.as_deref().unwrap_or("-"),
+            r.spec.node,
+            r.spec.disk,
+            r.spec.port,
+            r.status
+                .rebuild
+                .as_deref()
+                .map(|p| format!(" rebuild {p}"))
+                .unwrap_or_default(),
+            if r.status.message.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", r.status.message)
+            }
+        ))?;
+    }
+    Ok(())
+}
+
+/// `shorthorn node …`.
+pub fn node(api: &ApiArgs, command: NodeCommand) -> anyhow::Result<()> {
+    let client = Client::new(api)?;
+    daemon::runtime()?.block_on(async {
+        let NodeCommand::Ls { json } = command;
+        let nodes: Vec<Node> = client.call(reqwest::Method::GET, "/v1/nodes", None).await?;
+        if json {
+            return line(format_args!("{}", serde_json::to_string_pretty(&nodes)?));
+        }
+        for n in nodes {
+            line(format_args!(
+                "{} {} ready={} scheduling={}",
+                n.name, n.spec.address, n.status.ready, n.spec.allow_scheduling
+            ))?;
+            for d in &n.status.disks {
+                let path = n
+                    .spec
+                    .disks
+                    .iter()
+                    .find(|s| s.name == d.name)
+                    .map(|s| s.path.as_str())
+                    .unwrap_or("?");
+                line(format_args!(
+                    "  disk {} {path}: capacity {}, available {}, scheduled {}",
+                    d.name,
+                    format_size(d.capacity),
+                    format_size(d.available),
+                    format_size(d.scheduled)
+                ))?;
+            }
+        }
+        Ok(())
+    })
+}
+
+/// `shorthorn setting …`.
+pub fn setting(api: &ApiArgs, command: SettingCommand) -> anyhow::Result<()> {
+    let client = Client::new(api)?;
+    daemon::runtime()?.block_on(async {
+        use reqwest::Method;
+        let settings: Settings = match command {
+            SettingCommand::Get { name } => {
+                let settings: Settings = client.call(Method::GET, "/v1/settings", None).await?;
+                if let Some(name) = name {
+                    let map = settings.to_map();
+                    let value = map.get(&name).with_context(|| {
+                        format!("no setting {name:?}; `setting get` lists them")
+                    })?;
+                    return line(format_args!("{value}"));
+                }
+                settings
+            }
+            SettingCommand::Set { name, value } => {
+                let value =
+                    serde_json::from_str(&value).unwrap_or(serde_json::Value::String(value));
+                let body = serde_json::to_value(SetSetting { value })?;
+                client
+                    .call(Method::PUT, &format!("/v1/settings/{name}"), Some(body))
+                    .await?
+            }
+        };
+        for (name, value) in settings.to_map() {
+            line(format_args!("{name} = {value}"))?;
+        }
+        Ok(())
+    })
+}

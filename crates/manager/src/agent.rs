@@ -1,0 +1,191 @@
+//! The node agent: starts, stops and watches this node's engine and replica processes
+//! when the manager asks, and reports the node's disks. It restarts nothing on its own;
+//! a process that exits is reported (with its exit status), never hidden.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::Path;
+
+use anyhow::Context;
+use tokio::sync::Mutex;
+
+use crate::model::{DiskSpec, DiskStatus};
+use crate::process::Daemon;
+
+/// What became of a process the agent started.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProcessState {
+    /// Runs.
+    Running,
+    /// Exited by itself (crashed, or failed); the exit status.
+    Exited(String),
+    /// The agent has no such process (never started, or stopped on request).
+    Absent,
+}
+
+/// A replica process to start.
+#[derive(Debug, Clone)]
+pub struct ReplicaLaunch {
+    /// Process name (the replica object's name).
+    pub name: String,
+    /// Volume name.
+    pub volume: String,
+    /// Volume size.
+    pub size: u64,
+    /// Data directory.
+    pub data_dir: String,
+    /// Data address; control listens on the next port.
+    pub listen: SocketAddr,
+}
+
+/// An engine process to start.
+#[derive(Debug, Clone)]
+pub struct EngineLaunch {
+    /// Process name (`<volume>-e`).
+    pub name: String,
+    /// Volume name.
+    pub volume: String,
+    /// Volume size.
+    pub size: u64,
+    /// Control API address.
+    pub listen: SocketAddr,
+    /// NBD address.
+    pub nbd: SocketAddr,
+    /// Replica data addresses, `tcp://host:port`.
+    pub replicas: Vec<String>,
+}
+
+/// One node's agent.
+#[derive(Default)]
+pub struct Agent {
+    processes: Mutex<HashMap<String, Tracked>>,
+}
+
+struct Tracked {
+    daemon: Daemon,
+    exited: Option<String>,
+}
+
+impl Agent {
+    /// Starts a replica and waits until it serves.
+    pub async fn start_replica(&self, launch: &ReplicaLaunch) -> anyhow::Result<()> {
+        std::fs::create_dir_all(&launch.data_dir)
+            .with_context(|| format!("creating {}", launch.data_dir))?;
+        let args = vec![
+            "replica".to_string(),
+            launch.data_dir.clone(),
+            "--size".into(),
+            launch.size.to_string(),
+            "--volume".into(),
+            launch.volume.clone(),
+            "--listen".into(),
+            launch.listen.to_string(),
+        ];
+        self.start(&launch.name, "replica", &args).await
+    }
+
+    /// Starts an engine and waits until it serves.
+    pub async fn start_engine(&self, launch: &EngineLaunch) -> anyhow::Result<()> {
+        let mut args = vec![
+            "engine".to_string(),
+            launch.volume.clone(),
+            "--size".into(),
+            launch.size.to_string(),
+            "--listen".into(),
+            launch.listen.to_string(),
+            "--frontend".into(),
+            "nbd".into(),
+            "--frontend-listen".into(),
+            launch.nbd.to_string(),
+        ];
+        for replica in &launch.replicas {
+            args.extend(["--replica".into(), replica.clone()]);
+        }
+        self.start(&launch.name, "engine", &args).await
+    }
+
+    async fn start(&self, name: &str, what: &str, args: &[String]) -> anyhow::Result<()> {
+        let mut processes = self.processes.lock().await;
+        if let Some(old) = processes.remove(name) {
+            old.daemon.stop().await;
+        }
+        let mut daemon = Daemon::spawn(format!("{what} {name}"), args)?;
+        daemon.wait_ready(what).await?;
+        tracing::info!(name, what, "started");
+        processes.insert(
+            name.to_string(),
+            Tracked {
+                daemon,
+                exited: None,
+            },
+        );
+        Ok(())
+    }
+
+    /// Stops a process (engine: after its final flush); nothing if it is not running.
+    pub async fn stop(&self, name: &str) {
+        let tracked = self.processes.lock().await.remove(name);
+        if let Some(tracked) = tracked {
+            tracked.daemon.stop().await;
+            tracing::info!(name, "stopped");
+        }
+    }
+
+    /// Whether `name` runs; an exit is reported until the process is stopped or started
+    /// again.
+    pub async fn state(&self, name: &str) -> ProcessState {
+        let mut processes = self.processes.lock().await;
+        let Some(tracked) = processes.get_mut(name) else {
+            return ProcessState::Absent;
+        };
+        if tracked.exited.is_none()
+            && let Ok(Some(status)) = tracked.daemon.child.try_wait()
+        {
+            tracing::warn!(name, %status, "process exited");
+            tracked.exited = Some(status.to_string());
+        }
+        match &tracked.exited {
+            Some(status) => ProcessState::Exited(status.clone()),
+            None => ProcessState::Running,
+        }
+    }
+
+    /// Stops every process: engines first, so their final flush reaches the replicas.
+    pub async fn stop_all(&self) {
+        let mut processes = self.processes.lock().await;
+        let (engines, replicas): (Vec<_>, Vec<_>) = processes
+            .drain()
+            .partition(|(_, t)| t.daemon.name().starts_with("engine"));
+        for (_, tracked) in engines.into_iter().chain(replicas) {
+            tracked.daemon.stop().await;
+        }
+    }
+
+    /// Space of each disk (of the filesystem holding its path).
+    pub fn disk_status(disks: &[DiskSpec]) -> Vec<DiskStatus> {
+        disks
+            .iter()
+            .map(|disk| {
+                let (capacity, available) = filesystem_space(Path::new(&disk.path)).unwrap_or_else(|e| {
+                    tracing::warn!(disk = %disk.path, error = %format!("{e:#}"), "disk unreadable");
+                    (0, 0)
+                });
+                DiskStatus {
+                    name: disk.name.clone(),
+                    capacity,
+                    available,
+                    scheduled: 0,
+                }
+            })
+            .collect()
+    }
+}
+
+/// Total and available bytes of the filesystem holding `path`.
+fn filesystem_space(path: &Path) -> anyhow::Result<(u64, u64)> {
+    let stat = rustix::fs::statvfs(path).with_context(|| format!("statvfs {}", path.display()))?;
+    Ok((
+        stat.f_blocks.saturating_mul(stat.f_frsize),
+        stat.f_bavail.saturating_mul(stat.f_frsize),
+    ))
+}

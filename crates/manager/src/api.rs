@@ -1,0 +1,460 @@
+//! The REST API: volumes, nodes and settings, as JSON, behind a bearer token. The OpenAPI
+//! document is served at `/v1/openapi.json` (no token needed), Prometheus metrics at
+//! `/metrics`. Errors are `{"message": "..."}` with a fitting status code.
+
+use std::sync::Arc;
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi, ToSchema};
+
+use crate::model::{
+    DiskSpec, DiskStatus, Node, NodeSpec, NodeStatus, Replica, ReplicaSpec, ReplicaState,
+    ReplicaStatus, Robustness, Settings, Volume, VolumeSpec, VolumeState, VolumeStatus,
+};
+use crate::reconcile::{Manager, SETTINGS_NAME};
+use crate::scheduler::SchedulingSettings;
+use crate::state::{Kind, StateStoreExt};
+
+/// Where the OpenAPI document is served.
+pub const OPENAPI_PATH: &str = "/v1/openapi.json";
+
+/// An error as the API returns it.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ErrorBody {
+    /// What went wrong.
+    pub message: String,
+}
+
+/// An API error: a status code and a message.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            message: message.into(),
+        }
+    }
+
+    fn not_found(what: &str, name: &str) -> ApiError {
+        ApiError::new(StatusCode::NOT_FOUND, format!("no {what} {name:?}"))
+    }
+
+    fn bad_request(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, message)
+    }
+}
+
+impl From<anyhow::Error> for ApiError {
+    fn from(e: anyhow::Error) -> ApiError {
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}"))
+    }
+}
+
+impl From<JsonRejection> for ApiError {
+    fn from(e: JsonRejection) -> ApiError {
+        ApiError::bad_request(e.body_text())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (
+            self.status,
+            Json(ErrorBody {
+                message: self.message,
+            }),
+        )
+            .into_response()
+    }
+}
+
+type ApiResult<T> = Result<Json<T>, ApiError>;
+
+/// A request to create a volume.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateVolume {
+    /// Name: 1–63 letters, digits, `-`, `_`, `.`.
+    pub name: String,
+    /// Size in bytes, a multiple of 4096.
+    pub size: u64,
+    /// Replica count [default: the `default_replica_count` setting].
+    #[serde(default)]
+    pub replicas: Option<usize>,
+    /// Tags every replica's node must have.
+    #[serde(default)]
+    pub node_selector: Vec<String>,
+    /// Tags every replica's disk must have.
+    #[serde(default)]
+    pub disk_selector: Vec<String>,
+}
+
+/// A request to attach a volume.
+#[derive(Debug, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AttachVolume {
+    /// The node to attach to [default: the node serving the API].
+    #[serde(default)]
+    pub node: Option<String>,
+}
+
+/// A request to change one setting.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SetSetting {
+    /// The new value (its JSON type must match the setting's).
+    pub value: serde_json::Value,
+}
+
+/// A volume with its replicas.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct VolumeDetail {
+    /// The volume.
+    #[serde(flatten)]
+    pub volume: Volume,
+    /// Its replicas.
+    pub replicas: Vec<Replica>,
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Shorthorn manager API", version = "1"),
+    paths(
+        list_volumes, create_volume, get_volume, delete_volume, attach_volume,
+        detach_volume, list_nodes, get_settings, set_setting
+    ),
+    components(schemas(
+        ErrorBody, CreateVolume, AttachVolume, SetSetting, VolumeDetail, Volume, VolumeSpec,
+        VolumeStatus, VolumeState, Robustness, Replica, ReplicaSpec, ReplicaStatus,
+        ReplicaState, Node, NodeSpec, NodeStatus, DiskSpec, DiskStatus, Settings,
+        SchedulingSettings
+    )),
+    modifiers(&BearerAuth),
+    security(("bearer" = []))
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// The OpenAPI document as JSON.
+pub fn openapi_json() -> String {
+    ApiDoc::openapi().to_pretty_json().unwrap_or_default()
+}
+
+#[derive(Clone)]
+struct AppState {
+    manager: Arc<Manager>,
+    token: Arc<str>,
+}
+
+/// The API's routes over `manager`, requiring `token`.
+pub fn router(manager: Arc<Manager>, token: &str) -> Router {
+    let state = AppState {
+        manager,
+        token: token.into(),
+    };
+    let protected = Router::new()
+        .route("/v1/volumes", get(list_volumes).post(create_volume))
+        .route("/v1/volumes/{name}", get(get_volume).delete(delete_volume))
+        .route("/v1/volumes/{name}/attach", post(attach_volume))
+        .route("/v1/volumes/{name}/detach", post(detach_volume))
+        .route("/v1/nodes", get(list_nodes))
+        .route("/v1/settings", get(get_settings))
+        .route("/v1/settings/{name}", put(set_setting))
+        .route("/metrics", get(metrics))
+        .layer(middleware::from_fn_with_state(state.clone(), require_token));
+    Router::new()
+        .route(
+            OPENAPI_PATH,
+            get(|| async { ([(header::CONTENT_TYPE, "application/json")], openapi_json()) }),
+        )
+        .merge(protected)
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") })
+        .with_state(state)
+}
+
+async fn require_token(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let given = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match given {
+        Some(token) if constant_time_eq(token.as_bytes(), state.token.as_bytes()) => {
+            next.run(request).await
+        }
+        Some(_) => ApiError::new(StatusCode::UNAUTHORIZED, "wrong token").into_response(),
+        None => ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "missing Authorization: Bearer TOKEN (the token is in the data directory's token file)",
+        )
+        .into_response(),
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[utoipa::path(get, path = "/v1/volumes", responses(
+    (status = 200, body = [Volume]), (status = 401, body = ErrorBody)))]
+async fn list_volumes(State(state): State<AppState>) -> ApiResult<Vec<Volume>> {
+    Ok(Json(state.manager.state().list(Kind::Volume)?))
+}
+
+#[utoipa::path(post, path = "/v1/volumes", request_body = CreateVolume, responses(
+    (status = 201, body = Volume), (status = 400, body = ErrorBody),
+    (status = 401, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn create_volume(
+    State(state): State<AppState>,
+    body: Result<Json<CreateVolume>, JsonRejection>,
+) -> Result<(StatusCode, Json<Volume>), ApiError> {
+    let Json(request) = body?;
+    shorthorn_block::validate_name(&request.name)
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    if request.size == 0 || request.size % 4096 != 0 {
+        return Err(ApiError::bad_request(format!(
+            "size {} must be a positive multiple of 4096",
+            request.size
+        )));
+    }
+    let settings = state.manager.settings()?;
+    let replicas = request.replicas.unwrap_or(settings.default_replica_count);
+    if !(1..=16).contains(&replicas) {
+        return Err(ApiError::bad_request(format!(
+            "replicas {replicas} must be 1 to 16"
+        )));
+    }
+    let store = state.manager.state();
+    if store.get::<Volume>(Kind::Volume, &request.name)?.is_some() {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!("volume {:?} exists", request.name),
+        ));
+    }
+    let volume = Volume {
+        name: request.name.clone(),
+        spec: VolumeSpec {
+            size: request.size,
+            replicas,
+            node_selector: request.node_selector,
+            disk_selector: request.disk_selector,
+            attached_node: None,
+        },
+        status: VolumeStatus::default(),
+    };
+    store.put(Kind::Volume, &volume.name, &volume)?;
+    state.manager.poke();
+    Ok((StatusCode::CREATED, Json(volume)))
+}
+
+#[utoipa::path(get, path = "/v1/volumes/{name}", params(("name" = String, Path)), responses(
+    (status = 200, body = VolumeDetail), (status = 401, body = ErrorBody),
+    (status = 404, body = ErrorBody)))]
+async fn get_volume(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> ApiResult<VolumeDetail> {
+    let store = state.manager.state();
+    let volume: Volume = store
+        .get(Kind::Volume, &name)?
+        .ok_or_else(|| ApiError::not_found("volume", &name))?;
+    let replicas = store
+        .list::<Replica>(Kind::Replica)?
+        .into_iter()
+        .filter(|r| r.spec.volume == name)
+        .collect();
+    Ok(Json(VolumeDetail { volume, replicas }))
+}
+
+#[utoipa::path(delete, path = "/v1/volumes/{name}", params(("name" = String, Path)), responses(
+    (status = 204), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
+    (status = 409, body = ErrorBody)))]
+async fn delete_volume(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let volume: Volume = state
+        .manager
+        .state()
+        .get(Kind::Volume, &name)?
+        .ok_or_else(|| ApiError::not_found("volume", &name))?;
+    if let Some(node) = volume.spec.attached_node {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!("volume {name:?} is attached to {node}; detach it first"),
+        ));
+    }
+    state.manager.delete_volume(&name).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(post, path = "/v1/volumes/{name}/attach", params(("name" = String, Path)),
+    request_body = AttachVolume, responses(
+    (status = 200, body = Volume), (status = 400, body = ErrorBody),
+    (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
+    (status = 409, body = ErrorBody)))]
+async fn attach_volume(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    body: Result<Json<AttachVolume>, JsonRejection>,
+) -> ApiResult<Volume> {
+    let Json(request) = body?;
+    let node = request
+        .node
+        .unwrap_or_else(|| state.manager.node().to_string());
+    if state
+        .manager
+        .state()
+        .get::<Node>(Kind::Node, &node)?
+        .is_none()
+    {
+        return Err(ApiError::bad_request(format!("no node {node:?}")));
+    }
+    exists(&state, &name)?;
+    let volume = state
+        .manager
+        .update_volume(&name, |volume| match &volume.spec.attached_node {
+            Some(other) if *other != node => {
+                anyhow::bail!("volume {name:?} is attached to {other}; detach it first")
+            }
+            _ => {
+                volume.spec.attached_node = Some(node.clone());
+                Ok(())
+            }
+        })
+        .await
+        .map_err(|e| ApiError::new(StatusCode::CONFLICT, format!("{e:#}")))?;
+    Ok(Json(volume))
+}
+
+#[utoipa::path(post, path = "/v1/volumes/{name}/detach", params(("name" = String, Path)),
+    responses((status = 200, body = Volume), (status = 401, body = ErrorBody),
+    (status = 404, body = ErrorBody)))]
+async fn detach_volume(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> ApiResult<Volume> {
+    exists(&state, &name)?;
+    let volume = state
+        .manager
+        .update_volume(&name, |volume| {
+            volume.spec.attached_node = None;
+            Ok(())
+        })
+        .await?;
+    Ok(Json(volume))
+}
+
+fn exists(state: &AppState, name: &str) -> Result<(), ApiError> {
+    match state.manager.state().get::<Volume>(Kind::Volume, name)? {
+        Some(_) => Ok(()),
+        None => Err(ApiError::not_found("volume", name)),
+    }
+}
+
+#[utoipa::path(get, path = "/v1/nodes", responses(
+    (status = 200, body = [Node]), (status = 401, body = ErrorBody)))]
+async fn list_nodes(State(state): State<AppState>) -> ApiResult<Vec<Node>> {
+    Ok(Json(state.manager.state().list(Kind::Node)?))
+}
+
+#[utoipa::path(get, path = "/v1/settings", responses(
+    (status = 200, body = Settings), (status = 401, body = ErrorBody)))]
+async fn get_settings(State(state): State<AppState>) -> ApiResult<Settings> {
+    Ok(Json(state.manager.settings()?))
+}
+
+#[utoipa::path(put, path = "/v1/settings/{name}", params(("name" = String, Path)),
+    request_body = SetSetting, responses(
+    (status = 200, body = Settings), (status = 400, body = ErrorBody),
+    (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn set_setting(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    body: Result<Json<SetSetting>, JsonRejection>,
+) -> ApiResult<Settings> {
+    let Json(request) = body?;
+    let mut map = state.manager.settings()?.to_map();
+    let Some(current) = map.get_mut(&name) else {
+        return Err(ApiError::not_found("setting", &name));
+    };
+    *current = request.value;
+    let object = serde_json::Value::Object(map.into_iter().collect());
+    let settings: Settings = serde_json::from_value(object)
+        .map_err(|e| ApiError::bad_request(format!("setting {name}: {e}")))?;
+    state
+        .manager
+        .state()
+        .put(Kind::Settings, SETTINGS_NAME, &settings)?;
+    state.manager.poke();
+    Ok(Json(settings))
+}
+
+/// Prometheus text: volumes by state and robustness, disk space per node.
+async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
+    use std::fmt::Write as _;
+    let store = state.manager.state();
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "# HELP shorthorn_volume_robustness 1 for the volume's robustness."
+    );
+    let _ = writeln!(out, "# TYPE shorthorn_volume_robustness gauge");
+    for volume in store.list::<Volume>(Kind::Volume)? {
+        let robustness = serde_json::to_value(volume.status.robustness)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "shorthorn_volume_robustness{{volume=\"{}\",robustness=\"{robustness}\"}} 1",
+            volume.name
+        );
+        let _ = writeln!(
+            out,
+            "shorthorn_volume_size_bytes{{volume=\"{}\"}} {}",
+            volume.name, volume.spec.size
+        );
+    }
+    let _ = writeln!(out, "# TYPE shorthorn_disk_capacity_bytes gauge");
+    for node in store.list::<Node>(Kind::Node)? {
+        for disk in &node.status.disks {
+            for (metric, value) in [
+                ("capacity", disk.capacity),
+                ("available", disk.available),
+                ("scheduled", disk.scheduled),
+            ] {
+                let _ = writeln!(
+                    out,
+                    "shorthorn_disk_{metric}_bytes{{node=\"{}\",disk=\"{}\"}} {value}",
+                    node.name, disk.name
+                );
+            }
+        }
+    }
+    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response())
+}

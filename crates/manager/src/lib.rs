@@ -1,0 +1,13 @@
+//! Shorthorn's control plane: volumes, replicas and nodes as objects with a spec (what
+//! is wanted) and a status (what is), the scheduler that places replicas, the node agent
+//! that runs engine and replica processes, the reconcilers that move status toward
+//! spec, and the REST API.
+
+pub mod agent;
+pub mod api;
+pub mod model;
+pub mod process;
+pub mod reconcile;
+pub mod scheduler;
+pub mod state;
+pub mod up;

@@ -1,0 +1,259 @@
+//! The control plane's objects. Each has a `spec` (what the user or the manager wants)
+//! and a `status` (what is); only the object's own reconciler writes its status.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::scheduler::SchedulingSettings;
+
+/// How healthy a volume's data is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Robustness {
+    /// Not known yet (being created).
+    #[default]
+    Unknown,
+    /// Every replica in sync.
+    Healthy,
+    /// Some replicas missing or rebuilding; at least one in sync.
+    Degraded,
+    /// No replica in sync: I/O fails until salvage.
+    Faulted,
+}
+
+/// Where a volume is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum VolumeState {
+    /// Replicas being placed and started.
+    #[default]
+    Creating,
+    /// Replicas run; no engine.
+    Detached,
+    /// Engine starting on the requested node.
+    Attaching,
+    /// Served over NBD at `status.endpoint`.
+    Attached,
+    /// Engine stopping.
+    Detaching,
+    /// Replicas could not be placed (see `status.message`).
+    Failed,
+}
+
+/// What a user asks for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct VolumeSpec {
+    /// Size in bytes (a multiple of 4096).
+    pub size: u64,
+    /// How many replicas.
+    pub replicas: usize,
+    /// Tags every replica's node must have.
+    #[serde(default)]
+    pub node_selector: Vec<String>,
+    /// Tags every replica's disk must have.
+    #[serde(default)]
+    pub disk_selector: Vec<String>,
+    /// The node the volume is attached to (its engine runs there), if any.
+    #[serde(default)]
+    pub attached_node: Option<String>,
+}
+
+/// What the manager observes of a volume.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct VolumeStatus {
+    /// Life-cycle state.
+    pub state: VolumeState,
+    /// Data health.
+    pub robustness: Robustness,
+    /// `nbd://host:port/NAME` while attached.
+    pub endpoint: Option<String>,
+    /// The engine's control address while attached.
+    pub engine_address: Option<String>,
+    /// Ports the engine uses (control, NBD) while attached.
+    #[serde(default)]
+    pub engine_ports: Option<(u16, u16)>,
+    /// Why the volume is not where its spec wants it, if it is not.
+    pub message: String,
+}
+
+/// A volume.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Volume {
+    /// Unique name; also the NBD export name.
+    pub name: String,
+    /// Wanted.
+    pub spec: VolumeSpec,
+    /// Observed.
+    #[serde(default)]
+    pub status: VolumeStatus,
+}
+
+/// One replica's place and wanted state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ReplicaSpec {
+    /// The volume it belongs to.
+    pub volume: String,
+    /// Its node.
+    pub node: String,
+    /// Its disk on that node.
+    pub disk: String,
+    /// Its data directory.
+    pub data_dir: String,
+    /// Data port; the control API listens on the port after it.
+    pub port: u16,
+    /// Whether its process should run.
+    pub desire_running: bool,
+}
+
+/// A replica's observed state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ReplicaState {
+    /// Not started yet.
+    #[default]
+    Pending,
+    /// Its process runs (and it is in sync in the engine, when attached).
+    Running,
+    /// Its process runs and the engine is adding it (a rebuild).
+    Rebuilding,
+    /// Its process exited or the engine dropped it.
+    Failed,
+    /// Stopped on purpose.
+    Stopped,
+}
+
+/// What the manager observes of a replica.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ReplicaStatus {
+    /// Process state.
+    pub state: ReplicaState,
+    /// Mode in the engine (RW, WO, ERR) while attached.
+    pub mode: Option<String>,
+    /// Rebuild progress while it is rebuilt.
+    pub rebuild: Option<String>,
+    /// Why it failed.
+    pub message: String,
+    /// When it failed (RFC 3339), to time its replacement.
+    pub failed_at: Option<String>,
+}
+
+/// A replica.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Replica {
+    /// Unique name, `<volume>-r-<random>`.
+    pub name: String,
+    /// Wanted.
+    pub spec: ReplicaSpec,
+    /// Observed.
+    #[serde(default)]
+    pub status: ReplicaStatus,
+}
+
+/// A disk of a node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct DiskSpec {
+    /// Name, unique on the node.
+    pub name: String,
+    /// Directory replicas are created under.
+    pub path: String,
+    /// Tags for disk selectors.
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// Bytes kept back from scheduling.
+    #[serde(default)]
+    pub reserved: u64,
+    /// Whether new replicas may be placed here.
+    pub allow_scheduling: bool,
+}
+
+/// A disk's observed space.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct DiskStatus {
+    /// Its name.
+    pub name: String,
+    /// Filesystem size.
+    pub capacity: u64,
+    /// Bytes free.
+    pub available: u64,
+    /// Sum of the sizes of replicas placed here.
+    pub scheduled: u64,
+}
+
+/// A node: a host running an agent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct NodeSpec {
+    /// Address replicas and engines on this node listen on.
+    pub address: String,
+    /// Zone, for spreading replicas.
+    #[serde(default)]
+    pub zone: String,
+    /// Tags for node selectors.
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// Whether new replicas may be placed here.
+    pub allow_scheduling: bool,
+    /// Its disks.
+    pub disks: Vec<DiskSpec>,
+}
+
+/// What the node's agent reports.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct NodeStatus {
+    /// Whether its agent answers.
+    pub ready: bool,
+    /// Space of each disk.
+    pub disks: Vec<DiskStatus>,
+}
+
+/// A node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Node {
+    /// Unique name (the host name by default).
+    pub name: String,
+    /// Wanted.
+    pub spec: NodeSpec,
+    /// Observed.
+    #[serde(default)]
+    pub status: NodeStatus,
+}
+
+/// Cluster-wide settings, one object.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Settings {
+    /// Replica placement rules.
+    #[serde(flatten)]
+    pub scheduling: SchedulingSettings,
+    /// Seconds a failed replica is given to come back (its data reused) before a new
+    /// replica replaces it.
+    pub replica_replenishment_wait_interval: u64,
+    /// Seconds after which a failed replica that was replaced is deleted.
+    pub stale_replica_timeout: u64,
+    /// Default replica count of new volumes.
+    pub default_replica_count: usize,
+    /// Bring a volume whose replicas all failed back by itself.
+    pub auto_salvage: bool,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            scheduling: SchedulingSettings::default(),
+            replica_replenishment_wait_interval: 600,
+            stale_replica_timeout: 2880 * 60,
+            default_replica_count: 3,
+            auto_salvage: true,
+        }
+    }
+}
+
+impl Settings {
+    /// The settings as name → JSON value, the shape `setting get|set` works with.
+    pub fn to_map(&self) -> BTreeMap<String, serde_json::Value> {
+        match serde_json::to_value(self) {
+            Ok(serde_json::Value::Object(map)) => map.into_iter().collect(),
+            _ => BTreeMap::new(),
+        }
+    }
+}

@@ -1,0 +1,722 @@
+//! The reconcilers: every second (and at once after an API change) each volume's
+//! replicas and engine are moved toward the volume's spec, and the status of volumes,
+//! replicas and nodes is written from what the agent and the engine report.
+//!
+//! Replica failure: a replica whose process exited or that its engine dropped (ERR) is
+//! marked failed. After `replica_replenishment_wait_interval` its process is started
+//! again on the same data (the engine then rebuilds only what it missed); if that is not
+//! possible, a new replica is scheduled in its place and rebuilt in full.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::{IpAddr, SocketAddr, TcpListener};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use chrono::Utc;
+use shorthorn_proto::v1 as pb;
+use shorthorn_proto::v1::engine_control_client::EngineControlClient;
+use tokio::sync::{Mutex, Notify};
+use tonic::transport::Channel;
+
+use crate::agent::{Agent, EngineLaunch, ProcessState, ReplicaLaunch};
+use crate::model::{
+    Node, Replica, ReplicaSpec, ReplicaState, ReplicaStatus, Robustness, Settings, Volume,
+    VolumeState,
+};
+use crate::scheduler::{DiskCandidate, NodeCandidate, Placement, ScheduleRequest, schedule};
+use crate::state::{Kind, StateStore, StateStoreExt};
+
+/// The one settings object's name.
+pub const SETTINGS_NAME: &str = "cluster";
+/// Ports daemons on a node are given, lowest free first.
+const PORT_RANGE: std::ops::Range<u16> = 20000..30000;
+/// How long an engine RPC may take before the reconciler moves on.
+const ENGINE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The control plane of one node: state, the node's agent, the reconcile loop.
+pub struct Manager {
+    state: Arc<dyn StateStore>,
+    agent: Arc<Agent>,
+    node: String,
+    /// Serialises reconciling and API changes that touch processes.
+    busy: Mutex<()>,
+    /// Wakes the loop early after an API change.
+    wake: Notify,
+    /// Replicas an engine is adding right now (name), so they are not added twice.
+    adding: Arc<std::sync::Mutex<HashSet<String>>>,
+    /// Why the last add of a replica failed, until the reconciler reads it.
+    add_failures: Arc<std::sync::Mutex<HashMap<String, String>>>,
+}
+
+impl Manager {
+    /// A manager over `state` driving `agent` on node `node`.
+    pub fn new(state: Arc<dyn StateStore>, agent: Arc<Agent>, node: &str) -> Manager {
+        Manager {
+            state,
+            agent,
+            node: node.to_string(),
+            busy: Mutex::new(()),
+            wake: Notify::new(),
+            adding: Arc::default(),
+            add_failures: Arc::default(),
+        }
+    }
+
+    /// The state store.
+    pub fn state(&self) -> &Arc<dyn StateStore> {
+        &self.state
+    }
+
+    /// This manager's node.
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    /// The cluster settings (defaults until someone sets them).
+    pub fn settings(&self) -> anyhow::Result<Settings> {
+        Ok(self
+            .state
+            .get(Kind::Settings, SETTINGS_NAME)?
+            .unwrap_or_default())
+    }
+
+    /// Asks the loop to run now.
+    pub fn poke(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Runs the reconcile loop until `stop` resolves, then stops every process.
+    pub async fn run(&self, stop: impl Future<Output = ()>) {
+        tokio::pin!(stop);
+        loop {
+            if let Err(e) = self.reconcile_all().await {
+                tracing::warn!(error = %format!("{e:#}"), "reconcile");
+            }
+            tokio::select! {
+                () = &mut stop => break,
+                () = self.wake.notified() => {}
+                () = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+        }
+        let _busy = self.busy.lock().await;
+        self.agent.stop_all().await;
+    }
+
+    /// One pass over nodes and volumes.
+    pub async fn reconcile_all(&self) -> anyhow::Result<()> {
+        let _busy = self.busy.lock().await;
+        let settings = self.settings()?;
+        self.update_nodes()?;
+        for volume in self.state.list::<Volume>(Kind::Volume)? {
+            let name = volume.name.clone();
+            if let Err(e) = self.reconcile_volume(volume, &settings).await {
+                tracing::warn!(volume = %name, error = %format!("{e:#}"), "reconcile volume");
+                if let Some(mut volume) = self.state.get::<Volume>(Kind::Volume, &name)? {
+                    volume.status.message = format!("{e:#}");
+                    self.state.put(Kind::Volume, &name, &volume)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes each node's disk space and the bytes scheduled on each disk.
+    fn update_nodes(&self) -> anyhow::Result<()> {
+        let replicas: Vec<Replica> = self.state.list(Kind::Replica)?;
+        let volumes: BTreeMap<String, Volume> = self
+            .state
+            .list::<Volume>(Kind::Volume)?
+            .into_iter()
+            .map(|v| (v.name.clone(), v))
+            .collect();
+        for mut node in self.state.list::<Node>(Kind::Node)? {
+            if node.name != self.node {
+                continue;
+            }
+            let mut disks = Agent::disk_status(&node.spec.disks);
+            for disk in &mut disks {
+                disk.scheduled = replicas
+                    .iter()
+                    .filter(|r| r.spec.node == node.name && r.spec.disk == disk.name)
+                    .filter_map(|r| volumes.get(&r.spec.volume))
+                    .map(|v| v.spec.size)
+                    .sum();
+            }
+            let status = crate::model::NodeStatus { ready: true, disks };
+            if node.status != status {
+                node.status = status;
+                self.state.put(Kind::Node, &node.name.clone(), &node)?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn reconcile_volume(
+        &self,
+        mut volume: Volume,
+        settings: &Settings,
+    ) -> anyhow::Result<()> {
+        let mut replicas: Vec<Replica> = self
+            .state
+            .list::<Replica>(Kind::Replica)?
+            .into_iter()
+            .filter(|r| r.spec.volume == volume.name)
+            .collect();
+        // 1. Processes: start what should run, report what exited.
+        for replica in &mut replicas {
+            self.reconcile_replica_process(&volume, replica, settings)
+                .await?;
+        }
+        // Replicas given up on (replaced) are deleted after the stale replica timeout.
+        let mut kept = Vec::new();
+        for replica in replicas {
+            let stale = !replica.spec.desire_running
+                && replica
+                    .status
+                    .failed_at
+                    .as_deref()
+                    .is_some_and(|at| waited(at, settings.stale_replica_timeout));
+            if stale {
+                self.remove_replica(&replica).await?;
+            } else {
+                kept.push(replica);
+            }
+        }
+        let mut replicas = kept;
+        // 2. Enough replicas: schedule replacements for those given up on.
+        let usable = replicas.iter().filter(|r| r.spec.desire_running).count();
+        let mut message = String::new();
+        if usable < volume.spec.replicas {
+            match self.schedule_replicas(&volume, &replicas, volume.spec.replicas - usable) {
+                Ok(new) => {
+                    for mut replica in new {
+                        self.reconcile_replica_process(&volume, &mut replica, settings)
+                            .await?;
+                        replicas.push(replica);
+                    }
+                }
+                Err(e) => message = format!("{e:#}"),
+            }
+        }
+        // 3. Engine.
+        let attached_here = volume.spec.attached_node.as_deref() == Some(self.node.as_str());
+        let engine = engine_name(&volume.name);
+        if attached_here {
+            self.reconcile_engine(&mut volume, &mut replicas, settings)
+                .await?;
+        } else if self.agent.state(&engine).await != ProcessState::Absent {
+            volume.status.state = VolumeState::Detaching;
+            self.state
+                .put(Kind::Volume, &volume.name.clone(), &volume)?;
+            self.agent.stop(&engine).await;
+            volume.status.endpoint = None;
+            volume.status.engine_address = None;
+            volume.status.engine_ports = None;
+            for replica in &mut replicas {
+                replica.status.mode = None;
+                replica.status.rebuild = None;
+            }
+        }
+        if !attached_here {
+            let running = replicas
+                .iter()
+                .filter(|r| r.status.state == ReplicaState::Running)
+                .count();
+            volume.status.state = if running == 0 && replicas.is_empty() && !message.is_empty() {
+                VolumeState::Failed
+            } else if running == 0 && volume.status.state == VolumeState::Creating {
+                VolumeState::Creating
+            } else {
+                VolumeState::Detached
+            };
+            volume.status.robustness = match running {
+                0 => Robustness::Faulted,
+                n if n >= volume.spec.replicas => Robustness::Healthy,
+                _ => Robustness::Degraded,
+            };
+        }
+        volume.status.message = message;
+        for replica in &replicas {
+            self.put_replica_if_changed(replica)?;
+        }
+        // Write the status unless an API call changed the volume meanwhile (it has the
+        // lock, so only deletion could): then the next pass sees the new spec.
+        if self
+            .state
+            .get::<Volume>(Kind::Volume, &volume.name)?
+            .is_some()
+        {
+            self.state
+                .put(Kind::Volume, &volume.name.clone(), &volume)?;
+        }
+        Ok(())
+    }
+
+    fn put_replica_if_changed(&self, replica: &Replica) -> anyhow::Result<()> {
+        let stored: Option<Replica> = self.state.get(Kind::Replica, &replica.name)?;
+        if stored.as_ref() != Some(replica) {
+            self.state.put(Kind::Replica, &replica.name, replica)?;
+        }
+        Ok(())
+    }
+
+    /// Starts a replica that should run and does not (first start, or after a manager
+    /// restart), marks one whose process exited failed, and after the wait interval
+    /// starts a failed one again on its data.
+    async fn reconcile_replica_process(
+        &self,
+        volume: &Volume,
+        replica: &mut Replica,
+        settings: &Settings,
+    ) -> anyhow::Result<()> {
+        if replica.spec.node != self.node || !replica.spec.desire_running {
+            return Ok(());
+        }
+        let process = self.agent.state(&replica.name).await;
+        if let ProcessState::Exited(status) = &process
+            && replica.status.state != ReplicaState::Failed
+        {
+            mark_failed(replica, &format!("replica process exited ({status})"));
+        }
+        let running = process == ProcessState::Running;
+        let recovering = replica.status.state == ReplicaState::Failed
+            && replica
+                .status
+                .failed_at
+                .as_deref()
+                .is_none_or(|at| waited(at, settings.replica_replenishment_wait_interval));
+        if recovering && running {
+            // The engine dropped a replica whose process still runs (a cut link, a full
+            // disk): its data is reused, the engine rebuilds what it missed.
+            replica.status = ReplicaStatus {
+                state: ReplicaState::Rebuilding,
+                message: "re-adding to the engine after a failure".into(),
+                ..ReplicaStatus::default()
+            };
+            return Ok(());
+        }
+        let start = match replica.status.state {
+            ReplicaState::Pending | ReplicaState::Stopped => !running,
+            // Runs no more without having exited: the manager restarted.
+            ReplicaState::Running | ReplicaState::Rebuilding => process == ProcessState::Absent,
+            ReplicaState::Failed => recovering,
+        };
+        if !start {
+            return Ok(());
+        }
+        let address = self.node_address()?;
+        let launch = ReplicaLaunch {
+            name: replica.name.clone(),
+            volume: volume.name.clone(),
+            size: volume.spec.size,
+            data_dir: replica.spec.data_dir.clone(),
+            listen: SocketAddr::new(address, replica.spec.port),
+        };
+        match self.agent.start_replica(&launch).await {
+            Ok(()) => {
+                // An attached volume's engine must add it (and rebuild what it lacks).
+                let state = if volume.spec.attached_node.is_some() {
+                    ReplicaState::Rebuilding
+                } else {
+                    ReplicaState::Running
+                };
+                replica.status = ReplicaStatus {
+                    state,
+                    ..ReplicaStatus::default()
+                };
+            }
+            Err(e) => {
+                let reason = format!("starting the replica process: {e:#}");
+                // Given up on: a new replica is scheduled in its place.
+                replica.spec.desire_running = false;
+                mark_failed(replica, &reason);
+            }
+        }
+        Ok(())
+    }
+
+    fn node_address(&self) -> anyhow::Result<IpAddr> {
+        let node: Node = self
+            .state
+            .get(Kind::Node, &self.node)?
+            .with_context(|| format!("node {} is not registered", self.node))?;
+        node.spec
+            .address
+            .parse()
+            .with_context(|| format!("node {}: bad address {:?}", self.node, node.spec.address))
+    }
+
+    /// Places `count` new replicas of `volume` and stores them (pending).
+    fn schedule_replicas(
+        &self,
+        volume: &Volume,
+        existing: &[Replica],
+        count: usize,
+    ) -> anyhow::Result<Vec<Replica>> {
+        let settings = self.settings()?;
+        let nodes: Vec<Node> = self.state.list(Kind::Node)?;
+        let candidates: Vec<NodeCandidate> = nodes.iter().map(candidate).collect();
+        let placements: Vec<Placement> = existing
+            .iter()
+            .filter(|r| r.spec.desire_running)
+            .map(|r| Placement {
+                node: r.spec.node.clone(),
+                disk: r.spec.disk.clone(),
+            })
+            .collect();
+        let request = ScheduleRequest {
+            volume: &volume.name,
+            size: volume.spec.size,
+            count,
+            node_selector: &volume.spec.node_selector,
+            disk_selector: &volume.spec.disk_selector,
+            existing: &placements,
+        };
+        let chosen = schedule(&request, &candidates, &settings.scheduling)?;
+        let mut used = self.ports_in_use()?;
+        let mut created = Vec::new();
+        for placement in chosen {
+            let node = nodes
+                .iter()
+                .find(|n| n.name == placement.node)
+                .context("scheduled on an unknown node")?;
+            let disk = node
+                .spec
+                .disks
+                .iter()
+                .find(|d| d.name == placement.disk)
+                .context("scheduled on an unknown disk")?;
+            let name = format!("{}-r-{:08x}", volume.name, rand::random::<u32>());
+            let port = free_port_pair(&node.spec.address, &used)?;
+            used.extend([port, port + 1]);
+            let replica = Replica {
+                name: name.clone(),
+                spec: ReplicaSpec {
+                    volume: volume.name.clone(),
+                    node: node.name.clone(),
+                    disk: disk.name.clone(),
+                    data_dir: format!("{}/replicas/{name}", disk.path.trim_end_matches('/')),
+                    port,
+                    desire_running: true,
+                },
+                status: ReplicaStatus::default(),
+            };
+            self.state.put(Kind::Replica, &name, &replica)?;
+            tracing::info!(volume = %volume.name, replica = %name, node = %node.name, disk = %disk.name, "replica scheduled");
+            created.push(replica);
+        }
+        Ok(created)
+    }
+
+    fn ports_in_use(&self) -> anyhow::Result<HashSet<u16>> {
+        let mut used = HashSet::new();
+        for replica in self.state.list::<Replica>(Kind::Replica)? {
+            used.extend([replica.spec.port, replica.spec.port + 1]);
+        }
+        for volume in self.state.list::<Volume>(Kind::Volume)? {
+            if let Some((control, nbd)) = volume.status.engine_ports {
+                used.extend([control, nbd]);
+            }
+        }
+        Ok(used)
+    }
+
+    /// Starts the engine of a volume attached here (with the replicas that run), adds
+    /// replicas it lacks, and reads robustness and replica modes from it.
+    async fn reconcile_engine(
+        &self,
+        volume: &mut Volume,
+        replicas: &mut [Replica],
+        settings: &Settings,
+    ) -> anyhow::Result<()> {
+        let engine = engine_name(&volume.name);
+        let address = self.node_address()?;
+        let state = self.agent.state(&engine).await;
+        if let ProcessState::Exited(status) = &state {
+            tracing::warn!(volume = %volume.name, %status, "engine exited; starting it again");
+            volume.status.message = format!("engine exited ({status}); restarted");
+        }
+        if state != ProcessState::Running {
+            // Whatever runs: the engine's recovery tells in-sync from stale replicas.
+            let running: Vec<String> = replicas
+                .iter()
+                .filter(|r| {
+                    matches!(
+                        r.status.state,
+                        ReplicaState::Running | ReplicaState::Rebuilding
+                    )
+                })
+                .map(|r| format!("tcp://{}:{}", address, r.spec.port))
+                .collect();
+            if running.is_empty() {
+                volume.status.state = VolumeState::Attaching;
+                volume.status.robustness = Robustness::Faulted;
+                bail!("no replica runs; the engine waits for one");
+            }
+            let (control, nbd) = match volume.status.engine_ports {
+                Some(ports) => ports,
+                None => {
+                    let used = self.ports_in_use()?;
+                    let port = free_port_pair(&address.to_string(), &used)?;
+                    (port, port + 1)
+                }
+            };
+            volume.status.state = VolumeState::Attaching;
+            volume.status.engine_ports = Some((control, nbd));
+            self.state.put(Kind::Volume, &volume.name.clone(), volume)?;
+            let launch = EngineLaunch {
+                name: engine.clone(),
+                volume: volume.name.clone(),
+                size: volume.spec.size,
+                listen: SocketAddr::new(address, control),
+                nbd: SocketAddr::new(address, nbd),
+                replicas: running,
+            };
+            self.agent.start_engine(&launch).await?;
+            volume.status.engine_address = Some(launch.listen.to_string());
+            volume.status.endpoint = Some(format!("nbd://{}/{}", launch.nbd, volume.name));
+        }
+        volume.status.state = VolumeState::Attached;
+        let engine_address = volume
+            .status
+            .engine_address
+            .clone()
+            .context("attached without an engine address")?;
+        let mut client = connect_engine(&engine_address).await?;
+        let info = tokio::time::timeout(ENGINE_TIMEOUT, client.info(pb::EngineInfoRequest {}))
+            .await
+            .context("engine info timed out")?
+            .context("engine info")?
+            .into_inner();
+        if info.state == "faulted" && settings.auto_salvage {
+            tracing::warn!(volume = %volume.name, "every replica failed; salvaging");
+            match tokio::time::timeout(ENGINE_TIMEOUT, client.salvage(pb::SalvageRequest {})).await
+            {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => tracing::warn!(volume = %volume.name, error = %e, "salvage"),
+                Err(_) => tracing::warn!(volume = %volume.name, "salvage timed out"),
+            }
+        }
+        volume.status.robustness = match info.state.as_str() {
+            "healthy" if info.replicas.len() >= volume.spec.replicas => Robustness::Healthy,
+            "healthy" | "degraded" => Robustness::Degraded,
+            _ => Robustness::Faulted,
+        };
+        for replica in replicas.iter_mut() {
+            let address = format!("tcp://{}:{}", address, replica.spec.port);
+            let in_engine = info.replicas.iter().find(|s| s.address == address);
+            let mode = in_engine.map(|status| match status.mode() {
+                pb::ReplicaMode::Rw => "RW",
+                pb::ReplicaMode::Wo => "WO",
+                pb::ReplicaMode::Err | pb::ReplicaMode::Unspecified => "ERR",
+            });
+            replica.status.mode = mode.map(str::to_string);
+            replica.status.rebuild = in_engine
+                .and_then(|s| s.rebuild.as_ref())
+                .map(|p| format!("{} {}/{} bytes", p.phase, p.done_bytes, p.total_bytes));
+            let adding = self.is_adding(&replica.name);
+            match replica.status.state {
+                ReplicaState::Running if mode == Some("ERR") && !adding => {
+                    let reason = in_engine.map(|s| s.error.as_str()).unwrap_or_default();
+                    mark_failed(replica, &format!("the engine failed it: {reason}"));
+                }
+                ReplicaState::Running if mode.is_none() && !adding => {
+                    replica.status.state = ReplicaState::Rebuilding;
+                }
+                ReplicaState::Rebuilding => {
+                    if let Some(error) = self.take_add_failure(&replica.name) {
+                        mark_failed(replica, &format!("rebuild failed: {error}"));
+                    } else if mode == Some("RW") && !adding {
+                        replica.status.state = ReplicaState::Running;
+                        replica.status.message.clear();
+                    } else if mode.is_none_or(|m| m == "ERR") && !adding {
+                        self.add_to_engine(&volume.name, &engine_address, &replica.name, &address);
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    fn take_add_failure(&self, replica: &str) -> Option<String> {
+        self.add_failures.lock().ok()?.remove(replica)
+    }
+
+    fn is_adding(&self, replica: &str) -> bool {
+        self.adding
+            .lock()
+            .map(|a| a.contains(replica))
+            .unwrap_or(false)
+    }
+
+    /// Has the engine add (and rebuild) a replica, in the background.
+    fn add_to_engine(&self, volume: &str, engine: &str, replica: &str, address: &str) {
+        {
+            let Ok(mut adding) = self.adding.lock() else {
+                return;
+            };
+            if !adding.insert(replica.to_string()) {
+                return;
+            }
+        }
+        let (volume, engine, replica, address) = (
+            volume.to_string(),
+            engine.to_string(),
+            replica.to_string(),
+            address.to_string(),
+        );
+        let adding = self.adding.clone();
+        let failures = self.add_failures.clone();
+        tokio::spawn(async move {
+            tracing::info!(%volume, %replica, "adding the replica to the engine (rebuild)");
+            let result = async {
+                let mut client = connect_engine(&engine).await?;
+                client
+                    .add_replica(pb::AddReplicaRequest {
+                        address: address.clone(),
+                        bandwidth: 0,
+                    })
+                    .await
+                    .context("replica add")
+            }
+            .await;
+            match result {
+                Ok(done) => {
+                    let done = done.into_inner();
+                    tracing::info!(%volume, %replica, copied = done.copied_bytes, seconds = done.seconds, "replica rebuilt");
+                }
+                Err(e) => {
+                    tracing::warn!(%volume, %replica, error = %format!("{e:#}"), "replica add");
+                    if let Ok(mut failures) = failures.lock() {
+                        failures.insert(replica.clone(), format!("{e:#}"));
+                    }
+                }
+            }
+            if let Ok(mut adding) = adding.lock() {
+                adding.remove(&replica);
+            }
+        });
+    }
+
+    /// Stops a volume's engine and replicas, removes their data and the objects.
+    pub async fn delete_volume(&self, name: &str) -> anyhow::Result<()> {
+        let _busy = self.busy.lock().await;
+        self.agent.stop(&engine_name(name)).await;
+        for replica in self.state.list::<Replica>(Kind::Replica)? {
+            if replica.spec.volume == name {
+                self.remove_replica(&replica).await?;
+            }
+        }
+        self.state.delete(Kind::Volume, name)?;
+        tracing::info!(volume = name, "deleted");
+        Ok(())
+    }
+
+    /// Stops a replica's process, removes its data and its object.
+    async fn remove_replica(&self, replica: &Replica) -> anyhow::Result<()> {
+        self.agent.stop(&replica.name).await;
+        if let Err(e) = std::fs::remove_dir_all(&replica.spec.data_dir)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            return Err(e).with_context(|| format!("removing {}", replica.spec.data_dir));
+        }
+        self.state.delete(Kind::Replica, &replica.name)?;
+        tracing::info!(replica = %replica.name, "replica deleted");
+        Ok(())
+    }
+
+    /// Runs `change` on the stored volume `name` under the reconcile lock, then wakes the
+    /// loop.
+    pub async fn update_volume(
+        &self,
+        name: &str,
+        change: impl FnOnce(&mut Volume) -> anyhow::Result<()>,
+    ) -> anyhow::Result<Volume> {
+        let _busy = self.busy.lock().await;
+        let mut volume: Volume = self
+            .state
+            .get(Kind::Volume, name)?
+            .with_context(|| format!("no volume {name}"))?;
+        change(&mut volume)?;
+        self.state.put(Kind::Volume, name, &volume)?;
+        self.poke();
+        Ok(volume)
+    }
+}
+
+fn engine_name(volume: &str) -> String {
+    format!("{volume}-e")
+}
+
+fn mark_failed(replica: &mut Replica, reason: &str) {
+    tracing::warn!(replica = %replica.name, reason, "replica failed");
+    replica.status.state = ReplicaState::Failed;
+    replica.status.message = reason.to_string();
+    replica.status.failed_at = Some(Utc::now().to_rfc3339());
+}
+
+/// Whether `interval` seconds passed since `since` (RFC 3339).
+fn waited(since: &str, interval: u64) -> bool {
+    chrono::DateTime::parse_from_rfc3339(since)
+        .map(|at| (Utc::now() - at.with_timezone(&Utc)).num_seconds() >= interval as i64)
+        .unwrap_or(true)
+}
+
+fn candidate(node: &Node) -> NodeCandidate {
+    NodeCandidate {
+        name: node.name.clone(),
+        zone: node.spec.zone.clone(),
+        tags: node.spec.tags.clone(),
+        ready: node.status.ready,
+        allow_scheduling: node.spec.allow_scheduling,
+        disks: node
+            .spec
+            .disks
+            .iter()
+            .map(|disk| {
+                let status = node.status.disks.iter().find(|s| s.name == disk.name);
+                DiskCandidate {
+                    name: disk.name.clone(),
+                    tags: disk.tags.clone(),
+                    allow_scheduling: disk.allow_scheduling,
+                    capacity: status.map_or(0, |s| s.capacity),
+                    available: status.map_or(0, |s| s.available),
+                    reserved: disk.reserved,
+                    scheduled: status.map_or(0, |s| s.scheduled),
+                }
+            })
+            .collect(),
+    }
+}
+
+/// The lowest port p in the range with p and p+1 unused and free to bind on `host`.
+fn free_port_pair(host: &str, used: &HashSet<u16>) -> anyhow::Result<u16> {
+    let ip: IpAddr = host
+        .parse()
+        .with_context(|| format!("bad node address {host:?}"))?;
+    let mut port = PORT_RANGE.start;
+    while port + 1 < PORT_RANGE.end {
+        let free = !used.contains(&port)
+            && !used.contains(&(port + 1))
+            && TcpListener::bind((ip, port)).is_ok()
+            && TcpListener::bind((ip, port + 1)).is_ok();
+        if free {
+            return Ok(port);
+        }
+        port += 2;
+    }
+    bail!("no free port pair in {PORT_RANGE:?} on {host}")
+}
+
+async fn connect_engine(address: &str) -> anyhow::Result<EngineControlClient<Channel>> {
+    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
+        .with_context(|| format!("engine address {address}"))?
+        .connect_timeout(ENGINE_TIMEOUT);
+    let channel = endpoint
+        .connect()
+        .await
+        .with_context(|| format!("connecting to the engine at {address}"))?;
+    Ok(EngineControlClient::new(channel))
+}

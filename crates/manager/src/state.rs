@@ -1,0 +1,167 @@
+//! Where the control plane keeps its objects: one trait, an embedded backend (redb, a
+//! single file under the data directory; the default, zero setup).
+
+use std::path::Path;
+
+use anyhow::Context;
+use redb::{Database, TableDefinition};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+/// Kinds of objects, each its own key space.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// [`crate::model::Volume`].
+    Volume,
+    /// [`crate::model::Replica`].
+    Replica,
+    /// [`crate::model::Node`].
+    Node,
+    /// [`crate::model::Settings`] (one object, named `cluster`).
+    Settings,
+}
+
+impl Kind {
+    fn prefix(self) -> &'static str {
+        match self {
+            Kind::Volume => "volume/",
+            Kind::Replica => "replica/",
+            Kind::Node => "node/",
+            Kind::Settings => "settings/",
+        }
+    }
+}
+
+/// Objects by kind and name, as JSON documents.
+pub trait StateStore: Send + Sync + 'static {
+    /// The document `name` of `kind`, if it exists.
+    fn get_raw(&self, kind: Kind, name: &str) -> anyhow::Result<Option<Vec<u8>>>;
+    /// Creates or replaces a document.
+    fn put_raw(&self, kind: Kind, name: &str, value: &[u8]) -> anyhow::Result<()>;
+    /// Removes a document (no error if it is missing).
+    fn delete(&self, kind: Kind, name: &str) -> anyhow::Result<()>;
+    /// Every document of `kind`, by name.
+    fn list_raw(&self, kind: Kind) -> anyhow::Result<Vec<(String, Vec<u8>)>>;
+}
+
+/// Typed access on any [`StateStore`].
+pub trait StateStoreExt: StateStore {
+    /// The object `name` of `kind`, if it exists.
+    fn get<T: DeserializeOwned>(&self, kind: Kind, name: &str) -> anyhow::Result<Option<T>> {
+        self.get_raw(kind, name)?
+            .map(|raw| {
+                serde_json::from_slice(&raw)
+                    .with_context(|| format!("state: {}{name} is corrupt", kind.prefix()))
+            })
+            .transpose()
+    }
+
+    /// Stores an object.
+    fn put<T: Serialize>(&self, kind: Kind, name: &str, value: &T) -> anyhow::Result<()> {
+        let raw = serde_json::to_vec(value).context("encoding an object")?;
+        self.put_raw(kind, name, &raw)
+    }
+
+    /// Every object of `kind`.
+    fn list<T: DeserializeOwned>(&self, kind: Kind) -> anyhow::Result<Vec<T>> {
+        self.list_raw(kind)?
+            .into_iter()
+            .map(|(name, raw)| {
+                serde_json::from_slice(&raw)
+                    .with_context(|| format!("state: {}{name} is corrupt", kind.prefix()))
+            })
+            .collect()
+    }
+}
+
+impl<S: StateStore + ?Sized> StateStoreExt for S {}
+
+const OBJECTS: TableDefinition<&str, &[u8]> = TableDefinition::new("objects");
+
+/// The embedded store: a redb database file.
+pub struct EmbeddedStore {
+    db: Database,
+}
+
+impl EmbeddedStore {
+    /// Opens (or creates) the database at `path`.
+    pub fn open(path: &Path) -> anyhow::Result<EmbeddedStore> {
+        let db = Database::create(path)
+            .with_context(|| format!("opening the state database {}", path.display()))?;
+        let txn = db.begin_write().context("state database")?;
+        txn.open_table(OBJECTS).context("state database")?;
+        txn.commit().context("state database")?;
+        Ok(EmbeddedStore { db })
+    }
+}
+
+impl StateStore for EmbeddedStore {
+    fn get_raw(&self, kind: Kind, name: &str) -> anyhow::Result<Option<Vec<u8>>> {
+        let key = format!("{}{name}", kind.prefix());
+        let txn = self.db.begin_read().context("state read")?;
+        let table = txn.open_table(OBJECTS).context("state read")?;
+        Ok(table
+            .get(key.as_str())
+            .context("state read")?
+            .map(|v| v.value().to_vec()))
+    }
+
+    fn put_raw(&self, kind: Kind, name: &str, value: &[u8]) -> anyhow::Result<()> {
+        let key = format!("{}{name}", kind.prefix());
+        let txn = self.db.begin_write().context("state write")?;
+        {
+            let mut table = txn.open_table(OBJECTS).context("state write")?;
+            table.insert(key.as_str(), value).context("state write")?;
+        }
+        txn.commit().context("state commit")
+    }
+
+    fn delete(&self, kind: Kind, name: &str) -> anyhow::Result<()> {
+        let key = format!("{}{name}", kind.prefix());
+        let txn = self.db.begin_write().context("state write")?;
+        {
+            let mut table = txn.open_table(OBJECTS).context("state write")?;
+            table.remove(key.as_str()).context("state write")?;
+        }
+        txn.commit().context("state commit")
+    }
+
+    fn list_raw(&self, kind: Kind) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
+        let prefix = kind.prefix();
+        let txn = self.db.begin_read().context("state read")?;
+        let table = txn.open_table(OBJECTS).context("state read")?;
+        let mut out = Vec::new();
+        for entry in table.range(prefix..).context("state read")? {
+            let (key, value) = entry.context("state read")?;
+            let Some(name) = key.value().strip_prefix(prefix) else {
+                break;
+            };
+            out.push((name.to_string(), value.value().to_vec()));
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn objects_survive_a_reopen_and_kinds_do_not_mix() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.redb");
+        {
+            let store = EmbeddedStore::open(&path).unwrap();
+            store.put(Kind::Volume, "a", &1u32).unwrap();
+            store.put(Kind::Volume, "b", &2u32).unwrap();
+            store.put(Kind::Replica, "a", &3u32).unwrap();
+            store.delete(Kind::Volume, "missing").unwrap();
+        }
+        let store = EmbeddedStore::open(&path).unwrap();
+        assert_eq!(store.list::<u32>(Kind::Volume).unwrap(), vec![1, 2]);
+        assert_eq!(store.get::<u32>(Kind::Replica, "a").unwrap(), Some(3));
+        store.delete(Kind::Volume, "a").unwrap();
+        assert_eq!(store.get::<u32>(Kind::Volume, "a").unwrap(), None);
+        assert_eq!(store.list::<u32>(Kind::Node).unwrap(), Vec::<u32>::new());
+    }
+}

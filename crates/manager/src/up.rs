@@ -1,0 +1,157 @@
+//! `shorthorn up`: an all-in-one node — the manager with the embedded store, this node's
+//! agent, and a default disk under the data directory.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
+
+use crate::agent::Agent;
+use crate::model::{DiskSpec, Node, NodeSpec, NodeStatus, Settings};
+use crate::reconcile::{Manager, SETTINGS_NAME};
+use crate::state::{EmbeddedStore, Kind, StateStore, StateStoreExt};
+
+/// File in the data directory telling clients where the API is and its token.
+pub const CONNECTION_FILE: &str = "manager.json";
+
+/// How to start a node.
+#[derive(Debug, Clone)]
+pub struct UpConfig {
+    /// Where state, the token and the default disk live.
+    pub data_dir: PathBuf,
+    /// The REST API's address.
+    pub listen: SocketAddr,
+    /// This node's name.
+    pub node: String,
+    /// The address replicas and engines listen on.
+    pub address: IpAddr,
+}
+
+/// What clients need to reach a running manager (`CONNECTION_FILE`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Connection {
+    /// The API's base URL.
+    pub url: String,
+    /// The bearer token.
+    pub token: String,
+}
+
+impl Connection {
+    /// Reads the connection file of a data directory.
+    pub fn load(data_dir: &Path) -> anyhow::Result<Connection> {
+        let path = data_dir.join(CONNECTION_FILE);
+        let text = std::fs::read_to_string(&path).with_context(|| {
+            format!(
+                "reading {} (is `shorthorn up` running with --data-dir {}? or set SHORTHORN_URL and SHORTHORN_TOKEN)",
+                path.display(),
+                data_dir.display()
+            )
+        })?;
+        serde_json::from_str(&text).with_context(|| format!("{} is corrupt", path.display()))
+    }
+}
+
+/// Runs a node until `shutdown` resolves; `ready` gets the connection once the API
+/// listens. Stops every engine and replica it started before returning.
+pub async fn up(
+    config: UpConfig,
+    ready: impl FnOnce(&Connection, bool),
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating {}", config.data_dir.display()))?;
+    let state: Arc<dyn StateStore> =
+        Arc::new(EmbeddedStore::open(&config.data_dir.join("state.redb"))?);
+    let (token, first_start) = load_or_create_token(&config.data_dir)?;
+    register_node(state.as_ref(), &config)?;
+    let manager = Arc::new(Manager::new(
+        state,
+        Arc::new(Agent::default()),
+        &config.node,
+    ));
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("binding the API to {}", config.listen))?;
+    let url = format!("http://{}", listener.local_addr().context("API address")?);
+    let connection = Connection { url, token };
+    let connection_file = config.data_dir.join(CONNECTION_FILE);
+    std::fs::write(&connection_file, serde_json::to_vec_pretty(&connection)?)
+        .with_context(|| format!("writing {}", connection_file.display()))?;
+    set_private(&connection_file)?;
+    ready(&connection, first_start);
+    let app = crate::api::router(manager.clone(), &connection.token);
+    let (stop_api, api_stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async {
+                let _ = api_stopped.await;
+            })
+            .await
+    });
+    manager.run(shutdown).await;
+    let _ = stop_api.send(());
+    server.await.context("API task")?.context("API server")?;
+    Ok(())
+}
+
+/// The API token: read from the data directory, or generated (first start).
+fn load_or_create_token(data_dir: &Path) -> anyhow::Result<(String, bool)> {
+    let path = data_dir.join("token");
+    match std::fs::read_to_string(&path) {
+        Ok(token) if !token.trim().is_empty() => Ok((token.trim().to_string(), false)),
+        _ => {
+            let token = format!("{:032x}", rand::random::<u128>());
+            std::fs::write(&path, &token).with_context(|| format!("writing {}", path.display()))?;
+            set_private(&path)?;
+            Ok((token, true))
+        }
+    }
+}
+
+fn set_private(path: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("restricting {}", path.display()))
+}
+
+/// Records this node with a default disk under the data directory, and on the very
+/// first start settings suited to one node (replicas may share it).
+fn register_node(state: &dyn StateStore, config: &UpConfig) -> anyhow::Result<()> {
+    if state.get::<Node>(Kind::Node, &config.node)?.is_none() {
+        let disk = config.data_dir.join("disks").join("default");
+        std::fs::create_dir_all(&disk).with_context(|| format!("creating {}", disk.display()))?;
+        let disk = disk
+            .canonicalize()
+            .with_context(|| format!("resolving {}", disk.display()))?;
+        let node = Node {
+            name: config.node.clone(),
+            spec: NodeSpec {
+                address: config.address.to_string(),
+                zone: String::new(),
+                tags: Vec::new(),
+                allow_scheduling: true,
+                disks: vec![DiskSpec {
+                    name: "default".into(),
+                    path: disk.display().to_string(),
+                    tags: Vec::new(),
+                    reserved: 0,
+                    allow_scheduling: true,
+                }],
+            },
+            status: NodeStatus::default(),
+        };
+        state.put(Kind::Node, &node.name, &node)?;
+    }
+    if state
+        .get::<Settings>(Kind::Settings, SETTINGS_NAME)?
+        .is_none()
+    {
+        let mut settings = Settings::default();
+        // One node: a 3-replica volume can only exist with replicas sharing it.
+        settings.scheduling.replica_soft_anti_affinity = true;
+        state.put(Kind::Settings, SETTINGS_NAME, &settings)?;
+    }
+    Ok(())
+}
