@@ -13,6 +13,7 @@ mod delete;
 pub mod format;
 mod list;
 mod lock;
+mod replica_source;
 mod restore;
 mod target;
 
@@ -21,6 +22,7 @@ pub use delete::{DeleteSummary, delete_backup};
 pub use format::{BackupRecord, BackupUrl, Compression};
 pub use list::{get_backup, list_backups, list_volumes};
 pub use lock::{LockGuard, LockKind, LockOptions, acquire, with_lock};
+pub use replica_source::ReplicaSource;
 pub use restore::{RESTORE_FILE, RestoreOptions, RestoreState, RestoreSummary, restore_backup};
 pub use target::{Target, TargetOptions};
 

@@ -11,22 +11,14 @@ use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 use serde::Serialize;
 use shorthorn_backup::{
-    BackupOptions, BackupRecord, BackupUrl, Compression, LockOptions, Progress, RestoreOptions,
-    SnapshotId, SnapshotSource, SourceInfo, Target, TargetOptions,
+    BackupOptions, BackupRecord, BackupUrl, Compression, LockOptions, Progress, ReplicaSource,
+    RestoreOptions, Target, TargetOptions,
 };
-use shorthorn_proto::v1 as pb;
-use shorthorn_proto::v1::replica_control_client::ReplicaControlClient;
-use shorthorn_wire::ReplicaAddr;
-use tonic::transport::{Channel, Endpoint};
 
-use crate::client_cmd::connect;
 use crate::daemon;
 use crate::output::{line, note};
 use crate::size::{format_size, parse_size};
 use crate::store_cmd::snapshot::parse_label;
-
-/// Largest read the replica serves per request.
-const READ_PIECE: u64 = 2 << 20;
 
 /// Backups of volumes to S3 or a filesystem: create, ls, inspect, rm, restore.
 ///
@@ -410,122 +402,4 @@ async fn restore(args: RestoreArgs) -> anyhow::Result<()> {
         summary.unchanged_blocks,
         started.elapsed().as_secs_f64()
     ))
-}
-
-/// Reads a snapshot from one RW replica of a running volume.
-struct ReplicaSource {
-    client: ReplicaControlClient<Channel>,
-    /// The snapshot, then its ancestors (nearest first), as the replica names them.
-    lineage: Vec<String>,
-}
-
-impl ReplicaSource {
-    /// Finds an RW replica of the engine's volume that has `snapshot`.
-    async fn open(engine: &str, snapshot: &str) -> anyhow::Result<(ReplicaSource, SourceInfo)> {
-        let info = connect(engine)
-            .await?
-            .info(pb::EngineInfoRequest {})
-            .await
-            .context("asking the engine about its volume")?
-            .into_inner();
-        let replica = info
-            .replicas
-            .iter()
-            .find(|r| r.mode() == pb::ReplicaMode::Rw)
-            .with_context(|| format!("volume {} has no RW replica to read from", info.volume))?;
-        let addr: ReplicaAddr = replica
-            .address
-            .parse()
-            .with_context(|| format!("replica address {:?}", replica.address))?;
-        let (host, port) = shorthorn_engine::replica_control_endpoint(&addr)?;
-        let channel = Endpoint::from_shared(format!("http://{host}:{port}"))
-            .with_context(|| format!("replica {addr}: bad control address"))?
-            .connect_timeout(Duration::from_secs(5))
-            .connect()
-            .await
-            .with_context(|| format!("replica {addr}: cannot reach its control API"))?;
-        let mut client = ReplicaControlClient::new(channel).max_decoding_message_size(256 << 20);
-        let layers = client
-            .list_snapshots(pb::ListSnapshotsRequest {})
-            .await
-            .with_context(|| format!("replica {addr}: listing snapshots"))?
-            .into_inner()
-            .layers;
-        let by_name: BTreeMap<&str, &pb::Layer> = layers
-            .iter()
-            .filter(|l| !l.is_head)
-            .map(|l| (l.name.as_str(), l))
-            .collect();
-        let Some(&layer) = by_name.get(snapshot) else {
-            bail!(
-                "volume {} has no snapshot {snapshot:?} (see `snapshot ls`)",
-                info.volume
-            );
-        };
-        let mut lineage = vec![layer];
-        while let Some(parent) = by_name.get(lineage[lineage.len() - 1].parent.as_str()) {
-            lineage.push(parent);
-        }
-        let id = |l: &pb::Layer| SnapshotId {
-            name: l.name.clone(),
-            created: l.created.clone(),
-        };
-        let source_info = SourceInfo {
-            volume: info.volume.clone(),
-            size: layer.size,
-            snapshot: id(layer),
-            ancestors: lineage[1..].iter().map(|l| id(l)).collect(),
-        };
-        let source = ReplicaSource {
-            client,
-            lineage: lineage.iter().map(|l| l.name.clone()).collect(),
-        };
-        Ok((source, source_info))
-    }
-}
-
-impl SnapshotSource for ReplicaSource {
-    async fn changed_since(&self, since: Option<&str>) -> anyhow::Result<Vec<(u64, u64)>> {
-        let mut extents = Vec::new();
-        for layer in self
-            .lineage
-            .iter()
-            .take_while(|l| Some(l.as_str()) != since)
-        {
-            let response = self
-                .client
-                .clone()
-                .layer_extents(pb::LayerExtentsRequest {
-                    snapshot: layer.clone(),
-                })
-                .await
-                .with_context(|| format!("reading the extents of snapshot {layer}"))?
-                .into_inner();
-            extents.extend(response.offsets.into_iter().zip(response.lengths));
-        }
-        Ok(extents)
-    }
-
-    async fn read(&self, offset: u64, len: u64) -> anyhow::Result<Vec<u8>> {
-        let snapshot = &self.lineage[0];
-        #[allow(clippy::cast_possible_truncation, reason = "one backup block")]
-        let mut data = Vec::with_capacity(len as usize);
-        let mut at = offset;
-        while at < offset + len {
-            let piece = READ_PIECE.min(offset + len - at);
-            let response = self
-                .client
-                .clone()
-                .read_snapshot(pb::ReadSnapshotRequest {
-                    snapshot: snapshot.clone(),
-                    offset: at,
-                    length: piece,
-                })
-                .await
-                .with_context(|| format!("reading snapshot {snapshot} at offset {at}"))?;
-            data.extend_from_slice(&response.into_inner().data);
-            at += piece;
-        }
-        Ok(data)
-    }
 }

@@ -27,7 +27,6 @@ use common::{
 use tempfile::TempDir;
 
 const VOLUME: &str = "vol1";
-const SIZE: u64 = 96 * MIB;
 
 /// A `shorthorn up` node in a temporary data directory; stopped on drop, and anything
 /// it started is killed.

@@ -1,0 +1,147 @@
+//! Reading a snapshot of a running volume for a backup: from one RW replica, found
+//! through the volume's engine, over the replica's control API.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use shorthorn_proto::v1 as pb;
+use shorthorn_proto::v1::engine_control_client::EngineControlClient;
+use shorthorn_proto::v1::replica_control_client::ReplicaControlClient;
+use shorthorn_wire::ReplicaAddr;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::create::{SnapshotId, SnapshotSource, SourceInfo};
+
+/// Largest read the replica serves per request.
+const READ_PIECE: u64 = 2 << 20;
+/// How long connecting to the engine or a replica may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Reads a snapshot from one RW replica of a running volume.
+pub struct ReplicaSource {
+    client: ReplicaControlClient<Channel>,
+    /// The snapshot, then its ancestors (nearest first), as the replica names them.
+    lineage: Vec<String>,
+}
+
+impl ReplicaSource {
+    /// Finds an RW replica of the engine's volume that has `snapshot`.
+    pub async fn open(engine: &str, snapshot: &str) -> anyhow::Result<(ReplicaSource, SourceInfo)> {
+        let uri = if engine.contains("://") {
+            engine.to_string()
+        } else {
+            format!("http://{engine}")
+        };
+        let channel = Endpoint::from_shared(uri)
+            .with_context(|| format!("bad engine address {engine:?}"))?
+            .connect_timeout(CONNECT_TIMEOUT)
+            .connect()
+            .await
+            .with_context(|| format!("cannot reach the engine at {engine}"))?;
+        let info = EngineControlClient::new(channel)
+            .info(pb::EngineInfoRequest {})
+            .await
+            .context("asking the engine about its volume")?
+            .into_inner();
+        let replica = info
+            .replicas
+            .iter()
+            .find(|r| r.mode() == pb::ReplicaMode::Rw)
+            .with_context(|| format!("volume {} has no RW replica to read from", info.volume))?;
+        let addr: ReplicaAddr = replica
+            .address
+            .parse()
+            .with_context(|| format!("replica address {:?}", replica.address))?;
+        let (host, port) = shorthorn_engine::replica_control_endpoint(&addr)?;
+        let channel = Endpoint::from_shared(format!("http://{host}:{port}"))
+            .with_context(|| format!("replica {addr}: bad control address"))?
+            .connect_timeout(CONNECT_TIMEOUT)
+            .connect()
+            .await
+            .with_context(|| format!("replica {addr}: cannot reach its control API"))?;
+        let mut client = ReplicaControlClient::new(channel).max_decoding_message_size(256 << 20);
+        let layers = client
+            .list_snapshots(pb::ListSnapshotsRequest {})
+            .await
+            .with_context(|| format!("replica {addr}: listing snapshots"))?
+            .into_inner()
+            .layers;
+        let by_name: BTreeMap<&str, &pb::Layer> = layers
+            .iter()
+            .filter(|l| !l.is_head)
+            .map(|l| (l.name.as_str(), l))
+            .collect();
+        let Some(&layer) = by_name.get(snapshot) else {
+            bail!(
+                "volume {} has no snapshot {snapshot:?} (see `snapshot ls`)",
+                info.volume
+            );
+        };
+        let mut lineage = vec![layer];
+        while let Some(parent) = by_name.get(lineage[lineage.len() - 1].parent.as_str()) {
+            lineage.push(parent);
+        }
+        let id = |l: &pb::Layer| SnapshotId {
+            name: l.name.clone(),
+            created: l.created.clone(),
+        };
+        let source_info = SourceInfo {
+            volume: info.volume.clone(),
+            size: layer.size,
+            snapshot: id(layer),
+            ancestors: lineage[1..].iter().map(|l| id(l)).collect(),
+        };
+        let source = ReplicaSource {
+            client,
+            lineage: lineage.iter().map(|l| l.name.clone()).collect(),
+        };
+        Ok((source, source_info))
+    }
+}
+
+impl SnapshotSource for ReplicaSource {
+    async fn changed_since(&self, since: Option<&str>) -> anyhow::Result<Vec<(u64, u64)>> {
+        let mut extents = Vec::new();
+        for layer in self
+            .lineage
+            .iter()
+            .take_while(|l| Some(l.as_str()) != since)
+        {
+            let response = self
+                .client
+                .clone()
+                .layer_extents(pb::LayerExtentsRequest {
+                    snapshot: layer.clone(),
+                })
+                .await
+                .with_context(|| format!("reading the extents of snapshot {layer}"))?
+                .into_inner();
+            extents.extend(response.offsets.into_iter().zip(response.lengths));
+        }
+        Ok(extents)
+    }
+
+    async fn read(&self, offset: u64, len: u64) -> anyhow::Result<Vec<u8>> {
+        let snapshot = &self.lineage[0];
+        #[allow(clippy::cast_possible_truncation, reason = "one backup block")]
+        let mut data = Vec::with_capacity(len as usize);
+        let mut at = offset;
+        while at < offset + len {
+            let piece = READ_PIECE.min(offset + len - at);
+            let response = self
+                .client
+                .clone()
+                .read_snapshot(pb::ReadSnapshotRequest {
+                    snapshot: snapshot.clone(),
+                    offset: at,
+                    length: piece,
+                })
+                .await
+                .with_context(|| format!("reading snapshot {snapshot} at offset {at}"))?;
+            data.extend_from_slice(&response.into_inner().data);
+            at += piece;
+        }
+        Ok(data)
+    }
+}
