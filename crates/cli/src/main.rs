@@ -88,6 +88,13 @@ enum Command {
         #[command(subcommand)]
         command: manager_cmd::NodeCommand,
     },
+    /// Recurring snapshot and backup jobs of a cluster run by `shorthorn up`.
+    Job {
+        #[command(flatten)]
+        api: manager_cmd::ApiArgs,
+        #[command(subcommand)]
+        command: manager_cmd::JobCommand,
+    },
     /// Settings of a cluster run by `shorthorn up`: get, set.
     Setting {
         #[command(flatten)]
@@ -143,6 +150,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Volume { api, command } => manager_cmd::volume(&api, command),
         Command::Node { api, command } => manager_cmd::node(&api, command),
         Command::Setting { api, command } => manager_cmd::setting(&api, command),
+        Command::Job { api, command } => manager_cmd::job(&api, command),
         Command::Engine(args) => engine_cmd::run(args),
         Command::LaunchSimple(args) => launch::run(args),
         Command::Ls => client_cmd::ls(&cli.engine),

@@ -8,8 +8,10 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 use serde::de::DeserializeOwned;
-use shorthorn_manager::api::{AttachVolume, CreateVolume, ErrorBody, SetSetting, VolumeDetail};
-use shorthorn_manager::model::{Node, Settings, Volume};
+use shorthorn_manager::api::{
+    AttachVolume, CreateJob, CreateVolume, ErrorBody, SetSetting, VolumeDetail, VolumeJobs,
+};
+use shorthorn_manager::model::{JobTask, Node, RecurringJob, RecurringJobSpec, Settings, Volume};
 use shorthorn_manager::up::{Connection, UpConfig};
 
 use crate::daemon;
@@ -67,6 +69,23 @@ pub enum VolumeCommand {
         /// A tag every replica's disk must have; repeat for more.
         #[arg(long = "disk-selector")]
         disk_selector: Vec<String>,
+        /// A recurring job to run for it; repeat for more.
+        #[arg(long = "recurring-job")]
+        recurring_jobs: Vec<String>,
+        /// A group of recurring jobs to run for it; repeat for more.
+        #[arg(long = "recurring-job-group")]
+        recurring_job_groups: Vec<String>,
+    },
+    /// Set which recurring jobs run for a volume (replaces the lists; none: no jobs).
+    Jobs {
+        /// The volume.
+        name: String,
+        /// A job, by name; repeat for more.
+        #[arg(long = "job")]
+        jobs: Vec<String>,
+        /// A job group; repeat for more.
+        #[arg(long = "group")]
+        groups: Vec<String>,
     },
     /// List volumes: state, robustness, size, replicas, endpoint.
     Ls {
@@ -111,6 +130,44 @@ pub enum NodeCommand {
         /// Print JSON.
         #[arg(long)]
         json: bool,
+    },
+}
+
+/// Recurring snapshot and backup jobs.
+#[derive(Debug, Subcommand)]
+pub enum JobCommand {
+    /// Create a job; volumes run it once they select it (`volume jobs`, or
+    /// `volume create --recurring-job`), by name or through one of its groups.
+    Create {
+        /// Name; also the `recurring-job` label of what it creates.
+        name: String,
+        /// snapshot, or backup (a snapshot, then its backup to --target).
+        #[arg(long)]
+        task: String,
+        /// When, as cron in UTC: "MIN HOUR DOM MON DOW" (e.g. "0 */6 * * *"), or six
+        /// fields with seconds first.
+        #[arg(long)]
+        cron: String,
+        /// How many of its snapshots (and backups) to keep per volume.
+        #[arg(long, default_value_t = 5)]
+        retain: u32,
+        /// A group it belongs to; repeat for more.
+        #[arg(long = "group")]
+        groups: Vec<String>,
+        /// Backup target URL (backup jobs).
+        #[arg(long)]
+        target: Option<String>,
+    },
+    /// List jobs with their last and next run.
+    Ls {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete a job (what it created stays).
+    Rm {
+        /// The job.
+        name: String,
     },
 }
 
@@ -241,6 +298,8 @@ pub fn volume(api: &ApiArgs, command: VolumeCommand) -> anyhow::Result<()> {
                 replicas,
                 node_selector,
                 disk_selector,
+                recurring_jobs,
+                recurring_job_groups,
             } => {
                 let body = serde_json::to_value(CreateVolume {
                     name,
@@ -248,6 +307,8 @@ pub fn volume(api: &ApiArgs, command: VolumeCommand) -> anyhow::Result<()> {
                     replicas,
                     node_selector,
                     disk_selector,
+                    recurring_jobs,
+                    recurring_job_groups,
                 })?;
                 let volume: Volume = client.call(Method::POST, "/v1/volumes", Some(body)).await?;
                 line(format_args!(
@@ -313,6 +374,21 @@ pub fn volume(api: &ApiArgs, command: VolumeCommand) -> anyhow::Result<()> {
                     }
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 }
+            }
+            VolumeCommand::Jobs { name, jobs, groups } => {
+                let body = serde_json::to_value(VolumeJobs { jobs, groups })?;
+                let volume: Volume = client
+                    .call(
+                        Method::PUT,
+                        &format!("/v1/volumes/{name}/recurring-jobs"),
+                        Some(body),
+                    )
+                    .await?;
+                line(format_args!(
+                    "{name}: jobs [{}], groups [{}]",
+                    volume.spec.recurring_jobs.join(", "),
+                    volume.spec.recurring_job_groups.join(", ")
+                ))
             }
             VolumeCommand::Detach { name } => {
                 let _: Volume = client
@@ -447,5 +523,71 @@ pub fn setting(api: &ApiArgs, command: SettingCommand) -> anyhow::Result<()> {
             line(format_args!("{name} = {value}"))?;
         }
         Ok(())
+    })
+}
+
+/// `shorthorn job …`.
+pub fn job(api: &ApiArgs, command: JobCommand) -> anyhow::Result<()> {
+    let client = Client::new(api)?;
+    daemon::runtime()?.block_on(async {
+        use reqwest::Method;
+        match command {
+            JobCommand::Create {
+                name,
+                task,
+                cron,
+                retain,
+                groups,
+                target,
+            } => {
+                let task = match task.as_str() {
+                    "snapshot" => JobTask::Snapshot,
+                    "backup" => JobTask::Backup,
+                    other => bail!("--task {other:?}: use snapshot or backup"),
+                };
+                let body = serde_json::to_value(CreateJob {
+                    name,
+                    spec: RecurringJobSpec {
+                        task,
+                        cron,
+                        retain,
+                        groups,
+                        target,
+                        labels: Default::default(),
+                    },
+                })?;
+                let job: RecurringJob = client
+                    .call(Method::POST, "/v1/recurring-jobs", Some(body))
+                    .await?;
+                line(format_args!("created job {}", job.name))
+            }
+            JobCommand::Ls { json } => {
+                let jobs: Vec<RecurringJob> =
+                    client.call(Method::GET, "/v1/recurring-jobs", None).await?;
+                if json {
+                    return line(format_args!("{}", serde_json::to_string_pretty(&jobs)?));
+                }
+                for j in jobs {
+                    line(format_args!(
+                        "{} {} cron={:?} retain={} groups=[{}] next={} last={} {}",
+                        j.name,
+                        json_name(&j.spec.task),
+                        j.spec.cron,
+                        j.spec.retain,
+                        j.spec.groups.join(","),
+                        j.status.next_run.as_deref().unwrap_or("-"),
+                        j.status.last_run.as_deref().unwrap_or("-"),
+                        j.status.last_result
+                    ))?;
+                }
+                Ok(())
+            }
+            JobCommand::Rm { name } => {
+                let _: serde_json::Value = client
+                    .call(Method::DELETE, &format!("/v1/recurring-jobs/{name}"), None)
+                    .await?;
+                line(format_args!("removed job {name}"))
+            }
+        }
     })
 }

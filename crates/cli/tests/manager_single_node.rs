@@ -15,136 +15,18 @@
 )]
 
 mod common;
+mod upnode;
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::time::Duration;
 
 use common::{
-    BIN, MIB, assert_fio_verified, fio, fio_verify_job, path_str, processes_mentioning, qemu_io,
-    run_command, run_ok, sha256, terminate,
+    MIB, assert_fio_verified, fio, fio_verify_job, path_str, processes_mentioning, qemu_io, run_ok,
+    sha256,
 };
-use tempfile::TempDir;
+use upnode::Node;
 
 const VOLUME: &str = "vol1";
-
-/// A `shorthorn up` node in a temporary data directory; stopped on drop, and anything
-/// it started is killed.
-struct Node {
-    dir: TempDir,
-    port: u16,
-    child: Option<Child>,
-}
-
-impl Node {
-    fn start() -> Node {
-        let dir = tempfile::Builder::new().prefix("shup").tempdir().unwrap();
-        let port = common::free_port_range(1);
-        let mut node = Node {
-            dir,
-            port,
-            child: None,
-        };
-        node.restart();
-        node
-    }
-
-    fn data_dir(&self) -> PathBuf {
-        self.dir.path().join("data")
-    }
-
-    /// Starts `up` (again) and waits until its API answers.
-    fn restart(&mut self) {
-        let log = std::fs::File::create(self.dir.path().join("up.log")).unwrap();
-        let child = Command::new(BIN)
-            .args(["up", "--data-dir", path_str(&self.data_dir())])
-            .args([
-                "--listen",
-                &format!("127.0.0.1:{}", self.port),
-                "--node",
-                "node-1",
-            ])
-            .env_remove("RUST_LOG")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !self.cli(&["volume", "ls"]).success() {
-            assert!(
-                Instant::now() < deadline,
-                "up did not answer:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    /// Stops `up` with SIGTERM; it stops its engines and replicas.
-    fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let status = terminate(&mut child, Duration::from_secs(60));
-            assert!(
-                status.is_some_and(|s| s.success()),
-                "up stopped with {status:?}"
-            );
-        }
-        let left = processes_mentioning(path_str(self.dir.path()));
-        assert!(left.is_empty(), "processes left behind: {left:?}");
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("up.log")).unwrap_or_default()
-    }
-
-    fn cli(&self, args: &[&str]) -> common::Outcome {
-        let mut command = Command::new(BIN);
-        command
-            .args(args)
-            .args(["--data-dir", path_str(&self.data_dir())])
-            .env_remove("SHORTHORN_URL")
-            .env_remove("SHORTHORN_TOKEN");
-        run_command(command, Duration::from_secs(180))
-    }
-
-    fn cli_ok(&self, args: &[&str]) -> String {
-        let outcome = self.cli(args);
-        assert!(outcome.success(), "{args:?}: {outcome:?}\n{}", self.log());
-        outcome.stdout
-    }
-
-    fn volume(&self) -> serde_json::Value {
-        serde_json::from_str(&self.cli_ok(&["volume", "get", VOLUME, "--json"])).unwrap()
-    }
-
-    /// Waits (at most `limit`) until `check` holds for the volume's JSON.
-    fn wait_for(&self, what: &str, limit: Duration, check: impl Fn(&serde_json::Value) -> bool) {
-        let deadline = Instant::now() + limit;
-        loop {
-            let volume = self.volume();
-            if check(&volume) {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "volume not {what} within {limit:?}: {volume:#}\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(250));
-        }
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            terminate(&mut child, Duration::from_secs(30));
-        }
-        common::kill_processes_mentioning(path_str(self.dir.path()));
-    }
-}
 
 fn healthy_with_all_rw(volume: &serde_json::Value) -> bool {
     let replicas = volume["replicas"].as_array().unwrap();
@@ -195,7 +77,12 @@ fn a_volume_on_one_node_is_created_attached_and_healed() {
         uri.starts_with("nbd://127.0.0.1:") && uri.ends_with("/vol1"),
         "{uri}"
     );
-    node.wait_for("healthy", Duration::from_secs(60), healthy_with_all_rw);
+    node.wait_for(
+        VOLUME,
+        "healthy",
+        Duration::from_secs(60),
+        healthy_with_all_rw,
+    );
     let listed = node.cli_ok(&["volume", "ls"]);
     assert!(
         listed.contains("attached") && listed.contains("healthy"),
@@ -204,23 +91,28 @@ fn a_volume_on_one_node_is_created_attached_and_healed() {
 
     let job = fio_verify_job(&scratch, &uri, 2, 16 * MIB);
     assert_fio_verified(&fio(&job), 8192, "fio through the manager's volume");
-    let engine = node.volume()["status"]["engine_address"]
+    let engine = node.volume(VOLUME)["status"]["engine_address"]
         .as_str()
         .unwrap()
         .to_string();
     common::shorthorn_ok(&["--engine", &engine, "snapshot", "create", "s1"]);
 
     // kill -9 one replica: degraded, writes go on, then healed on the same data.
-    let victim = node.volume()["replicas"][0].clone();
+    let victim = node.volume(VOLUME)["replicas"][0].clone();
     let victim_dir = victim["spec"]["data_dir"].as_str().unwrap().to_string();
     let pids = processes_mentioning(&victim_dir);
     assert_eq!(pids.len(), 1, "{pids:?}");
     common::signal(pids[0].0, "KILL");
-    node.wait_for("degraded", Duration::from_secs(30), |v| {
+    node.wait_for(VOLUME, "degraded", Duration::from_secs(30), |v| {
         v["status"]["robustness"] == "degraded"
     });
     qemu_io(&uri, &["write -P 0x5c 40M 8M", "write -P 0x5d 90M 1M"]);
-    node.wait_for("healed", Duration::from_secs(90), healthy_with_all_rw);
+    node.wait_for(
+        VOLUME,
+        "healed",
+        Duration::from_secs(90),
+        healthy_with_all_rw,
+    );
     let log = node.log();
     assert!(
         log.contains("replica process exited"),
@@ -245,15 +137,15 @@ fn a_volume_on_one_node_is_created_attached_and_healed() {
 
     // Up again: the volume comes back attached, same content.
     node.restart();
-    node.wait_for("back", Duration::from_secs(60), healthy_with_all_rw);
-    let uri = node.volume()["status"]["endpoint"]
+    node.wait_for(VOLUME, "back", Duration::from_secs(60), healthy_with_all_rw);
+    let uri = node.volume(VOLUME)["status"]["endpoint"]
         .as_str()
         .unwrap()
         .to_string();
     assert_eq!(export_sha(&uri, &scratch), content);
 
     node.cli_ok(&["volume", "detach", VOLUME]);
-    node.wait_for("detached", Duration::from_secs(60), |v| {
+    node.wait_for(VOLUME, "detached", Duration::from_secs(60), |v| {
         v["status"]["state"] == "detached"
     });
     node.cli_ok(&["volume", "rm", VOLUME]);
@@ -262,17 +154,4 @@ fn a_volume_on_one_node_is_created_attached_and_healed() {
     }
     assert!(!node.cli_ok(&["volume", "ls"]).contains(VOLUME));
     node.stop();
-}
-
-impl Node {
-    /// The replica directories under the default disk.
-    fn volume_dirs(&self) -> Vec<PathBuf> {
-        let replicas = self.data_dir().join("disks/default/replicas");
-        let mut dirs: Vec<PathBuf> = std::fs::read_dir(replicas)
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .collect();
-        dirs.sort();
-        dirs
-    }
 }

@@ -16,8 +16,9 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi, ToSchema};
 
 use crate::model::{
-    DiskSpec, DiskStatus, Node, NodeSpec, NodeStatus, Replica, ReplicaSpec, ReplicaState,
-    ReplicaStatus, Robustness, Settings, Volume, VolumeSpec, VolumeState, VolumeStatus,
+    DiskSpec, DiskStatus, JobTask, Node, NodeSpec, NodeStatus, RecurringJob, RecurringJobSpec,
+    RecurringJobStatus, Replica, ReplicaSpec, ReplicaState, ReplicaStatus, Robustness, Settings,
+    Volume, VolumeSpec, VolumeState, VolumeStatus,
 };
 use crate::reconcile::{Manager, SETTINGS_NAME};
 use crate::scheduler::SchedulingSettings;
@@ -100,6 +101,34 @@ pub struct CreateVolume {
     /// Tags every replica's disk must have.
     #[serde(default)]
     pub disk_selector: Vec<String>,
+    /// Recurring jobs to run for it, by name.
+    #[serde(default)]
+    pub recurring_jobs: Vec<String>,
+    /// Groups of recurring jobs to run for it.
+    #[serde(default)]
+    pub recurring_job_groups: Vec<String>,
+}
+
+/// Which recurring jobs run for a volume.
+#[derive(Debug, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VolumeJobs {
+    /// Jobs, by name.
+    #[serde(default)]
+    pub jobs: Vec<String>,
+    /// Job groups.
+    #[serde(default)]
+    pub groups: Vec<String>,
+}
+
+/// A request to create a recurring job.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateJob {
+    /// Name: 1–63 letters, digits, `-`, `_`, `.`.
+    pub name: String,
+    /// What it does and when.
+    pub spec: RecurringJobSpec,
 }
 
 /// A request to attach a volume.
@@ -134,13 +163,15 @@ pub struct VolumeDetail {
     info(title = "Shorthorn manager API", version = "1"),
     paths(
         list_volumes, create_volume, get_volume, delete_volume, attach_volume,
-        detach_volume, list_nodes, get_settings, set_setting
+        detach_volume, set_volume_jobs, list_jobs, create_job, get_job, delete_job,
+        list_nodes, get_settings, set_setting
     ),
     components(schemas(
         ErrorBody, CreateVolume, AttachVolume, SetSetting, VolumeDetail, Volume, VolumeSpec,
         VolumeStatus, VolumeState, Robustness, Replica, ReplicaSpec, ReplicaStatus,
         ReplicaState, Node, NodeSpec, NodeStatus, DiskSpec, DiskStatus, Settings,
-        SchedulingSettings
+        SchedulingSettings, VolumeJobs, CreateJob, RecurringJob, RecurringJobSpec,
+        RecurringJobStatus, JobTask
     )),
     modifiers(&BearerAuth),
     security(("bearer" = []))
@@ -181,6 +212,9 @@ pub fn router(manager: Arc<Manager>, token: &str) -> Router {
         .route("/v1/volumes/{name}", get(get_volume).delete(delete_volume))
         .route("/v1/volumes/{name}/attach", post(attach_volume))
         .route("/v1/volumes/{name}/detach", post(detach_volume))
+        .route("/v1/volumes/{name}/recurring-jobs", put(set_volume_jobs))
+        .route("/v1/recurring-jobs", get(list_jobs).post(create_job))
+        .route("/v1/recurring-jobs/{name}", get(get_job).delete(delete_job))
         .route("/v1/nodes", get(list_nodes))
         .route("/v1/settings", get(get_settings))
         .route("/v1/settings/{name}", put(set_setting))
@@ -263,6 +297,8 @@ async fn create_volume(
             node_selector: request.node_selector,
             disk_selector: request.disk_selector,
             attached_node: None,
+            recurring_jobs: request.recurring_jobs,
+            recurring_job_groups: request.recurring_job_groups,
         },
         status: VolumeStatus::default(),
     };
@@ -374,6 +410,124 @@ fn exists(state: &AppState, name: &str) -> Result<(), ApiError> {
         Some(_) => Ok(()),
         None => Err(ApiError::not_found("volume", name)),
     }
+}
+
+#[utoipa::path(put, path = "/v1/volumes/{name}/recurring-jobs", params(("name" = String, Path)),
+    request_body = VolumeJobs, responses(
+    (status = 200, body = Volume), (status = 400, body = ErrorBody),
+    (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn set_volume_jobs(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    body: Result<Json<VolumeJobs>, JsonRejection>,
+) -> ApiResult<Volume> {
+    let Json(request) = body?;
+    exists(&state, &name)?;
+    for job in &request.jobs {
+        if state
+            .manager
+            .state()
+            .get::<RecurringJob>(Kind::RecurringJob, job)?
+            .is_none()
+        {
+            return Err(ApiError::bad_request(format!("no recurring job {job:?}")));
+        }
+    }
+    let volume = state
+        .manager
+        .update_volume(&name, |volume| {
+            volume.spec.recurring_jobs = request.jobs;
+            volume.spec.recurring_job_groups = request.groups;
+            Ok(())
+        })
+        .await?;
+    Ok(Json(volume))
+}
+
+#[utoipa::path(get, path = "/v1/recurring-jobs", responses(
+    (status = 200, body = [RecurringJob]), (status = 401, body = ErrorBody)))]
+async fn list_jobs(State(state): State<AppState>) -> ApiResult<Vec<RecurringJob>> {
+    Ok(Json(state.manager.state().list(Kind::RecurringJob)?))
+}
+
+#[utoipa::path(post, path = "/v1/recurring-jobs", request_body = CreateJob, responses(
+    (status = 201, body = RecurringJob), (status = 400, body = ErrorBody),
+    (status = 401, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn create_job(
+    State(state): State<AppState>,
+    body: Result<Json<CreateJob>, JsonRejection>,
+) -> Result<(StatusCode, Json<RecurringJob>), ApiError> {
+    let Json(request) = body?;
+    shorthorn_block::validate_name(&request.name)
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    crate::jobs::parse_cron(&request.spec.cron)
+        .map_err(|e| ApiError::bad_request(format!("{e:#}")))?;
+    if request.spec.retain == 0 {
+        return Err(ApiError::bad_request("retain must be at least 1"));
+    }
+    if request.spec.task == JobTask::Backup {
+        let Some(target) = &request.spec.target else {
+            return Err(ApiError::bad_request("a backup job needs a target URL"));
+        };
+        shorthorn_backup::Target::open(
+            target,
+            &shorthorn_backup::TargetOptions {
+                create_directory: true,
+                ..Default::default()
+            },
+        )
+        .map_err(|e| ApiError::bad_request(format!("{e:#}")))?;
+    }
+    let store = state.manager.state();
+    if store
+        .get::<RecurringJob>(Kind::RecurringJob, &request.name)?
+        .is_some()
+    {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!("recurring job {:?} exists", request.name),
+        ));
+    }
+    let job = RecurringJob {
+        name: request.name,
+        spec: request.spec,
+        status: RecurringJobStatus::default(),
+    };
+    store.put(Kind::RecurringJob, &job.name, &job)?;
+    state.manager.poke();
+    Ok((StatusCode::CREATED, Json(job)))
+}
+
+#[utoipa::path(get, path = "/v1/recurring-jobs/{name}", params(("name" = String, Path)), responses(
+    (status = 200, body = RecurringJob), (status = 401, body = ErrorBody),
+    (status = 404, body = ErrorBody)))]
+async fn get_job(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> ApiResult<RecurringJob> {
+    let job = state
+        .manager
+        .state()
+        .get(Kind::RecurringJob, &name)?
+        .ok_or_else(|| ApiError::not_found("recurring job", &name))?;
+    Ok(Json(job))
+}
+
+#[utoipa::path(delete, path = "/v1/recurring-jobs/{name}", params(("name" = String, Path)), responses(
+    (status = 204), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn delete_job(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let store = state.manager.state();
+    if store
+        .get::<RecurringJob>(Kind::RecurringJob, &name)?
+        .is_none()
+    {
+        return Err(ApiError::not_found("recurring job", &name));
+    }
+    store.delete(Kind::RecurringJob, &name)?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 #[utoipa::path(get, path = "/v1/nodes", responses(

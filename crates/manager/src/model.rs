@@ -58,6 +58,12 @@ pub struct VolumeSpec {
     /// The node the volume is attached to (its engine runs there), if any.
     #[serde(default)]
     pub attached_node: Option<String>,
+    /// Recurring jobs that run for this volume, by name.
+    #[serde(default)]
+    pub recurring_jobs: Vec<String>,
+    /// Groups of recurring jobs that run for this volume.
+    #[serde(default)]
+    pub recurring_job_groups: Vec<String>,
 }
 
 /// What the manager observes of a volume.
@@ -137,6 +143,9 @@ pub struct ReplicaStatus {
     pub message: String,
     /// When it failed (RFC 3339), to time its replacement.
     pub failed_at: Option<String>,
+    /// Failed starts in a row; after a few the replica is replaced.
+    #[serde(default)]
+    pub start_failures: u32,
 }
 
 /// A replica.
@@ -217,6 +226,60 @@ pub struct Node {
     /// Observed.
     #[serde(default)]
     pub status: NodeStatus,
+}
+
+/// What a recurring job does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum JobTask {
+    /// Take a snapshot; keep the newest `retain` snapshots of this job.
+    Snapshot,
+    /// Take a snapshot and back it up to `target`; keep the newest `retain` backups (and
+    /// snapshots) of this job.
+    Backup,
+}
+
+/// A recurring job's definition.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct RecurringJobSpec {
+    /// What it does.
+    pub task: JobTask,
+    /// When, as cron: `MIN HOUR DOM MON DOW` (UTC), or with a leading seconds field.
+    pub cron: String,
+    /// How many of its snapshots or backups to keep per volume (at least 1).
+    pub retain: u32,
+    /// Groups it belongs to; volumes that select a group run its jobs.
+    #[serde(default)]
+    pub groups: Vec<String>,
+    /// Backup target URL (backup jobs), e.g. `s3://bucket@region/path`.
+    #[serde(default)]
+    pub target: Option<String>,
+    /// Labels put on what it creates (besides `recurring-job: NAME`).
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+}
+
+/// A recurring job's last and next run.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct RecurringJobStatus {
+    /// When it last ran (RFC 3339).
+    pub last_run: Option<String>,
+    /// When it runs next (RFC 3339).
+    pub next_run: Option<String>,
+    /// What the last run did, per volume, or why it failed.
+    pub last_result: String,
+}
+
+/// A recurring snapshot or backup job.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct RecurringJob {
+    /// Unique name; also the label its snapshots and backups carry.
+    pub name: String,
+    /// Wanted.
+    pub spec: RecurringJobSpec,
+    /// Observed.
+    #[serde(default)]
+    pub status: RecurringJobStatus,
 }
 
 /// Cluster-wide settings, one object.

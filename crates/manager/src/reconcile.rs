@@ -20,6 +20,7 @@ use tokio::sync::{Mutex, Notify};
 use tonic::transport::Channel;
 
 use crate::agent::{Agent, EngineLaunch, ProcessState, ReplicaLaunch};
+use crate::jobs::JobRunner;
 use crate::model::{
     Node, Replica, ReplicaSpec, ReplicaState, ReplicaStatus, Robustness, Settings, Volume,
     VolumeState,
@@ -31,6 +32,8 @@ use crate::state::{Kind, StateStore, StateStoreExt};
 pub const SETTINGS_NAME: &str = "cluster";
 /// Ports daemons on a node are given, lowest free first.
 const PORT_RANGE: std::ops::Range<u16> = 20000..30000;
+/// Failed starts of a replica process (each on new ports) before it is replaced.
+const MAX_START_FAILURES: u32 = 3;
 /// How long an engine RPC may take before the reconciler moves on.
 const ENGINE_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -47,6 +50,8 @@ pub struct Manager {
     adding: Arc<std::sync::Mutex<HashSet<String>>>,
     /// Why the last add of a replica failed, until the reconciler reads it.
     add_failures: Arc<std::sync::Mutex<HashMap<String, String>>>,
+    /// Recurring jobs in progress.
+    jobs: JobRunner,
 }
 
 impl Manager {
@@ -60,6 +65,7 @@ impl Manager {
             wake: Notify::new(),
             adding: Arc::default(),
             add_failures: Arc::default(),
+            jobs: JobRunner::default(),
         }
     }
 
@@ -92,6 +98,9 @@ impl Manager {
         loop {
             if let Err(e) = self.reconcile_all().await {
                 tracing::warn!(error = %format!("{e:#}"), "reconcile");
+            }
+            if let Err(e) = self.jobs.run_due(&self.state, &self.node) {
+                tracing::warn!(error = %format!("{e:#}"), "recurring jobs");
             }
             tokio::select! {
                 () = &mut stop => break,
@@ -326,6 +335,22 @@ impl Manager {
                     ..ReplicaStatus::default()
                 };
             }
+            Err(e) if replica.status.start_failures < MAX_START_FAILURES => {
+                // Perhaps its port was taken while it was down: a new port, and again on
+                // the next pass.
+                let failures = replica.status.start_failures + 1;
+                let used = self.ports_in_use()?;
+                replica.spec.port = free_port_pair(&address.to_string(), &used)?;
+                mark_failed(
+                    replica,
+                    &format!(
+                        "starting the replica process: {e:#}; retrying on port {}",
+                        replica.spec.port
+                    ),
+                );
+                replica.status.failed_at = None;
+                replica.status.start_failures = failures;
+            }
             Err(e) => {
                 let reason = format!("starting the replica process: {e:#}");
                 // Given up on: a new replica is scheduled in its place.
@@ -473,7 +498,11 @@ impl Manager {
                 nbd: SocketAddr::new(address, nbd),
                 replicas: running,
             };
-            self.agent.start_engine(&launch).await?;
+            if let Err(e) = self.agent.start_engine(&launch).await {
+                // Perhaps its ports were taken meanwhile: new ones next time.
+                volume.status.engine_ports = None;
+                return Err(e);
+            }
             volume.status.engine_address = Some(launch.listen.to_string());
             volume.status.endpoint = Some(format!("nbd://{}/{}", launch.nbd, volume.name));
         }
@@ -691,13 +720,18 @@ fn candidate(node: &Node) -> NodeCandidate {
     }
 }
 
-/// The lowest port p in the range with p and p+1 unused and free to bind on `host`.
+/// A port p in the range with p and p+1 unused by our objects and free to bind on
+/// `host` now. The search starts at a random pair, so managers sharing a host (or
+/// other programs) rarely race for the same ports; a daemon that still loses the race
+/// fails to start and gets new ports on the next pass.
 fn free_port_pair(host: &str, used: &HashSet<u16>) -> anyhow::Result<u16> {
     let ip: IpAddr = host
         .parse()
         .with_context(|| format!("bad node address {host:?}"))?;
-    let mut port = PORT_RANGE.start;
-    while port + 1 < PORT_RANGE.end {
+    let pairs = (PORT_RANGE.end - PORT_RANGE.start) / 2;
+    let first = rand::random_range(0..pairs);
+    for i in 0..pairs {
+        let port = PORT_RANGE.start + 2 * ((first + i) % pairs);
         let free = !used.contains(&port)
             && !used.contains(&(port + 1))
             && TcpListener::bind((ip, port)).is_ok()
@@ -705,12 +739,11 @@ fn free_port_pair(host: &str, used: &HashSet<u16>) -> anyhow::Result<u16> {
         if free {
             return Ok(port);
         }
-        port += 2;
     }
     bail!("no free port pair in {PORT_RANGE:?} on {host}")
 }
 
-async fn connect_engine(address: &str) -> anyhow::Result<EngineControlClient<Channel>> {
+pub(crate) async fn connect_engine(address: &str) -> anyhow::Result<EngineControlClient<Channel>> {
     let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
         .with_context(|| format!("engine address {address}"))?
         .connect_timeout(ENGINE_TIMEOUT);

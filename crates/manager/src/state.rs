@@ -19,6 +19,8 @@ pub enum Kind {
     Node,
     /// [`crate::model::Settings`] (one object, named `cluster`).
     Settings,
+    /// [`crate::model::RecurringJob`].
+    RecurringJob,
 }
 
 impl Kind {
@@ -28,6 +30,7 @@ impl Kind {
             Kind::Replica => "replica/",
             Kind::Node => "node/",
             Kind::Settings => "settings/",
+            Kind::RecurringJob => "job/",
         }
     }
 }

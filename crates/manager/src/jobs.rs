@@ -1,0 +1,252 @@
+//! Recurring jobs: cron-scheduled snapshots and backups of the volumes that select a job
+//! (by name or through one of its groups), pruned to the newest `retain` per volume.
+//!
+//! A job runs only for volumes attached on this node (a snapshot needs the engine); the
+//! others are listed as skipped in the job's status. A run that is still going when the
+//! job is due again is not started twice.
+
+use std::collections::{BTreeMap, HashSet};
+use std::str::FromStr;
+use std::sync::{Arc, Mutex};
+
+use anyhow::{Context, bail};
+use chrono::{DateTime, Utc};
+use shorthorn_backup::{
+    BackupOptions, LockOptions, Progress, ReplicaSource, Target, TargetOptions, create_backup,
+    delete_backup, list_backups,
+};
+use shorthorn_proto::v1 as pb;
+
+use crate::model::{JobTask, RecurringJob, Volume};
+use crate::reconcile::connect_engine;
+use crate::state::{Kind, StateStore, StateStoreExt};
+
+/// The label every snapshot and backup of a job carries, with the job's name.
+pub const JOB_LABEL: &str = "recurring-job";
+
+/// Parses a job's cron expression: five fields (minute precision, UTC), or six with a
+/// leading seconds field.
+pub fn parse_cron(expression: &str) -> anyhow::Result<cron::Schedule> {
+    let fields = expression.split_whitespace().count();
+    let full = match fields {
+        5 => format!("0 {expression}"),
+        6 => expression.to_string(),
+        _ => bail!(
+            "cron {expression:?}: write 5 fields (MIN HOUR DOM MON DOW) or 6 (with seconds first)"
+        ),
+    };
+    cron::Schedule::from_str(&full).with_context(|| format!("cron {expression:?}"))
+}
+
+/// The next time `job` fires after `after`.
+fn next_run(job: &RecurringJob, after: DateTime<Utc>) -> anyhow::Result<DateTime<Utc>> {
+    parse_cron(&job.spec.cron)?
+        .after(&after)
+        .next()
+        .with_context(|| format!("job {}: cron {:?} never fires", job.name, job.spec.cron))
+}
+
+/// Starts due jobs; called every reconcile pass.
+#[derive(Default)]
+pub struct JobRunner {
+    running: Arc<Mutex<HashSet<String>>>,
+}
+
+impl JobRunner {
+    /// Starts every job whose time came (in the background) and schedules its next run.
+    pub fn run_due(&self, state: &Arc<dyn StateStore>, node: &str) -> anyhow::Result<()> {
+        let now = Utc::now();
+        for mut job in state.list::<RecurringJob>(Kind::RecurringJob)? {
+            let due = match job
+                .status
+                .next_run
+                .as_deref()
+                .map(DateTime::parse_from_rfc3339)
+            {
+                Some(Ok(at)) => at.with_timezone(&Utc) <= now,
+                // New job (or unreadable time): schedule it.
+                _ => false,
+            };
+            let already = self
+                .running
+                .lock()
+                .map(|r| r.contains(&job.name))
+                .unwrap_or(true);
+            if due && !already {
+                job.status.last_run = Some(now.to_rfc3339());
+                self.start(state.clone(), node, job.clone());
+            }
+            let next = next_run(&job, now).map(|t| t.to_rfc3339()).ok();
+            if job.status.next_run.is_none() || due {
+                job.status.next_run = next;
+                state.put(Kind::RecurringJob, &job.name.clone(), &job)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn start(&self, state: Arc<dyn StateStore>, node: &str, job: RecurringJob) {
+        if let Ok(mut running) = self.running.lock() {
+            running.insert(job.name.clone());
+        }
+        let running = self.running.clone();
+        let node = node.to_string();
+        tokio::spawn(async move {
+            let result = run_job(&state, &node, &job).await;
+            let summary = match result {
+                Ok(lines) if lines.is_empty() => "no volume selects this job".to_string(),
+                Ok(lines) => lines.join("; "),
+                Err(e) => format!("failed: {e:#}"),
+            };
+            tracing::info!(job = %job.name, %summary, "recurring job ran");
+            if let Ok(Some(mut stored)) = state.get::<RecurringJob>(Kind::RecurringJob, &job.name) {
+                stored.status.last_result = summary;
+                let _ = state.put(Kind::RecurringJob, &job.name, &stored);
+            }
+            if let Ok(mut running) = running.lock() {
+                running.remove(&job.name);
+            }
+        });
+    }
+}
+
+/// Runs `job` once for every volume that selects it; one line per volume.
+async fn run_job(
+    state: &Arc<dyn StateStore>,
+    node: &str,
+    job: &RecurringJob,
+) -> anyhow::Result<Vec<String>> {
+    let mut lines = Vec::new();
+    for volume in state.list::<Volume>(Kind::Volume)? {
+        let selected = volume.spec.recurring_jobs.contains(&job.name)
+            || volume
+                .spec
+                .recurring_job_groups
+                .iter()
+                .any(|g| job.spec.groups.contains(g));
+        if !selected {
+            continue;
+        }
+        let engine = match (&volume.spec.attached_node, &volume.status.engine_address) {
+            (Some(attached), Some(engine)) if attached == node => engine.clone(),
+            _ => {
+                lines.push(format!("{}: skipped (not attached here)", volume.name));
+                continue;
+            }
+        };
+        let line = match run_for_volume(job, &volume.name, &engine).await {
+            Ok(done) => format!("{}: {done}", volume.name),
+            Err(e) => format!("{}: failed: {e:#}", volume.name),
+        };
+        lines.push(line);
+    }
+    Ok(lines)
+}
+
+async fn run_for_volume(job: &RecurringJob, volume: &str, engine: &str) -> anyhow::Result<String> {
+    let mut client = connect_engine(engine).await?;
+    let mut labels: std::collections::HashMap<String, String> =
+        job.spec.labels.clone().into_iter().collect();
+    labels.insert(JOB_LABEL.into(), job.name.clone());
+    let name = format!("{}-{}", job.name, Utc::now().format("%Y%m%dt%H%M%S%3f"));
+    let snapshot = client
+        .create_snapshot(pb::EngineCreateSnapshotRequest {
+            name,
+            system: false,
+            labels,
+        })
+        .await
+        .context("taking the snapshot")?
+        .into_inner()
+        .name;
+    let mut done = format!("snapshot {snapshot}");
+    if job.spec.task == JobTask::Backup {
+        let url = job
+            .spec
+            .target
+            .as_deref()
+            .context("a backup job needs a target")?;
+        let target = Target::open(
+            url,
+            &TargetOptions {
+                create_directory: true,
+                ..TargetOptions::default()
+            },
+        )?;
+        let (source, info) = ReplicaSource::open(engine, &snapshot).await?;
+        let mut backup_labels: BTreeMap<String, String> = job.spec.labels.clone();
+        backup_labels.insert(JOB_LABEL.into(), job.name.clone());
+        let options = BackupOptions {
+            labels: backup_labels,
+            ..BackupOptions::default()
+        };
+        let record = create_backup(
+            &target,
+            Arc::new(source),
+            &info,
+            &options,
+            Arc::new(Progress::default()),
+        )
+        .await?;
+        done.push_str(&format!(", backup {}", record.name));
+        let mut ours: Vec<_> = list_backups(&target, volume)
+            .await?
+            .into_iter()
+            .filter(|b| b.labels.get(JOB_LABEL) == Some(&job.name))
+            .collect();
+        ours.sort_by(|a, b| a.created.cmp(&b.created));
+        let excess = ours.len().saturating_sub(job.spec.retain as usize);
+        for old in &ours[..excess] {
+            delete_backup(&target, volume, &old.name, LockOptions::default()).await?;
+            done.push_str(&format!(", deleted backup {}", old.name));
+        }
+    }
+    // Keep the newest `retain` snapshots of this job.
+    let layers = client
+        .list_snapshots(pb::ListSnapshotsRequest {})
+        .await
+        .context("listing snapshots")?
+        .into_inner()
+        .layers;
+    let mut ours: Vec<_> = layers
+        .into_iter()
+        .filter(|l| !l.is_head && !l.removed && l.labels.get(JOB_LABEL) == Some(&job.name))
+        .collect();
+    ours.sort_by(|a, b| a.created.cmp(&b.created));
+    let excess = ours.len().saturating_sub(job.spec.retain as usize);
+    for old in &ours[..excess] {
+        client
+            .remove_snapshot(pb::RemoveSnapshotRequest {
+                name: old.name.clone(),
+            })
+            .await
+            .with_context(|| format!("removing snapshot {}", old.name))?;
+        done.push_str(&format!(", removed snapshot {}", old.name));
+    }
+    if excess > 0 {
+        client
+            .purge_snapshots(pb::PurgeSnapshotsRequest {})
+            .await
+            .context("purging snapshots")?;
+    }
+    Ok(done)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cron_takes_five_or_six_fields() {
+        assert!(parse_cron("0 */6 * * *").is_ok());
+        assert!(parse_cron("*/2 * * * * *").is_ok());
+        assert!(parse_cron("* * *").is_err());
+        assert!(parse_cron("61 * * * *").is_err());
+        let schedule = parse_cron("30 2 * * *").unwrap();
+        let start = DateTime::parse_from_rfc3339("2026-11-22T00:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let next = schedule.after(&start).next().unwrap();
+        assert_eq!(next.to_rfc3339(), "2026-11-22T02:30:00+00:00");
+    }
+}
