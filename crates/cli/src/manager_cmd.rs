@@ -9,7 +9,8 @@ use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 use serde::de::DeserializeOwned;
 use shorthorn_manager::api::{
-    AttachVolume, CreateJob, CreateVolume, ErrorBody, SetSetting, VolumeDetail, VolumeJobs,
+    AttachVolume, CreateJob, CreateVolume, ErrorBody, ExpandVolume, SetSetting, VolumeDetail,
+    VolumeJobs,
 };
 use shorthorn_manager::model::{JobTask, Node, RecurringJob, RecurringJobSpec, Settings, Volume};
 use shorthorn_manager::up::{Connection, UpConfig};
@@ -114,6 +115,14 @@ pub enum VolumeCommand {
     Detach {
         /// The volume.
         name: String,
+    },
+    /// Grow an attached volume to SIZE on every replica (new NBD connections see it).
+    Expand {
+        /// The volume.
+        name: String,
+        /// The new size, e.g. 20G.
+        #[arg(value_parser = parse_size)]
+        size: u64,
     },
     /// Delete a detached volume and its replicas' data.
     Rm {
@@ -374,6 +383,20 @@ pub fn volume(api: &ApiArgs, command: VolumeCommand) -> anyhow::Result<()> {
                     }
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 }
+            }
+            VolumeCommand::Expand { name, size } => {
+                let body = serde_json::to_value(ExpandVolume { size })?;
+                let volume: Volume = client
+                    .call(
+                        Method::POST,
+                        &format!("/v1/volumes/{name}/expand"),
+                        Some(body),
+                    )
+                    .await?;
+                line(format_args!(
+                    "expanded {name} to {}",
+                    format_size(volume.spec.size)
+                ))
             }
             VolumeCommand::Jobs { name, jobs, groups } => {
                 let body = serde_json::to_value(VolumeJobs { jobs, groups })?;

@@ -6,7 +6,7 @@
 //! volume returns to healthy with all three replicas RW. The node is then stopped (every
 //! engine and replica with it) and the three replica directories hold identical content,
 //! equal to what the volume held; `up` again brings the volume back attached with the
-//! same content; deleting the volume removes its data.
+//! same content; it grows online (`volume expand`); deleting it removes its data.
 
 #![allow(
     clippy::unwrap_used,
@@ -143,6 +143,16 @@ fn a_volume_on_one_node_is_created_attached_and_healed() {
         .unwrap()
         .to_string();
     assert_eq!(export_sha(&uri, &scratch), content);
+
+    // Grown while attached: a new connection sees the new size.
+    let grown = node.cli_ok(&["volume", "expand", VOLUME, "128M"]);
+    assert!(grown.contains("128 MiB"), "{grown}");
+    qemu_io(&uri, &["write -P 0x6e 120M 1M", "read -P 0x6e 120M 1M"]);
+    let detached = node.cli(&["volume", "expand", "nosuch", "256M"]);
+    assert!(
+        !detached.success() && detached.stderr.contains("404"),
+        "{detached:?}"
+    );
 
     node.cli_ok(&["volume", "detach", VOLUME]);
     node.wait_for(VOLUME, "detached", Duration::from_secs(60), |v| {

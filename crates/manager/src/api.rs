@@ -121,6 +121,14 @@ pub struct VolumeJobs {
     pub groups: Vec<String>,
 }
 
+/// A request to grow a volume.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ExpandVolume {
+    /// The new size in bytes: larger than now, a multiple of 4096.
+    pub size: u64,
+}
+
 /// A request to create a recurring job.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -163,14 +171,14 @@ pub struct VolumeDetail {
     info(title = "Shorthorn manager API", version = "1"),
     paths(
         list_volumes, create_volume, get_volume, delete_volume, attach_volume,
-        detach_volume, set_volume_jobs, list_jobs, create_job, get_job, delete_job,
+        detach_volume, expand_volume, set_volume_jobs, list_jobs, create_job, get_job, delete_job,
         list_nodes, get_settings, set_setting
     ),
     components(schemas(
         ErrorBody, CreateVolume, AttachVolume, SetSetting, VolumeDetail, Volume, VolumeSpec,
         VolumeStatus, VolumeState, Robustness, Replica, ReplicaSpec, ReplicaStatus,
         ReplicaState, Node, NodeSpec, NodeStatus, DiskSpec, DiskStatus, Settings,
-        SchedulingSettings, VolumeJobs, CreateJob, RecurringJob, RecurringJobSpec,
+        SchedulingSettings, VolumeJobs, ExpandVolume, CreateJob, RecurringJob, RecurringJobSpec,
         RecurringJobStatus, JobTask
     )),
     modifiers(&BearerAuth),
@@ -212,6 +220,7 @@ pub fn router(manager: Arc<Manager>, token: &str) -> Router {
         .route("/v1/volumes/{name}", get(get_volume).delete(delete_volume))
         .route("/v1/volumes/{name}/attach", post(attach_volume))
         .route("/v1/volumes/{name}/detach", post(detach_volume))
+        .route("/v1/volumes/{name}/expand", post(expand_volume))
         .route("/v1/volumes/{name}/recurring-jobs", put(set_volume_jobs))
         .route("/v1/recurring-jobs", get(list_jobs).post(create_job))
         .route("/v1/recurring-jobs/{name}", get(get_job).delete(delete_job))
@@ -410,6 +419,32 @@ fn exists(state: &AppState, name: &str) -> Result<(), ApiError> {
         Some(_) => Ok(()),
         None => Err(ApiError::not_found("volume", name)),
     }
+}
+
+#[utoipa::path(post, path = "/v1/volumes/{name}/expand", params(("name" = String, Path)),
+    request_body = ExpandVolume, responses(
+    (status = 200, body = Volume), (status = 400, body = ErrorBody),
+    (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
+    (status = 409, body = ErrorBody)))]
+async fn expand_volume(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    body: Result<Json<ExpandVolume>, JsonRejection>,
+) -> ApiResult<Volume> {
+    let Json(request) = body?;
+    exists(&state, &name)?;
+    let volume = state
+        .manager
+        .expand_volume(&name, request.size)
+        .await
+        .map_err(|e| match e {
+            crate::reconcile::ExpandError::Invalid(message) => ApiError::bad_request(message),
+            crate::reconcile::ExpandError::NotAttached(message) => {
+                ApiError::new(StatusCode::CONFLICT, message)
+            }
+            crate::reconcile::ExpandError::Failed(e) => e.into(),
+        })?;
+    Ok(Json(volume))
 }
 
 #[utoipa::path(put, path = "/v1/volumes/{name}/recurring-jobs", params(("name" = String, Path)),

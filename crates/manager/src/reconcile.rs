@@ -643,6 +643,38 @@ impl Manager {
         Ok(())
     }
 
+    /// Grows an attached volume: every replica through its engine, then the spec.
+    pub async fn expand_volume(&self, name: &str, size: u64) -> Result<Volume, ExpandError> {
+        let _busy = self.busy.lock().await;
+        let mut volume: Volume = self
+            .state
+            .get(Kind::Volume, name)?
+            .ok_or_else(|| ExpandError::Invalid(format!("no volume {name:?}")))?;
+        if size <= volume.spec.size || size % 4096 != 0 {
+            return Err(ExpandError::Invalid(format!(
+                "size {size} must be a multiple of 4096 larger than {}",
+                volume.spec.size
+            )));
+        }
+        let engine = match (&volume.spec.attached_node, &volume.status.engine_address) {
+            (Some(_), Some(engine)) => engine.clone(),
+            _ => {
+                return Err(ExpandError::NotAttached(format!(
+                    "volume {name:?} is not attached; attach it to expand it"
+                )));
+            }
+        };
+        let mut client = connect_engine(&engine).await?;
+        client
+            .expand(pb::ExpandRequest { size })
+            .await
+            .map_err(|e| ExpandError::Failed(anyhow::anyhow!("engine expand: {}", e.message())))?;
+        volume.spec.size = size;
+        self.state.put(Kind::Volume, name, &volume)?;
+        tracing::info!(volume = name, size, "expanded");
+        Ok(volume)
+    }
+
     /// Stops a replica's process, removes its data and its object.
     async fn remove_replica(&self, replica: &Replica) -> anyhow::Result<()> {
         self.agent.stop(&replica.name).await;
@@ -673,6 +705,20 @@ impl Manager {
         self.poke();
         Ok(volume)
     }
+}
+
+/// Why a volume could not be expanded.
+#[derive(Debug, thiserror::Error)]
+pub enum ExpandError {
+    /// The request makes no sense.
+    #[error("{0}")]
+    Invalid(String),
+    /// Expansion needs the engine.
+    #[error("{0}")]
+    NotAttached(String),
+    /// The engine or the state store failed.
+    #[error(transparent)]
+    Failed(#[from] anyhow::Error),
 }
 
 fn engine_name(volume: &str) -> String {
