@@ -32,3 +32,4 @@ if ! command -v s3s-fs >/dev/null 2>&1 && [ ! -x "${CARGO_HOME:-$HOME/.cargo}/bi
     echo "installing s3s-fs (S3 test server)" >&2
     cargo install --locked s3s-fs --version 0.14.1 --features binary
 fi
+python3 -c 'import schemathesis' 2>/dev/null || python3 -m pip install --quiet schemathesis

@@ -70,6 +70,24 @@ impl Target {
         }
     }
 
+    /// Checks a target URL's form without contacting, creating or mounting anything.
+    pub fn check_url(url: &str) -> anyhow::Result<()> {
+        let parsed =
+            url::Url::parse(url).with_context(|| format!("backup target {url:?}: not a URL"))?;
+        match parsed.scheme() {
+            "s3" if !parsed.username().is_empty() || parsed.host_str().is_some_and(|h| !h.is_empty()) => Ok(()),
+            "s3" => bail!("backup target {url}: no bucket; write s3://bucket@region/path"),
+            "file" if url.starts_with("file:///") => Ok(()),
+            "file" => bail!("backup target {url}: write file:///absolute/path (three slashes)"),
+            "nfs" if parsed.host_str().is_some_and(|h| !h.is_empty()) => Ok(()),
+            "nfs" => bail!("backup target {url}: no host; write nfs://host:/path"),
+            other => bail!(
+                "backup target {url}: unknown scheme {other:?}; use s3://bucket@region/path, \
+                 file:///path or nfs://host:/path"
+            ),
+        }
+    }
+
     /// The URL the target was opened from.
     pub fn url(&self) -> &str {
         &self.url

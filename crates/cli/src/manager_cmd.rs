@@ -40,6 +40,11 @@ pub struct UpArgs {
     /// The address engines and replicas of this node listen on.
     #[arg(long, default_value = "127.0.0.1")]
     address: IpAddr,
+    /// etcd endpoints (e.g. http://10.0.0.1:2379), comma-separated: this node joins the
+    /// cluster whose state is there; managers on every node share the work. Without
+    /// it: a single node with an embedded store.
+    #[arg(long, value_delimiter = ',')]
+    etcd: Vec<String>,
 }
 
 /// Where the manager's API is: `SHORTHORN_URL` and `SHORTHORN_TOKEN`, or the connection
@@ -211,6 +216,7 @@ pub fn up(args: UpArgs) -> anyhow::Result<()> {
         listen: args.listen,
         node,
         address: args.address,
+        etcd: args.etcd,
     };
     daemon::runtime()?.block_on(async {
         let shutdown = daemon::shutdown_token(false)?;
@@ -381,7 +387,7 @@ pub fn volume(api: &ApiArgs, command: VolumeCommand) -> anyhow::Result<()> {
                             detail.volume.status.message
                         );
                     }
-                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
                 }
             }
             VolumeCommand::Expand { name, size } => {

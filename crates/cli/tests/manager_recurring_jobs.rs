@@ -166,6 +166,6 @@ fn recurring_snapshot_and_backup_jobs_run_and_prune() {
     }
     // The detached volume was skipped each time, never failed.
     let log = node.log();
-    assert!(log.contains("idle: skipped (not attached here)"), "{log}");
+    assert!(log.contains("idle: skipped (not attached)"), "{log}");
     assert!(!log.contains("failed:"), "{log}");
 }

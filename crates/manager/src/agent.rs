@@ -5,8 +5,11 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
 
-use anyhow::Context;
+use anyhow::{Context, bail};
+use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex;
 
 use crate::model::{DiskSpec, DiskStatus};
@@ -21,10 +24,12 @@ pub enum ProcessState {
     Exited(String),
     /// The agent has no such process (never started, or stopped on request).
     Absent,
+    /// The node's agent did not answer (the node may be down).
+    Unreachable(String),
 }
 
 /// A replica process to start.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ReplicaLaunch {
     /// Process name (the replica object's name).
     pub name: String,
@@ -39,7 +44,7 @@ pub struct ReplicaLaunch {
 }
 
 /// An engine process to start.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct EngineLaunch {
     /// Process name (`<volume>-e`).
     pub name: String,
@@ -150,6 +155,16 @@ impl Agent {
         }
     }
 
+    /// Stops a replica and removes its data directory.
+    pub async fn remove_replica(&self, name: &str, data_dir: &str) -> anyhow::Result<()> {
+        self.stop(name).await;
+        match std::fs::remove_dir_all(data_dir) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e).with_context(|| format!("removing {data_dir}")),
+        }
+    }
+
     /// Stops every process: engines first, so their final flush reaches the replicas.
     pub async fn stop_all(&self) {
         let mut processes = self.processes.lock().await;
@@ -188,4 +203,184 @@ fn filesystem_space(path: &Path) -> anyhow::Result<(u64, u64)> {
         stat.f_blocks.saturating_mul(stat.f_frsize),
         stat.f_bavail.saturating_mul(stat.f_frsize),
     ))
+}
+
+/// A process state as the agent API reports it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ProcessReport {
+    /// `running`, `exited` or `absent`.
+    pub state: String,
+    /// The exit status, when exited.
+    #[serde(default)]
+    pub status: String,
+}
+
+impl From<&ProcessState> for ProcessReport {
+    fn from(state: &ProcessState) -> ProcessReport {
+        let (state, status) = match state {
+            ProcessState::Running => ("running", String::new()),
+            ProcessState::Exited(status) => ("exited", status.clone()),
+            ProcessState::Absent | ProcessState::Unreachable(_) => ("absent", String::new()),
+        };
+        ProcessReport {
+            state: state.into(),
+            status,
+        }
+    }
+}
+
+/// A data directory to remove with its replica.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RemoveReplica {
+    /// The replica's data directory.
+    pub data_dir: String,
+}
+
+/// The agent of some node: this process's own, or another node's over its API.
+#[derive(Clone)]
+pub enum AgentClient {
+    /// This node.
+    Local(Arc<Agent>),
+    /// Another node, at its API URL.
+    Remote {
+        /// `http://host:port` of that node's API.
+        url: String,
+        /// The cluster's API token.
+        token: String,
+        /// HTTP client.
+        http: reqwest::Client,
+    },
+}
+
+/// How long a call to another node's agent may take (starting a daemon included).
+const REMOTE_TIMEOUT: Duration = Duration::from_secs(40);
+
+impl AgentClient {
+    /// A client for the agent at `url`.
+    pub fn remote(url: &str, token: &str) -> anyhow::Result<AgentClient> {
+        let http = reqwest::Client::builder()
+            .timeout(REMOTE_TIMEOUT)
+            .connect_timeout(Duration::from_secs(3))
+            .build()
+            .context("HTTP client")?;
+        Ok(AgentClient::Remote {
+            url: url.trim_end_matches('/').to_string(),
+            token: token.to_string(),
+            http,
+        })
+    }
+
+    async fn call<T: Serialize>(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&T>,
+    ) -> anyhow::Result<bytes::Bytes> {
+        let AgentClient::Remote { url, token, http } = self else {
+            bail!("not a remote agent");
+        };
+        let mut request = http
+            .request(method, format!("{url}{path}"))
+            .bearer_auth(token);
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let response = request
+            .send()
+            .await
+            .with_context(|| format!("agent at {url} unreachable"))?;
+        let status = response.status();
+        let bytes = response.bytes().await.context("agent answer")?;
+        if !status.is_success() {
+            bail!(
+                "agent at {url}: {status}: {}",
+                String::from_utf8_lossy(&bytes)
+            );
+        }
+        Ok(bytes)
+    }
+
+    /// Starts a replica there.
+    pub async fn start_replica(&self, launch: &ReplicaLaunch) -> anyhow::Result<()> {
+        match self {
+            AgentClient::Local(agent) => agent.start_replica(launch).await,
+            AgentClient::Remote { .. } => self
+                .call(reqwest::Method::POST, "/agent/v1/replicas", Some(launch))
+                .await
+                .map(drop),
+        }
+    }
+
+    /// Starts an engine there.
+    pub async fn start_engine(&self, launch: &EngineLaunch) -> anyhow::Result<()> {
+        match self {
+            AgentClient::Local(agent) => agent.start_engine(launch).await,
+            AgentClient::Remote { .. } => self
+                .call(reqwest::Method::POST, "/agent/v1/engines", Some(launch))
+                .await
+                .map(drop),
+        }
+    }
+
+    /// Stops a process there.
+    pub async fn stop(&self, name: &str) -> anyhow::Result<()> {
+        match self {
+            AgentClient::Local(agent) => {
+                agent.stop(name).await;
+                Ok(())
+            }
+            AgentClient::Remote { .. } => self
+                .call::<()>(
+                    reqwest::Method::DELETE,
+                    &format!("/agent/v1/processes/{name}"),
+                    None,
+                )
+                .await
+                .map(drop),
+        }
+    }
+
+    /// Stops a replica there and removes its data.
+    pub async fn remove_replica(&self, name: &str, data_dir: &str) -> anyhow::Result<()> {
+        match self {
+            AgentClient::Local(agent) => agent.remove_replica(name, data_dir).await,
+            AgentClient::Remote { .. } => {
+                let body = RemoveReplica {
+                    data_dir: data_dir.to_string(),
+                };
+                self.call(
+                    reqwest::Method::POST,
+                    &format!("/agent/v1/replicas/{name}/remove"),
+                    Some(&body),
+                )
+                .await
+                .map(drop)
+            }
+        }
+    }
+
+    /// A process's state there; `Unreachable` when the agent does not answer.
+    pub async fn state(&self, name: &str) -> ProcessState {
+        match self {
+            AgentClient::Local(agent) => agent.state(name).await,
+            AgentClient::Remote { .. } => {
+                let answer = self
+                    .call::<()>(
+                        reqwest::Method::GET,
+                        &format!("/agent/v1/processes/{name}"),
+                        None,
+                    )
+                    .await
+                    .and_then(|bytes| {
+                        serde_json::from_slice::<ProcessReport>(&bytes).context("agent answer")
+                    });
+                match answer {
+                    Ok(report) if report.state == "running" => ProcessState::Running,
+                    Ok(report) if report.state == "exited" => ProcessState::Exited(report.status),
+                    Ok(_) => ProcessState::Absent,
+                    Err(e) => ProcessState::Unreachable(format!("{e:#}")),
+                }
+            }
+        }
+    }
 }

@@ -4,8 +4,8 @@
 
 use std::sync::Arc;
 
-use axum::extract::rejection::JsonRejection;
-use axum::extract::{Path, Request, State};
+use axum::body::Bytes;
+use axum::extract::{FromRequest, Path, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi, ToSchema};
 
+use crate::agent::{EngineLaunch, ProcessReport, RemoveReplica, ReplicaLaunch};
 use crate::model::{
     DiskSpec, DiskStatus, JobTask, Node, NodeSpec, NodeStatus, RecurringJob, RecurringJobSpec,
     RecurringJobStatus, Replica, ReplicaSpec, ReplicaState, ReplicaStatus, Robustness, Settings,
@@ -23,6 +24,9 @@ use crate::model::{
 use crate::reconcile::{Manager, SETTINGS_NAME};
 use crate::scheduler::SchedulingSettings;
 use crate::state::{Kind, StateStoreExt};
+
+/// Largest volume the API creates (the store's own limit is higher).
+const MAX_SIZE: u64 = 1 << 50;
 
 /// Where the OpenAPI document is served.
 pub const OPENAPI_PATH: &str = "/v1/openapi.json";
@@ -64,12 +68,6 @@ impl From<anyhow::Error> for ApiError {
     }
 }
 
-impl From<JsonRejection> for ApiError {
-    fn from(e: JsonRejection) -> ApiError {
-        ApiError::bad_request(e.body_text())
-    }
-}
-
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         (
@@ -84,16 +82,70 @@ impl IntoResponse for ApiError {
 
 type ApiResult<T> = Result<Json<T>, ApiError>;
 
+/// A request body: a JSON object, decoded into `T`. (axum's `Json` would also take an
+/// array, which serde reads into a struct positionally.)
+pub struct JsonObject<T>(pub T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequest<S> for JsonObject<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
+        let json = request
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .is_some_and(|ct| {
+                let ct = ct.trim();
+                ct.eq_ignore_ascii_case("application/json") || ct.ends_with("+json")
+            });
+        if !json {
+            return Err(ApiError::bad_request(
+                "expected a JSON body with Content-Type: application/json",
+            ));
+        }
+        let bytes = Bytes::from_request(request, state)
+            .await
+            .map_err(|e| ApiError::bad_request(e.body_text()))?;
+        if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+            return Err(ApiError::bad_request(
+                "the request body must be a JSON object",
+            ));
+        }
+        let mut deserializer = serde_json::Deserializer::from_slice(&bytes);
+        let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
+            let path = e.path().to_string();
+            let field = if path == "." {
+                String::new()
+            } else {
+                format!("{path}: ")
+            };
+            ApiError::bad_request(format!("invalid JSON body: {field}{}", e.inner()))
+        })?;
+        deserializer
+            .end()
+            .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))?;
+        Ok(JsonObject(value))
+    }
+}
+
 /// A request to create a volume.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateVolume {
     /// Name: 1–63 letters, digits, `-`, `_`, `.`.
+    #[schema(
+        min_length = 1,
+        max_length = 63,
+        pattern = r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$"
+    )]
     pub name: String,
-    /// Size in bytes, a multiple of 4096.
+    /// Size in bytes, a multiple of 4096, at most 2^50 (1 PiB).
+    #[schema(minimum = 4096, maximum = 1125899906842624_u64, multiple_of = 4096)]
     pub size: u64,
     /// Replica count [default: the `default_replica_count` setting].
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 16)]
     pub replicas: Option<usize>,
     /// Tags every replica's node must have.
     #[serde(default)]
@@ -125,7 +177,8 @@ pub struct VolumeJobs {
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ExpandVolume {
-    /// The new size in bytes: larger than now, a multiple of 4096.
+    /// The new size in bytes: larger than now, a multiple of 4096, at most 2^50.
+    #[schema(minimum = 4096, maximum = 1125899906842624_u64, multiple_of = 4096)]
     pub size: u64,
 }
 
@@ -134,6 +187,11 @@ pub struct ExpandVolume {
 #[serde(deny_unknown_fields)]
 pub struct CreateJob {
     /// Name: 1–63 letters, digits, `-`, `_`, `.`.
+    #[schema(
+        min_length = 1,
+        max_length = 63,
+        pattern = r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$"
+    )]
     pub name: String,
     /// What it does and when.
     pub spec: RecurringJobSpec,
@@ -228,6 +286,17 @@ pub fn router(manager: Arc<Manager>, token: &str) -> Router {
         .route("/v1/settings", get(get_settings))
         .route("/v1/settings/{name}", put(set_setting))
         .route("/metrics", get(metrics))
+        // This node's agent, for the managers of other nodes (not in the public API).
+        .route("/agent/v1/replicas", post(agent_start_replica))
+        .route(
+            "/agent/v1/replicas/{name}/remove",
+            post(agent_remove_replica),
+        )
+        .route("/agent/v1/engines", post(agent_start_engine))
+        .route(
+            "/agent/v1/processes/{name}",
+            get(agent_process).delete(agent_stop),
+        )
         .layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route(
@@ -236,6 +305,12 @@ pub fn router(manager: Arc<Manager>, token: &str) -> Router {
         )
         .merge(protected)
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method not allowed on this endpoint",
+            )
+        })
         .with_state(state)
 }
 
@@ -244,18 +319,24 @@ async fn require_token(State(state): State<AppState>, request: Request, next: Ne
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    match given {
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim());
+    let refusal = match given {
         Some(token) if constant_time_eq(token.as_bytes(), state.token.as_bytes()) => {
-            next.run(request).await
+            return next.run(request).await;
         }
-        Some(_) => ApiError::new(StatusCode::UNAUTHORIZED, "wrong token").into_response(),
-        None => ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "missing Authorization: Bearer TOKEN (the token is in the data directory's token file)",
-        )
-        .into_response(),
-    }
+        Some(_) => "wrong token",
+        None => {
+            "missing Authorization: Bearer TOKEN (the token is in the data directory's token file)"
+        }
+    };
+    let mut response = ApiError::new(StatusCode::UNAUTHORIZED, refusal).into_response();
+    response.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        header::HeaderValue::from_static("Bearer"),
+    );
+    response
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
@@ -273,14 +354,14 @@ async fn list_volumes(State(state): State<AppState>) -> ApiResult<Vec<Volume>> {
     (status = 401, body = ErrorBody), (status = 409, body = ErrorBody)))]
 async fn create_volume(
     State(state): State<AppState>,
-    body: Result<Json<CreateVolume>, JsonRejection>,
+    JsonObject(body): JsonObject<CreateVolume>,
 ) -> Result<(StatusCode, Json<Volume>), ApiError> {
-    let Json(request) = body?;
+    let request = body;
     shorthorn_block::validate_name(&request.name)
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
-    if request.size == 0 || request.size % 4096 != 0 {
+    if request.size == 0 || request.size % 4096 != 0 || request.size > MAX_SIZE {
         return Err(ApiError::bad_request(format!(
-            "size {} must be a positive multiple of 4096",
+            "size {} must be a positive multiple of 4096, at most {MAX_SIZE}",
             request.size
         )));
     }
@@ -365,9 +446,9 @@ async fn delete_volume(
 async fn attach_volume(
     State(state): State<AppState>,
     Path(name): Path<String>,
-    body: Result<Json<AttachVolume>, JsonRejection>,
+    JsonObject(body): JsonObject<AttachVolume>,
 ) -> ApiResult<Volume> {
-    let Json(request) = body?;
+    let request = body;
     let node = request
         .node
         .unwrap_or_else(|| state.manager.node().to_string());
@@ -429,9 +510,15 @@ fn exists(state: &AppState, name: &str) -> Result<(), ApiError> {
 async fn expand_volume(
     State(state): State<AppState>,
     Path(name): Path<String>,
-    body: Result<Json<ExpandVolume>, JsonRejection>,
+    JsonObject(body): JsonObject<ExpandVolume>,
 ) -> ApiResult<Volume> {
-    let Json(request) = body?;
+    let request = body;
+    if request.size > MAX_SIZE {
+        return Err(ApiError::bad_request(format!(
+            "size {} is more than the largest volume, {MAX_SIZE}",
+            request.size
+        )));
+    }
     exists(&state, &name)?;
     let volume = state
         .manager
@@ -454,9 +541,9 @@ async fn expand_volume(
 async fn set_volume_jobs(
     State(state): State<AppState>,
     Path(name): Path<String>,
-    body: Result<Json<VolumeJobs>, JsonRejection>,
+    JsonObject(body): JsonObject<VolumeJobs>,
 ) -> ApiResult<Volume> {
-    let Json(request) = body?;
+    let request = body;
     exists(&state, &name)?;
     for job in &request.jobs {
         if state
@@ -490,9 +577,9 @@ async fn list_jobs(State(state): State<AppState>) -> ApiResult<Vec<RecurringJob>
     (status = 401, body = ErrorBody), (status = 409, body = ErrorBody)))]
 async fn create_job(
     State(state): State<AppState>,
-    body: Result<Json<CreateJob>, JsonRejection>,
+    JsonObject(body): JsonObject<CreateJob>,
 ) -> Result<(StatusCode, Json<RecurringJob>), ApiError> {
-    let Json(request) = body?;
+    let request = body;
     shorthorn_block::validate_name(&request.name)
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
     crate::jobs::parse_cron(&request.spec.cron)
@@ -584,9 +671,9 @@ async fn get_settings(State(state): State<AppState>) -> ApiResult<Settings> {
 async fn set_setting(
     State(state): State<AppState>,
     Path(name): Path<String>,
-    body: Result<Json<SetSetting>, JsonRejection>,
+    JsonObject(body): JsonObject<SetSetting>,
 ) -> ApiResult<Settings> {
-    let Json(request) = body?;
+    let request = body;
     let mut map = state.manager.settings()?.to_map();
     let Some(current) = map.get_mut(&name) else {
         return Err(ApiError::not_found("setting", &name));
@@ -595,12 +682,61 @@ async fn set_setting(
     let object = serde_json::Value::Object(map.into_iter().collect());
     let settings: Settings = serde_json::from_value(object)
         .map_err(|e| ApiError::bad_request(format!("setting {name}: {e}")))?;
+    settings
+        .validate()
+        .map_err(|e| ApiError::bad_request(format!("setting {name}: {e}")))?;
     state
         .manager
         .state()
         .put(Kind::Settings, SETTINGS_NAME, &settings)?;
     state.manager.poke();
     Ok(Json(settings))
+}
+
+async fn agent_start_replica(
+    State(state): State<AppState>,
+    JsonObject(body): JsonObject<ReplicaLaunch>,
+) -> Result<StatusCode, ApiError> {
+    let launch = body;
+    state.manager.agent().start_replica(&launch).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn agent_remove_replica(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    JsonObject(body): JsonObject<RemoveReplica>,
+) -> Result<StatusCode, ApiError> {
+    let request = body;
+    state
+        .manager
+        .agent()
+        .remove_replica(&name, &request.data_dir)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn agent_start_engine(
+    State(state): State<AppState>,
+    JsonObject(body): JsonObject<EngineLaunch>,
+) -> Result<StatusCode, ApiError> {
+    let launch = body;
+    state.manager.agent().start_engine(&launch).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn agent_process(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Json<ProcessReport> {
+    Json(ProcessReport::from(
+        &state.manager.agent().state(&name).await,
+    ))
+}
+
+async fn agent_stop(State(state): State<AppState>, Path(name): Path<String>) -> StatusCode {
+    state.manager.agent().stop(&name).await;
+    StatusCode::NO_CONTENT
 }
 
 /// Prometheus text: volumes by state and robustness, disk space per node.

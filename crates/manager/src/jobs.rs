@@ -1,8 +1,8 @@
 //! Recurring jobs: cron-scheduled snapshots and backups of the volumes that select a job
 //! (by name or through one of its groups), pruned to the newest `retain` per volume.
 //!
-//! A job runs only for volumes attached on this node (a snapshot needs the engine); the
-//! others are listed as skipped in the job's status. A run that is still going when the
+//! A job runs for the volumes this manager owns, if they are attached (a snapshot needs
+//! the engine); detached ones are listed as skipped in the job's status. A run that is still going when the
 //! job is due again is not started twice.
 
 use std::collections::{BTreeMap, HashSet};
@@ -54,7 +54,7 @@ pub struct JobRunner {
 
 impl JobRunner {
     /// Starts every job whose time came (in the background) and schedules its next run.
-    pub fn run_due(&self, state: &Arc<dyn StateStore>, node: &str) -> anyhow::Result<()> {
+    pub fn run_due(&self, state: &Arc<dyn StateStore>) -> anyhow::Result<()> {
         let now = Utc::now();
         for mut job in state.list::<RecurringJob>(Kind::RecurringJob)? {
             let due = match job
@@ -74,7 +74,7 @@ impl JobRunner {
                 .unwrap_or(true);
             if due && !already {
                 job.status.last_run = Some(now.to_rfc3339());
-                self.start(state.clone(), node, job.clone());
+                self.start(state.clone(), job.clone());
             }
             let next = next_run(&job, now).map(|t| t.to_rfc3339()).ok();
             if job.status.next_run.is_none() || due {
@@ -85,14 +85,13 @@ impl JobRunner {
         Ok(())
     }
 
-    fn start(&self, state: Arc<dyn StateStore>, node: &str, job: RecurringJob) {
+    fn start(&self, state: Arc<dyn StateStore>, job: RecurringJob) {
         if let Ok(mut running) = self.running.lock() {
             running.insert(job.name.clone());
         }
         let running = self.running.clone();
-        let node = node.to_string();
         tokio::spawn(async move {
-            let result = run_job(&state, &node, &job).await;
+            let result = run_job(&state, &job).await;
             let summary = match result {
                 Ok(lines) if lines.is_empty() => "no volume selects this job".to_string(),
                 Ok(lines) => lines.join("; "),
@@ -111,11 +110,7 @@ impl JobRunner {
 }
 
 /// Runs `job` once for every volume that selects it; one line per volume.
-async fn run_job(
-    state: &Arc<dyn StateStore>,
-    node: &str,
-    job: &RecurringJob,
-) -> anyhow::Result<Vec<String>> {
+async fn run_job(state: &Arc<dyn StateStore>, job: &RecurringJob) -> anyhow::Result<Vec<String>> {
     let mut lines = Vec::new();
     for volume in state.list::<Volume>(Kind::Volume)? {
         let selected = volume.spec.recurring_jobs.contains(&job.name)
@@ -127,10 +122,14 @@ async fn run_job(
         if !selected {
             continue;
         }
+        // The manager that owns the volume runs its jobs.
+        if !state.claim(&volume.name)? {
+            continue;
+        }
         let engine = match (&volume.spec.attached_node, &volume.status.engine_address) {
-            (Some(attached), Some(engine)) if attached == node => engine.clone(),
+            (Some(_), Some(engine)) => engine.clone(),
             _ => {
-                lines.push(format!("{}: skipped (not attached here)", volume.name));
+                lines.push(format!("{}: skipped (not attached)", volume.name));
                 continue;
             }
         };

@@ -5,6 +5,7 @@
 
 pub mod agent;
 pub mod api;
+pub mod etcd;
 pub mod jobs;
 pub mod model;
 pub mod process;

@@ -80,6 +80,12 @@ pub struct VolumeStatus {
     /// Ports the engine uses (control, NBD) while attached.
     #[serde(default)]
     pub engine_ports: Option<(u16, u16)>,
+    /// The node the engine runs on, while it runs.
+    #[serde(default)]
+    pub engine_node: Option<String>,
+    /// The node whose manager reconciles the volume (its etcd lease owns it).
+    #[serde(default)]
+    pub owner: Option<String>,
     /// Why the volume is not where its spec wants it, if it is not.
     pub message: String,
 }
@@ -195,6 +201,9 @@ pub struct DiskStatus {
 pub struct NodeSpec {
     /// Address replicas and engines on this node listen on.
     pub address: String,
+    /// URL of its manager's API (its agent is reached there).
+    #[serde(default)]
+    pub api_url: String,
     /// Zone, for spreading replicas.
     #[serde(default)]
     pub zone: String,
@@ -210,8 +219,11 @@ pub struct NodeSpec {
 /// What the node's agent reports.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct NodeStatus {
-    /// Whether its agent answers.
+    /// Whether its manager reported in lately.
     pub ready: bool,
+    /// When its manager last reported (RFC 3339).
+    #[serde(default)]
+    pub heartbeat: Option<String>,
     /// Space of each disk.
     pub disks: Vec<DiskStatus>,
 }
@@ -312,6 +324,27 @@ impl Default for Settings {
 }
 
 impl Settings {
+    /// Refuses values outside what makes sense.
+    pub fn validate(&self) -> Result<(), String> {
+        /// Longest interval a setting takes: ten years.
+        const MAX_SECONDS: u64 = 10 * 365 * 24 * 3600;
+        if !(1..=16).contains(&self.default_replica_count) {
+            return Err("default_replica_count must be 1 to 16".into());
+        }
+        if self.scheduling.minimal_available_percentage > 100 {
+            return Err("minimal_available_percentage must be 0 to 100".into());
+        }
+        if self.scheduling.over_provisioning_percentage == 0 {
+            return Err("over_provisioning_percentage must be at least 1".into());
+        }
+        if self.replica_replenishment_wait_interval > MAX_SECONDS
+            || self.stale_replica_timeout > MAX_SECONDS
+        {
+            return Err(format!("intervals are at most {MAX_SECONDS} seconds"));
+        }
+        Ok(())
+    }
+
     /// The settings as name → JSON value, the shape `setting get|set` works with.
     pub fn to_map(&self) -> BTreeMap<String, serde_json::Value> {
         match serde_json::to_value(self) {

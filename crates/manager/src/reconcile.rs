@@ -10,7 +10,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr, TcpListener};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use chrono::Utc;
@@ -19,7 +19,7 @@ use shorthorn_proto::v1::engine_control_client::EngineControlClient;
 use tokio::sync::{Mutex, Notify};
 use tonic::transport::Channel;
 
-use crate::agent::{Agent, EngineLaunch, ProcessState, ReplicaLaunch};
+use crate::agent::{Agent, AgentClient, EngineLaunch, ProcessState, ReplicaLaunch};
 use crate::jobs::JobRunner;
 use crate::model::{
     Node, Replica, ReplicaSpec, ReplicaState, ReplicaStatus, Robustness, Settings, Volume,
@@ -32,6 +32,12 @@ use crate::state::{Kind, StateStore, StateStoreExt};
 pub const SETTINGS_NAME: &str = "cluster";
 /// Ports daemons on a node are given, lowest free first.
 const PORT_RANGE: std::ops::Range<u16> = 20000..30000;
+/// Shortest time between two replacement replicas of one volume.
+const REPLACEMENT_BACKOFF: Duration = Duration::from_secs(10);
+/// How often a node's manager reports in when nothing else changed.
+const HEARTBEAT_PERIOD: Duration = Duration::from_secs(4);
+/// A node whose manager did not report for this long is not ready.
+const NODE_TIMEOUT: Duration = Duration::from_secs(15);
 /// Failed starts of a replica process (each on new ports) before it is replaced.
 const MAX_START_FAILURES: u32 = 3;
 /// How long an engine RPC may take before the reconciler moves on.
@@ -42,6 +48,8 @@ pub struct Manager {
     state: Arc<dyn StateStore>,
     agent: Arc<Agent>,
     node: String,
+    /// The cluster's API token, for calls to other nodes' agents.
+    token: String,
     /// Serialises reconciling and API changes that touch processes.
     busy: Mutex<()>,
     /// Wakes the loop early after an API change.
@@ -52,20 +60,27 @@ pub struct Manager {
     add_failures: Arc<std::sync::Mutex<HashMap<String, String>>>,
     /// Recurring jobs in progress.
     jobs: JobRunner,
+    /// Nodes whose agent did not answer, and when.
+    unreachable: std::sync::Mutex<HashMap<String, Instant>>,
+    /// Volumes that got a replacement replica, and when.
+    replaced: std::sync::Mutex<HashMap<String, Instant>>,
 }
 
 impl Manager {
     /// A manager over `state` driving `agent` on node `node`.
-    pub fn new(state: Arc<dyn StateStore>, agent: Arc<Agent>, node: &str) -> Manager {
+    pub fn new(state: Arc<dyn StateStore>, agent: Arc<Agent>, node: &str, token: &str) -> Manager {
         Manager {
             state,
             agent,
             node: node.to_string(),
+            token: token.to_string(),
             busy: Mutex::new(()),
             wake: Notify::new(),
             adding: Arc::default(),
             add_failures: Arc::default(),
             jobs: JobRunner::default(),
+            unreachable: std::sync::Mutex::default(),
+            replaced: std::sync::Mutex::default(),
         }
     }
 
@@ -77,6 +92,23 @@ impl Manager {
     /// This manager's node.
     pub fn node(&self) -> &str {
         &self.node
+    }
+
+    /// This node's agent.
+    pub fn agent(&self) -> &Arc<Agent> {
+        &self.agent
+    }
+
+    /// The agent of `node`: this process's own, or the node's over its API.
+    fn agent_for(&self, node: &str) -> anyhow::Result<AgentClient> {
+        if node == self.node {
+            return Ok(AgentClient::Local(self.agent.clone()));
+        }
+        let spec = self
+            .state
+            .get::<Node>(Kind::Node, node)?
+            .with_context(|| format!("node {node} is not registered"))?;
+        AgentClient::remote(&spec.spec.api_url, &self.token)
     }
 
     /// The cluster settings (defaults until someone sets them).
@@ -99,7 +131,7 @@ impl Manager {
             if let Err(e) = self.reconcile_all().await {
                 tracing::warn!(error = %format!("{e:#}"), "reconcile");
             }
-            if let Err(e) = self.jobs.run_due(&self.state, &self.node) {
+            if let Err(e) = self.jobs.run_due(&self.state) {
                 tracing::warn!(error = %format!("{e:#}"), "recurring jobs");
             }
             tokio::select! {
@@ -119,6 +151,10 @@ impl Manager {
         self.update_nodes()?;
         for volume in self.state.list::<Volume>(Kind::Volume)? {
             let name = volume.name.clone();
+            // Another live manager reconciles it.
+            if !self.state.claim(&name)? {
+                continue;
+            }
             if let Err(e) = self.reconcile_volume(volume, &settings).await {
                 tracing::warn!(volume = %name, error = %format!("{e:#}"), "reconcile volume");
                 if let Some(mut volume) = self.state.get::<Volume>(Kind::Volume, &name)? {
@@ -152,9 +188,19 @@ impl Manager {
                     .map(|v| v.spec.size)
                     .sum();
             }
-            let status = crate::model::NodeStatus { ready: true, disks };
-            if node.status != status {
-                node.status = status;
+            // Written when something changed, and as a heartbeat every HEARTBEAT_PERIOD
+            // (an idle node does not rewrite its state every second).
+            let stale = node
+                .status
+                .heartbeat
+                .as_deref()
+                .is_none_or(|at| waited(at, HEARTBEAT_PERIOD.as_secs()));
+            if stale || !node.status.ready || disks_changed(&node.status.disks, &disks) {
+                node.status = crate::model::NodeStatus {
+                    ready: true,
+                    heartbeat: Some(Utc::now().to_rfc3339()),
+                    disks,
+                };
                 self.state.put(Kind::Node, &node.name.clone(), &node)?;
             }
         }
@@ -172,6 +218,7 @@ impl Manager {
             .into_iter()
             .filter(|r| r.spec.volume == volume.name)
             .collect();
+        volume.status.owner = Some(self.node.clone());
         // 1. Processes: start what should run, report what exited.
         for replica in &mut replicas {
             self.reconcile_replica_process(&volume, replica, settings)
@@ -196,7 +243,16 @@ impl Manager {
         // 2. Enough replicas: schedule replacements for those given up on.
         let usable = replicas.iter().filter(|r| r.spec.desire_running).count();
         let mut message = String::new();
-        if usable < volume.spec.replicas {
+        // Replacements (not a new volume's first replicas) at most once per
+        // REPLACEMENT_BACKOFF, so a replica that cannot start is not replaced in a loop.
+        let replacing = !replicas.is_empty();
+        let backing_off = replacing && self.replaced_recently(&volume.name);
+        if usable < volume.spec.replicas && backing_off {
+            message = "waiting before replacing a failed replica again".into();
+        } else if usable < volume.spec.replicas {
+            if replacing {
+                self.note_replacement(&volume.name);
+            }
             match self.schedule_replicas(&volume, &replicas, volume.spec.replicas - usable) {
                 Ok(new) => {
                     for mut replica in new {
@@ -208,26 +264,28 @@ impl Manager {
                 Err(e) => message = format!("{e:#}"),
             }
         }
-        // 3. Engine.
-        let attached_here = volume.spec.attached_node.as_deref() == Some(self.node.as_str());
+        // 3. Engine: where the spec says, stopped wherever it runs otherwise.
         let engine = engine_name(&volume.name);
-        if attached_here {
-            self.reconcile_engine(&mut volume, &mut replicas, settings)
-                .await?;
-        } else if self.agent.state(&engine).await != ProcessState::Absent {
+        let running_on = volume.status.engine_node.clone();
+        if let Some(old) = running_on.filter(|n| volume.spec.attached_node.as_ref() != Some(n)) {
             volume.status.state = VolumeState::Detaching;
-            self.state
-                .put(Kind::Volume, &volume.name.clone(), &volume)?;
-            self.agent.stop(&engine).await;
+            self.save_status(&volume)?;
+            self.agent_for(&old)?.stop(&engine).await?;
             volume.status.endpoint = None;
             volume.status.engine_address = None;
             volume.status.engine_ports = None;
+            volume.status.engine_node = None;
             for replica in &mut replicas {
                 replica.status.mode = None;
                 replica.status.rebuild = None;
             }
         }
-        if !attached_here {
+        let attached = volume.spec.attached_node.is_some();
+        if attached {
+            self.reconcile_engine(&mut volume, &mut replicas, settings)
+                .await?;
+        }
+        if !attached {
             let running = replicas
                 .iter()
                 .filter(|r| r.status.state == ReplicaState::Running)
@@ -251,13 +309,17 @@ impl Manager {
         }
         // Write the status unless an API call changed the volume meanwhile (it has the
         // lock, so only deletion could): then the next pass sees the new spec.
-        if self
-            .state
-            .get::<Volume>(Kind::Volume, &volume.name)?
-            .is_some()
+        self.save_status(&volume)
+    }
+
+    /// Writes a volume's status onto the stored volume, keeping its spec: an API call on
+    /// another node's manager may have changed the spec meanwhile.
+    fn save_status(&self, volume: &Volume) -> anyhow::Result<()> {
+        if let Some(mut stored) = self.state.get::<Volume>(Kind::Volume, &volume.name)?
+            && stored.status != volume.status
         {
-            self.state
-                .put(Kind::Volume, &volume.name.clone(), &volume)?;
+            stored.status = volume.status.clone();
+            self.state.put(Kind::Volume, &volume.name, &stored)?;
         }
         Ok(())
     }
@@ -279,10 +341,31 @@ impl Manager {
         replica: &mut Replica,
         settings: &Settings,
     ) -> anyhow::Result<()> {
-        if replica.spec.node != self.node || !replica.spec.desire_running {
+        if !replica.spec.desire_running {
             return Ok(());
         }
-        let process = self.agent.state(&replica.name).await;
+        let agent = self.agent_for(&replica.spec.node)?;
+        let process = agent.state(&replica.name).await;
+        if let ProcessState::Unreachable(reason) = &process {
+            self.note_unreachable(&replica.spec.node);
+            if replica.status.state != ReplicaState::Failed {
+                mark_failed(
+                    replica,
+                    &format!("node {} unreachable: {reason}", replica.spec.node),
+                );
+            } else if replica
+                .status
+                .failed_at
+                .as_deref()
+                .is_some_and(|at| waited(at, settings.replica_replenishment_wait_interval))
+            {
+                // Its node did not come back in time: a new replica takes its place.
+                replica.spec.desire_running = false;
+                replica.status.message =
+                    format!("node {} did not come back; replaced", replica.spec.node);
+            }
+            return Ok(());
+        }
         if let ProcessState::Exited(status) = &process
             && replica.status.state != ReplicaState::Failed
         {
@@ -314,7 +397,7 @@ impl Manager {
         if !start {
             return Ok(());
         }
-        let address = self.node_address()?;
+        let address = self.node_address(&replica.spec.node)?;
         let launch = ReplicaLaunch {
             name: replica.name.clone(),
             volume: volume.name.clone(),
@@ -322,7 +405,7 @@ impl Manager {
             data_dir: replica.spec.data_dir.clone(),
             listen: SocketAddr::new(address, replica.spec.port),
         };
-        match self.agent.start_replica(&launch).await {
+        match agent.start_replica(&launch).await {
             Ok(()) => {
                 // An attached volume's engine must add it (and rebuild what it lacks).
                 let state = if volume.spec.attached_node.is_some() {
@@ -340,7 +423,7 @@ impl Manager {
                 // the next pass.
                 let failures = replica.status.start_failures + 1;
                 let used = self.ports_in_use()?;
-                replica.spec.port = free_port_pair(&address.to_string(), &used)?;
+                replica.spec.port = free_port_pair(address, replica.spec.node == self.node, &used)?;
                 mark_failed(
                     replica,
                     &format!(
@@ -361,15 +444,15 @@ impl Manager {
         Ok(())
     }
 
-    fn node_address(&self) -> anyhow::Result<IpAddr> {
+    fn node_address(&self, name: &str) -> anyhow::Result<IpAddr> {
         let node: Node = self
             .state
-            .get(Kind::Node, &self.node)?
-            .with_context(|| format!("node {} is not registered", self.node))?;
+            .get(Kind::Node, name)?
+            .with_context(|| format!("node {name} is not registered"))?;
         node.spec
             .address
             .parse()
-            .with_context(|| format!("node {}: bad address {:?}", self.node, node.spec.address))
+            .with_context(|| format!("node {name}: bad address {:?}", node.spec.address))
     }
 
     /// Places `count` new replicas of `volume` and stores them (pending).
@@ -381,7 +464,13 @@ impl Manager {
     ) -> anyhow::Result<Vec<Replica>> {
         let settings = self.settings()?;
         let nodes: Vec<Node> = self.state.list(Kind::Node)?;
-        let candidates: Vec<NodeCandidate> = nodes.iter().map(candidate).collect();
+        let mut candidates: Vec<NodeCandidate> = nodes.iter().map(candidate).collect();
+        // A node whose agent just did not answer gets nothing new, heartbeat or not.
+        for node in &mut candidates {
+            if self.recently_unreachable(&node.name) {
+                node.ready = false;
+            }
+        }
         let placements: Vec<Placement> = existing
             .iter()
             .filter(|r| r.spec.desire_running)
@@ -413,7 +502,12 @@ impl Manager {
                 .find(|d| d.name == placement.disk)
                 .context("scheduled on an unknown disk")?;
             let name = format!("{}-r-{:08x}", volume.name, rand::random::<u32>());
-            let port = free_port_pair(&node.spec.address, &used)?;
+            let ip: IpAddr = node
+                .spec
+                .address
+                .parse()
+                .with_context(|| format!("node {}: bad address", node.name))?;
+            let port = free_port_pair(ip, node.name == self.node, &used)?;
             used.extend([port, port + 1]);
             let replica = Replica {
                 name: name.clone(),
@@ -456,24 +550,33 @@ impl Manager {
         settings: &Settings,
     ) -> anyhow::Result<()> {
         let engine = engine_name(&volume.name);
-        let address = self.node_address()?;
-        let state = self.agent.state(&engine).await;
+        let node = volume
+            .spec
+            .attached_node
+            .clone()
+            .context("reconciling the engine of a detached volume")?;
+        let agent = self.agent_for(&node)?;
+        let address = self.node_address(&node)?;
+        let state = agent.state(&engine).await;
+        if let ProcessState::Unreachable(reason) = &state {
+            volume.status.robustness = Robustness::Faulted;
+            bail!("node {node}, where the volume is attached, is unreachable: {reason}");
+        }
         if let ProcessState::Exited(status) = &state {
             tracing::warn!(volume = %volume.name, %status, "engine exited; starting it again");
             volume.status.message = format!("engine exited ({status}); restarted");
         }
         if state != ProcessState::Running {
             // Whatever runs: the engine's recovery tells in-sync from stale replicas.
-            let running: Vec<String> = replicas
-                .iter()
-                .filter(|r| {
-                    matches!(
-                        r.status.state,
-                        ReplicaState::Running | ReplicaState::Rebuilding
-                    )
-                })
-                .map(|r| format!("tcp://{}:{}", address, r.spec.port))
-                .collect();
+            let mut running = Vec::new();
+            for replica in replicas.iter() {
+                if matches!(
+                    replica.status.state,
+                    ReplicaState::Running | ReplicaState::Rebuilding
+                ) {
+                    running.push(self.replica_address(replica)?);
+                }
+            }
             if running.is_empty() {
                 volume.status.state = VolumeState::Attaching;
                 volume.status.robustness = Robustness::Faulted;
@@ -483,13 +586,13 @@ impl Manager {
                 Some(ports) => ports,
                 None => {
                     let used = self.ports_in_use()?;
-                    let port = free_port_pair(&address.to_string(), &used)?;
+                    let port = free_port_pair(address, node == self.node, &used)?;
                     (port, port + 1)
                 }
             };
             volume.status.state = VolumeState::Attaching;
             volume.status.engine_ports = Some((control, nbd));
-            self.state.put(Kind::Volume, &volume.name.clone(), volume)?;
+            self.save_status(volume)?;
             let launch = EngineLaunch {
                 name: engine.clone(),
                 volume: volume.name.clone(),
@@ -498,13 +601,16 @@ impl Manager {
                 nbd: SocketAddr::new(address, nbd),
                 replicas: running,
             };
-            if let Err(e) = self.agent.start_engine(&launch).await {
+            if let Err(e) = agent.start_engine(&launch).await {
                 // Perhaps its ports were taken meanwhile: new ones next time.
                 volume.status.engine_ports = None;
                 return Err(e);
             }
             volume.status.engine_address = Some(launch.listen.to_string());
+            volume.status.engine_node = Some(node.clone());
             volume.status.endpoint = Some(format!("nbd://{}/{}", launch.nbd, volume.name));
+            // Recorded at once: a later step failing must not forget a running engine.
+            self.save_status(volume)?;
         }
         volume.status.state = VolumeState::Attached;
         let engine_address = volume
@@ -533,7 +639,7 @@ impl Manager {
             _ => Robustness::Faulted,
         };
         for replica in replicas.iter_mut() {
-            let address = format!("tcp://{}:{}", address, replica.spec.port);
+            let address = self.replica_address(replica)?;
             let in_engine = info.replicas.iter().find(|s| s.address == address);
             let mode = in_engine.map(|status| match status.mode() {
                 pb::ReplicaMode::Rw => "RW",
@@ -545,6 +651,20 @@ impl Manager {
                 .and_then(|s| s.rebuild.as_ref())
                 .map(|p| format!("{} {}/{} bytes", p.phase, p.done_bytes, p.total_bytes));
             let adding = self.is_adding(&replica.name);
+            if !replica.spec.desire_running {
+                // Replaced: the engine forgets it.
+                if in_engine.is_some() && !adding {
+                    let removed = client
+                        .remove_replica(pb::RemoveReplicaRequest {
+                            address: address.clone(),
+                        })
+                        .await;
+                    if let Err(e) = removed {
+                        tracing::warn!(replica = %replica.name, error = %e.message(), "removing a replaced replica from the engine");
+                    }
+                }
+                continue;
+            }
             match replica.status.state {
                 ReplicaState::Running if mode == Some("ERR") && !adding => {
                     let reason = in_engine.map(|s| s.error.as_str()).unwrap_or_default();
@@ -632,7 +752,10 @@ impl Manager {
     /// Stops a volume's engine and replicas, removes their data and the objects.
     pub async fn delete_volume(&self, name: &str) -> anyhow::Result<()> {
         let _busy = self.busy.lock().await;
-        self.agent.stop(&engine_name(name)).await;
+        let volume: Option<Volume> = self.state.get(Kind::Volume, name)?;
+        if let Some(node) = volume.and_then(|v| v.status.engine_node) {
+            self.agent_for(&node)?.stop(&engine_name(name)).await?;
+        }
         for replica in self.state.list::<Replica>(Kind::Replica)? {
             if replica.spec.volume == name {
                 self.remove_replica(&replica).await?;
@@ -677,15 +800,67 @@ impl Manager {
 
     /// Stops a replica's process, removes its data and its object.
     async fn remove_replica(&self, replica: &Replica) -> anyhow::Result<()> {
-        self.agent.stop(&replica.name).await;
-        if let Err(e) = std::fs::remove_dir_all(&replica.spec.data_dir)
-            && e.kind() != std::io::ErrorKind::NotFound
+        match self
+            .agent_for(&replica.spec.node)?
+            .remove_replica(&replica.name, &replica.spec.data_dir)
+            .await
         {
-            return Err(e).with_context(|| format!("removing {}", replica.spec.data_dir));
+            Ok(()) => {}
+            // Its node is gone: nothing left to stop; its data goes with the node.
+            Err(e) if !self.node_ready(&replica.spec.node) => {
+                tracing::warn!(replica = %replica.name, error = %format!("{e:#}"), "replica's node is down; forgetting it");
+            }
+            Err(e) => return Err(e),
         }
         self.state.delete(Kind::Replica, &replica.name)?;
         tracing::info!(replica = %replica.name, "replica deleted");
         Ok(())
+    }
+
+    fn note_replacement(&self, volume: &str) {
+        if let Ok(mut replaced) = self.replaced.lock() {
+            replaced.insert(volume.to_string(), Instant::now());
+        }
+    }
+
+    fn replaced_recently(&self, volume: &str) -> bool {
+        self.replaced
+            .lock()
+            .ok()
+            .and_then(|r| r.get(volume).copied())
+            .is_some_and(|at| at.elapsed() < REPLACEMENT_BACKOFF)
+    }
+
+    fn note_unreachable(&self, node: &str) {
+        if let Ok(mut unreachable) = self.unreachable.lock() {
+            unreachable.insert(node.to_string(), Instant::now());
+        }
+    }
+
+    fn recently_unreachable(&self, node: &str) -> bool {
+        self.unreachable
+            .lock()
+            .ok()
+            .and_then(|u| u.get(node).copied())
+            .is_some_and(|at| at.elapsed() < NODE_TIMEOUT)
+    }
+
+    /// `tcp://address:port` of a replica.
+    fn replica_address(&self, replica: &Replica) -> anyhow::Result<String> {
+        Ok(format!(
+            "tcp://{}:{}",
+            self.node_address(&replica.spec.node)?,
+            replica.spec.port
+        ))
+    }
+
+    /// Whether `node`'s manager reported in lately.
+    fn node_ready(&self, node: &str) -> bool {
+        self.state
+            .get::<Node>(Kind::Node, node)
+            .ok()
+            .flatten()
+            .is_some_and(|n| node_is_ready(&n))
     }
 
     /// Runs `change` on the stored volume `name` under the reconcile lock, then wakes the
@@ -735,8 +910,33 @@ fn mark_failed(replica: &mut Replica, reason: &str) {
 /// Whether `interval` seconds passed since `since` (RFC 3339).
 fn waited(since: &str, interval: u64) -> bool {
     chrono::DateTime::parse_from_rfc3339(since)
-        .map(|at| (Utc::now() - at.with_timezone(&Utc)).num_seconds() >= interval as i64)
+        .map(|at| {
+            let interval = i64::try_from(interval).unwrap_or(i64::MAX);
+            (Utc::now() - at.with_timezone(&Utc)).num_seconds() >= interval
+        })
         .unwrap_or(true)
+}
+
+/// Whether disk space changed enough to record (free space moves with every write).
+fn disks_changed(old: &[crate::model::DiskStatus], new: &[crate::model::DiskStatus]) -> bool {
+    const SLACK: u64 = 64 << 20;
+    old.len() != new.len()
+        || old.iter().zip(new).any(|(a, b)| {
+            a.name != b.name
+                || a.capacity != b.capacity
+                || a.scheduled != b.scheduled
+                || a.available.abs_diff(b.available) > SLACK
+        })
+}
+
+/// A node is ready while its manager reports in: its heartbeat is recent.
+fn node_is_ready(node: &Node) -> bool {
+    node.status.ready
+        && node
+            .status
+            .heartbeat
+            .as_deref()
+            .is_some_and(|at| !waited(at, NODE_TIMEOUT.as_secs()))
 }
 
 fn candidate(node: &Node) -> NodeCandidate {
@@ -744,7 +944,7 @@ fn candidate(node: &Node) -> NodeCandidate {
         name: node.name.clone(),
         zone: node.spec.zone.clone(),
         tags: node.spec.tags.clone(),
-        ready: node.status.ready,
+        ready: node_is_ready(node),
         allow_scheduling: node.spec.allow_scheduling,
         disks: node
             .spec
@@ -766,27 +966,27 @@ fn candidate(node: &Node) -> NodeCandidate {
     }
 }
 
-/// A port p in the range with p and p+1 unused by our objects and free to bind on
-/// `host` now. The search starts at a random pair, so managers sharing a host (or
-/// other programs) rarely race for the same ports; a daemon that still loses the race
-/// fails to start and gets new ports on the next pass.
-fn free_port_pair(host: &str, used: &HashSet<u16>) -> anyhow::Result<u16> {
-    let ip: IpAddr = host
-        .parse()
-        .with_context(|| format!("bad node address {host:?}"))?;
+/// A port p in the range with p and p+1 unused by our objects and, when `ip` is this
+/// host's (`local`), free to bind now. The search starts at a random pair, so managers
+/// sharing a host (or other programs) rarely race for the same ports; a daemon that
+/// still loses the race fails to start and gets new ports on the next pass.
+fn free_port_pair(ip: IpAddr, local: bool, used: &HashSet<u16>) -> anyhow::Result<u16> {
     let pairs = (PORT_RANGE.end - PORT_RANGE.start) / 2;
     let first = rand::random_range(0..pairs);
     for i in 0..pairs {
         let port = PORT_RANGE.start + 2 * ((first + i) % pairs);
+        // Only this host's ports can be tried; another node's daemon that loses a port
+        // fails to start and gets new ones.
         let free = !used.contains(&port)
             && !used.contains(&(port + 1))
-            && TcpListener::bind((ip, port)).is_ok()
-            && TcpListener::bind((ip, port + 1)).is_ok();
+            && (!local
+                || TcpListener::bind((ip, port)).is_ok()
+                    && TcpListener::bind((ip, port + 1)).is_ok());
         if free {
             return Ok(port);
         }
     }
-    bail!("no free port pair in {PORT_RANGE:?} on {host}")
+    bail!("no free port pair in {PORT_RANGE:?} on {ip}")
 }
 
 pub(crate) async fn connect_engine(address: &str) -> anyhow::Result<EngineControlClient<Channel>> {

@@ -24,7 +24,7 @@ pub enum Kind {
 }
 
 impl Kind {
-    fn prefix(self) -> &'static str {
+    pub(crate) fn prefix(self) -> &'static str {
         match self {
             Kind::Volume => "volume/",
             Kind::Replica => "replica/",
@@ -45,6 +45,13 @@ pub trait StateStore: Send + Sync + 'static {
     fn delete(&self, kind: Kind, name: &str) -> anyhow::Result<()>;
     /// Every document of `kind`, by name.
     fn list_raw(&self, kind: Kind) -> anyhow::Result<Vec<(String, Vec<u8>)>>;
+
+    /// Whether this manager reconciles `volume`: takes it if no live manager does. One
+    /// manager alone always does.
+    fn claim(&self, volume: &str) -> anyhow::Result<bool> {
+        let _ = volume;
+        Ok(true)
+    }
 }
 
 /// Typed access on any [`StateStore`].

@@ -9,9 +9,13 @@ use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
 use crate::agent::Agent;
+use crate::etcd::EtcdStore;
 use crate::model::{DiskSpec, Node, NodeSpec, NodeStatus, Settings};
 use crate::reconcile::{Manager, SETTINGS_NAME};
 use crate::state::{EmbeddedStore, Kind, StateStore, StateStoreExt};
+
+/// How long a manager's ownership of volumes outlives it (etcd lease time-to-live).
+const OWNERSHIP_TTL: std::time::Duration = std::time::Duration::from_secs(6);
 
 /// File in the data directory telling clients where the API is and its token.
 pub const CONNECTION_FILE: &str = "manager.json";
@@ -27,6 +31,8 @@ pub struct UpConfig {
     pub node: String,
     /// The address replicas and engines listen on.
     pub address: IpAddr,
+    /// etcd endpoints shared with other nodes' managers; empty: the embedded store.
+    pub etcd: Vec<String>,
 }
 
 /// What clients need to reach a running manager (`CONNECTION_FILE`).
@@ -62,19 +68,35 @@ pub async fn up(
 ) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating {}", config.data_dir.display()))?;
-    let state: Arc<dyn StateStore> =
-        Arc::new(EmbeddedStore::open(&config.data_dir.join("state.redb"))?);
-    let (token, first_start) = load_or_create_token(&config.data_dir)?;
-    register_node(state.as_ref(), &config)?;
+    let (local_token, mut first_start) = load_or_create_token(&config.data_dir)?;
+    let (state, token): (Arc<dyn StateStore>, String) = if config.etcd.is_empty() {
+        let path = config.data_dir.join("state.redb");
+        (Arc::new(EmbeddedStore::open(&path)?), local_token)
+    } else {
+        let store = EtcdStore::connect(&config.etcd, &config.node, OWNERSHIP_TTL).await?;
+        // Every node of a cluster serves the same token: the first node's.
+        let token = store.put_if_absent("token", &local_token).await?;
+        if token != local_token {
+            std::fs::write(config.data_dir.join("token"), &token).context("saving the token")?;
+            first_start = false;
+        }
+        (Arc::new(store), token)
+    };
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("binding the API to {}", config.listen))?;
+    let mut api = listener.local_addr().context("API address")?;
+    if api.ip().is_unspecified() {
+        api.set_ip(config.address);
+    }
+    let url = format!("http://{api}");
+    register_node(state.as_ref(), &config, &url)?;
     let manager = Arc::new(Manager::new(
         state,
         Arc::new(Agent::default()),
         &config.node,
+        &token,
     ));
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("binding the API to {}", config.listen))?;
-    let url = format!("http://{}", listener.local_addr().context("API address")?);
     let connection = Connection { url, token };
     let connection_file = config.data_dir.join(CONNECTION_FILE);
     std::fs::write(&connection_file, serde_json::to_vec_pretty(&connection)?)
@@ -116,10 +138,17 @@ fn set_private(path: &Path) -> anyhow::Result<()> {
         .with_context(|| format!("restricting {}", path.display()))
 }
 
-/// Records this node with a default disk under the data directory, and on the very
-/// first start settings suited to one node (replicas may share it).
-fn register_node(state: &dyn StateStore, config: &UpConfig) -> anyhow::Result<()> {
-    if state.get::<Node>(Kind::Node, &config.node)?.is_none() {
+/// Records this node (its addresses updated on every start) with a default disk under
+/// the data directory, and on the very first start of a single-node setup settings
+/// suited to one node (replicas may share it).
+fn register_node(state: &dyn StateStore, config: &UpConfig, api_url: &str) -> anyhow::Result<()> {
+    if let Some(mut node) = state.get::<Node>(Kind::Node, &config.node)? {
+        if node.spec.api_url != api_url || node.spec.address != config.address.to_string() {
+            node.spec.api_url = api_url.to_string();
+            node.spec.address = config.address.to_string();
+            state.put(Kind::Node, &node.name.clone(), &node)?;
+        }
+    } else {
         let disk = config.data_dir.join("disks").join("default");
         std::fs::create_dir_all(&disk).with_context(|| format!("creating {}", disk.display()))?;
         let disk = disk
@@ -129,6 +158,7 @@ fn register_node(state: &dyn StateStore, config: &UpConfig) -> anyhow::Result<()
             name: config.node.clone(),
             spec: NodeSpec {
                 address: config.address.to_string(),
+                api_url: api_url.to_string(),
                 zone: String::new(),
                 tags: Vec::new(),
                 allow_scheduling: true,

@@ -1,0 +1,178 @@
+//! The etcd backend: several managers share one cluster state. Each manager holds a
+//! lease (kept alive while it runs); a volume is reconciled by the manager whose lease
+//! owns the volume's `owner/` key, so when a manager dies its lease expires, its keys
+//! vanish and another manager takes its volumes over within the lease's time-to-live.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use etcd_client::{Client, Compare, CompareOp, GetOptions, PutOptions, Txn, TxnOp, TxnOpResponse};
+use tokio::runtime::Handle;
+
+use crate::state::{Kind, StateStore};
+
+/// Every key lives under this prefix.
+const PREFIX: &str = "/shorthorn/";
+
+/// State in etcd, plus this manager's lease.
+pub struct EtcdStore {
+    client: Client,
+    runtime: Handle,
+    lease: i64,
+    node: String,
+}
+
+impl EtcdStore {
+    /// Connects to `endpoints` as node `node` and takes a lease of `ttl` that a
+    /// background task keeps alive.
+    pub async fn connect(
+        endpoints: &[String],
+        node: &str,
+        ttl: Duration,
+    ) -> anyhow::Result<EtcdStore> {
+        let mut client = Client::connect(endpoints, None)
+            .await
+            .with_context(|| format!("connecting to etcd at {}", endpoints.join(",")))?;
+        let ttl_seconds = i64::try_from(ttl.as_secs().max(2)).context("lease TTL")?;
+        let lease = client
+            .lease_grant(ttl_seconds, None)
+            .await
+            .context("etcd: granting this manager's lease")?
+            .id();
+        let (mut keeper, mut responses) = client
+            .lease_keep_alive(lease)
+            .await
+            .context("etcd: keeping the lease alive")?;
+        let period = ttl / 3;
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(period).await;
+                if let Err(e) = keeper.keep_alive().await {
+                    tracing::warn!(error = %e, "etcd lease keep-alive");
+                    continue;
+                }
+                match responses.message().await {
+                    Ok(Some(_)) => {}
+                    Ok(None) => {
+                        tracing::error!("etcd lease keep-alive stream ended");
+                        return;
+                    }
+                    Err(e) => tracing::warn!(error = %e, "etcd lease keep-alive"),
+                }
+            }
+        });
+        Ok(EtcdStore {
+            client,
+            runtime: Handle::current(),
+            lease,
+            node: node.to_string(),
+        })
+    }
+
+    /// Stores `value` at `key` unless the key exists; returns the value stored there.
+    pub async fn put_if_absent(&self, key: &str, value: &str) -> anyhow::Result<String> {
+        let key = format!("{PREFIX}{key}");
+        let txn = Txn::new()
+            .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
+            .and_then([TxnOp::put(key.clone(), value, None)])
+            .or_else([TxnOp::get(key.clone(), None)]);
+        let response = self.client.clone().txn(txn).await.context("etcd txn")?;
+        if response.succeeded() {
+            return Ok(value.to_string());
+        }
+        existing_value(response.op_responses())
+    }
+
+    /// Blocks on `future` from synchronous code running on the runtime's worker threads
+    /// (the [`StateStore`] trait is synchronous, like the embedded store under it).
+    fn block<T>(&self, future: impl Future<Output = T>) -> T {
+        tokio::task::block_in_place(|| self.runtime.block_on(future))
+    }
+}
+
+fn existing_value(responses: Vec<TxnOpResponse>) -> anyhow::Result<String> {
+    for response in responses {
+        if let TxnOpResponse::Get(get) = response
+            && let Some(kv) = get.kvs().first()
+        {
+            return Ok(kv.value_str().context("etcd value")?.to_string());
+        }
+    }
+    anyhow::bail!("etcd: the key vanished during the transaction")
+}
+
+fn key(kind: Kind, name: &str) -> String {
+    format!("{PREFIX}{}{name}", kind.prefix())
+}
+
+impl StateStore for EtcdStore {
+    fn get_raw(&self, kind: Kind, name: &str) -> anyhow::Result<Option<Vec<u8>>> {
+        let mut client = self.client.clone();
+        let response = self
+            .block(client.get(key(kind, name), None))
+            .context("etcd get")?;
+        Ok(response.kvs().first().map(|kv| kv.value().to_vec()))
+    }
+
+    fn put_raw(&self, kind: Kind, name: &str, value: &[u8]) -> anyhow::Result<()> {
+        let mut client = self.client.clone();
+        self.block(client.put(key(kind, name), value, None))
+            .context("etcd put")?;
+        Ok(())
+    }
+
+    fn delete(&self, kind: Kind, name: &str) -> anyhow::Result<()> {
+        let mut client = self.client.clone();
+        self.block(client.delete(key(kind, name), None))
+            .context("etcd delete")?;
+        if kind == Kind::Volume {
+            self.block(client.delete(format!("{PREFIX}owner/{name}"), None))
+                .context("etcd delete")?;
+        }
+        Ok(())
+    }
+
+    fn list_raw(&self, kind: Kind) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
+        let mut client = self.client.clone();
+        let prefix = format!("{PREFIX}{}", kind.prefix());
+        let response = self
+            .block(client.get(prefix.clone(), Some(GetOptions::new().with_prefix())))
+            .context("etcd list")?;
+        let mut out = Vec::new();
+        for kv in response.kvs() {
+            let name = kv
+                .key_str()
+                .context("etcd key")?
+                .strip_prefix(&prefix)
+                .unwrap_or_default()
+                .to_string();
+            out.push((name, kv.value().to_vec()));
+        }
+        Ok(out)
+    }
+
+    fn claim(&self, volume: &str) -> anyhow::Result<bool> {
+        let owner_key = format!("{PREFIX}owner/{volume}");
+        let txn = Txn::new()
+            .when([Compare::create_revision(
+                owner_key.clone(),
+                CompareOp::Equal,
+                0,
+            )])
+            .and_then([TxnOp::put(
+                owner_key.clone(),
+                self.node.as_str(),
+                Some(PutOptions::new().with_lease(self.lease)),
+            )])
+            .or_else([TxnOp::get(owner_key.clone(), None)]);
+        let mut client = self.client.clone();
+        let response = self
+            .block(client.txn(txn))
+            .context("etcd: claiming a volume")?;
+        if response.succeeded() {
+            tracing::info!(volume, node = %self.node, "took ownership of the volume");
+            return Ok(true);
+        }
+        Ok(existing_value(response.op_responses())? == self.node)
+    }
+}
