@@ -2,14 +2,14 @@
 # Installs what building and testing Shorthorn needs on a fresh Debian machine:
 # protoc for the gRPC protos, and the real clients the end-to-end tests drive
 # (qemu-io, nbdinfo/nbdcopy/nbdfuse, nbdsh's python module, fio, mkfs.ext4, and s3s-fs,
-# an S3-compatible server, for the backup tests).
+# an S3-compatible server, for the backup tests; etcd for the multi-node manager tests).
 # Does nothing when everything is already there.
 set -euo pipefail
 
-packages=(protobuf-compiler qemu-utils libnbd-bin fio python3-libnbd e2fsprogs fuse3 iproute2)
+packages=(protobuf-compiler qemu-utils libnbd-bin fio python3-libnbd e2fsprogs fuse3 iproute2 etcd-server)
 probes=("command -v protoc" "command -v qemu-io" "command -v nbdinfo" "command -v fio"
         "/usr/bin/python3 -c 'import nbd'" "command -v mkfs.ext4" "command -v fusermount3"
-        "command -v ip")
+        "command -v ip" "command -v etcd")
 missing=()
 for i in "${!packages[@]}"; do
     bash -c "${probes[$i]}" >/dev/null 2>&1 || missing+=("${packages[$i]}")

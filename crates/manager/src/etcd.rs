@@ -11,6 +11,8 @@ use tokio::runtime::Handle;
 
 use crate::state::{Kind, StateStore};
 
+/// How long a manager waits for etcd at start.
+const CONNECT_PATIENCE: Duration = Duration::from_secs(30);
 /// Every key lives under this prefix.
 const PREFIX: &str = "/shorthorn/";
 
@@ -25,20 +27,36 @@ pub struct EtcdStore {
 impl EtcdStore {
     /// Connects to `endpoints` as node `node` and takes a lease of `ttl` that a
     /// background task keeps alive.
+    /// etcd that is not up yet (nodes and etcd starting together) is retried for
+    /// [`CONNECT_PATIENCE`].
     pub async fn connect(
         endpoints: &[String],
         node: &str,
         ttl: Duration,
     ) -> anyhow::Result<EtcdStore> {
-        let mut client = Client::connect(endpoints, None)
-            .await
-            .with_context(|| format!("connecting to etcd at {}", endpoints.join(",")))?;
         let ttl_seconds = i64::try_from(ttl.as_secs().max(2)).context("lease TTL")?;
-        let lease = client
-            .lease_grant(ttl_seconds, None)
-            .await
-            .context("etcd: granting this manager's lease")?
-            .id();
+        let started = std::time::Instant::now();
+        let (mut client, lease) = loop {
+            let attempt = async {
+                let mut client = Client::connect(endpoints, None)
+                    .await
+                    .with_context(|| format!("connecting to etcd at {}", endpoints.join(",")))?;
+                let lease = client
+                    .lease_grant(ttl_seconds, None)
+                    .await
+                    .context("etcd: granting this manager's lease")?
+                    .id();
+                anyhow::Ok((client, lease))
+            };
+            match attempt.await {
+                Ok(connected) => break connected,
+                Err(e) if started.elapsed() < CONNECT_PATIENCE => {
+                    tracing::warn!(error = %format!("{e:#}"), "etcd not reachable yet; retrying");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                Err(e) => return Err(e),
+            }
+        };
         let (mut keeper, mut responses) = client
             .lease_keep_alive(lease)
             .await

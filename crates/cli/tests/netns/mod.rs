@@ -101,7 +101,7 @@ fn drain(mut pipe: impl Read + Send + 'static) -> JoinHandle<String> {
 }
 
 /// `ip ARGS`, which must succeed (bounded).
-fn ip(args: &[&str]) {
+pub fn ip(args: &[&str]) {
     let mut command = Command::new("ip");
     command.args(args);
     let outcome = run_command(command, COMMAND_TIMEOUT);
@@ -117,7 +117,7 @@ fn alive(pid: u32) -> bool {
 }
 
 /// SIGKILLs everything in namespace `ns` (bounded wait for it to go); never panics.
-fn kill_namespace_pids(ns: &str) {
+pub fn kill_namespace_pids(ns: &str) {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let mut command = Command::new("ip");
@@ -142,7 +142,7 @@ fn kill_namespace_pids(ns: &str) {
 }
 
 /// Deletes namespace `ns` after killing what runs in it; never panics.
-fn delete_namespace(ns: &str) {
+pub fn delete_namespace(ns: &str) {
     kill_namespace_pids(ns);
     let mut command = Command::new("ip");
     command.args(["netns", "delete", ns]);
