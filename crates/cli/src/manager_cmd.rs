@@ -9,10 +9,12 @@ use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 use serde::de::DeserializeOwned;
 use shorthorn_manager::api::{
-    AttachVolume, CreateJob, CreateVolume, ErrorBody, ExpandVolume, SetSetting, VolumeDetail,
-    VolumeJobs,
+    AttachVolume, CreateJob, CreateVolume, ErrorBody, ExpandVolume, SetSetting, UpdateNode,
+    VolumeDetail, VolumeJobs,
 };
-use shorthorn_manager::model::{JobTask, Node, RecurringJob, RecurringJobSpec, Settings, Volume};
+use shorthorn_manager::model::{
+    DiskSpec, JobTask, Node, RecurringJob, RecurringJobSpec, Settings, Volume,
+};
 use shorthorn_manager::up::{Connection, UpConfig};
 
 use crate::daemon;
@@ -139,6 +141,23 @@ pub enum VolumeCommand {
 /// Nodes of the cluster.
 #[derive(Debug, Subcommand)]
 pub enum NodeCommand {
+    /// Change a node: zone, tags, scheduling, disks (what is not given stays).
+    Update {
+        /// The node.
+        name: String,
+        /// Its zone.
+        #[arg(long)]
+        zone: Option<String>,
+        /// A tag (replaces its tags; repeat for more; `--tag ''` for none).
+        #[arg(long = "tag")]
+        tags: Option<Vec<String>>,
+        /// Whether new replicas may be placed on it (true or false).
+        #[arg(long)]
+        scheduling: Option<bool>,
+        /// A disk, NAME=/ABSOLUTE/PATH (replaces its disks; repeat for more).
+        #[arg(long = "disk")]
+        disks: Option<Vec<String>>,
+    },
     /// List nodes: readiness, address, disks with capacity, available and scheduled.
     Ls {
         /// Print JSON.
@@ -491,7 +510,57 @@ fn print_volume(detail: &VolumeDetail) -> anyhow::Result<()> {
 pub fn node(api: &ApiArgs, command: NodeCommand) -> anyhow::Result<()> {
     let client = Client::new(api)?;
     daemon::runtime()?.block_on(async {
-        let NodeCommand::Ls { json } = command;
+        let json = match command {
+            NodeCommand::Ls { json } => json,
+            NodeCommand::Update {
+                name,
+                zone,
+                tags,
+                scheduling,
+                disks,
+            } => {
+                let disks = disks
+                    .map(|disks| {
+                        disks
+                            .iter()
+                            .map(|d| {
+                                let (name, path) = d
+                                    .split_once('=')
+                                    .with_context(|| format!("--disk {d:?}: write NAME=/PATH"))?;
+                                Ok(DiskSpec {
+                                    name: name.to_string(),
+                                    path: path.to_string(),
+                                    tags: Vec::new(),
+                                    reserved: 0,
+                                    allow_scheduling: true,
+                                })
+                            })
+                            .collect::<anyhow::Result<Vec<_>>>()
+                    })
+                    .transpose()?;
+                let body = serde_json::to_value(UpdateNode {
+                    zone,
+                    tags: tags.map(|t| t.into_iter().filter(|t| !t.is_empty()).collect()),
+                    allow_scheduling: scheduling,
+                    disks,
+                })?;
+                let node: Node = client
+                    .call(
+                        reqwest::Method::PUT,
+                        &format!("/v1/nodes/{name}"),
+                        Some(body),
+                    )
+                    .await?;
+                return line(format_args!(
+                    "{}: zone {:?}, tags [{}], scheduling {}, {} disks",
+                    node.name,
+                    node.spec.zone,
+                    node.spec.tags.join(", "),
+                    node.spec.allow_scheduling,
+                    node.spec.disks.len()
+                ));
+            }
+        };
         let nodes: Vec<Node> = client.call(reqwest::Method::GET, "/v1/nodes", None).await?;
         if json {
             return line(format_args!("{}", serde_json::to_string_pretty(&nodes)?));

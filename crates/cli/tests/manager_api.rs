@@ -715,6 +715,7 @@ fn valid_body(template: &str, method: &str) -> Option<Value> {
         ("/v1/volumes", "post") => Some(json!({"name": VOLUME, "size": SIZE, "replicas": 1})),
         ("/v1/settings/{name}", "put") => Some(json!({"value": false})),
         ("/v1/volumes/{name}/expand", "post") => Some(json!({"size": SIZE * 2})),
+        ("/v1/nodes/{name}", "put") => Some(json!({"zone": "refused"})),
         ("/v1/recurring-jobs", "post") => Some(json!({"name": "refused-job", "spec": {
             "task": "snapshot", "cron": "0 3 * * *", "retain": 1}})),
         (_, "get" | "delete" | "head" | "options") => None,
@@ -907,6 +908,30 @@ fn every_documented_endpoint_requires_the_token_and_works() {
         disk_path.starts_with(up.data_dir.canonicalize().unwrap()) && disk_path.is_dir(),
         "the default disk is under the data directory: {node:#}"
     );
+    // Zone and tags change; the disk list stays (it was not given).
+    let updated = ops
+        .call(
+            "PUT",
+            "/v1/nodes/{name}",
+            NODE,
+            Some(&json!({"zone": "zone-a", "tags": ["ssd"]})),
+        )
+        .expect(200)
+        .json();
+    assert_eq!(updated["spec"]["zone"], "zone-a", "{updated:#}");
+    assert_eq!(updated["spec"]["tags"], json!(["ssd"]), "{updated:#}");
+    assert_eq!(
+        updated["spec"]["disks"], node["spec"]["disks"],
+        "{updated:#}"
+    );
+    let relative = api.call(
+        "PUT",
+        &format!("/v1/nodes/{NODE}"),
+        Some(&json!({"disks": [{"name": "d", "path": "rel", "allow_scheduling": true}]})),
+    );
+    assert_eq!(relative.status, 400, "{relative}");
+    api.call("PUT", "/v1/nodes/no-such-node", Some(&json!({"zone": "z"})))
+        .expect(404);
     let disk_status = &node["status"]["disks"][0];
     assert_eq!(disk_status["name"], "default", "{node:#}");
     assert!(

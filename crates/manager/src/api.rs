@@ -173,6 +173,24 @@ pub struct VolumeJobs {
     pub groups: Vec<String>,
 }
 
+/// A change to a node's spec; fields left out keep their value.
+#[derive(Debug, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateNode {
+    /// Zone, for spreading replicas.
+    #[serde(default)]
+    pub zone: Option<String>,
+    /// Tags for node selectors (replaces the list).
+    #[serde(default)]
+    pub tags: Option<Vec<String>>,
+    /// Whether new replicas may be placed on it.
+    #[serde(default)]
+    pub allow_scheduling: Option<bool>,
+    /// Its disks (replaces the list; a disk holding replicas cannot be removed).
+    #[serde(default)]
+    pub disks: Option<Vec<DiskSpec>>,
+}
+
 /// A request to grow a volume.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -230,13 +248,13 @@ pub struct VolumeDetail {
     paths(
         list_volumes, create_volume, get_volume, delete_volume, attach_volume,
         detach_volume, expand_volume, set_volume_jobs, list_jobs, create_job, get_job, delete_job,
-        list_nodes, get_settings, set_setting
+        list_nodes, update_node, get_settings, set_setting
     ),
     components(schemas(
         ErrorBody, CreateVolume, AttachVolume, SetSetting, VolumeDetail, Volume, VolumeSpec,
         VolumeStatus, VolumeState, Robustness, Replica, ReplicaSpec, ReplicaStatus,
         ReplicaState, Node, NodeSpec, NodeStatus, DiskSpec, DiskStatus, Settings,
-        SchedulingSettings, VolumeJobs, ExpandVolume, CreateJob, RecurringJob, RecurringJobSpec,
+        SchedulingSettings, VolumeJobs, ExpandVolume, UpdateNode, CreateJob, RecurringJob, RecurringJobSpec,
         RecurringJobStatus, JobTask
     )),
     modifiers(&BearerAuth),
@@ -283,6 +301,7 @@ pub fn router(manager: Arc<Manager>, token: &str) -> Router {
         .route("/v1/recurring-jobs", get(list_jobs).post(create_job))
         .route("/v1/recurring-jobs/{name}", get(get_job).delete(delete_job))
         .route("/v1/nodes", get(list_nodes))
+        .route("/v1/nodes/{name}", put(update_node))
         .route("/v1/settings", get(get_settings))
         .route("/v1/settings/{name}", put(set_setting))
         .route("/metrics", get(metrics))
@@ -656,6 +675,67 @@ async fn delete_job(
     (status = 200, body = [Node]), (status = 401, body = ErrorBody)))]
 async fn list_nodes(State(state): State<AppState>) -> ApiResult<Vec<Node>> {
     Ok(Json(state.manager.state().list(Kind::Node)?))
+}
+
+#[utoipa::path(put, path = "/v1/nodes/{name}", params(("name" = String, Path)),
+    request_body = UpdateNode, responses(
+    (status = 200, body = Node), (status = 400, body = ErrorBody),
+    (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
+    (status = 409, body = ErrorBody)))]
+async fn update_node(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    JsonObject(body): JsonObject<UpdateNode>,
+) -> ApiResult<Node> {
+    let store = state.manager.state();
+    let mut node: Node = store
+        .get(Kind::Node, &name)?
+        .ok_or_else(|| ApiError::not_found("node", &name))?;
+    if let Some(zone) = body.zone {
+        node.spec.zone = zone;
+    }
+    if let Some(tags) = body.tags {
+        node.spec.tags = tags;
+    }
+    if let Some(allow) = body.allow_scheduling {
+        node.spec.allow_scheduling = allow;
+    }
+    if let Some(disks) = body.disks {
+        let mut names = std::collections::BTreeSet::new();
+        for disk in &disks {
+            shorthorn_block::validate_name(&disk.name)
+                .map_err(|e| ApiError::bad_request(format!("disk: {e}")))?;
+            if !disk.path.starts_with('/') {
+                return Err(ApiError::bad_request(format!(
+                    "disk {}: path {:?} must be absolute",
+                    disk.name, disk.path
+                )));
+            }
+            if !names.insert(disk.name.as_str()) {
+                return Err(ApiError::bad_request(format!(
+                    "disk {} is listed twice",
+                    disk.name
+                )));
+            }
+        }
+        let replicas: Vec<Replica> = store.list(Kind::Replica)?;
+        if let Some(used) = replicas
+            .iter()
+            .find(|r| r.spec.node == name && !disks.iter().any(|d| d.name == r.spec.disk))
+        {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                format!(
+                    "disk {} holds replica {}; it cannot be removed",
+                    used.spec.disk, used.name
+                ),
+            ));
+        }
+        node.spec.disks = disks;
+    }
+    store.put(Kind::Node, &name, &node)?;
+    state.manager.poke();
+    Ok(Json(node))
 }
 
 #[utoipa::path(get, path = "/v1/settings", responses(
