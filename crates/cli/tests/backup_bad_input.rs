@@ -39,8 +39,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use backupstore::{
-    LOCK_TTL, S3Server, backup_create, backup_restore, dir_sha, export_sha, files_under,
-    shorthorn_env,
+    LOCK_TTL, S3Server, backup_create, backup_name, backup_restore, dir_sha, export_sha,
+    files_under, shorthorn_env,
 };
 use common::{MIB, Outcome, Volume, free_port_range, path_str, qemu_io, random_u64, shorthorn_ok};
 
@@ -85,12 +85,6 @@ fn assert_only_error(outcome: &Outcome, what: &str, needles: &[&str]) {
         "{what}: stderr should be the error alone"
     );
     assert!(outcome.stdout.is_empty(), "{what}: printed {outcome:?}");
-}
-
-/// The `backup=` name of a backup URL.
-fn backup_name(url: &str) -> String {
-    let (_, rest) = url.split_once("backup=").unwrap();
-    rest.split('&').next().unwrap().to_string()
 }
 
 /// Everything under `dir`, files and directories, relative to it (empty if it is gone).

@@ -13,47 +13,14 @@ mod backupstore;
 mod common;
 
 use std::collections::BTreeSet;
-use std::path::Path;
 
 use backupstore::{
-    LOCK_TTL, S3Server, backup_create, backup_restore, dir_sha, export_sha, field, files_under,
-    listed, shorthorn_env, shorthorn_env_ok,
+    LOCK_TTL, S3Server, backup_create, backup_name, backup_restore, dir_sha, export_sha, field,
+    files_under, listed, referenced_blocks, shorthorn_env, shorthorn_env_ok, stored_blocks,
 };
 use common::{MIB, Volume, qemu_io, shorthorn_ok};
 
 const PREFIX: &str = "gc";
-
-/// The block hashes backup record `name` references, read from the server's files.
-fn referenced(objects: &Path, name: &str) -> BTreeSet<String> {
-    let record = objects.join(format!("volumes/gcvol/backups/{name}.json"));
-    let record: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&record).unwrap()).unwrap();
-    record["blocks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|b| b["hash"].as_str().unwrap().to_string())
-        .collect()
-}
-
-/// The block hashes stored for the volume.
-fn stored(objects: &Path) -> BTreeSet<String> {
-    files_under(&objects.join("volumes/gcvol/blocks"))
-        .iter()
-        .filter_map(|f| f.rsplit('/').next()?.strip_suffix(".blk"))
-        .map(str::to_string)
-        .collect()
-}
-
-fn name_of(url: &str) -> String {
-    url.split("backup=")
-        .nth(1)
-        .unwrap()
-        .split('&')
-        .next()
-        .unwrap()
-        .to_string()
-}
 
 fn rm(url: &str, env: &[(String, String)]) -> Vec<(String, String)> {
     backupstore::fields(&shorthorn_env_ok(
@@ -91,11 +58,14 @@ fn deleting_the_first_of_three_backups_frees_only_its_own_blocks() {
         hashes.push(export_sha(&uri, &scratch));
         urls.push(backup_create(&engine, &snapshot, &target, &env, &[]));
     }
-    let names: Vec<String> = urls.iter().map(|u| name_of(u)).collect();
+    let names: Vec<String> = urls.iter().map(|u| backup_name(u)).collect();
     assert_eq!(listed(&target, "gcvol", &env), names);
 
-    let refs: Vec<BTreeSet<String>> = names.iter().map(|n| referenced(&objects, n)).collect();
-    let before = stored(&objects);
+    let refs: Vec<BTreeSet<String>> = names
+        .iter()
+        .map(|n| referenced_blocks(&objects, "gcvol", n))
+        .collect();
+    let before = stored_blocks(&objects, "gcvol");
     assert_eq!(
         before,
         refs.iter().flatten().cloned().collect(),
@@ -118,7 +88,7 @@ fn deleting_the_first_of_three_backups_frees_only_its_own_blocks() {
         "{removed:?}"
     );
     assert_eq!(field(&removed, "remaining_backups"), 2);
-    let after = stored(&objects);
+    let after = stored_blocks(&objects, "gcvol");
     assert_eq!(
         before.difference(&after).cloned().collect::<BTreeSet<_>>(),
         only_first,

@@ -32,8 +32,8 @@ use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use backupstore::{
-    LOCK_TTL, S3Server, backup_create, backup_restore, command, dir_sha, export_sha, files_under,
-    listed, shorthorn_env,
+    LOCK_TTL, S3Server, backup_create, backup_name, backup_restore, command, dir_sha, export_sha,
+    files_under, listed, referenced_blocks, shorthorn_env, stored_blocks,
 };
 use common::{MIB, Volume, path_str, qemu_io, shorthorn_ok, wait_bounded};
 
@@ -125,21 +125,12 @@ fn times_out_waiting_for(args: &[&str], env: &[(String, String)], holder: &str) 
 
 /// Block hashes stored for the volume, and those its backup records reference.
 fn stored_and_referenced(objects: &Path) -> (BTreeSet<String>, BTreeSet<String>) {
-    let stored = files_under(&objects.join(format!("volumes/{VOLUME}/blocks")))
+    let referenced = files_under(&objects.join(format!("volumes/{VOLUME}/backups")))
         .iter()
-        .filter_map(|f| f.rsplit('/').next()?.strip_suffix(".blk"))
-        .map(str::to_string)
+        .filter_map(|record| record.strip_suffix(".json"))
+        .flat_map(|name| referenced_blocks(objects, VOLUME, name))
         .collect();
-    let mut referenced = BTreeSet::new();
-    for record in files_under(&objects.join(format!("volumes/{VOLUME}/backups"))) {
-        let path = objects.join(format!("volumes/{VOLUME}/backups/{record}"));
-        let record: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
-        for block in record["blocks"].as_array().unwrap() {
-            referenced.insert(block["hash"].as_str().unwrap().to_string());
-        }
-    }
-    (stored, referenced)
+    (stored_blocks(objects, VOLUME), referenced)
 }
 
 #[test]
@@ -245,13 +236,7 @@ fn locks_order_operations_and_killed_holders_expire() {
         "backup::delete::before-gc",
         &scratch,
     );
-    let b2_name = b2
-        .split("backup=")
-        .nth(1)
-        .unwrap()
-        .split('&')
-        .next()
-        .unwrap();
+    let b2_name = backup_name(&b2);
     let holder = format!("deletion of backup {b2_name}");
     times_out_waiting_for(&rm_args(&b4, "2s"), &env, &holder);
     let mut blocked_backup = backup_args.to_vec();
@@ -262,18 +247,7 @@ fn locks_order_operations_and_killed_holders_expire() {
     // b2's record went before the kill; the next deletion collects its blocks too.
     let outcome = shorthorn_env(&rm_args(&b4, "30s"), &env);
     assert!(outcome.success(), "{outcome:?}");
-    assert_eq!(
-        listed(&target, VOLUME, &env),
-        vec![
-            b3.split("backup=")
-                .nth(1)
-                .unwrap()
-                .split('&')
-                .next()
-                .unwrap()
-                .to_string()
-        ]
-    );
+    assert_eq!(listed(&target, VOLUME, &env), vec![backup_name(&b3)]);
     let (stored, referenced) = stored_and_referenced(&objects);
     assert_eq!(
         stored, referenced,

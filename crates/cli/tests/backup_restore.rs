@@ -15,7 +15,8 @@ mod backupstore;
 mod common;
 
 use backupstore::{
-    S3Server, Served, backup_create, backup_restore, dir_sha, export_sha, field, shorthorn_env_ok,
+    S3Server, Served, backup_create, backup_name, backup_restore, dir_sha, export_sha, field,
+    shorthorn_env_ok,
 };
 use common::{MIB, Volume, qemu_io, shorthorn_ok};
 
@@ -56,13 +57,7 @@ fn round_trip(target: &str, env: &[(String, String)]) {
 
     let inspected: serde_json::Value =
         serde_json::from_str(&shorthorn_env_ok(&["backup", "inspect", &b2], env)).unwrap();
-    let b1_name = b1
-        .split("backup=")
-        .nth(1)
-        .unwrap()
-        .split('&')
-        .next()
-        .unwrap();
+    let b1_name = backup_name(&b1);
     assert_eq!(inspected["base"], b1_name, "{inspected}");
     assert_eq!(inspected["labels"]["kind"], "nightly");
     assert_eq!(

@@ -36,7 +36,7 @@ mod common;
 
 use std::collections::BTreeSet;
 use std::fmt::{self, Write as _};
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -434,17 +434,7 @@ impl Up {
                 .stderr(log_file)
                 .spawn()
                 .unwrap();
-            let stdout = Arc::new(Mutex::new(String::new()));
-            let pipe = child.stdout.take().unwrap();
-            let sink = stdout.clone();
-            let stdout_thread = std::thread::spawn(move || {
-                let mut reader = BufReader::new(pipe);
-                let mut line = String::new();
-                while matches!(reader.read_line(&mut line), Ok(n) if n > 0) {
-                    sink.lock().unwrap().push_str(&line);
-                    line.clear();
-                }
-            });
+            let (stdout, stdout_thread) = common::collect_lines(child.stdout.take().unwrap());
             let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
             let mut up = Up {
                 api: Api {

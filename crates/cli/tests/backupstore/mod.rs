@@ -7,6 +7,7 @@
 
 #![allow(dead_code, reason = "each test file uses a different subset")]
 
+use std::collections::BTreeSet;
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -249,6 +250,34 @@ pub fn listed(target: &str, volume: &str, env: &[(String, String)]) -> Vec<Strin
         .unwrap()
         .iter()
         .map(|b| b["name"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// The `backup=` name of a backup URL.
+pub fn backup_name(url: &str) -> String {
+    let (_, rest) = url.split_once("backup=").unwrap();
+    rest.split('&').next().unwrap().to_string()
+}
+
+/// The block hashes stored for `volume` under a target directory (`objects`).
+pub fn stored_blocks(objects: &Path, volume: &str) -> BTreeSet<String> {
+    files_under(&objects.join(format!("volumes/{volume}/blocks")))
+        .iter()
+        .filter_map(|f| f.rsplit('/').next()?.strip_suffix(".blk"))
+        .map(str::to_string)
+        .collect()
+}
+
+/// The block hashes backup `name` of `volume` references, read from its record file.
+pub fn referenced_blocks(objects: &Path, volume: &str, name: &str) -> BTreeSet<String> {
+    let record = objects.join(format!("volumes/{volume}/backups/{name}.json"));
+    let record: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&record).unwrap()).unwrap();
+    record["blocks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["hash"].as_str().unwrap().to_string())
         .collect()
 }
 

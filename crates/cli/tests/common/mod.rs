@@ -82,6 +82,21 @@ fn drain(mut pipe: impl Read + Send + 'static) -> JoinHandle<String> {
     })
 }
 
+/// Collects what a child prints, line by line as it comes, into a shared string.
+pub fn collect_lines(pipe: impl Read + Send + 'static) -> (Arc<Mutex<String>>, JoinHandle<()>) {
+    let collected = Arc::new(Mutex::new(String::new()));
+    let sink = collected.clone();
+    let thread = std::thread::spawn(move || {
+        let mut reader = BufReader::new(pipe);
+        let mut line = String::new();
+        while matches!(reader.read_line(&mut line), Ok(n) if n > 0) {
+            sink.lock().unwrap().push_str(&line);
+            line.clear();
+        }
+    });
+    (collected, thread)
+}
+
 /// Runs `command` (stdin closed, output captured); kills it and fails the test after
 /// `timeout`.
 pub fn run_command(mut command: Command, timeout: Duration) -> Outcome {
@@ -836,17 +851,7 @@ impl Volume {
                 .stderr(log_file)
                 .spawn()
                 .unwrap();
-            let stdout = Arc::new(Mutex::new(String::new()));
-            let pipe = child.stdout.take().unwrap();
-            let sink = stdout.clone();
-            let stdout_thread = std::thread::spawn(move || {
-                let mut reader = BufReader::new(pipe);
-                let mut line = String::new();
-                while matches!(reader.read_line(&mut line), Ok(n) if n > 0) {
-                    sink.lock().unwrap().push_str(&line);
-                    line.clear();
-                }
-            });
+            let (stdout, stdout_thread) = collect_lines(child.stdout.take().unwrap());
             let mut volume = Volume {
                 name: name.to_owned(),
                 size,
