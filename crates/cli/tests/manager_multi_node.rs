@@ -13,7 +13,9 @@
 //! reported failed, writes go on, and the volume returns to healthy with a replica
 //! rebuilt on the spare node. Detached and attached on another node, it reads back everything written.
 //! Finally the manager that owns the volume is killed: ownership moves to a surviving
-//! manager within a bounded time (its etcd lease expires after 6 s).
+//! manager within a bounded time (its etcd lease expires after 6 s). Last, the node the
+//! volume is attached to dies as well: once it counts as down the volume detaches and
+//! attaches on the one node left, reading back everything written.
 //!
 //! Dropping the cluster kills everything in its namespaces and deletes them. Needs root.
 
@@ -449,4 +451,35 @@ fn volumes_spread_heal_move_and_change_owner_across_nodes() {
         "ownership moved after {took:?}: {moved:#}"
     );
     eprintln!("ownership moved from n{owner} in {took:?}");
+
+    // The node the volume is attached to dies too: once it counts as down, the volume
+    // detaches and attaches on the last node, with everything acknowledged.
+    if other != owner {
+        cluster.kill_node(other);
+    }
+    let last = (1..=NODES)
+        .find(|n| ![victim, owner, other].contains(n))
+        .unwrap();
+    cluster.cli_ok(last, &["volume", "detach", VOLUME]);
+    cluster.wait_for(
+        last,
+        "detached from the dead node",
+        Duration::from_secs(60),
+        |v| v["status"]["state"] == "detached",
+    );
+    let uri = cluster
+        .cli_ok(
+            last,
+            &["volume", "attach", VOLUME, "--node", &format!("n{last}")],
+        )
+        .trim()
+        .to_string();
+    cluster.qemu_io(
+        &uri,
+        &[
+            "read -P 0x31 0 16M",
+            "read -P 0x32 16M 8M",
+            "read -P 0x33 40M 1M",
+        ],
+    );
 }

@@ -270,7 +270,15 @@ impl Manager {
         if let Some(old) = running_on.filter(|n| volume.spec.attached_node.as_ref() != Some(n)) {
             volume.status.state = VolumeState::Detaching;
             self.save_status(&volume)?;
-            self.agent_for(&old)?.stop(&engine).await?;
+            match self.agent_for(&old)?.stop(&engine).await {
+                Ok(()) => {}
+                // Its node is down (its processes died with its agent): the volume may
+                // be attached elsewhere. A node that still reports in must stop it.
+                Err(e) if !self.node_ready(&old) => {
+                    tracing::warn!(volume = %volume.name, node = %old, error = %format!("{e:#}"), "engine's node is down; detaching anyway");
+                }
+                Err(e) => return Err(e),
+            }
             volume.status.endpoint = None;
             volume.status.engine_address = None;
             volume.status.engine_ports = None;
