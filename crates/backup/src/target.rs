@@ -75,7 +75,11 @@ impl Target {
         let parsed =
             url::Url::parse(url).with_context(|| format!("backup target {url:?}: not a URL"))?;
         match parsed.scheme() {
-            "s3" if !parsed.username().is_empty() || parsed.host_str().is_some_and(|h| !h.is_empty()) => Ok(()),
+            "s3" if !parsed.username().is_empty()
+                || parsed.host_str().is_some_and(|h| !h.is_empty()) =>
+            {
+                Ok(())
+            }
             "s3" => bail!("backup target {url}: no bucket; write s3://bucket@region/path"),
             "file" if url.starts_with("file:///") => Ok(()),
             "file" => bail!("backup target {url}: write file:///absolute/path (three slashes)"),
