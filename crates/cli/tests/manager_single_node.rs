@@ -6,7 +6,8 @@
 //! volume returns to healthy with all three replicas RW. The node is then stopped (every
 //! engine and replica with it) and the three replica directories hold identical content,
 //! equal to what the volume held; `up` again brings the volume back attached with the
-//! same content; it grows online (`volume expand`); deleting it removes its data.
+//! same content; it grows online (`volume expand`); deleting it removes its data. And a
+//! volume whose replicas all died is salvaged by the manager once they run again.
 
 #![allow(
     clippy::unwrap_used,
@@ -164,4 +165,51 @@ fn a_volume_on_one_node_is_created_attached_and_healed() {
     }
     assert!(!node.cli_ok(&["volume", "ls"]).contains(VOLUME));
     node.stop();
+}
+
+/// Every replica of an attached volume killed at once: the volume is faulted; after the
+/// wait interval the manager starts the replicas again on their data and the engine
+/// salvages the volume by itself (`auto_salvage`): healthy again, nothing flushed lost.
+#[test]
+fn a_volume_whose_replicas_all_died_is_salvaged_by_itself() {
+    let node = Node::start();
+    node.cli_ok(&["setting", "set", "minimal_available_percentage", "0"]);
+    node.cli_ok(&["setting", "set", "replica_replenishment_wait_interval", "2"]);
+    node.cli_ok(&[
+        "volume",
+        "create",
+        VOLUME,
+        "--size",
+        "32M",
+        "--replicas",
+        "2",
+    ]);
+    let uri = node
+        .cli_ok(&["volume", "attach", VOLUME])
+        .trim()
+        .to_string();
+    node.wait_for(VOLUME, "healthy", Duration::from_secs(60), |v| {
+        v["status"]["robustness"] == "healthy"
+    });
+    // qemu-io flushes before it exits: these writes are durable on both replicas.
+    qemu_io(&uri, &["write -P 0x7a 0 4M"]);
+    for replica in node.volume(VOLUME)["replicas"].as_array().unwrap() {
+        let dir = replica["spec"]["data_dir"].as_str().unwrap();
+        for (pid, _) in processes_mentioning(dir) {
+            common::signal(pid, "KILL");
+        }
+    }
+    node.wait_for(VOLUME, "faulted", Duration::from_secs(30), |v| {
+        v["status"]["robustness"] == "faulted"
+    });
+    node.wait_for(VOLUME, "salvaged", Duration::from_secs(90), |v| {
+        v["status"]["robustness"] == "healthy"
+            && v["replicas"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|r| r["status"]["mode"] == "RW")
+    });
+    assert!(node.log().contains("salvaging"), "{}", node.log());
+    qemu_io(&uri, &["read -P 0x7a 0 4M"]);
 }
