@@ -3,11 +3,15 @@
 //! owns the volume's `owner/` key, so when a manager dies its lease expires, its keys
 //! vanish and another manager takes its volumes over within the lease's time-to-live.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use etcd_client::{Client, Compare, CompareOp, GetOptions, PutOptions, Txn, TxnOp, TxnOpResponse};
+use etcd_client::{
+    Client, Compare, CompareOp, GetOptions, PutOptions, Txn, TxnOp, TxnOpResponse, WatchOptions,
+};
 use tokio::runtime::Handle;
+use tokio::sync::Notify;
 
 use crate::state::{Kind, StateStore};
 
@@ -19,6 +23,8 @@ const PREFIX: &str = "/shorthorn/";
 /// State in etcd, plus this manager's lease.
 pub struct EtcdStore {
     client: Client,
+    /// Notified on every change under [`PREFIX`] (an etcd watch).
+    changes: Arc<Notify>,
     runtime: Handle,
     lease: i64,
     node: String,
@@ -79,8 +85,32 @@ impl EtcdStore {
                 }
             }
         });
+        let changes = Arc::new(Notify::new());
+        let mut watcher = client.clone();
+        let notify = changes.clone();
+        tokio::spawn(async move {
+            loop {
+                let stream = watcher
+                    .watch(PREFIX, Some(WatchOptions::new().with_prefix()))
+                    .await;
+                let mut stream = match stream {
+                    Ok(stream) => stream,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "etcd watch; retrying");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        continue;
+                    }
+                };
+                while let Ok(Some(_)) = stream.message().await {
+                    notify.notify_one();
+                }
+                tracing::warn!("etcd watch ended; watching again");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        });
         Ok(EtcdStore {
             client,
+            changes,
             runtime: Handle::current(),
             lease,
             node: node.to_string(),
@@ -167,6 +197,10 @@ impl StateStore for EtcdStore {
             out.push((name, kv.value().to_vec()));
         }
         Ok(out)
+    }
+
+    fn changes(&self) -> Option<Arc<Notify>> {
+        Some(self.changes.clone())
     }
 
     fn claim(&self, volume: &str) -> anyhow::Result<bool> {

@@ -32,6 +32,8 @@ use crate::state::{Kind, StateStore, StateStoreExt};
 pub const SETTINGS_NAME: &str = "cluster";
 /// Ports daemons on a node are given, lowest free first.
 const PORT_RANGE: std::ops::Range<u16> = 20000..30000;
+/// Shortest time between two reconcile passes.
+const MIN_PASS_INTERVAL: Duration = Duration::from_millis(200);
 /// Shortest time between two replacement replicas of one volume.
 const REPLACEMENT_BACKOFF: Duration = Duration::from_secs(10);
 /// How often a node's manager reports in when nothing else changed.
@@ -127,16 +129,29 @@ impl Manager {
     /// Runs the reconcile loop until `stop` resolves, then stops every process.
     pub async fn run(&self, stop: impl Future<Output = ()>) {
         tokio::pin!(stop);
+        let changes = self.state.changes();
         loop {
+            let pass = Instant::now();
             if let Err(e) = self.reconcile_all().await {
                 tracing::warn!(error = %format!("{e:#}"), "reconcile");
             }
             if let Err(e) = self.jobs.run_due(&self.state) {
                 tracing::warn!(error = %format!("{e:#}"), "recurring jobs");
             }
+            // Changes by other managers (the etcd watch) wake the loop too, but passes
+            // stay MIN_PASS_INTERVAL apart: our own writes come back as changes.
+            tokio::time::sleep(MIN_PASS_INTERVAL.saturating_sub(pass.elapsed())).await;
+            // A change that came while the pass ran left a permit: it is not lost.
+            let changed = async {
+                match &changes {
+                    Some(changes) => changes.notified().await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 () = &mut stop => break,
                 () = self.wake.notified() => {}
+                () = changed => {}
                 () = tokio::time::sleep(Duration::from_secs(1)) => {}
             }
         }

@@ -2,6 +2,7 @@
 //! single file under the data directory; the default, zero setup).
 
 use std::path::Path;
+use std::sync::Arc;
 
 use anyhow::Context;
 use redb::{Database, TableDefinition};
@@ -45,6 +46,12 @@ pub trait StateStore: Send + Sync + 'static {
     fn delete(&self, kind: Kind, name: &str) -> anyhow::Result<()>;
     /// Every document of `kind`, by name.
     fn list_raw(&self, kind: Kind) -> anyhow::Result<Vec<(String, Vec<u8>)>>;
+
+    /// Fires when another manager may have changed something (a watch), so reconcilers
+    /// run at once instead of at their next tick. `None`: this manager is alone.
+    fn changes(&self) -> Option<Arc<tokio::sync::Notify>> {
+        None
+    }
 
     /// Whether this manager reconciles `volume`: takes it if no live manager does. One
     /// manager alone always does.
