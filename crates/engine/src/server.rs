@@ -7,9 +7,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use shorthorn_proto::v1::ReplicaInfoRequest;
 use shorthorn_proto::v1::engine_control_server::EngineControlServer;
 use shorthorn_proto::v1::replica_control_client::ReplicaControlClient;
+use shorthorn_proto::v1::{CloseDataConnectionsRequest, ReplicaInfoRequest};
 use shorthorn_wire::{ClientOptions, ReplicaAddr, WireClient};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -139,6 +139,28 @@ async fn connect_replica(
             "replica {addr} has {} bytes, but volume {volume} has {size}",
             info.size,
         );
+    }
+    // Connections of an earlier session (this engine before a network cut, or an engine
+    // that died) end before ours begin: their late frames must not land on what a
+    // rebuild copies.
+    match tokio::time::timeout(
+        CONNECT_TIMEOUT,
+        control.close_data_connections(CloseDataConnectionsRequest {}),
+    )
+    .await
+    {
+        Ok(Ok(closed)) if closed.get_ref().closed > 0 => {
+            tracing::info!(replica = %addr, closed = closed.get_ref().closed, "fenced off earlier data connections");
+        }
+        Ok(Ok(_)) => {}
+        Ok(Err(status)) if status.code() == tonic::Code::Unimplemented => {
+            tracing::warn!(replica = %addr, "replica cannot fence earlier data connections (older version)");
+        }
+        Ok(Err(status)) => {
+            return Err(anyhow::anyhow!("{}", status.message()))
+                .with_context(|| format!("replica {addr}: closing earlier data connections"));
+        }
+        Err(_) => bail!("replica {addr}: no answer when closing earlier data connections"),
     }
     let data = local_socket(&host, &info.data_addresses).unwrap_or_else(|| addr.clone());
     let client = WireClient::connect(&data, client)

@@ -9,9 +9,9 @@ use std::sync::{Arc, Mutex};
 use shorthorn_block::{BLOCK_SIZE, ExtentKind, chunk_digest, zero_digest};
 use shorthorn_proto::v1::replica_control_server::ReplicaControl;
 use shorthorn_proto::v1::{
-    ChecksumsRequest, ChecksumsResponse, ConsistencyRecord as RecordMessage, GetConsistencyRequest,
-    LayerExtentsRequest, LayerExtentsResponse, ReadSnapshotRequest, ReadSnapshotResponse,
-    SetConsistencyResponse,
+    ChecksumsRequest, ChecksumsResponse, CloseDataConnectionsRequest, CloseDataConnectionsResponse,
+    ConsistencyRecord as RecordMessage, GetConsistencyRequest, LayerExtentsRequest,
+    LayerExtentsResponse, ReadSnapshotRequest, ReadSnapshotResponse, SetConsistencyResponse,
 };
 use shorthorn_proto::v1::{
     CreateSnapshotRequest, CreateSnapshotResponse, ExpandRequest, ExpandResponse, Layer,
@@ -22,6 +22,7 @@ use shorthorn_proto::v1::{
 use shorthorn_store::{
     ConsistencyRecord, LayerInfo, SnapshotKind, SnapshotView, Store, StoreError,
 };
+use shorthorn_wire::ConnectionFence;
 use tonic::{Request, Response, Status};
 
 /// Largest chunk a checksum request may use, and most chunks per request.
@@ -38,17 +39,26 @@ pub struct ReplicaControlService {
     /// The last snapshot view opened for checksums or reads: a rebuild asks for many
     /// ranges of one snapshot, and building a view's map each time would cost a scan.
     view: Arc<Mutex<Option<Arc<SnapshotView>>>>,
+    /// Closes the data connections of an earlier engine session.
+    fence: ConnectionFence,
 }
 
 impl ReplicaControlService {
     /// Controls `store`, reporting `data_addresses` as where its data path listens and
-    /// `record` (already loaded from the directory) as its consistency record.
-    pub fn new(store: Arc<Store>, data_addresses: Vec<String>, record: ConsistencyRecord) -> Self {
+    /// `record` (already loaded from the directory) as its consistency record; `fence`
+    /// closes the data path's connections on request.
+    pub fn new(
+        store: Arc<Store>,
+        data_addresses: Vec<String>,
+        record: ConsistencyRecord,
+        fence: ConnectionFence,
+    ) -> Self {
         ReplicaControlService {
             store,
             data_addresses,
             record: Arc::new(Mutex::new(record)),
             view: Arc::new(Mutex::new(None)),
+            fence,
         }
     }
 
@@ -369,6 +379,16 @@ impl ReplicaControl for ReplicaControlService {
         Ok(Response::new(LayerExtentsResponse {
             offsets: extents.iter().map(|e| e.0).collect(),
             lengths: extents.iter().map(|e| e.1).collect(),
+        }))
+    }
+
+    async fn close_data_connections(
+        &self,
+        _request: Request<CloseDataConnectionsRequest>,
+    ) -> Result<Response<CloseDataConnectionsResponse>, Status> {
+        let closed = self.fence.close_all().await;
+        Ok(Response::new(CloseDataConnectionsResponse {
+            closed: closed as u64,
         }))
     }
 

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use anyhow::{Context, bail};
 use shorthorn_proto::v1::replica_control_server::ReplicaControlServer;
 use shorthorn_store::{ConsistencyRecord, METADATA_FILE, Store, StoreDevice};
-use shorthorn_wire::ReplicaAddr;
+use shorthorn_wire::{ConnectionFence, ReplicaAddr, ServerOptions};
 use tokio::net::{TcpListener, UnixListener};
 use tokio_util::sync::CancellationToken;
 
@@ -101,6 +101,8 @@ pub async fn run(
 
     let mut data_addresses = vec![ReplicaAddr::from(config.listen).to_string()];
     let mut tasks = tokio::task::JoinSet::new();
+    // One fence over both data listeners: the control API closes them together.
+    let fence = ConnectionFence::default();
     if let Some(path) = &config.unix_socket {
         // A socket file left by an earlier run would make bind fail.
         if path.exists() {
@@ -110,15 +112,19 @@ pub async fn run(
         let unix = UnixListener::bind(path)
             .with_context(|| format!("binding unix socket {}", path.display()))?;
         data_addresses.push(ReplicaAddr::unix(path.clone()).to_string());
-        let (device, shutdown) = (device.clone(), shutdown.clone());
+        let (device, shutdown, fence) = (device.clone(), shutdown.clone(), fence.clone());
         tasks.spawn(async move {
-            shorthorn_wire::serve(unix, device, shutdown.cancelled_owned()).await
+            let options = ServerOptions::default();
+            shorthorn_wire::serve_fenced(unix, device, options, fence, shutdown.cancelled_owned())
+                .await
         });
     }
     {
-        let (device, shutdown) = (device.clone(), shutdown.clone());
+        let (device, shutdown, fence) = (device.clone(), shutdown.clone(), fence.clone());
         tasks.spawn(async move {
-            shorthorn_wire::serve(data, device, shutdown.cancelled_owned()).await
+            let options = ServerOptions::default();
+            shorthorn_wire::serve_fenced(data, device, options, fence, shutdown.cancelled_owned())
+                .await
         });
     }
     tracing::info!(
@@ -138,7 +144,7 @@ pub async fn run(
         .await
         .context("store task failed")?
         .with_context(|| format!("reading the consistency record of {}", config.dir.display()))?;
-    let service = ReplicaControlService::new(store.clone(), data_addresses, record);
+    let service = ReplicaControlService::new(store.clone(), data_addresses, record, fence);
     let _ = ready.send(endpoints);
     let incoming = shorthorn_proto::incoming_nodelay(control);
     tonic::transport::Server::builder()

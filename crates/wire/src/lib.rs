@@ -22,4 +22,7 @@ pub mod server;
 pub use addr::{AddrParseError, ReplicaAddr};
 pub use client::{ClientError, ClientOptions, MAX_IN_FLIGHT_PER_CONNECTION, Result, WireClient};
 pub use frame::{Frame, FrameCodec, FrameError, Kind, Request, Status};
-pub use server::{Listener, ServerOptions, serve, serve_connection, serve_with_options};
+pub use server::{
+    ConnectionFence, Listener, ServerOptions, serve, serve_connection, serve_fenced,
+    serve_with_options,
+};

@@ -52,6 +52,56 @@ impl Default for ServerOptions {
     }
 }
 
+/// Ends every data connection a server has accepted so far, on demand: an engine that
+/// takes a replica (back) over fences off connections of an earlier session, whose
+/// frames could otherwise still arrive — TCP retransmits after a network cut — and be
+/// applied on top of what a rebuild copied.
+#[derive(Debug, Clone, Default)]
+pub struct ConnectionFence {
+    generation: Arc<std::sync::Mutex<Arc<Generation>>>,
+}
+
+/// The connections accepted since the last [`ConnectionFence::close_all`].
+#[derive(Debug, Default)]
+struct Generation {
+    closed: CancellationToken,
+}
+
+/// How long [`ConnectionFence::close_all`] waits for fenced connections to finish.
+const FENCE_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl ConnectionFence {
+    /// The generation new connections join.
+    fn current(&self) -> Arc<Generation> {
+        match self.generation.lock() {
+            Ok(generation) => generation.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Stops every connection accepted so far from reading further requests, and waits
+    /// (bounded) until each has finished the requests it already read. Connections
+    /// accepted afterwards are not affected. Returns how many connections it closed.
+    pub async fn close_all(&self) -> usize {
+        let old = {
+            let mut generation = match self.generation.lock() {
+                Ok(generation) => generation,
+                Err(poisoned) => poisoned.into_inner(),
+            };
+            std::mem::replace(&mut *generation, Arc::new(Generation::default()))
+        };
+        old.closed.cancel();
+        // Every connection of the old generation holds a clone.
+        let fenced = Arc::strong_count(&old) - 1;
+        let deadline = tokio::time::Instant::now() + FENCE_DRAIN_TIMEOUT;
+        while Arc::strong_count(&old) > 1 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        info!(connections = fenced, "fenced off earlier data connections");
+        fenced
+    }
+}
+
 /// A listening socket the server can accept data connections from.
 pub trait Listener: Send + Sync + 'static {
     /// The connected stream type.
@@ -110,6 +160,28 @@ pub async fn serve_with_options<L, D>(
     L: Listener,
     D: BlockDevice + 'static,
 {
+    serve_fenced(
+        listener,
+        device,
+        options,
+        ConnectionFence::default(),
+        shutdown,
+    )
+    .await;
+}
+
+/// [`serve_with_options`] whose connections `fence` can close (share one fence between
+/// the listeners of one device).
+pub async fn serve_fenced<L, D>(
+    listener: L,
+    device: Arc<D>,
+    options: ServerOptions,
+    fence: ConnectionFence,
+    shutdown: impl Future<Output = ()> + Send,
+) where
+    L: Listener,
+    D: BlockDevice + 'static,
+{
     let stop = CancellationToken::new();
     let mut connections = JoinSet::new();
     let mut accepted: u64 = 0;
@@ -131,9 +203,17 @@ pub async fn serve_with_options<L, D>(
                     debug!(%peer, "accepted data connection");
                     let device = device.clone();
                     let stop = stop.child_token();
+                    let generation = fence.current();
                     connections.spawn(async move {
-                        serve_connection(stream, &peer, device, options, stop.cancelled_owned())
-                            .await;
+                        let ended = async {
+                            tokio::select! {
+                                () = stop.cancelled() => {}
+                                () = generation.closed.cancelled() => {}
+                            }
+                        };
+                        serve_connection(stream, &peer, device, options, ended).await;
+                        // Holding the generation until here tells the fence we are done.
+                        drop(generation);
                     });
                 }
                 Err(e) => {

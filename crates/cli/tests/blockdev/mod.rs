@@ -63,8 +63,21 @@ impl FuseFile {
 
     /// `fusermount3 -u`, then nbdfuse must exit by itself with status 0.
     pub fn unmount(mut self) {
-        let out = run("fusermount3", &["-u", path_str(&self.dir)], TIMEOUT);
-        assert!(out.success(), "fusermount3 -u failed: {out:?}");
+        // The kernel may still hold the file for a moment after the loop device was
+        // detached ("Device or resource busy"): retry, bounded.
+        let mut attempts = 0;
+        let out = loop {
+            let out = run("fusermount3", &["-u", path_str(&self.dir)], TIMEOUT);
+            attempts += 1;
+            if out.success() || !out.stderr.contains("busy") || attempts == 20 {
+                break out;
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        };
+        assert!(
+            out.success(),
+            "fusermount3 -u failed after {attempts} attempts: {out:?}"
+        );
         let mut child = self.child.take().unwrap();
         let status = crate::common::wait_bounded(&mut child, Duration::from_secs(30));
         if status.is_none() {
