@@ -174,6 +174,7 @@ impl Manager {
                 tracing::warn!(volume = %name, error = %format!("{e:#}"), "reconcile volume");
                 if let Some(mut volume) = self.state.get::<Volume>(Kind::Volume, &name)? {
                     volume.status.message = format!("{e:#}");
+                    volume.status.owner = Some(self.node.clone());
                     self.state.put(Kind::Volume, &name, &volume)?;
                 }
             }
@@ -303,6 +304,8 @@ impl Manager {
                 replica.status.rebuild = None;
             }
         }
+        // What placement said; the engine's reconciler may say more.
+        volume.status.message = message.clone();
         let attached = volume.spec.attached_node.is_some();
         if attached {
             self.reconcile_engine(&mut volume, &mut replicas, settings)
@@ -326,7 +329,6 @@ impl Manager {
                 _ => Robustness::Degraded,
             };
         }
-        volume.status.message = message;
         for replica in &replicas {
             self.put_replica_if_changed(replica)?;
         }
@@ -582,8 +584,12 @@ impl Manager {
         let address = self.node_address(&node)?;
         let state = agent.state(&engine).await;
         if let ProcessState::Unreachable(reason) = &state {
+            // Reported, not an error: the rest of the volume's status is still written
+            // (detach it to attach it elsewhere once the node counts as down).
             volume.status.robustness = Robustness::Faulted;
-            bail!("node {node}, where the volume is attached, is unreachable: {reason}");
+            volume.status.message =
+                format!("node {node}, where the volume is attached, is unreachable: {reason}");
+            return Ok(());
         }
         if let ProcessState::Exited(status) = &state {
             tracing::warn!(volume = %volume.name, %status, "engine exited; starting it again");
