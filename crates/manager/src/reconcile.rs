@@ -7,7 +7,7 @@
 //! again on the same data (the engine then rebuilds only what it missed); if that is not
 //! possible, a new replica is scheduled in its place and rebuilt in full.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr, TcpListener};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -66,6 +66,8 @@ pub struct Manager {
     unreachable: std::sync::Mutex<HashMap<String, Instant>>,
     /// Volumes that got a replacement replica, and when.
     replaced: std::sync::Mutex<HashMap<String, Instant>>,
+    /// Control clients of running engines, by address.
+    engine_clients: std::sync::Mutex<HashMap<String, EngineControlClient<Channel>>>,
 }
 
 impl Manager {
@@ -83,6 +85,7 @@ impl Manager {
             jobs: JobRunner::default(),
             unreachable: std::sync::Mutex::default(),
             replaced: std::sync::Mutex::default(),
+            engine_clients: std::sync::Mutex::default(),
         }
     }
 
@@ -163,14 +166,25 @@ impl Manager {
     pub async fn reconcile_all(&self) -> anyhow::Result<()> {
         let _busy = self.busy.lock().await;
         let settings = self.settings()?;
-        self.update_nodes()?;
-        for volume in self.state.list::<Volume>(Kind::Volume)? {
+        // Read once per pass: each volume's reconciler changes only its own replicas.
+        let volumes: Vec<Volume> = self.state.list(Kind::Volume)?;
+        let replicas: Vec<Replica> = self.state.list(Kind::Replica)?;
+        self.update_nodes(&volumes, &replicas)?;
+        let mut by_volume: HashMap<String, Vec<Replica>> = HashMap::new();
+        for replica in replicas {
+            by_volume
+                .entry(replica.spec.volume.clone())
+                .or_default()
+                .push(replica);
+        }
+        for volume in volumes {
             let name = volume.name.clone();
             // Another live manager reconciles it.
             if !self.state.claim(&name)? {
                 continue;
             }
-            if let Err(e) = self.reconcile_volume(volume, &settings).await {
+            let replicas = by_volume.remove(&name).unwrap_or_default();
+            if let Err(e) = self.reconcile_volume(volume, replicas, &settings).await {
                 tracing::warn!(volume = %name, error = %format!("{e:#}"), "reconcile volume");
                 if let Some(mut volume) = self.state.get::<Volume>(Kind::Volume, &name)? {
                     volume.status.message = format!("{e:#}");
@@ -183,13 +197,10 @@ impl Manager {
     }
 
     /// Writes each node's disk space and the bytes scheduled on each disk.
-    fn update_nodes(&self) -> anyhow::Result<()> {
-        let replicas: Vec<Replica> = self.state.list(Kind::Replica)?;
-        let volumes: BTreeMap<String, Volume> = self
-            .state
-            .list::<Volume>(Kind::Volume)?
-            .into_iter()
-            .map(|v| (v.name.clone(), v))
+    fn update_nodes(&self, volumes: &[Volume], replicas: &[Replica]) -> anyhow::Result<()> {
+        let sizes: HashMap<&str, u64> = volumes
+            .iter()
+            .map(|v| (v.name.as_str(), v.spec.size))
             .collect();
         for mut node in self.state.list::<Node>(Kind::Node)? {
             if node.name != self.node {
@@ -200,8 +211,7 @@ impl Manager {
                 disk.scheduled = replicas
                     .iter()
                     .filter(|r| r.spec.node == node.name && r.spec.disk == disk.name)
-                    .filter_map(|r| volumes.get(&r.spec.volume))
-                    .map(|v| v.spec.size)
+                    .filter_map(|r| sizes.get(r.spec.volume.as_str()))
                     .sum();
             }
             // Written when something changed, and as a heartbeat every HEARTBEAT_PERIOD
@@ -226,14 +236,9 @@ impl Manager {
     async fn reconcile_volume(
         &self,
         mut volume: Volume,
+        mut replicas: Vec<Replica>,
         settings: &Settings,
     ) -> anyhow::Result<()> {
-        let mut replicas: Vec<Replica> = self
-            .state
-            .list::<Replica>(Kind::Replica)?
-            .into_iter()
-            .filter(|r| r.spec.volume == volume.name)
-            .collect();
         volume.status.owner = Some(self.node.clone());
         // 1. Processes: start what should run, report what exited.
         for replica in &mut replicas {
@@ -294,6 +299,9 @@ impl Manager {
                     tracing::warn!(volume = %volume.name, node = %old, error = %format!("{e:#}"), "engine's node is down; detaching anyway");
                 }
                 Err(e) => return Err(e),
+            }
+            if let Some(address) = &volume.status.engine_address {
+                self.forget_engine_client(address);
             }
             volume.status.endpoint = None;
             volume.status.engine_address = None;
@@ -647,12 +655,19 @@ impl Manager {
             .engine_address
             .clone()
             .context("attached without an engine address")?;
-        let mut client = connect_engine(&engine_address).await?;
+        let mut client = self.engine_client(&engine_address).await?;
         let info = tokio::time::timeout(ENGINE_TIMEOUT, client.info(pb::EngineInfoRequest {}))
             .await
-            .context("engine info timed out")?
-            .context("engine info")?
-            .into_inner();
+            .context("engine info timed out")
+            .and_then(|answer| answer.context("engine info"));
+        let info = match info {
+            Ok(info) => info.into_inner(),
+            Err(e) => {
+                // A new connection next pass (the engine may have restarted).
+                self.forget_engine_client(&engine_address);
+                return Err(e);
+            }
+        };
         if info.state == "faulted" && settings.auto_salvage {
             tracing::warn!(volume = %volume.name, "every replica failed; salvaging");
             match tokio::time::timeout(ENGINE_TIMEOUT, client.salvage(pb::SalvageRequest {})).await
@@ -720,6 +735,30 @@ impl Manager {
 
     fn take_add_failure(&self, replica: &str) -> Option<String> {
         self.add_failures.lock().ok()?.remove(replica)
+    }
+
+    /// A client of the engine at `address`: one connection kept per engine, not a new
+    /// one every pass.
+    async fn engine_client(&self, address: &str) -> anyhow::Result<EngineControlClient<Channel>> {
+        let cached = self
+            .engine_clients
+            .lock()
+            .ok()
+            .and_then(|c| c.get(address).cloned());
+        if let Some(client) = cached {
+            return Ok(client);
+        }
+        let client = connect_engine(address).await?;
+        if let Ok(mut clients) = self.engine_clients.lock() {
+            clients.insert(address.to_string(), client.clone());
+        }
+        Ok(client)
+    }
+
+    fn forget_engine_client(&self, address: &str) {
+        if let Ok(mut clients) = self.engine_clients.lock() {
+            clients.remove(address);
+        }
     }
 
     fn is_adding(&self, replica: &str) -> bool {
