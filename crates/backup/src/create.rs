@@ -58,6 +58,8 @@ pub trait SnapshotSource: Send + Sync + 'static {
 /// How to take a backup.
 #[derive(Debug, Clone)]
 pub struct BackupOptions {
+    /// The backup's name (default: `backup-<UTC time>-<random>`); unique per volume.
+    pub name: Option<String>,
     /// How new blocks are compressed.
     pub compression: Compression,
     /// Block size for a volume's first backup (later backups use the volume's).
@@ -75,6 +77,7 @@ pub struct BackupOptions {
 impl Default for BackupOptions {
     fn default() -> Self {
         BackupOptions {
+            name: None,
             compression: Compression::default(),
             block_size: None,
             labels: BTreeMap::new(),
@@ -121,11 +124,24 @@ pub async fn create_backup<S: SnapshotSource>(
     shorthorn_block::validate_name(volume).context("volume")?;
     ensure!(options.parallel > 0, "parallelism must be at least 1");
     let created = now_rfc3339();
-    let name = format!(
-        "backup-{}-{:08x}",
-        chrono::Utc::now().format("%Y%m%dT%H%M%SZ"),
-        rand::random::<u32>()
-    );
+    let name = match &options.name {
+        Some(name) => {
+            shorthorn_block::validate_name(name).context("backup name")?;
+            ensure!(
+                target
+                    .head(&backup_record_path(volume, name))
+                    .await?
+                    .is_none(),
+                "backup {name} of volume {volume} exists already"
+            );
+            name.clone()
+        }
+        None => format!(
+            "backup-{}-{:08x}",
+            chrono::Utc::now().format("%Y%m%dT%H%M%SZ"),
+            rand::random::<u32>()
+        ),
+    };
     let operation = format!("backup {name} of snapshot {}", info.snapshot.name);
     with_lock(
         target,

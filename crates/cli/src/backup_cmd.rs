@@ -207,6 +207,7 @@ async fn create(engine: &str, args: CreateArgs) -> anyhow::Result<()> {
         }
     }
     let options = BackupOptions {
+        name: None,
         compression: args.compression,
         block_size: args.block_size,
         labels,

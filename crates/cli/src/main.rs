@@ -5,6 +5,7 @@
 
 mod backup_cmd;
 mod client_cmd;
+mod cluster_backup_cmd;
 #[cfg(feature = "failpoints")]
 mod crash;
 mod daemon;
@@ -95,6 +96,14 @@ enum Command {
         #[command(subcommand)]
         command: manager_cmd::JobCommand,
     },
+    /// Backup targets of a cluster run by `shorthorn up`: set, ls, rm. Back up with
+    /// `volume backup`.
+    BackupTarget {
+        #[command(flatten)]
+        api: manager_cmd::ApiArgs,
+        #[command(subcommand)]
+        command: cluster_backup_cmd::BackupTargetCommand,
+    },
     /// Settings of a cluster run by `shorthorn up`: get, set.
     Setting {
         #[command(flatten)]
@@ -151,6 +160,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Node { api, command } => manager_cmd::node(&api, command),
         Command::Setting { api, command } => manager_cmd::setting(&api, command),
         Command::Job { api, command } => manager_cmd::job(&api, command),
+        Command::BackupTarget { api, command } => cluster_backup_cmd::backup_target(&api, command),
         Command::Engine(args) => engine_cmd::run(args),
         Command::LaunchSimple(args) => launch::run(args),
         Command::Ls => client_cmd::ls(&cli.engine),

@@ -9,8 +9,8 @@ use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 use serde::de::DeserializeOwned;
 use shorthorn_manager::api::{
-    AttachVolume, CreateJob, CreateVolume, ErrorBody, ExpandVolume, SetSetting, UpdateNode,
-    VolumeDetail, VolumeJobs,
+    AttachVolume, ClusterInfo, CreateJob, CreateVolume, ErrorBody, ExpandVolume, SetSetting,
+    UpdateNode, VolumeDetail, VolumeJobs,
 };
 use shorthorn_manager::model::{
     DiskSpec, JobTask, Node, RecurringJob, RecurringJobSpec, Settings, Volume,
@@ -136,6 +136,41 @@ pub enum VolumeCommand {
         /// The volume.
         name: String,
     },
+    /// Back up an attached volume to a backup target (see `backup-target set`): a new
+    /// snapshot, or --snapshot. Prints the backup's name; --wait waits for it and prints
+    /// its URL (for `backup restore`).
+    Backup {
+        /// The volume.
+        name: String,
+        /// An existing snapshot to back up [default: a new one].
+        #[arg(long)]
+        snapshot: Option<String>,
+        /// The backup target's name.
+        #[arg(long, default_value = "default")]
+        target: String,
+        /// A label KEY=VALUE recorded with the backup; repeat for more.
+        #[arg(long = "label")]
+        labels: Vec<String>,
+        /// Wait until the backup completes (or fails), printing progress.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// List backups (of every volume, or one) in the cluster's backup targets.
+    Backups {
+        /// Only this volume's.
+        name: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete a backup from its target (its record, then blocks no other backup uses).
+    BackupRm {
+        /// The backup's name (as `volume backups` lists it).
+        backup: String,
+        /// Wait until it is gone.
+        #[arg(long)]
+        wait: bool,
+    },
 }
 
 /// Nodes of the cluster.
@@ -187,7 +222,8 @@ pub enum JobCommand {
         /// A group it belongs to; repeat for more.
         #[arg(long = "group")]
         groups: Vec<String>,
-        /// Backup target URL (backup jobs).
+        /// Backup target (backup jobs): a backup target's name or a URL [default: the
+        /// `default` backup target].
         #[arg(long)]
         target: Option<String>,
     },
@@ -264,13 +300,13 @@ pub fn up(args: UpArgs) -> anyhow::Result<()> {
 }
 
 /// An API client.
-struct Client {
+pub(crate) struct Client {
     http: reqwest::Client,
     connection: Connection,
 }
 
 impl Client {
-    fn new(args: &ApiArgs) -> anyhow::Result<Client> {
+    pub(crate) fn new(args: &ApiArgs) -> anyhow::Result<Client> {
         let connection = match (
             std::env::var("SHORTHORN_URL"),
             std::env::var("SHORTHORN_TOKEN"),
@@ -286,7 +322,7 @@ impl Client {
         Ok(Client { http, connection })
     }
 
-    async fn call<T: DeserializeOwned>(
+    pub(crate) async fn call<T: DeserializeOwned>(
         &self,
         method: reqwest::Method,
         path: &str,
@@ -444,6 +480,22 @@ pub fn volume(api: &ApiArgs, command: VolumeCommand) -> anyhow::Result<()> {
                     .await?;
                 line(format_args!("detaching {name}"))
             }
+            VolumeCommand::Backup {
+                name,
+                snapshot,
+                target,
+                labels,
+                wait,
+            } => {
+                crate::cluster_backup_cmd::create(&client, name, snapshot, target, &labels, wait)
+                    .await
+            }
+            VolumeCommand::Backups { name, json } => {
+                crate::cluster_backup_cmd::list(&client, name.as_deref(), json).await
+            }
+            VolumeCommand::BackupRm { backup, wait } => {
+                crate::cluster_backup_cmd::remove(&client, &backup, wait).await
+            }
             VolumeCommand::Rm { name } => {
                 let _: serde_json::Value = client
                     .call(Method::DELETE, &format!("/v1/volumes/{name}"), None)
@@ -454,7 +506,7 @@ pub fn volume(api: &ApiArgs, command: VolumeCommand) -> anyhow::Result<()> {
     })
 }
 
-fn json_name<T: serde::Serialize>(value: &T) -> String {
+pub(crate) fn json_name<T: serde::Serialize>(value: &T) -> String {
     serde_json::to_value(value)
         .ok()
         .and_then(|v| v.as_str().map(str::to_string))
@@ -478,6 +530,15 @@ fn print_volume(detail: &VolumeDetail) -> anyhow::Result<()> {
         "endpoint:    {}",
         v.status.endpoint.as_deref().unwrap_or("-")
     ))?;
+    if let Some(engine) = detail.engine.as_ref().filter(|e| e.status.node.is_some()) {
+        line(format_args!(
+            "engine:      {} {} on {} (control {})",
+            engine.name,
+            json_name(&engine.status.state),
+            engine.status.node.as_deref().unwrap_or("-"),
+            engine.status.address.as_deref().unwrap_or("-"),
+        ))?;
+    }
     if !v.status.message.is_empty() {
         line(format_args!("message:     {}", v.status.message))?;
     }
@@ -565,6 +626,13 @@ pub fn node(api: &ApiArgs, command: NodeCommand) -> anyhow::Result<()> {
         if json {
             return line(format_args!("{}", serde_json::to_string_pretty(&nodes)?));
         }
+        let cluster: ClusterInfo = client
+            .call(reqwest::Method::GET, "/v1/cluster", None)
+            .await?;
+        line(format_args!(
+            "leader: {} ({} store; answered by {})",
+            cluster.leader, cluster.store, cluster.node
+        ))?;
         for n in nodes {
             line(format_args!(
                 "{} {} ready={} scheduling={}",

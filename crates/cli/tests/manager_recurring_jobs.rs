@@ -101,7 +101,7 @@ fn recurring_snapshot_and_backup_jobs_run_and_prune() {
         .cli_ok(&["volume", "attach", "jobs"])
         .trim()
         .to_string();
-    let engine = node.volume("jobs")["status"]["engine_address"]
+    let engine = node.volume("jobs")["engine"]["status"]["address"]
         .as_str()
         .unwrap()
         .to_string();

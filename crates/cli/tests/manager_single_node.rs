@@ -92,7 +92,7 @@ fn a_volume_on_one_node_is_created_attached_and_healed() {
 
     let job = fio_verify_job(&scratch, &uri, 2, 16 * MIB);
     assert_fio_verified(&fio(&job), 8192, "fio through the manager's volume");
-    let engine = node.volume(VOLUME)["status"]["engine_address"]
+    let engine = node.volume(VOLUME)["engine"]["status"]["address"]
         .as_str()
         .unwrap()
         .to_string();

@@ -2,10 +2,11 @@
 //! document is served at `/v1/openapi.json` (no token needed), Prometheus metrics at
 //! `/metrics`. Errors are `{"message": "..."}` with a fitting status code.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{FromRequest, Path, Request, State};
+use axum::extract::{FromRequest, Path, Query, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -17,7 +18,9 @@ use utoipa::{Modify, OpenApi, ToSchema};
 
 use crate::agent::{EngineLaunch, ProcessReport, RemoveReplica, ReplicaLaunch};
 use crate::model::{
-    DiskSpec, DiskStatus, JobTask, Node, NodeSpec, NodeStatus, RecurringJob, RecurringJobSpec,
+    Backup, BackupSpec, BackupState, BackupStatus, BackupTarget, BackupTargetSpec,
+    BackupTargetStatus, DiskSpec, DiskStatus, Engine, EngineReplicaStatus, EngineSpec, EngineState,
+    EngineStatus, JobTask, Node, NodeSpec, NodeStatus, RecurringJob, RecurringJobSpec,
     RecurringJobStatus, Replica, ReplicaSpec, ReplicaState, ReplicaStatus, Robustness, Settings,
     Volume, VolumeSpec, VolumeState, VolumeStatus,
 };
@@ -215,6 +218,48 @@ pub struct CreateJob {
     pub spec: RecurringJobSpec,
 }
 
+/// A request to set a backup target.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SetBackupTarget {
+    /// `s3://bucket@region/path`, `file:///path` or `nfs://host:/path`.
+    #[schema(min_length = 1, max_length = 1024)]
+    pub url: String,
+    /// Seconds between two reads of its backup list [default: 300].
+    #[serde(default)]
+    #[schema(minimum = 1, maximum = 86400)]
+    pub poll_interval: Option<u64>,
+}
+
+/// A request to back up a volume.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateBackup {
+    /// The volume (it must be attached: the snapshot is read through its engine).
+    #[schema(min_length = 1, max_length = 63)]
+    pub volume: String,
+    /// A snapshot to back up [default: a new snapshot, named after the backup].
+    #[serde(default)]
+    pub snapshot: Option<String>,
+    /// The backup target's name [default: `default`].
+    #[serde(default)]
+    pub target: Option<String>,
+    /// Labels recorded with the backup.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+}
+
+/// Which manager leads, and which one answered.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ClusterInfo {
+    /// The node of the manager that answered.
+    pub node: String,
+    /// The leader's node: it reads backup targets and deletes backups.
+    pub leader: String,
+    /// `embedded` (one manager) or `etcd` (managers share it).
+    pub store: String,
+}
+
 /// A request to attach a volume.
 #[derive(Debug, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -240,6 +285,8 @@ pub struct VolumeDetail {
     pub volume: Volume,
     /// Its replicas.
     pub replicas: Vec<Replica>,
+    /// Its engine (none before its first reconcile).
+    pub engine: Option<Engine>,
 }
 
 #[derive(OpenApi)]
@@ -248,14 +295,18 @@ pub struct VolumeDetail {
     paths(
         list_volumes, create_volume, get_volume, delete_volume, attach_volume,
         detach_volume, expand_volume, set_volume_jobs, list_jobs, create_job, get_job, delete_job,
-        list_nodes, update_node, get_settings, set_setting
+        list_nodes, update_node, get_settings, set_setting, list_engines, get_engine,
+        list_replicas, list_backup_targets, set_backup_target, delete_backup_target,
+        list_backups, create_backup, get_backup, delete_backup, cluster_info
     ),
     components(schemas(
         ErrorBody, CreateVolume, AttachVolume, SetSetting, VolumeDetail, Volume, VolumeSpec,
         VolumeStatus, VolumeState, Robustness, Replica, ReplicaSpec, ReplicaStatus,
         ReplicaState, Node, NodeSpec, NodeStatus, DiskSpec, DiskStatus, Settings,
         SchedulingSettings, VolumeJobs, ExpandVolume, UpdateNode, CreateJob, RecurringJob, RecurringJobSpec,
-        RecurringJobStatus, JobTask
+        RecurringJobStatus, JobTask, Engine, EngineSpec, EngineStatus, EngineState,
+        EngineReplicaStatus, BackupTarget, BackupTargetSpec, BackupTargetStatus, Backup,
+        BackupSpec, BackupStatus, BackupState, SetBackupTarget, CreateBackup, ClusterInfo
     )),
     modifiers(&BearerAuth),
     security(("bearer" = []))
@@ -298,6 +349,17 @@ pub fn router(manager: Arc<Manager>, token: &str) -> Router {
         .route("/v1/volumes/{name}/detach", post(detach_volume))
         .route("/v1/volumes/{name}/expand", post(expand_volume))
         .route("/v1/volumes/{name}/recurring-jobs", put(set_volume_jobs))
+        .route("/v1/engines", get(list_engines))
+        .route("/v1/engines/{name}", get(get_engine))
+        .route("/v1/replicas", get(list_replicas))
+        .route("/v1/backup-targets", get(list_backup_targets))
+        .route(
+            "/v1/backup-targets/{name}",
+            put(set_backup_target).delete(delete_backup_target),
+        )
+        .route("/v1/backups", get(list_backups).post(create_backup))
+        .route("/v1/backups/{name}", get(get_backup).delete(delete_backup))
+        .route("/v1/cluster", get(cluster_info))
         .route("/v1/recurring-jobs", get(list_jobs).post(create_job))
         .route("/v1/recurring-jobs/{name}", get(get_job).delete(delete_job))
         .route("/v1/nodes", get(list_nodes))
@@ -432,7 +494,36 @@ async fn get_volume(
         .into_iter()
         .filter(|r| r.spec.volume == name)
         .collect();
-    Ok(Json(VolumeDetail { volume, replicas }))
+    let engine = store.get(Kind::Engine, &Engine::name_for(&name))?;
+    Ok(Json(VolumeDetail {
+        volume,
+        replicas,
+        engine,
+    }))
+}
+
+#[utoipa::path(get, path = "/v1/engines", responses(
+    (status = 200, body = [Engine]), (status = 401, body = ErrorBody)))]
+async fn list_engines(State(state): State<AppState>) -> ApiResult<Vec<Engine>> {
+    Ok(Json(state.manager.state().list(Kind::Engine)?))
+}
+
+#[utoipa::path(get, path = "/v1/engines/{name}", params(("name" = String, Path)), responses(
+    (status = 200, body = Engine), (status = 401, body = ErrorBody),
+    (status = 404, body = ErrorBody)))]
+async fn get_engine(State(state): State<AppState>, Path(name): Path<String>) -> ApiResult<Engine> {
+    state
+        .manager
+        .state()
+        .get(Kind::Engine, &name)?
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found("engine", &name))
+}
+
+#[utoipa::path(get, path = "/v1/replicas", responses(
+    (status = 200, body = [Replica]), (status = 401, body = ErrorBody)))]
+async fn list_replicas(State(state): State<AppState>) -> ApiResult<Vec<Replica>> {
+    Ok(Json(state.manager.state().list(Kind::Replica)?))
 }
 
 #[utoipa::path(delete, path = "/v1/volumes/{name}", params(("name" = String, Path)), responses(
@@ -585,6 +676,197 @@ async fn set_volume_jobs(
     Ok(Json(volume))
 }
 
+#[utoipa::path(get, path = "/v1/backup-targets", responses(
+    (status = 200, body = [BackupTarget]), (status = 401, body = ErrorBody)))]
+async fn list_backup_targets(State(state): State<AppState>) -> ApiResult<Vec<BackupTarget>> {
+    Ok(Json(state.manager.state().list(Kind::BackupTarget)?))
+}
+
+#[utoipa::path(put, path = "/v1/backup-targets/{name}", params(("name" = String, Path)),
+    request_body = SetBackupTarget, responses(
+    (status = 200, body = BackupTarget), (status = 400, body = ErrorBody),
+    (status = 401, body = ErrorBody)))]
+async fn set_backup_target(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    JsonObject(request): JsonObject<SetBackupTarget>,
+) -> ApiResult<BackupTarget> {
+    shorthorn_block::validate_name(&name).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    shorthorn_backup::Target::check_url(&request.url)
+        .map_err(|e| ApiError::bad_request(format!("{e:#}")))?;
+    let poll_interval = request.poll_interval.unwrap_or(300);
+    if !(1..=86400).contains(&poll_interval) {
+        return Err(ApiError::bad_request(
+            "poll_interval must be 1 to 86400 seconds",
+        ));
+    }
+    let store = state.manager.state();
+    let spec = BackupTargetSpec {
+        url: request.url,
+        poll_interval,
+    };
+    let status = store
+        .get::<BackupTarget>(Kind::BackupTarget, &name)?
+        .filter(|old| old.spec.url == spec.url)
+        .map(|old| old.status)
+        .unwrap_or_default();
+    let target = BackupTarget { name, spec, status };
+    store.put(Kind::BackupTarget, &target.name, &target)?;
+    state.manager.poke();
+    Ok(Json(target))
+}
+
+#[utoipa::path(delete, path = "/v1/backup-targets/{name}", params(("name" = String, Path)),
+    responses((status = 204), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
+    (status = 409, body = ErrorBody)))]
+async fn delete_backup_target(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let store = state.manager.state();
+    if store
+        .get::<BackupTarget>(Kind::BackupTarget, &name)?
+        .is_none()
+    {
+        return Err(ApiError::not_found("backup target", &name));
+    }
+    let backups: Vec<Backup> = store.list(Kind::Backup)?;
+    let ours = || backups.iter().filter(|b| b.spec.target == name);
+    if let Some(busy) = ours().find(|b| b.status.state != BackupState::Completed) {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!("backup {} to target {name} is not complete", busy.name),
+        ));
+    }
+    // Its backups stay in the target; only their objects go.
+    for backup in ours() {
+        store.delete(Kind::Backup, &backup.name)?;
+    }
+    store.delete(Kind::BackupTarget, &name)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Which backups to list.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+struct BackupFilter {
+    /// Only this volume's.
+    volume: Option<String>,
+}
+
+#[utoipa::path(get, path = "/v1/backups", params(BackupFilter), responses(
+    (status = 200, body = [Backup]), (status = 401, body = ErrorBody)))]
+async fn list_backups(
+    State(state): State<AppState>,
+    Query(filter): Query<BackupFilter>,
+) -> ApiResult<Vec<Backup>> {
+    let backups: Vec<Backup> = state.manager.state().list(Kind::Backup)?;
+    Ok(Json(
+        backups
+            .into_iter()
+            .filter(|b| filter.volume.as_ref().is_none_or(|v| &b.spec.volume == v))
+            .collect(),
+    ))
+}
+
+#[utoipa::path(post, path = "/v1/backups", request_body = CreateBackup, responses(
+    (status = 201, body = Backup), (status = 400, body = ErrorBody),
+    (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
+    (status = 409, body = ErrorBody)))]
+async fn create_backup(
+    State(state): State<AppState>,
+    JsonObject(request): JsonObject<CreateBackup>,
+) -> Result<(StatusCode, Json<Backup>), ApiError> {
+    shorthorn_block::validate_name(&request.volume)
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    if let Some(snapshot) = &request.snapshot {
+        shorthorn_block::validate_name(snapshot)
+            .map_err(|e| ApiError::bad_request(format!("snapshot: {e}")))?;
+    }
+    let target = request
+        .target
+        .unwrap_or_else(|| crate::backups::DEFAULT_TARGET.to_string());
+    shorthorn_block::validate_name(&target)
+        .map_err(|e| ApiError::bad_request(format!("target: {e}")))?;
+    let store = state.manager.state();
+    let volume: Volume = store
+        .get(Kind::Volume, &request.volume)?
+        .ok_or_else(|| ApiError::not_found("volume", &request.volume))?;
+    if volume.spec.attached_node.is_none() {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!(
+                "volume {:?} is not attached: a backup reads its snapshot through the engine",
+                volume.name
+            ),
+        ));
+    }
+    if store
+        .get::<BackupTarget>(Kind::BackupTarget, &target)?
+        .is_none()
+    {
+        return Err(ApiError::not_found("backup target", &target));
+    }
+    let backup = Backup {
+        name: crate::backups::new_backup_name(&volume.name),
+        spec: BackupSpec {
+            volume: volume.name,
+            snapshot: request.snapshot,
+            target,
+            labels: request.labels,
+            delete_requested: false,
+        },
+        status: BackupStatus::default(),
+    };
+    store.put(Kind::Backup, &backup.name, &backup)?;
+    state.manager.poke();
+    Ok((StatusCode::CREATED, Json(backup)))
+}
+
+#[utoipa::path(get, path = "/v1/backups/{name}", params(("name" = String, Path)), responses(
+    (status = 200, body = Backup), (status = 401, body = ErrorBody),
+    (status = 404, body = ErrorBody)))]
+async fn get_backup(State(state): State<AppState>, Path(name): Path<String>) -> ApiResult<Backup> {
+    state
+        .manager
+        .state()
+        .get(Kind::Backup, &name)?
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found("backup", &name))
+}
+
+#[utoipa::path(delete, path = "/v1/backups/{name}", params(("name" = String, Path)), responses(
+    (status = 202, body = Backup), (status = 401, body = ErrorBody),
+    (status = 404, body = ErrorBody)))]
+async fn delete_backup(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<(StatusCode, Json<Backup>), ApiError> {
+    let store = state.manager.state();
+    let mut backup: Backup = store
+        .get(Kind::Backup, &name)?
+        .ok_or_else(|| ApiError::not_found("backup", &name))?;
+    backup.spec.delete_requested = true;
+    store.put(Kind::Backup, &name, &backup)?;
+    state.manager.poke();
+    Ok((StatusCode::ACCEPTED, Json(backup)))
+}
+
+#[utoipa::path(get, path = "/v1/cluster", responses(
+    (status = 200, body = ClusterInfo), (status = 401, body = ErrorBody)))]
+async fn cluster_info(State(state): State<AppState>) -> ApiResult<ClusterInfo> {
+    let store = state.manager.state();
+    let node = state.manager.node().to_string();
+    let (leader, kind) = match store.leader()? {
+        Some(leader) => (leader, "etcd"),
+        None => (node.clone(), "embedded"),
+    };
+    Ok(Json(ClusterInfo {
+        node,
+        leader,
+        store: kind.to_string(),
+    }))
+}
+
 #[utoipa::path(get, path = "/v1/recurring-jobs", responses(
     (status = 200, body = [RecurringJob]), (status = 401, body = ErrorBody)))]
 async fn list_jobs(State(state): State<AppState>) -> ApiResult<Vec<RecurringJob>> {
@@ -607,17 +889,11 @@ async fn create_job(
         return Err(ApiError::bad_request("retain must be at least 1"));
     }
     if request.spec.task == JobTask::Backup {
-        let Some(target) = &request.spec.target else {
-            return Err(ApiError::bad_request("a backup job needs a target URL"));
-        };
-        shorthorn_backup::Target::open(
-            target,
-            &shorthorn_backup::TargetOptions {
-                create_directory: true,
-                ..Default::default()
-            },
-        )
-        .map_err(|e| ApiError::bad_request(format!("{e:#}")))?;
+        // A URL must parse; a target named (or `default`) may be set later.
+        if let Some(target) = request.spec.target.as_deref().filter(|t| t.contains("://")) {
+            shorthorn_backup::Target::check_url(target)
+                .map_err(|e| ApiError::bad_request(format!("{e:#}")))?;
+        }
     }
     let store = state.manager.state();
     if store

@@ -19,6 +19,8 @@ use crate::state::{Kind, StateStore};
 const CONNECT_PATIENCE: Duration = Duration::from_secs(30);
 /// Every key lives under this prefix.
 const PREFIX: &str = "/shorthorn/";
+/// Held (lease-bound) by the leader: the one manager that runs cluster-wide work.
+const LEADER_KEY: &str = "leader";
 
 /// State in etcd, plus this manager's lease.
 pub struct EtcdStore {
@@ -204,27 +206,69 @@ impl StateStore for EtcdStore {
     }
 
     fn claim(&self, volume: &str) -> anyhow::Result<bool> {
-        let owner_key = format!("{PREFIX}owner/{volume}");
+        let holder = self.hold(&format!("owner/{volume}"))?;
+        if holder.taken {
+            tracing::info!(volume, node = %self.node, "took ownership of the volume");
+        }
+        Ok(holder.node == self.node)
+    }
+
+    fn is_leader(&self) -> anyhow::Result<bool> {
+        let holder = self.hold(LEADER_KEY)?;
+        if holder.taken {
+            tracing::info!(node = %self.node, "this manager is the leader");
+        }
+        Ok(holder.node == self.node)
+    }
+
+    fn leader(&self) -> anyhow::Result<Option<String>> {
+        let mut client = self.client.clone();
+        let response = self
+            .block(client.get(format!("{PREFIX}{LEADER_KEY}"), None))
+            .context("etcd get")?;
+        response
+            .kvs()
+            .first()
+            .map(|kv| Ok(kv.value_str().context("etcd value")?.to_string()))
+            .transpose()
+    }
+}
+
+/// Who holds a lease-bound key.
+struct Holder {
+    /// The holding manager's node.
+    node: String,
+    /// Whether this call took it.
+    taken: bool,
+}
+
+impl EtcdStore {
+    /// Takes `key` (under [`PREFIX`]) for this manager, bound to its lease, unless a
+    /// live manager holds it; returns the holder. The key vanishes with its holder's
+    /// lease, so a dead manager's roles pass on within the lease's time-to-live.
+    fn hold(&self, key: &str) -> anyhow::Result<Holder> {
+        let key = format!("{PREFIX}{key}");
         let txn = Txn::new()
-            .when([Compare::create_revision(
-                owner_key.clone(),
-                CompareOp::Equal,
-                0,
-            )])
+            .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
             .and_then([TxnOp::put(
-                owner_key.clone(),
+                key.clone(),
                 self.node.as_str(),
                 Some(PutOptions::new().with_lease(self.lease)),
             )])
-            .or_else([TxnOp::get(owner_key.clone(), None)]);
+            .or_else([TxnOp::get(key.clone(), None)]);
         let mut client = self.client.clone();
         let response = self
             .block(client.txn(txn))
-            .context("etcd: claiming a volume")?;
+            .with_context(|| format!("etcd: taking {key}"))?;
         if response.succeeded() {
-            tracing::info!(volume, node = %self.node, "took ownership of the volume");
-            return Ok(true);
+            return Ok(Holder {
+                node: self.node.clone(),
+                taken: true,
+            });
         }
-        Ok(existing_value(response.op_responses())? == self.node)
+        Ok(Holder {
+            node: existing_value(response.op_responses())?,
+            taken: false,
+        })
     }
 }

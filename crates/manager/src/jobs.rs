@@ -17,7 +17,8 @@ use shorthorn_backup::{
 };
 use shorthorn_proto::v1 as pb;
 
-use crate::model::{JobTask, RecurringJob, Volume};
+use crate::backups::{DEFAULT_TARGET, target_url};
+use crate::model::{Engine, JobTask, RecurringJob, Volume};
 use crate::reconcile::connect_engine;
 use crate::state::{Kind, StateStore, StateStoreExt};
 
@@ -126,14 +127,17 @@ async fn run_job(state: &Arc<dyn StateStore>, job: &RecurringJob) -> anyhow::Res
         if !state.claim(&volume.name)? {
             continue;
         }
-        let engine = match (&volume.spec.attached_node, &volume.status.engine_address) {
-            (Some(_), Some(engine)) => engine.clone(),
+        let engine = state
+            .get::<Engine>(Kind::Engine, &Engine::name_for(&volume.name))?
+            .and_then(|engine| engine.status.address);
+        let engine = match (&volume.spec.attached_node, engine) {
+            (Some(_), Some(engine)) => engine,
             _ => {
                 lines.push(format!("{}: skipped (not attached)", volume.name));
                 continue;
             }
         };
-        let line = match run_for_volume(job, &volume.name, &engine).await {
+        let line = match run_for_volume(state.as_ref(), job, &volume.name, &engine).await {
             Ok(done) => format!("{}: {done}", volume.name),
             Err(e) => format!("{}: failed: {e:#}", volume.name),
         };
@@ -142,7 +146,12 @@ async fn run_job(state: &Arc<dyn StateStore>, job: &RecurringJob) -> anyhow::Res
     Ok(lines)
 }
 
-async fn run_for_volume(job: &RecurringJob, volume: &str, engine: &str) -> anyhow::Result<String> {
+async fn run_for_volume(
+    state: &dyn StateStore,
+    job: &RecurringJob,
+    volume: &str,
+    engine: &str,
+) -> anyhow::Result<String> {
     let mut client = connect_engine(engine).await?;
     let mut labels: std::collections::HashMap<String, String> =
         job.spec.labels.clone().into_iter().collect();
@@ -160,13 +169,9 @@ async fn run_for_volume(job: &RecurringJob, volume: &str, engine: &str) -> anyho
         .name;
     let mut done = format!("snapshot {snapshot}");
     if job.spec.task == JobTask::Backup {
-        let url = job
-            .spec
-            .target
-            .as_deref()
-            .context("a backup job needs a target")?;
+        let url = target_url(state, job.spec.target.as_deref().unwrap_or(DEFAULT_TARGET))?;
         let target = Target::open(
-            url,
+            &url,
             &TargetOptions {
                 create_directory: true,
                 ..TargetOptions::default()

@@ -1,10 +1,11 @@
-//! Shorthorn's control plane: volumes, replicas and nodes as objects with a spec (what
+//! Shorthorn's control plane: volumes, engines, replicas, nodes, backup targets and backups as objects with a spec (what
 //! is wanted) and a status (what is), the scheduler that places replicas, the node agent
 //! that runs engine and replica processes, the reconcilers that move status toward
 //! spec, and the REST API.
 
 pub mod agent;
 pub mod api;
+pub mod backups;
 pub mod etcd;
 pub mod jobs;
 pub mod model;

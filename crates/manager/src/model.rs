@@ -73,16 +73,8 @@ pub struct VolumeStatus {
     pub state: VolumeState,
     /// Data health.
     pub robustness: Robustness,
-    /// `nbd://host:port/NAME` while attached.
+    /// `nbd://host:port/NAME` while attached (its engine's endpoint).
     pub endpoint: Option<String>,
-    /// The engine's control address while attached.
-    pub engine_address: Option<String>,
-    /// Ports the engine uses (control, NBD) while attached.
-    #[serde(default)]
-    pub engine_ports: Option<(u16, u16)>,
-    /// The node the engine runs on, while it runs.
-    #[serde(default)]
-    pub engine_node: Option<String>,
     /// The node whose manager reconciles the volume (its etcd lease owns it).
     #[serde(default)]
     pub owner: Option<String>,
@@ -100,6 +92,86 @@ pub struct Volume {
     /// Observed.
     #[serde(default)]
     pub status: VolumeStatus,
+}
+
+/// Where a volume's engine should run, and which replicas it should hold.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct EngineSpec {
+    /// The volume it serves.
+    pub volume: String,
+    /// The node it should run on; `None`: stopped (the volume is detached).
+    pub node: Option<String>,
+    /// Replicas it should hold, as `tcp://address:port`: those not in it are added
+    /// (rebuilt), those in it but not here are removed.
+    pub replicas: Vec<String>,
+}
+
+/// Where an engine is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum EngineState {
+    /// No process.
+    #[default]
+    Stopped,
+    /// Process being started.
+    Starting,
+    /// Serving.
+    Running,
+    /// Process being stopped.
+    Stopping,
+    /// Could not be started or reached (see `message`).
+    Error,
+}
+
+/// What the engine reports of one of its replicas.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct EngineReplicaStatus {
+    /// RW, WO (being rebuilt) or ERR.
+    pub mode: String,
+    /// Rebuild progress, while it is rebuilt.
+    pub rebuild: Option<String>,
+    /// Why the engine failed it, or why adding it failed.
+    pub error: String,
+}
+
+/// What the manager observes of an engine.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct EngineStatus {
+    /// Life-cycle state.
+    pub state: EngineState,
+    /// The node its process runs on.
+    pub node: Option<String>,
+    /// Control (gRPC) address.
+    pub address: Option<String>,
+    /// Ports it uses (control, NBD); kept across restarts so clients reconnect.
+    pub ports: Option<(u16, u16)>,
+    /// `nbd://host:port/VOLUME`.
+    pub endpoint: Option<String>,
+    /// The engine's own verdict: healthy, degraded or faulted.
+    pub health: String,
+    /// Its replicas by `tcp://address:port`.
+    pub replicas: BTreeMap<String, EngineReplicaStatus>,
+    /// What went wrong last, if anything.
+    pub message: String,
+}
+
+/// A volume's engine (controller): one per volume, named `<volume>-e`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Engine {
+    /// `<volume>-e`; also its process's name on its node.
+    pub name: String,
+    /// Wanted (written by the volume's reconciler).
+    pub spec: EngineSpec,
+    /// Observed (written by the engine's reconciler).
+    #[serde(default)]
+    pub status: EngineStatus,
+}
+
+impl Engine {
+    /// The engine object's name for `volume`.
+    pub fn name_for(volume: &str) -> String {
+        format!("{volume}-e")
+    }
 }
 
 /// One replica's place and wanted state.
@@ -263,7 +335,8 @@ pub struct RecurringJobSpec {
     /// Groups it belongs to; volumes that select a group run its jobs.
     #[serde(default)]
     pub groups: Vec<String>,
-    /// Backup target URL (backup jobs), e.g. `s3://bucket@region/path`.
+    /// Backup target (backup jobs): a URL such as `s3://bucket@region/path`, or the name
+    /// of a backup target object; `default` when not given.
     #[serde(default)]
     pub target: Option<String>,
     /// Labels put on what it creates (besides `recurring-job: NAME`).
@@ -292,6 +365,107 @@ pub struct RecurringJob {
     /// Observed.
     #[serde(default)]
     pub status: RecurringJobStatus,
+}
+
+/// Where backups go.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct BackupTargetSpec {
+    /// `s3://bucket@region/path`, `file:///path` or `nfs://host:/path`. S3 credentials
+    /// and endpoint come from the managers' environment (`AWS_ACCESS_KEY_ID`, …).
+    pub url: String,
+    /// Seconds between two reads of the target's backup list (backups made elsewhere
+    /// appear, deleted ones disappear).
+    pub poll_interval: u64,
+}
+
+/// What the leader last saw of a backup target.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct BackupTargetStatus {
+    /// Whether its last read succeeded.
+    pub available: bool,
+    /// When it was last read (RFC 3339).
+    pub last_synced: Option<String>,
+    /// Backups it holds.
+    pub backups: usize,
+    /// Why it is not available.
+    pub message: String,
+}
+
+/// A backup target, by name; `default` is used when none is named.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct BackupTarget {
+    /// Its name.
+    pub name: String,
+    /// Wanted.
+    pub spec: BackupTargetSpec,
+    /// Observed (written by the leader).
+    #[serde(default)]
+    pub status: BackupTargetStatus,
+}
+
+/// Which snapshot of which volume to back up, and where.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct BackupSpec {
+    /// The volume.
+    pub volume: String,
+    /// The snapshot; `None`: a new snapshot, named after the backup, is taken first.
+    pub snapshot: Option<String>,
+    /// The backup target's name.
+    pub target: String,
+    /// Labels recorded with the backup.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// Set to delete the backup from its target (then the object goes).
+    #[serde(default)]
+    pub delete_requested: bool,
+}
+
+/// Where a backup is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum BackupState {
+    /// Waiting for its volume's manager to start it.
+    #[default]
+    Pending,
+    /// Being uploaded.
+    InProgress,
+    /// Complete in the target.
+    Completed,
+    /// Failed (see `message`); nothing listed in the target.
+    Error,
+}
+
+/// What a backup is, or how far it got.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct BackupStatus {
+    /// Life-cycle state.
+    pub state: BackupState,
+    /// The snapshot it holds.
+    pub snapshot: Option<String>,
+    /// `TARGET?backup=NAME&volume=VOLUME`, for `backup restore`, once complete.
+    pub url: Option<String>,
+    /// Volume size when it was taken.
+    pub volume_size: u64,
+    /// Bytes this backup uploaded (new blocks only).
+    pub uploaded_bytes: u64,
+    /// When it completed (RFC 3339).
+    pub completed: Option<String>,
+    /// Progress while in progress.
+    pub progress: String,
+    /// Why it failed.
+    pub message: String,
+}
+
+/// A backup of a volume in a backup target. Named as in the target.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Backup {
+    /// Its name in the target (unique per volume; the manager makes it unique).
+    pub name: String,
+    /// Wanted.
+    pub spec: BackupSpec,
+    /// Observed.
+    #[serde(default)]
+    pub status: BackupStatus,
 }
 
 /// Cluster-wide settings, one object.

@@ -20,10 +20,11 @@ use tokio::sync::{Mutex, Notify};
 use tonic::transport::Channel;
 
 use crate::agent::{Agent, AgentClient, EngineLaunch, ProcessState, ReplicaLaunch};
+use crate::backups::BackupRunner;
 use crate::jobs::JobRunner;
 use crate::model::{
-    Node, Replica, ReplicaSpec, ReplicaState, ReplicaStatus, Robustness, Settings, Volume,
-    VolumeState,
+    Engine, EngineReplicaStatus, EngineSpec, EngineState, EngineStatus, Node, Replica, ReplicaSpec,
+    ReplicaState, ReplicaStatus, Robustness, Settings, Volume, VolumeState, VolumeStatus,
 };
 use crate::scheduler::{DiskCandidate, NodeCandidate, Placement, ScheduleRequest, schedule};
 use crate::state::{Kind, StateStore, StateStoreExt};
@@ -56,12 +57,14 @@ pub struct Manager {
     busy: Mutex<()>,
     /// Wakes the loop early after an API change.
     wake: Notify,
-    /// Replicas an engine is adding right now (name), so they are not added twice.
+    /// Replicas an engine is adding right now (address), so they are not added twice.
     adding: Arc<std::sync::Mutex<HashSet<String>>>,
     /// Why the last add of a replica failed, until the reconciler reads it.
     add_failures: Arc<std::sync::Mutex<HashMap<String, String>>>,
     /// Recurring jobs in progress.
     jobs: JobRunner,
+    /// Backups, backup deletions and backup target reads in progress.
+    backups: BackupRunner,
     /// Nodes whose agent did not answer, and when.
     unreachable: std::sync::Mutex<HashMap<String, Instant>>,
     /// Volumes that got a replacement replica, and when.
@@ -83,6 +86,7 @@ impl Manager {
             adding: Arc::default(),
             add_failures: Arc::default(),
             jobs: JobRunner::default(),
+            backups: BackupRunner::default(),
             unreachable: std::sync::Mutex::default(),
             replaced: std::sync::Mutex::default(),
             engine_clients: std::sync::Mutex::default(),
@@ -140,6 +144,9 @@ impl Manager {
             }
             if let Err(e) = self.jobs.run_due(&self.state) {
                 tracing::warn!(error = %format!("{e:#}"), "recurring jobs");
+            }
+            if let Err(e) = self.backups.run_due(&self.state) {
+                tracing::warn!(error = %format!("{e:#}"), "backups");
             }
             // Changes by other managers (the etcd watch) wake the loop too, but passes
             // stay MIN_PASS_INTERVAL apart: our own writes come back as changes.
@@ -285,64 +292,63 @@ impl Manager {
                 Err(e) => message = format!("{e:#}"),
             }
         }
-        // 3. Engine: where the spec says, stopped wherever it runs otherwise.
-        let engine = engine_name(&volume.name);
-        let running_on = volume.status.engine_node.clone();
-        if let Some(old) = running_on.filter(|n| volume.spec.attached_node.as_ref() != Some(n)) {
-            volume.status.state = VolumeState::Detaching;
-            self.save_status(&volume)?;
-            match self.agent_for(&old)?.stop(&engine).await {
-                Ok(()) => {}
-                // Its node is down (its processes died with its agent): the volume may
-                // be attached elsewhere. A node that still reports in must stop it.
-                Err(e) if !self.node_ready(&old) => {
-                    tracing::warn!(volume = %volume.name, node = %old, error = %format!("{e:#}"), "engine's node is down; detaching anyway");
-                }
-                Err(e) => return Err(e),
-            }
-            if let Some(address) = &volume.status.engine_address {
-                self.forget_engine_client(address);
-            }
-            volume.status.endpoint = None;
-            volume.status.engine_address = None;
-            volume.status.engine_ports = None;
-            volume.status.engine_node = None;
-            for replica in &mut replicas {
-                replica.status.mode = None;
-                replica.status.rebuild = None;
-            }
-        }
-        // What placement said; the engine's reconciler may say more.
-        volume.status.message = message.clone();
-        let attached = volume.spec.attached_node.is_some();
-        if attached {
-            self.reconcile_engine(&mut volume, &mut replicas, settings)
-                .await?;
-        }
-        if !attached {
-            let running = replicas
-                .iter()
-                .filter(|r| r.status.state == ReplicaState::Running)
-                .count();
-            volume.status.state = if running == 0 && replicas.is_empty() && !message.is_empty() {
-                VolumeState::Failed
-            } else if running == 0 && volume.status.state == VolumeState::Creating {
-                VolumeState::Creating
-            } else {
-                VolumeState::Detached
-            };
-            volume.status.robustness = match running {
-                0 => Robustness::Faulted,
-                n if n >= volume.spec.replicas => Robustness::Healthy,
-                _ => Robustness::Degraded,
-            };
-        }
+        // 3. Engine: the volume says where it runs and which replicas it holds; the
+        // engine's reconciler starts or stops it there and reports what it sees.
+        let engine_name = Engine::name_for(&volume.name);
+        let mut engine: Engine = self
+            .state
+            .get(Kind::Engine, &engine_name)?
+            .unwrap_or_else(|| Engine {
+                name: engine_name,
+                spec: EngineSpec {
+                    volume: volume.name.clone(),
+                    ..EngineSpec::default()
+                },
+                status: EngineStatus::default(),
+            });
+        engine.spec.node = volume.spec.attached_node.clone();
+        engine.spec.replicas = self.engine_members(&replicas)?;
+        self.put_engine_if_changed(&engine)?;
+        let processed = self
+            .reconcile_engine_process(&mut engine, volume.spec.size, settings)
+            .await;
+        self.put_engine_if_changed(&engine)?;
+        processed?;
+        // 4. Replicas as the engine reports them; then the engine's membership follows.
+        self.observe_replicas_in_engine(&engine, &mut replicas)?;
+        engine.spec.replicas = self.engine_members(&replicas)?;
+        self.reconcile_engine_members(&engine).await;
+        self.put_engine_if_changed(&engine)?;
+        volume.status = volume_status(&volume, &engine, &replicas, message);
         for replica in &replicas {
             self.put_replica_if_changed(replica)?;
         }
         // Write the status unless an API call changed the volume meanwhile (it has the
         // lock, so only deletion could): then the next pass sees the new spec.
         self.save_status(&volume)
+    }
+
+    /// Replicas the engine should hold: those meant to run whose process runs.
+    fn engine_members(&self, replicas: &[Replica]) -> anyhow::Result<Vec<String>> {
+        replicas
+            .iter()
+            .filter(|r| r.spec.desire_running)
+            .filter(|r| {
+                matches!(
+                    r.status.state,
+                    ReplicaState::Running | ReplicaState::Rebuilding
+                )
+            })
+            .map(|r| self.replica_address(r))
+            .collect()
+    }
+
+    fn put_engine_if_changed(&self, engine: &Engine) -> anyhow::Result<()> {
+        let stored: Option<Engine> = self.state.get(Kind::Engine, &engine.name)?;
+        if stored.as_ref() != Some(engine) {
+            self.state.put(Kind::Engine, &engine.name, engine)?;
+        }
+        Ok(())
     }
 
     /// Writes a volume's status onto the stored volume, keeping its spec: an API call on
@@ -566,60 +572,72 @@ impl Manager {
         for replica in self.state.list::<Replica>(Kind::Replica)? {
             used.extend([replica.spec.port, replica.spec.port + 1]);
         }
-        for volume in self.state.list::<Volume>(Kind::Volume)? {
-            if let Some((control, nbd)) = volume.status.engine_ports {
+        for engine in self.state.list::<Engine>(Kind::Engine)? {
+            if let Some((control, nbd)) = engine.status.ports {
                 used.extend([control, nbd]);
             }
         }
         Ok(used)
     }
 
-    /// Starts the engine of a volume attached here (with the replicas that run), adds
-    /// replicas it lacks, and reads robustness and replica modes from it.
-    async fn reconcile_engine(
+    /// The engine's reconciler, first half: its process runs where its spec says (and is
+    /// stopped anywhere else), and its status says what it reports. Writes only the
+    /// engine's status.
+    async fn reconcile_engine_process(
         &self,
-        volume: &mut Volume,
-        replicas: &mut [Replica],
+        engine: &mut Engine,
+        size: u64,
         settings: &Settings,
     ) -> anyhow::Result<()> {
-        let engine = engine_name(&volume.name);
-        let node = volume
-            .spec
-            .attached_node
+        engine.status.message.clear();
+        if let Some(old) = engine
+            .status
+            .node
             .clone()
-            .context("reconciling the engine of a detached volume")?;
+            .filter(|n| engine.spec.node.as_ref() != Some(n))
+        {
+            engine.status.state = EngineState::Stopping;
+            self.put_engine_if_changed(engine)?;
+            match self.agent_for(&old)?.stop(&engine.name).await {
+                Ok(()) => {}
+                // Its node is down (its processes died with its agent): the volume may
+                // be attached elsewhere. A node that still reports in must stop it.
+                Err(e) if !self.node_ready(&old) => {
+                    tracing::warn!(engine = %engine.name, node = %old, error = %format!("{e:#}"), "engine's node is down; counting the engine stopped");
+                }
+                Err(e) => return Err(e),
+            }
+            if let Some(address) = &engine.status.address {
+                self.forget_engine_client(address);
+            }
+            engine.status = EngineStatus::default();
+        }
+        let Some(node) = engine.spec.node.clone() else {
+            return Ok(());
+        };
         let agent = self.agent_for(&node)?;
         let address = self.node_address(&node)?;
-        let state = agent.state(&engine).await;
-        if let ProcessState::Unreachable(reason) = &state {
+        let process = agent.state(&engine.name).await;
+        if let ProcessState::Unreachable(reason) = &process {
             // Reported, not an error: the rest of the volume's status is still written
             // (detach it to attach it elsewhere once the node counts as down).
-            volume.status.robustness = Robustness::Faulted;
-            volume.status.message =
+            engine.status.state = EngineState::Error;
+            engine.status.message =
                 format!("node {node}, where the volume is attached, is unreachable: {reason}");
             return Ok(());
         }
-        if let ProcessState::Exited(status) = &state {
-            tracing::warn!(volume = %volume.name, %status, "engine exited; starting it again");
-            volume.status.message = format!("engine exited ({status}); restarted");
+        if let ProcessState::Exited(status) = &process {
+            tracing::warn!(engine = %engine.name, %status, "engine exited; starting it again");
+            engine.status.message = format!("engine exited ({status}); restarted");
         }
-        if state != ProcessState::Running {
+        if process != ProcessState::Running {
             // Whatever runs: the engine's recovery tells in-sync from stale replicas.
-            let mut running = Vec::new();
-            for replica in replicas.iter() {
-                if matches!(
-                    replica.status.state,
-                    ReplicaState::Running | ReplicaState::Rebuilding
-                ) {
-                    running.push(self.replica_address(replica)?);
-                }
+            if engine.spec.replicas.is_empty() {
+                engine.status.state = EngineState::Starting;
+                engine.status.message = "no replica runs; the engine waits for one".into();
+                return Ok(());
             }
-            if running.is_empty() {
-                volume.status.state = VolumeState::Attaching;
-                volume.status.robustness = Robustness::Faulted;
-                bail!("no replica runs; the engine waits for one");
-            }
-            let (control, nbd) = match volume.status.engine_ports {
+            let (control, nbd) = match engine.status.ports {
                 Some(ports) => ports,
                 None => {
                     let used = self.ports_in_use()?;
@@ -627,34 +645,35 @@ impl Manager {
                     (port, port + 1)
                 }
             };
-            volume.status.state = VolumeState::Attaching;
-            volume.status.engine_ports = Some((control, nbd));
-            self.save_status(volume)?;
+            engine.status.state = EngineState::Starting;
+            engine.status.ports = Some((control, nbd));
+            self.put_engine_if_changed(engine)?;
             let launch = EngineLaunch {
-                name: engine.clone(),
-                volume: volume.name.clone(),
-                size: volume.spec.size,
+                name: engine.name.clone(),
+                volume: engine.spec.volume.clone(),
+                size,
                 listen: SocketAddr::new(address, control),
                 nbd: SocketAddr::new(address, nbd),
-                replicas: running,
+                replicas: engine.spec.replicas.clone(),
             };
             if let Err(e) = agent.start_engine(&launch).await {
                 // Perhaps its ports were taken meanwhile: new ones next time.
-                volume.status.engine_ports = None;
+                engine.status.ports = None;
+                engine.status.state = EngineState::Error;
+                engine.status.message = format!("starting the engine on {node}: {e:#}");
                 return Err(e);
             }
-            volume.status.engine_address = Some(launch.listen.to_string());
-            volume.status.engine_node = Some(node.clone());
-            volume.status.endpoint = Some(format!("nbd://{}/{}", launch.nbd, volume.name));
+            engine.status.address = Some(launch.listen.to_string());
+            engine.status.node = Some(node.clone());
+            engine.status.endpoint = Some(format!("nbd://{}/{}", launch.nbd, engine.spec.volume));
             // Recorded at once: a later step failing must not forget a running engine.
-            self.save_status(volume)?;
+            self.put_engine_if_changed(engine)?;
         }
-        volume.status.state = VolumeState::Attached;
-        let engine_address = volume
+        let engine_address = engine
             .status
-            .engine_address
+            .address
             .clone()
-            .context("attached without an engine address")?;
+            .context("a running engine without an address")?;
         let mut client = self.engine_client(&engine_address).await?;
         let info = tokio::time::timeout(ENGINE_TIMEOUT, client.info(pb::EngineInfoRequest {}))
             .await
@@ -665,50 +684,113 @@ impl Manager {
             Err(e) => {
                 // A new connection next pass (the engine may have restarted).
                 self.forget_engine_client(&engine_address);
+                engine.status.state = EngineState::Error;
+                engine.status.message = format!("{e:#}");
                 return Err(e);
             }
         };
         if info.state == "faulted" && settings.auto_salvage {
-            tracing::warn!(volume = %volume.name, "every replica failed; salvaging");
+            tracing::warn!(engine = %engine.name, "every replica failed; salvaging");
             match tokio::time::timeout(ENGINE_TIMEOUT, client.salvage(pb::SalvageRequest {})).await
             {
                 Ok(Ok(_)) => {}
-                Ok(Err(e)) => tracing::warn!(volume = %volume.name, error = %e, "salvage"),
-                Err(_) => tracing::warn!(volume = %volume.name, "salvage timed out"),
+                Ok(Err(e)) => tracing::warn!(engine = %engine.name, error = %e, "salvage"),
+                Err(_) => tracing::warn!(engine = %engine.name, "salvage timed out"),
             }
         }
-        volume.status.robustness = match info.state.as_str() {
-            "healthy" if info.replicas.len() >= volume.spec.replicas => Robustness::Healthy,
-            "healthy" | "degraded" => Robustness::Degraded,
-            _ => Robustness::Faulted,
+        engine.status.state = EngineState::Running;
+        engine.status.health = info.state;
+        engine.status.replicas =
+            info.replicas
+                .iter()
+                .map(|replica| {
+                    let mode = match replica.mode() {
+                        pb::ReplicaMode::Rw => "RW",
+                        pb::ReplicaMode::Wo => "WO",
+                        pb::ReplicaMode::Err | pb::ReplicaMode::Unspecified => "ERR",
+                    };
+                    let status = EngineReplicaStatus {
+                        mode: mode.to_string(),
+                        rebuild: replica.rebuild.as_ref().map(|p| {
+                            format!("{} {}/{} bytes", p.phase, p.done_bytes, p.total_bytes)
+                        }),
+                        error: replica.error.clone(),
+                    };
+                    (replica.address.clone(), status)
+                })
+                .collect();
+        Ok(())
+    }
+
+    /// The engine's reconciler, second half: replicas in its spec but not in it (or
+    /// failed in it) are added and rebuilt; replicas in it but not in its spec are
+    /// removed. One add per replica at a time.
+    async fn reconcile_engine_members(&self, engine: &Engine) {
+        if engine.status.state != EngineState::Running {
+            return;
+        }
+        let Some(engine_address) = engine.status.address.clone() else {
+            return;
         };
+        for (address, status) in &engine.status.replicas {
+            if engine.spec.replicas.contains(address) || self.is_adding(address) {
+                continue;
+            }
+            let removed = match self.engine_client(&engine_address).await {
+                Ok(mut client) => client
+                    .remove_replica(pb::RemoveReplicaRequest {
+                        address: address.clone(),
+                    })
+                    .await
+                    .map_err(|e| anyhow::anyhow!("{}", e.message())),
+                Err(e) => Err(e),
+            };
+            match removed {
+                Ok(_) => {
+                    tracing::info!(engine = %engine.name, replica = %address, mode = %status.mode, "replica removed from the engine");
+                }
+                Err(e) => {
+                    tracing::warn!(engine = %engine.name, replica = %address, error = %format!("{e:#}"), "removing a replica from the engine");
+                }
+            }
+        }
+        for address in &engine.spec.replicas {
+            let present = engine
+                .status
+                .replicas
+                .get(address)
+                .is_some_and(|s| s.mode != "ERR");
+            if !present {
+                self.add_to_engine(&engine.spec.volume, &engine_address, address);
+            }
+        }
+    }
+
+    /// The replicas' side of what their engine reports: modes, rebuild progress, and
+    /// failures (the engine failed it, or adding it failed).
+    fn observe_replicas_in_engine(
+        &self,
+        engine: &Engine,
+        replicas: &mut [Replica],
+    ) -> anyhow::Result<()> {
+        let running = engine.status.state == EngineState::Running;
         for replica in replicas.iter_mut() {
             let address = self.replica_address(replica)?;
-            let in_engine = info.replicas.iter().find(|s| s.address == address);
-            let mode = in_engine.map(|status| match status.mode() {
-                pb::ReplicaMode::Rw => "RW",
-                pb::ReplicaMode::Wo => "WO",
-                pb::ReplicaMode::Err | pb::ReplicaMode::Unspecified => "ERR",
-            });
-            replica.status.mode = mode.map(str::to_string);
-            replica.status.rebuild = in_engine
-                .and_then(|s| s.rebuild.as_ref())
-                .map(|p| format!("{} {}/{} bytes", p.phase, p.done_bytes, p.total_bytes));
-            let adding = self.is_adding(&replica.name);
-            if !replica.spec.desire_running {
-                // Replaced: the engine forgets it.
-                if in_engine.is_some() && !adding {
-                    let removed = client
-                        .remove_replica(pb::RemoveReplicaRequest {
-                            address: address.clone(),
-                        })
-                        .await;
-                    if let Err(e) = removed {
-                        tracing::warn!(replica = %replica.name, error = %e.message(), "removing a replaced replica from the engine");
-                    }
+            if !running {
+                if engine.spec.node.is_none() {
+                    replica.status.mode = None;
+                    replica.status.rebuild = None;
                 }
                 continue;
             }
+            let in_engine = engine.status.replicas.get(&address);
+            let mode = in_engine.map(|s| s.mode.as_str());
+            replica.status.mode = mode.map(str::to_string);
+            replica.status.rebuild = in_engine.and_then(|s| s.rebuild.clone());
+            if !replica.spec.desire_running {
+                continue;
+            }
+            let adding = self.is_adding(&address);
             match replica.status.state {
                 ReplicaState::Running if mode == Some("ERR") && !adding => {
                     let reason = in_engine.map(|s| s.error.as_str()).unwrap_or_default();
@@ -718,13 +800,11 @@ impl Manager {
                     replica.status.state = ReplicaState::Rebuilding;
                 }
                 ReplicaState::Rebuilding => {
-                    if let Some(error) = self.take_add_failure(&replica.name) {
+                    if let Some(error) = self.take_add_failure(&address) {
                         mark_failed(replica, &format!("rebuild failed: {error}"));
                     } else if mode == Some("RW") && !adding {
                         replica.status.state = ReplicaState::Running;
                         replica.status.message.clear();
-                    } else if mode.is_none_or(|m| m == "ERR") && !adding {
-                        self.add_to_engine(&volume.name, &engine_address, &replica.name, &address);
                     }
                 }
                 _ => {}
@@ -733,8 +813,8 @@ impl Manager {
         Ok(())
     }
 
-    fn take_add_failure(&self, replica: &str) -> Option<String> {
-        self.add_failures.lock().ok()?.remove(replica)
+    fn take_add_failure(&self, address: &str) -> Option<String> {
+        self.add_failures.lock().ok()?.remove(address)
     }
 
     /// A client of the engine at `address`: one connection kept per engine, not a new
@@ -761,33 +841,29 @@ impl Manager {
         }
     }
 
-    fn is_adding(&self, replica: &str) -> bool {
+    fn is_adding(&self, address: &str) -> bool {
         self.adding
             .lock()
-            .map(|a| a.contains(replica))
+            .map(|a| a.contains(address))
             .unwrap_or(false)
     }
 
     /// Has the engine add (and rebuild) a replica, in the background.
-    fn add_to_engine(&self, volume: &str, engine: &str, replica: &str, address: &str) {
+    fn add_to_engine(&self, volume: &str, engine: &str, address: &str) {
         {
             let Ok(mut adding) = self.adding.lock() else {
                 return;
             };
-            if !adding.insert(replica.to_string()) {
+            if !adding.insert(address.to_string()) {
                 return;
             }
         }
-        let (volume, engine, replica, address) = (
-            volume.to_string(),
-            engine.to_string(),
-            replica.to_string(),
-            address.to_string(),
-        );
+        let (volume, engine, address) =
+            (volume.to_string(), engine.to_string(), address.to_string());
         let adding = self.adding.clone();
         let failures = self.add_failures.clone();
         tokio::spawn(async move {
-            tracing::info!(%volume, %replica, "adding the replica to the engine (rebuild)");
+            tracing::info!(%volume, replica = %address, "adding the replica to the engine (rebuild)");
             let result = async {
                 let mut client = connect_engine(&engine).await?;
                 client
@@ -802,17 +878,17 @@ impl Manager {
             match result {
                 Ok(done) => {
                     let done = done.into_inner();
-                    tracing::info!(%volume, %replica, copied = done.copied_bytes, seconds = done.seconds, "replica rebuilt");
+                    tracing::info!(%volume, replica = %address, copied = done.copied_bytes, seconds = done.seconds, "replica rebuilt");
                 }
                 Err(e) => {
-                    tracing::warn!(%volume, %replica, error = %format!("{e:#}"), "replica add");
+                    tracing::warn!(%volume, replica = %address, error = %format!("{e:#}"), "replica add");
                     if let Ok(mut failures) = failures.lock() {
-                        failures.insert(replica.clone(), format!("{e:#}"));
+                        failures.insert(address.clone(), format!("{e:#}"));
                     }
                 }
             }
             if let Ok(mut adding) = adding.lock() {
-                adding.remove(&replica);
+                adding.remove(&address);
             }
         });
     }
@@ -820,9 +896,12 @@ impl Manager {
     /// Stops a volume's engine and replicas, removes their data and the objects.
     pub async fn delete_volume(&self, name: &str) -> anyhow::Result<()> {
         let _busy = self.busy.lock().await;
-        let volume: Option<Volume> = self.state.get(Kind::Volume, name)?;
-        if let Some(node) = volume.and_then(|v| v.status.engine_node) {
-            self.agent_for(&node)?.stop(&engine_name(name)).await?;
+        let engine: Option<Engine> = self.state.get(Kind::Engine, &Engine::name_for(name))?;
+        if let Some(engine) = engine {
+            if let Some(node) = &engine.status.node {
+                self.agent_for(node)?.stop(&engine.name).await?;
+            }
+            self.state.delete(Kind::Engine, &engine.name)?;
         }
         for replica in self.state.list::<Replica>(Kind::Replica)? {
             if replica.spec.volume == name {
@@ -847,8 +926,12 @@ impl Manager {
                 volume.spec.size
             )));
         }
-        let engine = match (&volume.spec.attached_node, &volume.status.engine_address) {
-            (Some(_), Some(engine)) => engine.clone(),
+        let engine = self
+            .state
+            .get::<Engine>(Kind::Engine, &Engine::name_for(name))?
+            .and_then(|engine| engine.status.address);
+        let engine = match (&volume.spec.attached_node, engine) {
+            (Some(_), Some(engine)) => engine,
             _ => {
                 return Err(ExpandError::NotAttached(format!(
                     "volume {name:?} is not attached; attach it to expand it"
@@ -964,8 +1047,59 @@ pub enum ExpandError {
     Failed(#[from] anyhow::Error),
 }
 
-fn engine_name(volume: &str) -> String {
-    format!("{volume}-e")
+/// A volume's status from its placement `message`, its engine's and its replicas'.
+fn volume_status(
+    volume: &Volume,
+    engine: &Engine,
+    replicas: &[Replica],
+    message: String,
+) -> VolumeStatus {
+    let message = if message.is_empty() {
+        engine.status.message.clone()
+    } else {
+        message
+    };
+    let mut status = VolumeStatus {
+        message,
+        endpoint: None,
+        ..volume.status.clone()
+    };
+    if volume.spec.attached_node.is_some() {
+        status.endpoint = engine.status.endpoint.clone();
+        status.state = match engine.status.state {
+            EngineState::Running => VolumeState::Attached,
+            EngineState::Error if status.state == VolumeState::Attached => VolumeState::Attached,
+            _ => VolumeState::Attaching,
+        };
+        status.robustness = match engine.status.health.as_str() {
+            _ if engine.status.state != EngineState::Running => Robustness::Faulted,
+            "healthy" if engine.status.replicas.len() >= volume.spec.replicas => {
+                Robustness::Healthy
+            }
+            "healthy" | "degraded" => Robustness::Degraded,
+            _ => Robustness::Faulted,
+        };
+        return status;
+    }
+    let running = replicas
+        .iter()
+        .filter(|r| r.status.state == ReplicaState::Running)
+        .count();
+    status.state = if engine.status.node.is_some() {
+        VolumeState::Detaching
+    } else if running == 0 && replicas.is_empty() && !status.message.is_empty() {
+        VolumeState::Failed
+    } else if running == 0 && status.state == VolumeState::Creating {
+        VolumeState::Creating
+    } else {
+        VolumeState::Detached
+    };
+    status.robustness = match running {
+        0 => Robustness::Faulted,
+        n if n >= volume.spec.replicas => Robustness::Healthy,
+        _ => Robustness::Degraded,
+    };
+    status
 }
 
 fn mark_failed(replica: &mut Replica, reason: &str) {

@@ -16,12 +16,18 @@ pub enum Kind {
     Volume,
     /// [`crate::model::Replica`].
     Replica,
+    /// [`crate::model::Engine`].
+    Engine,
     /// [`crate::model::Node`].
     Node,
     /// [`crate::model::Settings`] (one object, named `cluster`).
     Settings,
     /// [`crate::model::RecurringJob`].
     RecurringJob,
+    /// [`crate::model::BackupTarget`].
+    BackupTarget,
+    /// [`crate::model::Backup`].
+    Backup,
 }
 
 impl Kind {
@@ -29,9 +35,12 @@ impl Kind {
         match self {
             Kind::Volume => "volume/",
             Kind::Replica => "replica/",
+            Kind::Engine => "engine/",
             Kind::Node => "node/",
             Kind::Settings => "settings/",
             Kind::RecurringJob => "job/",
+            Kind::BackupTarget => "backup-target/",
+            Kind::Backup => "backup/",
         }
     }
 }
@@ -58,6 +67,18 @@ pub trait StateStore: Send + Sync + 'static {
     fn claim(&self, volume: &str) -> anyhow::Result<bool> {
         let _ = volume;
         Ok(true)
+    }
+
+    /// Whether this manager is the leader, which runs cluster-wide work (backup target
+    /// sync, backup deletion): takes the role if no live manager holds it. One manager
+    /// alone always is.
+    fn is_leader(&self) -> anyhow::Result<bool> {
+        Ok(true)
+    }
+
+    /// The leader's node, when managers share the store (`None`: this manager alone).
+    fn leader(&self) -> anyhow::Result<Option<String>> {
+        Ok(None)
     }
 }
 

@@ -1,0 +1,395 @@
+//! Backup targets and backups as objects.
+//!
+//! A backup is run by its volume's owner: it takes the snapshot (unless one is named),
+//! uploads it through a replica and writes the backup's status as it goes. The leader
+//! reads each target's backup list every `poll_interval` — so backups made elsewhere
+//! (`shorthorn backup create`, recurring jobs, another cluster writing the same target)
+//! appear as objects and backups deleted elsewhere disappear — and deletes the backups
+//! users asked to delete (record, then unreferenced blocks, under the target's lock).
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use chrono::Utc;
+use shorthorn_backup::{
+    BackupOptions, BackupRecord, BackupUrl, LockOptions, Progress, ReplicaSource, Target,
+    TargetOptions, create_backup, delete_backup, list_backups, list_volumes,
+};
+use shorthorn_proto::v1 as pb;
+
+use crate::model::{
+    Backup, BackupSpec, BackupState, BackupStatus, BackupTarget, BackupTargetStatus, Engine,
+};
+use crate::reconcile::connect_engine;
+use crate::state::{Kind, StateStore, StateStoreExt};
+
+/// The target used when none is named.
+pub const DEFAULT_TARGET: &str = "default";
+/// How often a running backup's progress is written to its status.
+const PROGRESS_PERIOD: Duration = Duration::from_secs(2);
+
+/// The URL of the backup target `target`: a URL as it is, or a backup target object's.
+pub fn target_url(state: &dyn StateStore, target: &str) -> anyhow::Result<String> {
+    if target.contains("://") {
+        return Ok(target.to_string());
+    }
+    let object: BackupTarget = state.get(Kind::BackupTarget, target)?.with_context(|| {
+        format!("no backup target {target:?} (set one: shorthorn backup-target set {target} URL)")
+    })?;
+    Ok(object.spec.url)
+}
+
+/// A new backup's object name: the volume, the time, and a random suffix.
+pub fn new_backup_name(volume: &str) -> String {
+    format!(
+        "{volume}-b-{}-{:04x}",
+        Utc::now().format("%Y%m%dt%H%M%S"),
+        rand::random::<u16>()
+    )
+}
+
+/// Starts backups, deletions and target reads that are due, each in the background;
+/// called every reconcile pass.
+#[derive(Default)]
+pub struct BackupRunner {
+    /// Work running in this process: backups and deletions by backup name, target
+    /// reads by `target:<name>`.
+    running: Arc<Mutex<HashSet<String>>>,
+    /// The URL each target had when it was last read, so a changed target is read at
+    /// once.
+    read_urls: Mutex<HashMap<String, String>>,
+}
+
+impl BackupRunner {
+    /// One pass: backups of volumes this manager owns; the leader's work if it leads.
+    pub fn run_due(&self, state: &Arc<dyn StateStore>) -> anyhow::Result<()> {
+        let backups: Vec<Backup> = state.list(Kind::Backup)?;
+        for backup in &backups {
+            let waiting = matches!(
+                backup.status.state,
+                BackupState::Pending | BackupState::InProgress
+            );
+            if backup.spec.delete_requested
+                || !waiting
+                || self.is_running(&backup.name)
+                || !state.claim(&backup.spec.volume)?
+            {
+                continue;
+            }
+            if backup.status.state == BackupState::InProgress {
+                // Its manager stopped mid-upload: what it uploaded is not listed (the
+                // record is written last); a new backup reuses the stored blocks.
+                update_status(state.as_ref(), &backup.name, |status| {
+                    status.state = BackupState::Error;
+                    status.message = "interrupted: the manager running it stopped".into();
+                })?;
+                continue;
+            }
+            let (state, backup) = (state.clone(), backup.clone());
+            self.spawn(backup.name.clone(), async move {
+                let name = backup.name.clone();
+                if let Err(e) = run_backup(state.as_ref(), backup).await {
+                    tracing::warn!(backup = %name, error = %format!("{e:#}"), "backup failed");
+                    let _ = update_status(state.as_ref(), &name, |status| {
+                        status.state = BackupState::Error;
+                        status.message = format!("{e:#}");
+                    });
+                }
+            });
+        }
+        if !state.is_leader()? {
+            return Ok(());
+        }
+        for backup in backups {
+            let settled = !matches!(backup.status.state, BackupState::InProgress);
+            if backup.spec.delete_requested && settled && !self.is_running(&backup.name) {
+                let state = state.clone();
+                self.spawn(backup.name.clone(), async move {
+                    let name = backup.name.clone();
+                    if let Err(e) = remove_backup(state.as_ref(), &backup).await {
+                        tracing::warn!(backup = %name, error = %format!("{e:#}"), "backup deletion failed");
+                        let _ = update_status(state.as_ref(), &name, |status| {
+                            status.message = format!("deletion failed: {e:#}");
+                        });
+                    }
+                });
+            }
+        }
+        for target in state.list::<BackupTarget>(Kind::BackupTarget)? {
+            let key = format!("target:{}", target.name);
+            if self.is_running(&key) || !self.read_due(&target) {
+                continue;
+            }
+            if let Ok(mut urls) = self.read_urls.lock() {
+                urls.insert(target.name.clone(), target.spec.url.clone());
+            }
+            let state = state.clone();
+            self.spawn(key, async move {
+                read_target(state.as_ref(), &target).await;
+            });
+        }
+        Ok(())
+    }
+
+    fn read_due(&self, target: &BackupTarget) -> bool {
+        let url_changed = self
+            .read_urls
+            .lock()
+            .map(|urls| urls.get(&target.name) != Some(&target.spec.url))
+            .unwrap_or(true);
+        url_changed
+            || target.status.last_synced.as_deref().is_none_or(|at| {
+                chrono::DateTime::parse_from_rfc3339(at).map_or(true, |at| {
+                    let poll = i64::try_from(target.spec.poll_interval).unwrap_or(i64::MAX);
+                    (Utc::now() - at.with_timezone(&Utc)).num_seconds() >= poll
+                })
+            })
+    }
+
+    fn is_running(&self, key: &str) -> bool {
+        self.running.lock().map_or(true, |r| r.contains(key))
+    }
+
+    fn spawn(&self, key: String, work: impl Future<Output = ()> + Send + 'static) {
+        if let Ok(mut running) = self.running.lock() {
+            running.insert(key.clone());
+        }
+        let running = self.running.clone();
+        tokio::spawn(async move {
+            work.await;
+            if let Ok(mut running) = running.lock() {
+                running.remove(&key);
+            }
+        });
+    }
+}
+
+/// Changes a backup's status in the store (nothing if the object is gone).
+fn update_status(
+    state: &dyn StateStore,
+    name: &str,
+    change: impl FnOnce(&mut BackupStatus),
+) -> anyhow::Result<()> {
+    if let Some(mut backup) = state.get::<Backup>(Kind::Backup, name)? {
+        let before = backup.status.clone();
+        change(&mut backup.status);
+        if backup.status != before {
+            state.put(Kind::Backup, name, &backup)?;
+        }
+    }
+    Ok(())
+}
+
+/// Takes the snapshot (if none is named) and uploads it.
+async fn run_backup(state: &dyn StateStore, backup: Backup) -> anyhow::Result<()> {
+    let volume = backup.spec.volume.as_str();
+    let url = target_url(state, &backup.spec.target)?;
+    let engine = state
+        .get::<Engine>(Kind::Engine, &Engine::name_for(volume))?
+        .and_then(|engine| engine.status.address)
+        .with_context(|| {
+            format!(
+                "volume {volume} is not attached: a backup reads its snapshot through the engine"
+            )
+        })?;
+    let snapshot = match &backup.spec.snapshot {
+        Some(snapshot) => snapshot.clone(),
+        None => {
+            let mut client = connect_engine(&engine).await?;
+            client
+                .create_snapshot(pb::EngineCreateSnapshotRequest {
+                    name: backup.name.clone(),
+                    system: false,
+                    labels: backup.spec.labels.clone().into_iter().collect(),
+                })
+                .await
+                .map_err(|e| anyhow::anyhow!("taking the snapshot: {}", e.message()))?
+                .into_inner()
+                .name
+        }
+    };
+    update_status(state, &backup.name, |status| {
+        status.state = BackupState::InProgress;
+        status.snapshot = Some(snapshot.clone());
+        status.message.clear();
+    })?;
+    tracing::info!(backup = %backup.name, %volume, %snapshot, target = %url, "backup started");
+    let target = Target::open(
+        &url,
+        &TargetOptions {
+            create_directory: true,
+            ..TargetOptions::default()
+        },
+    )?;
+    let (source, info) = ReplicaSource::open(&engine, &snapshot).await?;
+    let options = BackupOptions {
+        name: Some(backup.name.clone()),
+        labels: backup.spec.labels.clone(),
+        ..BackupOptions::default()
+    };
+    let progress = Arc::new(Progress::default());
+    let upload = create_backup(&target, Arc::new(source), &info, &options, progress.clone());
+    tokio::pin!(upload);
+    let record = loop {
+        tokio::select! {
+            done = &mut upload => break done?,
+            () = tokio::time::sleep(PROGRESS_PERIOD) => {
+                update_status(state, &backup.name, |status| status.progress = progress.summary())?;
+            }
+        }
+    };
+    tracing::info!(backup = %backup.name, uploaded = record.stats.uploaded_bytes, "backup completed");
+    update_status(state, &backup.name, |status| {
+        *status = completed_status(&url, &record);
+    })
+}
+
+fn completed_status(url: &str, record: &BackupRecord) -> BackupStatus {
+    BackupStatus {
+        state: BackupState::Completed,
+        snapshot: Some(record.snapshot.clone()),
+        url: Some(
+            BackupUrl {
+                target: url.to_string(),
+                volume: record.volume.clone(),
+                backup: record.name.clone(),
+            }
+            .to_string(),
+        ),
+        volume_size: record.volume_size,
+        uploaded_bytes: record.stats.uploaded_bytes,
+        completed: Some(record.completed.clone()),
+        progress: String::new(),
+        message: String::new(),
+    }
+}
+
+/// Deletes a backup from its target (if it got there), then its object.
+async fn remove_backup(state: &dyn StateStore, backup: &Backup) -> anyhow::Result<()> {
+    if backup.status.state == BackupState::Completed {
+        let url = target_url(state, &backup.spec.target)?;
+        let target = Target::open(&url, &TargetOptions::default())?;
+        let summary = delete_backup(
+            &target,
+            &backup.spec.volume,
+            &backup.name,
+            LockOptions::default(),
+        )
+        .await?;
+        tracing::info!(backup = %backup.name, ?summary, "backup deleted from its target");
+    }
+    state.delete(Kind::Backup, &backup.name)?;
+    Ok(())
+}
+
+/// Reads a target's backups: objects for those made elsewhere, none for those gone.
+async fn read_target(state: &dyn StateStore, target: &BackupTarget) {
+    let read = async {
+        let opened = Target::open(
+            &target.spec.url,
+            &TargetOptions {
+                create_directory: true,
+                ..TargetOptions::default()
+            },
+        )?;
+        let mut records = Vec::new();
+        for volume in list_volumes(&opened).await? {
+            records.extend(list_backups(&opened, &volume).await?);
+        }
+        anyhow::Ok(records)
+    };
+    let status = match read.await {
+        Ok(records) => match adopt_backups(state, target, &records) {
+            Ok(()) => BackupTargetStatus {
+                available: true,
+                last_synced: Some(Utc::now().to_rfc3339()),
+                backups: records.len(),
+                message: String::new(),
+            },
+            Err(e) => unavailable(&e),
+        },
+        Err(e) => unavailable(&e),
+    };
+    if !status.available {
+        tracing::warn!(target = %target.name, message = %status.message, "backup target");
+    }
+    if let Ok(Some(mut stored)) = state.get::<BackupTarget>(Kind::BackupTarget, &target.name)
+        && stored.spec == target.spec
+    {
+        stored.status = status;
+        let _ = state.put(Kind::BackupTarget, &target.name, &stored);
+    }
+}
+
+fn unavailable(error: &anyhow::Error) -> BackupTargetStatus {
+    BackupTargetStatus {
+        available: false,
+        last_synced: Some(Utc::now().to_rfc3339()),
+        backups: 0,
+        message: format!("{error:#}"),
+    }
+}
+
+/// Makes the target's objects match `records`: completed backups it holds get an
+/// object; completed objects whose record is gone are removed.
+fn adopt_backups(
+    state: &dyn StateStore,
+    target: &BackupTarget,
+    records: &[BackupRecord],
+) -> anyhow::Result<()> {
+    let objects: BTreeMap<String, Backup> = state
+        .list::<Backup>(Kind::Backup)?
+        .into_iter()
+        .map(|b| (b.name.clone(), b))
+        .collect();
+    let held: HashSet<(&str, &str)> = records
+        .iter()
+        .map(|r| (r.volume.as_str(), r.name.as_str()))
+        .collect();
+    for record in records {
+        match objects.get(&record.name) {
+            None => {
+                let backup = Backup {
+                    name: record.name.clone(),
+                    spec: BackupSpec {
+                        volume: record.volume.clone(),
+                        snapshot: Some(record.snapshot.clone()),
+                        target: target.name.clone(),
+                        labels: record.labels.clone(),
+                        delete_requested: false,
+                    },
+                    status: completed_status(&target.spec.url, record),
+                };
+                state.put(Kind::Backup, &backup.name, &backup)?;
+                tracing::info!(backup = %record.name, volume = %record.volume, "backup found in the target");
+            }
+            Some(object) if object.spec.volume != record.volume => {
+                tracing::warn!(backup = %record.name, volume = %record.volume, other = %object.spec.volume, "a backup of another volume has the same name; not listed");
+            }
+            Some(_) => {}
+        }
+    }
+    for object in objects.values() {
+        let ours = object.spec.target == target.name;
+        let gone = !held.contains(&(object.spec.volume.as_str(), object.name.as_str()));
+        if ours && gone && object.status.state == BackupState::Completed {
+            state.delete(Kind::Backup, &object.name)?;
+            tracing::info!(backup = %object.name, "backup no longer in its target");
+        }
+    }
+    Ok(())
+}
+
+/// Checks a backup request against the state: the volume and target exist.
+pub fn check_request(state: &dyn StateStore, spec: &BackupSpec) -> anyhow::Result<()> {
+    if state
+        .get::<crate::model::Volume>(Kind::Volume, &spec.volume)?
+        .is_none()
+    {
+        bail!("no volume {:?}", spec.volume);
+    }
+    target_url(state, &spec.target)?;
+    Ok(())
+}
