@@ -15,7 +15,10 @@
 //! Finally the manager that owns the volume is killed: ownership moves to a surviving
 //! manager within a bounded time (its etcd lease expires after 6 s). Last, the node the
 //! volume is attached to dies as well: once it counts as down the volume detaches and
-//! attaches on the one node left, reading back everything written.
+//! attaches on the one node left, reading back everything written. Every node sees the
+//! same leader; when the leader's node dies first, another manager leads within the
+//! lease's time-to-live and the node rejoins as a follower; at the end the one node left
+//! leads.
 //!
 //! Dropping the cluster kills everything in its namespaces and deletes them. Needs root.
 
@@ -334,7 +337,7 @@ fn node_number(name: &str) -> usize {
 
 #[test]
 fn volumes_spread_heal_move_and_change_owner_across_nodes() {
-    let cluster = Cluster::start();
+    let mut cluster = Cluster::start();
     cluster.cli_ok(1, &["setting", "set", "minimal_available_percentage", "0"]);
     cluster.cli_ok(
         1,
@@ -342,6 +345,49 @@ fn volumes_spread_heal_move_and_change_owner_across_nodes() {
     );
     let nodes = cluster.cli_ok(2, &["node", "ls"]);
     assert_eq!(nodes.matches("ready=true").count(), NODES, "{nodes}");
+    // One leader, the same seen from every node.
+    let first_leader = leader(&cluster, 2);
+    for via in 1..=NODES {
+        assert_eq!(leader(&cluster, via), first_leader, "seen from n{via}");
+    }
+    // The leader dies: the role moves to a live manager once its lease expires; the
+    // node comes back as a follower.
+    let dead = node_number(&first_leader);
+    let via = if dead == 1 { 2 } else { 1 };
+    cluster.kill_node(dead);
+    let killed = Instant::now();
+    let next_leader = loop {
+        let now = leader(&cluster, via);
+        if now != first_leader {
+            break now;
+        }
+        assert!(
+            killed.elapsed() < Duration::from_secs(30),
+            "{first_leader} still leads 30 s after it died"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    eprintln!(
+        "leader moved from {first_leader} to {next_leader} in {:?}",
+        killed.elapsed()
+    );
+    std::fs::remove_file(cluster.data_dir(dead).join("manager.json")).unwrap();
+    cluster.start_node(dead);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while cluster
+        .cli_ok(via, &["node", "ls"])
+        .matches("ready=true")
+        .count()
+        < NODES
+    {
+        assert!(Instant::now() < deadline, "n{dead} did not come back");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    assert_eq!(
+        leader(&cluster, dead),
+        next_leader,
+        "seen from the restarted n{dead}"
+    );
 
     cluster.cli_ok(
         1,
@@ -482,4 +528,25 @@ fn volumes_spread_heal_move_and_change_owner_across_nodes() {
             "read -P 0x33 40M 1M",
         ],
     );
+    // The last node left leads.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while leader(&cluster, last) != format!("n{last}") {
+        assert!(
+            Instant::now() < deadline,
+            "n{last} did not become the leader; the first was {first_leader}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    eprintln!("leader: first {first_leader}, now n{last}");
+}
+
+/// The leader's node as `node ls` through node `via` reports it.
+fn leader(cluster: &Cluster, via: usize) -> String {
+    let listed = cluster.cli_ok(via, &["node", "ls"]);
+    let line = listed
+        .lines()
+        .find_map(|l| l.strip_prefix("leader: "))
+        .unwrap_or_else(|| panic!("no leader line: {listed}"));
+    assert!(line.contains("etcd store"), "{line}");
+    line.split_whitespace().next().unwrap().to_string()
 }

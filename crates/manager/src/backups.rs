@@ -259,6 +259,7 @@ fn completed_status(url: &str, record: &BackupRecord) -> BackupStatus {
             .to_string(),
         ),
         volume_size: record.volume_size,
+        read_bytes: record.stats.read_bytes,
         uploaded_bytes: record.stats.uploaded_bytes,
         completed: Some(record.completed.clone()),
         progress: String::new(),
@@ -339,6 +340,11 @@ fn adopt_backups(
     target: &BackupTarget,
     records: &[BackupRecord],
 ) -> anyhow::Result<()> {
+    // Removed or changed while it was read: what was read is not its anymore.
+    let current: Option<BackupTarget> = state.get(Kind::BackupTarget, &target.name)?;
+    if current.is_none_or(|current| current.spec != target.spec) {
+        return Ok(());
+    }
     let objects: BTreeMap<String, Backup> = state
         .list::<Backup>(Kind::Backup)?
         .into_iter()

@@ -446,7 +446,9 @@ pub struct BackupStatus {
     pub url: Option<String>,
     /// Volume size when it was taken.
     pub volume_size: u64,
-    /// Bytes this backup uploaded (new blocks only).
+    /// Bytes of the snapshot read (an incremental backup reads only what changed).
+    pub read_bytes: u64,
+    /// Bytes this backup uploaded (new blocks only, compressed).
     pub uploaded_bytes: u64,
     /// When it completed (RFC 3339).
     pub completed: Option<String>,
