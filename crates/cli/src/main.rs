@@ -22,6 +22,7 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use shorthorn_manager::up::NodeRole;
 use tracing_subscriber::EnvFilter;
 
 /// Shorthorn: distributed block storage.
@@ -75,6 +76,11 @@ enum Command {
     #[command(subcommand)]
     Backup(backup_cmd::BackupCommand),
     Up(manager_cmd::UpArgs),
+    /// Start a node agent only (no manager): it joins the cluster in etcd (--etcd is
+    /// required), reports this node and its disks, and starts, stops and watches the
+    /// engines and replicas the cluster's managers ask for; it restarts nothing by
+    /// itself. Same options as `up`.
+    Agent(manager_cmd::UpArgs),
     /// Volumes of a cluster run by `shorthorn up`: create, ls, get, attach, detach, rm.
     Volume {
         #[command(flatten)]
@@ -129,7 +135,11 @@ fn main() -> ExitCode {
     // Daemons report what they serve; one-shot commands only what went wrong.
     let daemon = matches!(
         cli.command,
-        Command::Replica(_) | Command::Engine(_) | Command::LaunchSimple(_) | Command::Up(_)
+        Command::Replica(_)
+            | Command::Engine(_)
+            | Command::LaunchSimple(_)
+            | Command::Up(_)
+            | Command::Agent(_)
     );
     init_logging(if daemon { "info" } else { "warn" });
     match run(cli) {
@@ -155,7 +165,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Replica(args) => replica_cmd::run(args),
         Command::Salvage => volume_cmd::salvage(&cli.engine),
         Command::Backup(command) => backup_cmd::run(&cli.engine, command),
-        Command::Up(args) => manager_cmd::up(args),
+        Command::Up(args) => manager_cmd::up(args, NodeRole::Full),
+        Command::Agent(args) => manager_cmd::up(args, NodeRole::Agent),
         Command::Volume { api, command } => manager_cmd::volume(&api, command),
         Command::Node { api, command } => manager_cmd::node(&api, command),
         Command::Setting { api, command } => manager_cmd::setting(&api, command),

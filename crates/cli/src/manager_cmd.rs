@@ -15,7 +15,7 @@ use shorthorn_manager::api::{
 use shorthorn_manager::model::{
     DiskSpec, JobTask, Node, RecurringJob, RecurringJobSpec, Settings, Volume,
 };
-use shorthorn_manager::up::{Connection, UpConfig};
+use shorthorn_manager::up::{Connection, NodeRole, UpConfig};
 
 use crate::daemon;
 use crate::output::line;
@@ -257,8 +257,8 @@ pub enum SettingCommand {
     },
 }
 
-/// `shorthorn up`.
-pub fn up(args: UpArgs) -> anyhow::Result<()> {
+/// `shorthorn up` (`role` full) and `shorthorn agent`.
+pub fn up(args: UpArgs, role: NodeRole) -> anyhow::Result<()> {
     let node = match args.node {
         Some(node) => node,
         None => std::fs::read_to_string("/proc/sys/kernel/hostname")
@@ -272,6 +272,7 @@ pub fn up(args: UpArgs) -> anyhow::Result<()> {
         node,
         address: args.address,
         etcd: args.etcd,
+        role,
     };
     daemon::runtime()?.block_on(async {
         let shutdown = daemon::shutdown_token(false)?;
@@ -279,6 +280,12 @@ pub fn up(args: UpArgs) -> anyhow::Result<()> {
         shorthorn_manager::up::up(
             config,
             |connection, first_start| {
+                if role == NodeRole::Agent {
+                    println!("shorthorn agent is up: API {}", connection.url);
+                    println!("  managers elsewhere in the cluster place replicas and engines here");
+                    println!("  stop:    Ctrl-C");
+                    return;
+                }
                 println!("shorthorn is up: API {}", connection.url);
                 if first_start {
                     println!(

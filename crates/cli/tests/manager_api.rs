@@ -7,15 +7,25 @@
 //!   token, with a wrong one, with another scheme or a bare token, and has no effect
 //!   then. With the token each one works in a volume's life: settings get and set,
 //!   nodes, create, get (replica running), list, attach (the NBD endpoint greets like
-//!   an NBD server), detach, delete (replica data removed). The operations exercised
-//!   must be exactly those of the document, so a new endpoint without a test fails.
+//!   an NBD server), the engine (running, reachable) and replica lists, the cluster
+//!   (embedded store, this node leads), a backup target (a directory) set and read, a
+//!   backup taken (pending, then completed with its URL and record in the target),
+//!   refused target deletion while a backup is not complete, the backup deleted (its
+//!   record goes from the target, then the object), the target deleted, detach, delete
+//!   (replica data removed). The operations exercised must be exactly those of the
+//!   document, so a new endpoint without a test fails.
 //! - Bad requests get a 4xx with a JSON `message` and change nothing: malformed JSON,
 //!   wrong content types, wrong types, unknown, duplicate and missing fields, bad volume
 //!   names, sizes and replica counts, unknown nodes; unknown volumes and settings get
 //!   404, an existing volume 409, deleting an attached volume 409; setting values of the
-//!   wrong type 400.
-//! - A JSON array is not an object: create, attach and setting bodies given as arrays
-//!   get 400 (serde would otherwise read them as the struct's fields in order).
+//!   wrong type 400. Backup target bodies: wrong types, unknown fields, bad URLs and
+//!   poll intervals, bad target names get 400. Backup bodies: wrong types, unknown
+//!   fields, bad volume, snapshot and target names get 400; an unknown volume 404, a
+//!   detached one 409, an unknown target (of an attached volume) 404. Unknown engines,
+//!   backup targets and backups get 404.
+//! - A JSON array is not an object: create, attach, setting, backup target and backup
+//!   bodies given as arrays get 400 (serde would otherwise read them as the struct's
+//!   fields in order).
 //! - `schemathesis` (PyPI; `scripts/setup.sh` installs it), run against the document
 //!   with the token, finds no server error (5xx), no response off the document (status,
 //!   content type, headers, schema), no accepted invalid data and no ignored auth. The
@@ -532,6 +542,24 @@ impl Up {
         self.api.token = token;
     }
 
+    /// GET `path` (200 each time) until `done` holds for its JSON (at most
+    /// [`STATE_TIMEOUT`]).
+    fn wait_get(&self, path: &str, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + STATE_TIMEOUT;
+        loop {
+            let value = self.api.call("GET", path, None).expect(200).json();
+            if done(&value) {
+                return value;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "GET {path}: not {what} after {STATE_TIMEOUT:?}:\n{value:#}\nlog:\n{}",
+                self.log_tail(40)
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
     /// GET /v1/volumes/NAME until `done` holds (at most [`STATE_TIMEOUT`]).
     fn wait_volume(&self, name: &str, what: &str, done: impl Fn(&Value) -> bool) -> Value {
         let deadline = Instant::now() + STATE_TIMEOUT;
@@ -708,6 +736,10 @@ fn valid_body(template: &str, method: &str) -> Option<Value> {
         ("/v1/nodes/{name}", "put") => Some(json!({"zone": "refused"})),
         ("/v1/recurring-jobs", "post") => Some(json!({"name": "refused-job", "spec": {
             "task": "snapshot", "cron": "0 3 * * *", "retain": 1}})),
+        ("/v1/backup-targets/{name}", "put") => {
+            Some(json!({"url": "file:///tmp/shorthorn-refused-target", "poll_interval": 60}))
+        }
+        ("/v1/backups", "post") => Some(json!({"volume": VOLUME, "target": "default"})),
         (_, "get" | "delete" | "head" | "options") => None,
         _ => Some(json!({})),
     }
@@ -817,6 +849,13 @@ fn every_documented_endpoint_requires_the_token_and_works() {
         api.volumes().is_empty(),
         "refused requests created a volume"
     );
+    let targets = api
+        .call("GET", "/v1/backup-targets", None)
+        .expect(200)
+        .json();
+    assert_eq!(targets, json!([]), "refused requests set a backup target");
+    let backups = api.call("GET", "/v1/backups", None).expect(200).json();
+    assert_eq!(backups, json!([]), "refused requests created a backup");
 
     let mut ops = Exercised {
         api: &api,
@@ -1112,6 +1151,296 @@ fn every_documented_endpoint_requires_the_token_and_works() {
     api.call("GET", "/v1/recurring-jobs/api-job", None)
         .expect(404);
 
+    // Engines: the attached volume's, `<volume>-e`, runs on this node with its one
+    // replica in sync, serving the volume's endpoint; its control address answers.
+    let detail = api
+        .call("GET", &format!("/v1/volumes/{VOLUME}"), None)
+        .expect(200)
+        .json();
+    let endpoint = detail["status"]["endpoint"].as_str().unwrap().to_owned();
+    let wanted = wanted_replicas(&detail);
+    assert_eq!(wanted.len(), 1, "{detail:#}");
+    let replica_name = wanted[0]["name"].as_str().unwrap().to_owned();
+    let replica_address = format!("tcp://127.0.0.1:{}", wanted[0]["spec"]["port"]);
+    let engine_name = format!("{VOLUME}-e");
+    let engine = ops
+        .call("GET", "/v1/engines/{name}", &engine_name, None)
+        .expect(200)
+        .json();
+    assert_eq!(engine["name"], engine_name.as_str(), "{engine:#}");
+    assert_eq!(engine["spec"]["volume"], VOLUME, "{engine:#}");
+    assert_eq!(engine["spec"]["node"], NODE, "{engine:#}");
+    let engine = up.wait_get(
+        &format!("/v1/engines/{engine_name}"),
+        "running with its replica in sync",
+        |e| {
+            e["status"]["state"] == "running"
+                && e["status"]["address"].is_string()
+                && e["status"]["replicas"][replica_address.as_str()]["mode"] == "RW"
+        },
+    );
+    assert_eq!(
+        engine["spec"]["replicas"],
+        json!([replica_address]),
+        "{engine:#}"
+    );
+    assert_eq!(engine["status"]["node"], NODE, "{engine:#}");
+    assert_eq!(
+        engine["status"]["endpoint"],
+        endpoint.as_str(),
+        "{engine:#}"
+    );
+    assert_eq!(engine["status"]["health"], "healthy", "{engine:#}");
+    let control: SocketAddr = engine["status"]["address"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap_or_else(|e| panic!("engine address: {e}: {engine:#}"));
+    assert_eq!(control.ip().to_string(), "127.0.0.1", "{engine:#}");
+    TcpStream::connect_timeout(&control, HTTP_TIMEOUT)
+        .unwrap_or_else(|e| panic!("cannot connect to the engine at {control}: {e}"));
+    let engines = ops.call("GET", "/v1/engines", "", None).expect(200).json();
+    let engines = engines.as_array().unwrap();
+    assert_eq!(engines.len(), 1, "{engines:#?}");
+    assert_eq!(engines[0]["name"], engine_name.as_str(), "{engines:#?}");
+    assert_eq!(engines[0]["spec"], engine["spec"], "{engines:#?}");
+    for unknown in ["no-such-vol-e", VOLUME] {
+        let missing = api
+            .call("GET", &format!("/v1/engines/{unknown}"), None)
+            .expect(404);
+        assert!(missing.message().contains(unknown), "{missing}");
+    }
+
+    // Replicas: the volume's wanted replica, running and RW in the engine.
+    let replicas = ops.call("GET", "/v1/replicas", "", None).expect(200).json();
+    let replicas = replicas.as_array().unwrap();
+    assert!(
+        replicas.iter().all(|r| r["spec"]["volume"] == VOLUME),
+        "{replicas:#?}"
+    );
+    let listed: BTreeSet<&str> = replicas
+        .iter()
+        .map(|r| r["name"].as_str().unwrap())
+        .collect();
+    let of_volume: BTreeSet<&str> = detail["replicas"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(listed, of_volume, "{replicas:#?}");
+    let ours = replicas
+        .iter()
+        .find(|r| r["name"] == replica_name.as_str())
+        .unwrap();
+    assert_eq!(ours["spec"]["node"], NODE, "{ours:#}");
+    assert_eq!(ours["spec"]["desire_running"], true, "{ours:#}");
+    assert_eq!(ours["status"]["state"], "running", "{ours:#}");
+
+    // Cluster: one manager on the embedded store, leading.
+    let cluster = ops.call("GET", "/v1/cluster", "", None).expect(200).json();
+    assert_eq!(
+        cluster,
+        json!({"node": NODE, "leader": NODE, "store": "embedded"}),
+        "{cluster:#}"
+    );
+
+    // Backup targets: none; `default` set to a directory (the default poll interval,
+    // then another), listed, and read by the leader (which creates the directory).
+    let targets = ops
+        .call("GET", "/v1/backup-targets", "", None)
+        .expect(200)
+        .json();
+    assert_eq!(targets, json!([]));
+    let backup_dir = up.dir.path().join("backups");
+    let target_url = format!("file://{}", path_str(&backup_dir));
+    let target = ops
+        .call(
+            "PUT",
+            "/v1/backup-targets/{name}",
+            "default",
+            Some(&json!({ "url": target_url })),
+        )
+        .expect(200)
+        .json();
+    assert_eq!(target["name"], "default", "{target:#}");
+    assert_eq!(
+        target["spec"],
+        json!({"url": target_url, "poll_interval": 300}),
+        "{target:#}"
+    );
+    let target = ops
+        .call(
+            "PUT",
+            "/v1/backup-targets/{name}",
+            "default",
+            Some(&json!({"url": target_url, "poll_interval": 3600})),
+        )
+        .expect(200)
+        .json();
+    assert_eq!(
+        target["spec"],
+        json!({"url": target_url, "poll_interval": 3600}),
+        "{target:#}"
+    );
+    let targets = ops
+        .call("GET", "/v1/backup-targets", "", None)
+        .expect(200)
+        .json();
+    let targets = targets.as_array().unwrap();
+    assert_eq!(targets.len(), 1, "{targets:#?}");
+    assert_eq!(targets[0]["name"], "default", "{targets:#?}");
+    assert_eq!(targets[0]["spec"], target["spec"], "{targets:#?}");
+    let targets = up.wait_get("/v1/backup-targets", "read", |list| {
+        list[0]["status"]["last_synced"].is_string()
+    });
+    let status = &targets[0]["status"];
+    assert!(
+        status["available"] == true && status["backups"] == 0 && status["message"] == "",
+        "the target is read: {targets:#}"
+    );
+    assert!(backup_dir.is_dir(), "the target's directory is created");
+
+    // Backups: none; one taken (pending at first; a new snapshot named after it), found
+    // by name and by volume, completed into the target.
+    let backups = ops.call("GET", "/v1/backups", "", None).expect(200).json();
+    assert_eq!(backups, json!([]));
+    let labels = json!({"purpose": "api-test"});
+    let backup = ops
+        .call(
+            "POST",
+            "/v1/backups",
+            "",
+            Some(&json!({"volume": VOLUME, "labels": labels})),
+        )
+        .expect(201)
+        .json();
+    let backup_name = backup["name"].as_str().unwrap().to_owned();
+    assert!(
+        backup_name.starts_with(&format!("{VOLUME}-b-")),
+        "{backup:#}"
+    );
+    assert_eq!(
+        backup["spec"],
+        json!({"volume": VOLUME, "snapshot": null, "target": "default", "labels": labels,
+               "delete_requested": false}),
+        "{backup:#}"
+    );
+    assert_eq!(backup["status"]["state"], "pending", "{backup:#}");
+    let fetched = ops
+        .call("GET", "/v1/backups/{name}", &backup_name, None)
+        .expect(200)
+        .json();
+    assert_eq!(fetched["name"], backup["name"], "{fetched:#}");
+    assert_eq!(fetched["spec"], backup["spec"], "{fetched:#}");
+    let listed = ops.call("GET", "/v1/backups", "", None).expect(200).json();
+    let names: Vec<&str> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, [backup_name.as_str()], "{listed:#}");
+    let by_volume = api
+        .call("GET", &format!("/v1/backups?volume={VOLUME}"), None)
+        .expect(200)
+        .json();
+    assert_eq!(by_volume.as_array().unwrap().len(), 1, "{by_volume:#}");
+    assert_eq!(by_volume[0]["name"], backup["name"], "{by_volume:#}");
+    let other = api
+        .call("GET", "/v1/backups?volume=no-such-vol", None)
+        .expect(200)
+        .json();
+    assert_eq!(other, json!([]), "filtered by another volume");
+    let backup_path = format!("/v1/backups/{backup_name}");
+    let done = up.wait_get(&backup_path, "completed (or failed)", |b| {
+        matches!(b["status"]["state"].as_str(), Some("completed" | "error"))
+    });
+    let status = &done["status"];
+    assert_eq!(status["state"], "completed", "the backup failed: {done:#}");
+    let url = status["url"]
+        .as_str()
+        .unwrap_or_else(|| panic!("a completed backup without a URL: {done:#}"));
+    assert!(
+        url.starts_with(&target_url)
+            && url.contains(&format!("backup={backup_name}"))
+            && url.contains(&format!("volume={VOLUME}")),
+        "backup URL {url:?}: {done:#}"
+    );
+    assert_eq!(status["snapshot"], backup_name.as_str(), "{done:#}");
+    assert_eq!(status["volume_size"], SIZE * 2, "the grown size: {done:#}");
+    assert!(status["completed"].is_string(), "{done:#}");
+    assert_eq!(done["spec"], backup["spec"], "{done:#}");
+    let record = backup_dir.join(format!("volumes/{VOLUME}/backups/{backup_name}.json"));
+    assert!(record.is_file(), "no backup record at {}", record.display());
+
+    // A backup that cannot complete (its snapshot does not exist) fails; while it is
+    // there, the target cannot be deleted. Deleting it removes only its object.
+    let failing = api
+        .call(
+            "POST",
+            "/v1/backups",
+            Some(&json!({"volume": VOLUME, "snapshot": "no-such-snap"})),
+        )
+        .expect(201)
+        .json();
+    let failing_name = failing["name"].as_str().unwrap().to_owned();
+    let failed = up.wait_get(&format!("/v1/backups/{failing_name}"), "failed", |b| {
+        b["status"]["state"] == "error"
+    });
+    assert!(
+        failed["status"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()),
+        "a failed backup says why: {failed:#}"
+    );
+    let busy = api
+        .call("DELETE", "/v1/backup-targets/default", None)
+        .expect(409);
+    assert!(busy.message().contains(&failing_name), "{busy}");
+    let deleting = api
+        .call("DELETE", &format!("/v1/backups/{failing_name}"), None)
+        .expect(202)
+        .json();
+    assert_eq!(deleting["spec"]["delete_requested"], true, "{deleting:#}");
+    up.wait_get("/v1/backups", "without the failed backup", |list| {
+        list.as_array()
+            .is_some_and(|l| l.iter().all(|b| b["name"] != failing_name.as_str()))
+    });
+
+    // The completed backup deleted: accepted, then gone from the target, then the object.
+    let deleting = ops
+        .call("DELETE", "/v1/backups/{name}", &backup_name, None)
+        .expect(202)
+        .json();
+    assert_eq!(deleting["name"], backup_name.as_str(), "{deleting:#}");
+    assert_eq!(deleting["spec"]["delete_requested"], true, "{deleting:#}");
+    let left = up.wait_get("/v1/backups", "empty", |list| list == &json!([]));
+    assert_eq!(left, json!([]));
+    let gone = api.call("GET", &backup_path, None).expect(404);
+    assert!(gone.message().contains(&backup_name), "{gone}");
+    api.call("DELETE", &backup_path, None).expect(404);
+    assert!(
+        !record.exists(),
+        "the backup record is left in the target: {}",
+        record.display()
+    );
+
+    // The target, with no backups left, is deleted.
+    let deleted = ops
+        .call("DELETE", "/v1/backup-targets/{name}", "default", None)
+        .expect(204);
+    assert!(deleted.body.is_empty(), "204 with a body: {deleted}");
+    let targets = api
+        .call("GET", "/v1/backup-targets", None)
+        .expect(200)
+        .json();
+    assert_eq!(targets, json!([]));
+    let gone = api
+        .call("DELETE", "/v1/backup-targets/default", None)
+        .expect(404);
+    assert!(gone.message().contains("default"), "{gone}");
+
     // Detach: the engine stops, the endpoint goes.
     let detached = ops
         .call("POST", "/v1/volumes/{name}/detach", VOLUME, None)
@@ -1121,6 +1450,13 @@ fn every_documented_endpoint_requires_the_token_and_works() {
     up.wait_volume(VOLUME, "detached without an endpoint", |v| {
         v["status"]["state"] == "detached" && v["status"]["endpoint"].is_null()
     });
+    let engine = up.wait_get(&format!("/v1/engines/{engine_name}"), "stopped", |e| {
+        e["status"]["state"] == "stopped"
+    });
+    assert!(
+        engine["spec"]["node"].is_null() && engine["status"]["address"].is_null(),
+        "a stopped engine has no node and no address: {engine:#}"
+    );
 
     // Delete: gone, with its replica's data and process.
     let deleted = ops
@@ -1141,6 +1477,13 @@ fn every_documented_endpoint_requires_the_token_and_works() {
         processes_mentioning(path_str(&replica_dir)).is_empty(),
         "the replica process outlived its volume"
     );
+    // Its engine and replicas went with it.
+    api.call("GET", &format!("/v1/engines/{engine_name}"), None)
+        .expect(404);
+    let engines = api.call("GET", "/v1/engines", None).expect(200).json();
+    assert_eq!(engines, json!([]), "engines left");
+    let replicas = api.call("GET", "/v1/replicas", None).expect(200).json();
+    assert_eq!(replicas, json!([]), "replicas left");
 
     // Every documented operation was exercised, and nothing else.
     let exercised = ops.operations;
@@ -1305,6 +1648,116 @@ fn bad_requests_get_4xx_with_a_message_and_change_nothing() {
         ("true", ""),
     ];
 
+    // PUT /v1/backup-targets/bad-target: (body, what the message mentions); all 400.
+    let url = |rest: &str| format!(r#"{{"url":"file:///tmp/shorthorn-bad-target"{rest}}}"#);
+    let bad_targets: Vec<(String, &str)> = vec![
+        // Not JSON, or not an object.
+        (r#"{"url":"#.into(), "json"),
+        (
+            r#"["file:///tmp/shorthorn-bad-target",60]"#.into(),
+            "object",
+        ),
+        ("[]".into(), "object"),
+        (r#""file:///tmp/shorthorn-bad-target""#.into(), "object"),
+        ("null".into(), "object"),
+        // Wrong types.
+        (r#"{"url":5}"#.into(), "url"),
+        (r#"{"url":null}"#.into(), "url"),
+        (r#"{"url":["file:///tmp/x"]}"#.into(), "url"),
+        (r#"{"url":{"path":"/tmp/x"}}"#.into(), "url"),
+        (url(r#","poll_interval":"60""#), "poll_interval"),
+        (url(r#","poll_interval":-1"#), "poll_interval"),
+        (url(r#","poll_interval":1.5"#), "poll_interval"),
+        (url(r#","poll_interval":true"#), "poll_interval"),
+        (url(r#","poll_interval":[60]"#), "poll_interval"),
+        (
+            url(r#","poll_interval":18446744073709551616"#),
+            "poll_interval",
+        ),
+        // Unknown, duplicate and missing fields.
+        (url(r#","bogus":1"#), "bogus"),
+        (url(r#","URL":"file:///tmp/y""#), "URL"),
+        (url(r#","name":"other""#), "unknown field `name`"),
+        (url(r#","url":"file:///tmp/y""#), "duplicate"),
+        ("{}".into(), "url"),
+        (r#"{"poll_interval":60}"#.into(), "url"),
+        // Bad URLs.
+        (r#"{"url":"not a url"}"#.into(), "not a url"),
+        (r#"{"url":""}"#.into(), "not a url"),
+        (r#"{"url":"/tmp/backups"}"#.into(), "not a url"),
+        (r#"{"url":"ftp://x"}"#.into(), "ftp"),
+        (r#"{"url":"http://example.com/backups"}"#.into(), "http"),
+        (r#"{"url":"file://relative/path"}"#.into(), "file:///"),
+        (r#"{"url":"s3://"}"#.into(), "bucket"),
+        (r#"{"url":"nfs:///export"}"#.into(), "host"),
+        // Bad poll intervals.
+        (url(r#","poll_interval":0"#), "poll_interval"),
+        (url(r#","poll_interval":86401"#), "poll_interval"),
+        (url(r#","poll_interval":100000"#), "poll_interval"),
+        (
+            url(r#","poll_interval":18446744073709551615"#),
+            "poll_interval",
+        ),
+    ];
+    // PUT /v1/backup-targets/NAME with a valid body: bad names; all 400.
+    let bad_target_names: Vec<(String, &str)> = vec![
+        (".hidden".into(), ".hidden"),
+        ("-dash".into(), "-dash"),
+        ("a..b".into(), "a..b"),
+        ("with%20space".into(), "with space"),
+        ("bad%2Fname".into(), "separator"),
+        ("%C3%BCn%C3%AF".into(), "name"),
+        ("n".repeat(64), "63"),
+    ];
+    // POST /v1/backups: (body, what the message mentions); all 400.
+    let backup = |rest: &str| format!(r#"{{"volume":"{VOLUME}"{rest}}}"#);
+    let for_volume = |name: &str| json!({ "volume": name }).to_string();
+    let bad_backups: Vec<(String, &str)> = vec![
+        // Not JSON, or not an object.
+        (r#"{"volume":"#.into(), "json"),
+        (format!(r#"["{VOLUME}"]"#), "object"),
+        (format!(r#"["{VOLUME}",null,"default",{{}}]"#), "object"),
+        (format!(r#""{VOLUME}""#), "object"),
+        // Wrong types.
+        (r#"{"volume":5}"#.into(), "volume"),
+        (r#"{"volume":null}"#.into(), "volume"),
+        (format!(r#"{{"volume":["{VOLUME}"]}}"#), "volume"),
+        (backup(r#","snapshot":5"#), "snapshot"),
+        (backup(r#","snapshot":["s"]"#), "snapshot"),
+        (backup(r#","target":true"#), "target"),
+        (backup(r#","target":{"name":"default"}"#), "target"),
+        (backup(r#","labels":["a"]"#), "labels"),
+        (backup(r#","labels":"a=b""#), "labels"),
+        (backup(r#","labels":{"a":1}"#), "labels"),
+        (backup(r#","labels":{"a":null}"#), "labels"),
+        // Unknown, duplicate and missing fields.
+        (backup(r#","bogus":1"#), "bogus"),
+        (backup(r#","Volume":"x""#), "Volume"),
+        (backup(r#","name":"my-backup""#), "unknown field `name`"),
+        (backup(r#","url":"file:///tmp/x""#), "unknown field `url`"),
+        (backup(r#","volume":"other-vol""#), "duplicate"),
+        ("{}".into(), "volume"),
+        (r#"{"snapshot":"s","target":"default"}"#.into(), "volume"),
+        // Bad volume names.
+        (for_volume(""), "name"),
+        (for_volume("a/b"), "name"),
+        (for_volume(".."), "name"),
+        (for_volume(".hidden"), "name"),
+        (for_volume("-dash"), "name"),
+        (for_volume("with space"), "name"),
+        (for_volume("nul\u{0}here"), "name"),
+        (for_volume("ünïcödé"), "name"),
+        (for_volume(&"n".repeat(64)), "name"),
+        // Bad snapshot and target names.
+        (backup(r#","snapshot":"""#), "snapshot"),
+        (backup(r#","snapshot":"a/b""#), "snapshot"),
+        (backup(r#","snapshot":"..""#), "snapshot"),
+        (backup(r#","target":"""#), "target"),
+        (backup(r#","target":"a/b""#), "target"),
+        (backup(r#","target":"file:///tmp/x""#), "target"),
+        (backup(r#","target":".hidden""#), "target"),
+    ];
+
     let mut cases = Vec::new();
     for (body, mentions) in &bad_creates {
         cases.push(case("POST", volumes, body, 400, mentions));
@@ -1321,10 +1774,50 @@ fn bad_requests_get_4xx_with_a_message_and_change_nothing() {
             mentions,
         ));
     }
+    let target_path = "/v1/backup-targets/bad-target";
+    for (body, mentions) in &bad_targets {
+        cases.push(case("PUT", target_path, body, 400, mentions));
+    }
+    let valid_target = url("");
+    for (name, mentions) in &bad_target_names {
+        cases.push(case(
+            "PUT",
+            &format!("/v1/backup-targets/{name}"),
+            &valid_target,
+            400,
+            mentions,
+        ));
+    }
+    for (body, mentions) in &bad_backups {
+        cases.push(case("POST", "/v1/backups", body, 400, mentions));
+    }
+    // A backup of an unknown volume, or of one that is not attached (whatever the
+    // target; an unknown target of an attached volume is checked below).
+    cases.push(case(
+        "POST",
+        "/v1/backups",
+        &for_volume("no-such-vol"),
+        404,
+        "no-such-vol",
+    ));
+    for body in [
+        for_volume(VOLUME),
+        backup(r#","snapshot":"snap-1","target":"default","labels":{"a":"b"}"#),
+    ] {
+        cases.push(case("POST", "/v1/backups", &body, 409, "not attached"));
+    }
     // Not valid UTF-8; no or another content type.
     cases.push(Case {
         body: b"{\"name\":\"bad\xff\",\"size\":4096}".to_vec(),
         ..case("POST", volumes, "", 400, "")
+    });
+    cases.push(Case {
+        body: b"{\"volume\":\"bad\xff\"}".to_vec(),
+        ..case("POST", "/v1/backups", "", 400, "")
+    });
+    cases.push(Case {
+        body: b"{\"url\":\"file:///tmp/bad\xff\"}".to_vec(),
+        ..case("PUT", target_path, "", 400, "")
     });
     let no_type = [
         ("POST", volumes, create("")),
@@ -1334,6 +1827,8 @@ fn bad_requests_get_4xx_with_a_message_and_change_nothing() {
             "/v1/settings/auto_salvage",
             r#"{"value":true}"#.into(),
         ),
+        ("PUT", target_path, valid_target.clone()),
+        ("POST", "/v1/backups", for_volume(VOLUME)),
     ];
     for (method, path, body) in &no_type {
         for content_type in [None, Some("text/plain")] {
@@ -1373,6 +1868,15 @@ fn bad_requests_get_4xx_with_a_message_and_change_nothing() {
             r#"{"value":true}"#,
             "Auto_Salvage",
         ),
+        ("GET", "/v1/engines/no-such-vol-e", "", "no-such-vol-e"),
+        (
+            "DELETE",
+            "/v1/backup-targets/no-such-target",
+            "",
+            "no-such-target",
+        ),
+        ("GET", "/v1/backups/no-such-backup", "", "no-such-backup"),
+        ("DELETE", "/v1/backups/no-such-backup", "", "no-such-backup"),
     ];
     for (method, path, body, mentions) in unknown {
         cases.push(case(method, path, body, 404, mentions));
@@ -1424,8 +1928,32 @@ fn bad_requests_get_4xx_with_a_message_and_change_nothing() {
         problems.push(format!("bad attach requests attached it: {volume:#}"));
     }
 
-    // An attached volume cannot be deleted; detached, it can.
+    // Attached, a backup still needs a target that exists (`default` unless named).
     api.call("POST", &attach, Some(&json!({}))).expect(200);
+    let unknown_targets = [
+        (for_volume(VOLUME), "default"),
+        (backup(r#","target":"no-such-target""#), "no-such-target"),
+        (
+            backup(r#","target":"Default","snapshot":"snap-1""#),
+            "Default",
+        ),
+    ];
+    for (body, mentions) in &unknown_targets {
+        problems.extend(case("POST", "/v1/backups", body, 404, mentions).check(&api));
+    }
+    let targets = api
+        .call("GET", "/v1/backup-targets", None)
+        .expect(200)
+        .json();
+    if targets != json!([]) {
+        problems.push(format!("bad requests set backup targets: {targets:#}"));
+    }
+    let backups = api.call("GET", "/v1/backups", None).expect(200).json();
+    if backups != json!([]) {
+        problems.push(format!("bad requests created backups: {backups:#}"));
+    }
+
+    // An attached volume cannot be deleted; detached, it can.
     let refused = api
         .call("DELETE", &format!("/v1/volumes/{VOLUME}"), None)
         .expect(409);
@@ -1481,11 +2009,44 @@ fn json_arrays_are_not_accepted_as_objects() {
             "",
         ),
         case("PUT", "/v1/settings/auto_salvage", "[false]", 400, ""),
+        case(
+            "PUT",
+            "/v1/backup-targets/default",
+            r#"["file:///tmp/shorthorn-array-target",60]"#,
+            400,
+            "",
+        ),
+        case(
+            "PUT",
+            "/v1/backup-targets/default",
+            r#"["file:///tmp/shorthorn-array-target"]"#,
+            400,
+            "",
+        ),
+        case("POST", "/v1/backups", &format!(r#"["{VOLUME}"]"#), 400, ""),
+        case(
+            "POST",
+            "/v1/backups",
+            &format!(r#"["{VOLUME}",null,"default",{{}}]"#),
+            400,
+            "",
+        ),
     ];
     let mut problems: Vec<String> = cases.iter().filter_map(|c| c.check(&api)).collect();
     let names = api.volume_names();
     if names != BTreeSet::from([VOLUME.to_owned()]) {
         problems.push(format!("array bodies created volumes: {names:?}"));
+    }
+    let targets = api
+        .call("GET", "/v1/backup-targets", None)
+        .expect(200)
+        .json();
+    if targets != json!([]) {
+        problems.push(format!("array bodies set backup targets: {targets:#}"));
+    }
+    let backups = api.call("GET", "/v1/backups", None).expect(200).json();
+    if backups != json!([]) {
+        problems.push(format!("array bodies created backups: {backups:#}"));
     }
     if api.settings() != settings {
         problems.push(format!(

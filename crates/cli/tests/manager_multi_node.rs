@@ -53,6 +53,8 @@ struct Cluster {
     dir: TempDir,
     processes: Vec<Child>,
     token: String,
+    /// Nodes that run `shorthorn agent` instead of `up`.
+    agents: Vec<usize>,
 }
 
 fn address(node: usize) -> String {
@@ -60,7 +62,8 @@ fn address(node: usize) -> String {
 }
 
 impl Cluster {
-    fn start() -> Cluster {
+    /// Starts etcd and every node; those in `agents` run only the agent.
+    fn start(agents: &[usize]) -> Cluster {
         let tag = format!(
             "sh{}m{}",
             std::process::id(),
@@ -72,6 +75,7 @@ impl Cluster {
             dir: tempfile::Builder::new().prefix("shmn").tempdir().unwrap(),
             processes: Vec::new(),
             token: String::new(),
+            agents: agents.to_vec(),
         };
         let hub = cluster.hub.clone();
         ip(&["netns", "add", &hub]);
@@ -174,8 +178,13 @@ impl Cluster {
     fn start_node(&mut self, i: usize) {
         let data = self.data_dir(i);
         let listen = format!("{}:9600", address(i));
+        let role = if self.agents.contains(&i) {
+            "agent"
+        } else {
+            "up"
+        };
         let args = [
-            "up",
+            role,
             "--data-dir",
             path_str(&data),
             "--listen",
@@ -337,7 +346,7 @@ fn node_number(name: &str) -> usize {
 
 #[test]
 fn volumes_spread_heal_move_and_change_owner_across_nodes() {
-    let mut cluster = Cluster::start();
+    let mut cluster = Cluster::start(&[]);
     cluster.cli_ok(1, &["setting", "set", "minimal_available_percentage", "0"]);
     cluster.cli_ok(
         1,
@@ -549,4 +558,96 @@ fn leader(cluster: &Cluster, via: usize) -> String {
         .unwrap_or_else(|| panic!("no leader line: {listed}"));
     assert!(line.contains("etcd store"), "{line}");
     line.split_whitespace().next().unwrap().to_string()
+}
+
+/// A node running only `shorthorn agent` gets replicas and engines from the other nodes'
+/// managers, reports a replica process that dies, and starts it again when its manager
+/// asks; it never owns a volume nor leads.
+#[test]
+fn an_agent_only_node_runs_what_the_managers_place_on_it() {
+    let cluster = Cluster::start(&[NODES]);
+    let agent = format!("n{NODES}");
+    cluster.cli_ok(1, &["setting", "set", "minimal_available_percentage", "0"]);
+    cluster.cli_ok(
+        1,
+        &["setting", "set", "replica_replenishment_wait_interval", "2"],
+    );
+    let nodes = cluster.cli_ok(1, &["node", "ls"]);
+    assert_eq!(nodes.matches("ready=true").count(), NODES, "{nodes}");
+    assert!(
+        nodes.contains(&format!("{agent} {} ready=true", address(NODES))),
+        "{nodes}"
+    );
+    assert_ne!(leader(&cluster, NODES), agent);
+
+    // Hard anti-affinity, and nothing new on n1: one replica on each other node, the
+    // agent's included.
+    cluster.cli_ok(1, &["node", "update", "n1", "--scheduling", "false"]);
+    cluster.cli_ok(
+        1,
+        &[
+            "volume",
+            "create",
+            VOLUME,
+            "--size",
+            "32M",
+            "--replicas",
+            "3",
+        ],
+    );
+    let placed = cluster.wait_for(2, "placed", Duration::from_secs(60), |v| {
+        healthy_nodes(v).is_some_and(|n| n.contains(&agent))
+    });
+    assert_ne!(placed["status"]["owner"], agent.as_str(), "{placed:#}");
+
+    // Its engine runs on the agent's node.
+    let uri = cluster
+        .cli_ok(1, &["volume", "attach", VOLUME, "--node", &agent])
+        .trim()
+        .to_string();
+    assert!(
+        uri.starts_with(&format!("nbd://{}:", address(NODES))),
+        "{uri}"
+    );
+    cluster.qemu_io(&uri, &["write -P 0x41 0 8M"]);
+
+    // Its replica process dies: reported, then started again by the owner's request.
+    let volume = cluster.volume(2);
+    let replica = volume["replicas"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["spec"]["node"] == agent.as_str())
+        .unwrap()
+        .clone();
+    let data_dir = replica["spec"]["data_dir"].as_str().unwrap();
+    let pids = common::processes_mentioning(data_dir);
+    assert_eq!(pids.len(), 1, "{pids:?}");
+    common::signal(pids[0].0, "KILL");
+    cluster.wait_for(
+        2,
+        "reporting the dead replica",
+        Duration::from_secs(30),
+        |v| {
+            v["replicas"].as_array().unwrap().iter().any(|r| {
+                r["name"] == replica["name"]
+                    && r["status"]["message"]
+                        .as_str()
+                        .is_some_and(|m| m.contains("exited"))
+            })
+        },
+    );
+    cluster.qemu_io(&uri, &["write -P 0x42 8M 4M"]);
+    let healed = cluster.wait_for(2, "healthy again", Duration::from_secs(60), |v| {
+        healthy_nodes(v).is_some_and(|n| n.contains(&agent))
+    });
+    let same = healed["replicas"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|r| r["name"] == replica["name"] && r["status"]["mode"] == "RW");
+    assert!(same, "the same replica, rebuilt on its data: {healed:#}");
+    assert_ne!(healed["status"]["owner"], agent.as_str());
+    cluster.qemu_io(&uri, &["read -P 0x41 0 8M", "read -P 0x42 8M 4M"]);
+    cluster.cli_ok(1, &["volume", "detach", VOLUME]);
 }

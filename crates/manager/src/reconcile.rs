@@ -71,11 +71,21 @@ pub struct Manager {
     replaced: std::sync::Mutex<HashMap<String, Instant>>,
     /// Control clients of running engines, by address.
     engine_clients: std::sync::Mutex<HashMap<String, EngineControlClient<Channel>>>,
+    /// Whether this manager reconciles volumes, runs jobs and backups and may lead;
+    /// false on an agent-only node, which only reports itself.
+    reconciles: bool,
 }
 
 impl Manager {
-    /// A manager over `state` driving `agent` on node `node`.
-    pub fn new(state: Arc<dyn StateStore>, agent: Arc<Agent>, node: &str, token: &str) -> Manager {
+    /// A manager over `state` driving `agent` on node `node`; with `reconciles` false it
+    /// only reports the node (an agent-only node).
+    pub fn new(
+        state: Arc<dyn StateStore>,
+        agent: Arc<Agent>,
+        node: &str,
+        token: &str,
+        reconciles: bool,
+    ) -> Manager {
         Manager {
             state,
             agent,
@@ -90,6 +100,7 @@ impl Manager {
             unreachable: std::sync::Mutex::default(),
             replaced: std::sync::Mutex::default(),
             engine_clients: std::sync::Mutex::default(),
+            reconciles,
         }
     }
 
@@ -142,10 +153,14 @@ impl Manager {
             if let Err(e) = self.reconcile_all().await {
                 tracing::warn!(error = %format!("{e:#}"), "reconcile");
             }
-            if let Err(e) = self.jobs.run_due(&self.state) {
+            if self.reconciles
+                && let Err(e) = self.jobs.run_due(&self.state)
+            {
                 tracing::warn!(error = %format!("{e:#}"), "recurring jobs");
             }
-            if let Err(e) = self.backups.run_due(&self.state) {
+            if self.reconciles
+                && let Err(e) = self.backups.run_due(&self.state)
+            {
                 tracing::warn!(error = %format!("{e:#}"), "backups");
             }
             // Changes by other managers (the etcd watch) wake the loop too, but passes
@@ -177,6 +192,9 @@ impl Manager {
         let volumes: Vec<Volume> = self.state.list(Kind::Volume)?;
         let replicas: Vec<Replica> = self.state.list(Kind::Replica)?;
         self.update_nodes(&volumes, &replicas)?;
+        if !self.reconciles {
+            return Ok(());
+        }
         let mut by_volume: HashMap<String, Vec<Replica>> = HashMap::new();
         for replica in replicas {
             by_volume

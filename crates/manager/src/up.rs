@@ -1,5 +1,6 @@
 //! `shorthorn up`: an all-in-one node — the manager with the embedded store, this node's
-//! agent, and a default disk under the data directory.
+//! agent, and a default disk under the data directory; with etcd, one node of a cluster.
+//! `shorthorn agent`: the same node without a manager.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -33,6 +34,19 @@ pub struct UpConfig {
     pub address: IpAddr,
     /// etcd endpoints shared with other nodes' managers; empty: the embedded store.
     pub etcd: Vec<String>,
+    /// What runs on this node.
+    pub role: NodeRole,
+}
+
+/// What a node runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NodeRole {
+    /// Manager and agent (`shorthorn up`).
+    Full,
+    /// The agent only (`shorthorn agent`): it reports the node and its disks and runs
+    /// the engines and replicas other nodes' managers ask for; it owns no volume and
+    /// never leads.
+    Agent,
 }
 
 /// What clients need to reach a running manager (`CONNECTION_FILE`).
@@ -66,6 +80,11 @@ pub async fn up(
     ready: impl FnOnce(&Connection, bool),
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
+    if config.role == NodeRole::Agent && config.etcd.is_empty() {
+        anyhow::bail!(
+            "an agent needs --etcd: it serves the managers of a cluster that shares etcd"
+        );
+    }
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating {}", config.data_dir.display()))?;
     let (local_token, mut first_start) = load_or_create_token(&config.data_dir)?;
@@ -96,6 +115,7 @@ pub async fn up(
         Arc::new(Agent::default()),
         &config.node,
         &token,
+        config.role == NodeRole::Full,
     ));
     let connection = Connection { url, token };
     let connection_file = config.data_dir.join(CONNECTION_FILE);
@@ -139,8 +159,9 @@ fn set_private(path: &Path) -> anyhow::Result<()> {
 }
 
 /// Records this node (its addresses updated on every start) with a default disk under
-/// the data directory, and on the very first start of a single-node setup settings
-/// suited to one node (replicas may share it).
+/// the data directory, and on the very first start of a single node (embedded store)
+/// settings suited to one node (replicas may share it). A cluster sharing etcd keeps
+/// Longhorn's default: hard node anti-affinity.
 fn register_node(state: &dyn StateStore, config: &UpConfig, api_url: &str) -> anyhow::Result<()> {
     if let Some(mut node) = state.get::<Node>(Kind::Node, &config.node)? {
         if node.spec.api_url != api_url || node.spec.address != config.address.to_string() {
@@ -174,9 +195,10 @@ fn register_node(state: &dyn StateStore, config: &UpConfig, api_url: &str) -> an
         };
         state.put(Kind::Node, &node.name, &node)?;
     }
-    if state
-        .get::<Settings>(Kind::Settings, SETTINGS_NAME)?
-        .is_none()
+    if config.etcd.is_empty()
+        && state
+            .get::<Settings>(Kind::Settings, SETTINGS_NAME)?
+            .is_none()
     {
         let mut settings = Settings::default();
         // One node: a 3-replica volume can only exist with replicas sharing it.
