@@ -1690,6 +1690,10 @@ fn bad_requests_get_4xx_with_a_message_and_change_nothing() {
         (r#"{"url":"file://relative/path"}"#.into(), "file:///"),
         (r#"{"url":"s3://"}"#.into(), "bucket"),
         (r#"{"url":"nfs:///export"}"#.into(), "host"),
+        (
+            json!({ "url": format!("file:///tmp/{}", "a".repeat(2000)) }).to_string(),
+            "longer than 1024",
+        ),
         // Bad poll intervals.
         (url(r#","poll_interval":0"#), "poll_interval"),
         (url(r#","poll_interval":86401"#), "poll_interval"),

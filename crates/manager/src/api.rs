@@ -218,12 +218,15 @@ pub struct CreateJob {
     pub spec: RecurringJobSpec,
 }
 
+/// Longest backup target URL accepted.
+const MAX_URL_LENGTH: usize = 1024;
+
 /// A request to set a backup target.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SetBackupTarget {
     /// `s3://bucket@region/path`, `file:///path` or `nfs://host:/path`.
-    #[schema(min_length = 1, max_length = 1024)]
+    #[schema(min_length = 1, max_length = 1024)] // MAX_URL_LENGTH
     pub url: String,
     /// Seconds between two reads of its backup list [default: 300].
     #[serde(default)]
@@ -692,6 +695,11 @@ async fn set_backup_target(
     JsonObject(request): JsonObject<SetBackupTarget>,
 ) -> ApiResult<BackupTarget> {
     shorthorn_block::validate_name(&name).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    if request.url.len() > MAX_URL_LENGTH {
+        return Err(ApiError::bad_request(format!(
+            "url is longer than {MAX_URL_LENGTH} bytes"
+        )));
+    }
     shorthorn_backup::Target::check_url(&request.url)
         .map_err(|e| ApiError::bad_request(format!("{e:#}")))?;
     let poll_interval = request.poll_interval.unwrap_or(300);
