@@ -123,7 +123,8 @@ pub enum VolumeCommand {
         /// The volume.
         name: String,
     },
-    /// Grow an attached volume to SIZE on every replica (new NBD connections see it).
+    /// Grow a volume to SIZE on every replica: attached, through its engine (new NBD
+    /// connections see it); detached, directly (every replica must run).
     Expand {
         /// The volume.
         name: String,

@@ -6,7 +6,8 @@
 //! volume returns to healthy with all three replicas RW. The node is then stopped (every
 //! engine and replica with it) and the three replica directories hold identical content,
 //! equal to what the volume held; `up` again brings the volume back attached with the
-//! same content; it grows online (`volume expand`); deleting it removes its data. And a
+//! same content; it grows online (`volume expand`) and while detached; deleting it
+//! removes its data. And a
 //! volume whose replicas all died is salvaged by the manager once they run again.
 
 #![allow(
@@ -155,6 +156,29 @@ fn a_volume_on_one_node_is_created_attached_and_healed() {
         "{detached:?}"
     );
 
+    node.cli_ok(&["volume", "detach", VOLUME]);
+    node.wait_for(VOLUME, "detached", Duration::from_secs(60), |v| {
+        v["status"]["state"] == "detached"
+    });
+
+    // Grown while detached (every replica directly), then attached at the new size.
+    let grown = node.cli_ok(&["volume", "expand", VOLUME, "192M"]);
+    assert!(grown.contains("192 MiB"), "{grown}");
+    let uri = node
+        .cli_ok(&["volume", "attach", VOLUME])
+        .trim()
+        .to_string();
+    qemu_io(
+        &uri,
+        &[
+            "read -P 0x6e 120M 1M",
+            "write -P 0x6f 191M 1M",
+            "read -P 0x6f 191M 1M",
+        ],
+    );
+    node.wait_for(VOLUME, "healthy at 192M", Duration::from_secs(60), |v| {
+        healthy_with_all_rw(v) && v["spec"]["size"] == 192 << 20
+    });
     node.cli_ok(&["volume", "detach", VOLUME]);
     node.wait_for(VOLUME, "detached", Duration::from_secs(60), |v| {
         v["status"]["state"] == "detached"

@@ -639,7 +639,7 @@ async fn expand_volume(
         .await
         .map_err(|e| match e {
             crate::reconcile::ExpandError::Invalid(message) => ApiError::bad_request(message),
-            crate::reconcile::ExpandError::NotAttached(message) => {
+            crate::reconcile::ExpandError::Busy(message) => {
                 ApiError::new(StatusCode::CONFLICT, message)
             }
             crate::reconcile::ExpandError::Failed(e) => e.into(),

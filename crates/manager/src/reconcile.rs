@@ -16,6 +16,7 @@ use anyhow::{Context, bail};
 use chrono::Utc;
 use shorthorn_proto::v1 as pb;
 use shorthorn_proto::v1::engine_control_client::EngineControlClient;
+use shorthorn_proto::v1::replica_control_client::ReplicaControlClient;
 use tokio::sync::{Mutex, Notify};
 use tonic::transport::Channel;
 
@@ -931,7 +932,8 @@ impl Manager {
         Ok(())
     }
 
-    /// Grows an attached volume: every replica through its engine, then the spec.
+    /// Grows a volume: attached, every replica through its engine; detached, every
+    /// replica directly. Then the spec.
     pub async fn expand_volume(&self, name: &str, size: u64) -> Result<Volume, ExpandError> {
         let _busy = self.busy.lock().await;
         let mut volume: Volume = self
@@ -948,23 +950,74 @@ impl Manager {
             .state
             .get::<Engine>(Kind::Engine, &Engine::name_for(name))?
             .and_then(|engine| engine.status.address);
-        let engine = match (&volume.spec.attached_node, engine) {
-            (Some(_), Some(engine)) => engine,
-            _ => {
-                return Err(ExpandError::NotAttached(format!(
-                    "volume {name:?} is not attached; attach it to expand it"
+        match (&volume.spec.attached_node, engine) {
+            (Some(_), Some(engine)) => {
+                let mut client = connect_engine(&engine).await?;
+                client
+                    .expand(pb::ExpandRequest { size })
+                    .await
+                    .map_err(|e| {
+                        ExpandError::Failed(anyhow::anyhow!("engine expand: {}", e.message()))
+                    })?;
+            }
+            (Some(node), None) => {
+                return Err(ExpandError::Busy(format!(
+                    "volume {name:?} is being attached to {node}; expand it once it is attached"
                 )));
             }
-        };
-        let mut client = connect_engine(&engine).await?;
-        client
-            .expand(pb::ExpandRequest { size })
-            .await
-            .map_err(|e| ExpandError::Failed(anyhow::anyhow!("engine expand: {}", e.message())))?;
+            (None, _) => self.expand_detached(&volume, size).await?,
+        }
         volume.spec.size = size;
         self.state.put(Kind::Volume, name, &volume)?;
         tracing::info!(volume = name, size, "expanded");
         Ok(volume)
+    }
+
+    /// Grows every replica of a detached volume through its control API. All of them
+    /// must run: a replica left at the old size could not be opened at the new one.
+    async fn expand_detached(&self, volume: &Volume, size: u64) -> Result<(), ExpandError> {
+        let replicas: Vec<Replica> = self
+            .state
+            .list::<Replica>(Kind::Replica)?
+            .into_iter()
+            .filter(|r| r.spec.volume == volume.name && r.spec.desire_running)
+            .collect();
+        if let Some(down) = replicas
+            .iter()
+            .find(|r| r.status.state != ReplicaState::Running)
+        {
+            return Err(ExpandError::Busy(format!(
+                "replica {} of volume {:?} is {}: expand when every replica runs",
+                down.name,
+                volume.name,
+                serde_json::to_value(down.status.state)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_string))
+                    .unwrap_or_default()
+            )));
+        }
+        for replica in &replicas {
+            let address = self.node_address(&replica.spec.node)?;
+            let control = format!("http://{}", SocketAddr::new(address, replica.spec.port + 1));
+            let endpoint = tonic::transport::Endpoint::from_shared(control.clone())
+                .with_context(|| format!("replica {}: control address {control}", replica.name))?
+                .connect_timeout(ENGINE_TIMEOUT);
+            let channel = endpoint
+                .connect()
+                .await
+                .with_context(|| format!("connecting to replica {} at {control}", replica.name))?;
+            ReplicaControlClient::new(channel)
+                .expand(pb::ExpandRequest { size })
+                .await
+                .map_err(|e| {
+                    ExpandError::Failed(anyhow::anyhow!(
+                        "replica {} expand: {}",
+                        replica.name,
+                        e.message()
+                    ))
+                })?;
+        }
+        Ok(())
     }
 
     /// Stops a replica's process, removes its data and its object.
@@ -1057,9 +1110,9 @@ pub enum ExpandError {
     /// The request makes no sense.
     #[error("{0}")]
     Invalid(String),
-    /// Expansion needs the engine.
+    /// Not now: the volume is attaching, or a replica is down.
     #[error("{0}")]
-    NotAttached(String),
+    Busy(String),
     /// The engine or the state store failed.
     #[error(transparent)]
     Failed(#[from] anyhow::Error),
