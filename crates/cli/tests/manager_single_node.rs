@@ -161,6 +161,14 @@ fn a_volume_on_one_node_is_created_attached_and_healed() {
         v["status"]["state"] == "detached"
     });
 
+    // More than the disk's filesystem holds in a file: refused as a bad request, and
+    // nothing half done (the replicas grow and open normally below).
+    let huge = node.cli(&["volume", "expand", VOLUME, "1P"]);
+    assert!(
+        !huge.success() && huge.stderr.contains("400") && huge.stderr.contains("cannot hold"),
+        "{huge:?}"
+    );
+
     // Grown while detached (every replica directly), then attached at the new size.
     let grown = node.cli_ok(&["volume", "expand", VOLUME, "192M"]);
     assert!(grown.contains("192 MiB"), "{grown}");

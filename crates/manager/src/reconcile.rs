@@ -956,9 +956,7 @@ impl Manager {
                 client
                     .expand(pb::ExpandRequest { size })
                     .await
-                    .map_err(|e| {
-                        ExpandError::Failed(anyhow::anyhow!("engine expand: {}", e.message()))
-                    })?;
+                    .map_err(|e| expand_error("engine", &e))?;
             }
             (Some(node), None) => {
                 return Err(ExpandError::Busy(format!(
@@ -1009,13 +1007,7 @@ impl Manager {
             ReplicaControlClient::new(channel)
                 .expand(pb::ExpandRequest { size })
                 .await
-                .map_err(|e| {
-                    ExpandError::Failed(anyhow::anyhow!(
-                        "replica {} expand: {}",
-                        replica.name,
-                        e.message()
-                    ))
-                })?;
+                .map_err(|e| expand_error(&format!("replica {}", replica.name), &e))?;
         }
         Ok(())
     }
@@ -1116,6 +1108,17 @@ pub enum ExpandError {
     /// The engine or the state store failed.
     #[error(transparent)]
     Failed(#[from] anyhow::Error),
+}
+
+/// An expansion a replica or engine refused as invalid (a size its filesystem cannot
+/// hold) is the request's fault; anything else is a failure.
+fn expand_error(who: &str, status: &tonic::Status) -> ExpandError {
+    let message = format!("{who} expand: {}", status.message());
+    if status.code() == tonic::Code::InvalidArgument {
+        ExpandError::Invalid(message)
+    } else {
+        ExpandError::Failed(anyhow::anyhow!(message))
+    }
 }
 
 /// A volume's status from its placement `message`, its engine's and its replicas'.

@@ -28,6 +28,7 @@ impl Store {
                 reason: format!("volumes only grow; the current size is {size} bytes"),
             });
         }
+        check_file_size_fits(&self.dir, new_size)?;
         let mut meta = state.meta.clone();
         meta.pending_expand = Some(new_size);
         self.commit(&mut state, meta)?;
@@ -38,6 +39,28 @@ impl Store {
         }
         tracing::info!(dir = %self.dir.display(), size = new_size, "expanded");
         Ok(())
+    }
+}
+
+/// Refuses a size the directory's filesystem cannot hold in one file (ext4: 16 TiB)
+/// before the intent is committed: an intent that cannot be finished would keep the
+/// store from opening. Probed with a sparse scratch file; nothing is allocated.
+fn check_file_size_fits(dir: &Path, size: u64) -> Result<(), StoreError> {
+    let probe = dir.join(".expand-probe");
+    let result = std::fs::File::create(&probe).and_then(|file| file.set_len(size));
+    let _ = std::fs::remove_file(&probe);
+    match result {
+        Ok(()) => Ok(()),
+        Err(e) if e.raw_os_error() == Some(rustix::io::Errno::FBIG.raw_os_error()) => {
+            Err(StoreError::InvalidSize {
+                size,
+                reason: format!(
+                    "the filesystem under {} cannot hold a file that large",
+                    dir.display()
+                ),
+            })
+        }
+        Err(e) => Err(crate::error::io_error("probing the new size", &probe, e)),
     }
 }
 
@@ -61,4 +84,28 @@ pub(crate) fn finish_expand(dir: &Path, state: &mut State, target: u64) -> Resul
     meta.save(dir)?;
     state.meta = meta;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_size_the_filesystem_cannot_hold_is_refused_before_any_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::create(dir.path(), "vol", 1 << 20).unwrap();
+        // Past ext4's and tmpfs's largest file; within what the store accepts.
+        let huge = 1u64 << 50;
+        match store.expand(huge) {
+            Err(refused) => assert!(refused.to_string().contains("cannot hold"), "{refused}"),
+            // A filesystem with larger files (XFS, btrfs) holds it: nothing to refuse.
+            Ok(()) => return,
+        }
+        // Nothing half done: still healthy, reopens at the old size, grows normally.
+        store.expand(2 << 20).unwrap();
+        drop(store);
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.size(), 2 << 20);
+        assert!(!dir.path().join(".expand-probe").exists());
+    }
 }
