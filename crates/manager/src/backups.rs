@@ -216,21 +216,13 @@ async fn run_backup(state: &dyn StateStore, backup: Backup) -> anyhow::Result<()
         status.message.clear();
     })?;
     tracing::info!(backup = %backup.name, %volume, %snapshot, target = %url, "backup started");
-    let target = Target::open(
-        &url,
-        &TargetOptions {
-            create_directory: true,
-            ..TargetOptions::default()
-        },
-    )?;
-    let (source, info) = ReplicaSource::open(&engine, &snapshot).await?;
+    let progress = Arc::new(Progress::default());
     let options = BackupOptions {
         name: Some(backup.name.clone()),
         labels: backup.spec.labels.clone(),
         ..BackupOptions::default()
     };
-    let progress = Arc::new(Progress::default());
-    let upload = create_backup(&target, Arc::new(source), &info, &options, progress.clone());
+    let upload = upload_snapshot(&url, &engine, &snapshot, &options, progress.clone());
     tokio::pin!(upload);
     let record = loop {
         tokio::select! {
@@ -244,6 +236,26 @@ async fn run_backup(state: &dyn StateStore, backup: Backup) -> anyhow::Result<()
     update_status(state, &backup.name, |status| {
         *status = completed_status(&url, &record);
     })
+}
+
+/// Backs up `snapshot` of the volume behind `engine` (read from one of its replicas) to
+/// the target at `url`, creating a `file://` target's directory.
+pub(crate) async fn upload_snapshot(
+    url: &str,
+    engine: &str,
+    snapshot: &str,
+    options: &BackupOptions,
+    progress: Arc<Progress>,
+) -> anyhow::Result<BackupRecord> {
+    let target = Target::open(
+        url,
+        &TargetOptions {
+            create_directory: true,
+            ..TargetOptions::default()
+        },
+    )?;
+    let (source, info) = ReplicaSource::open(engine, snapshot).await?;
+    create_backup(&target, Arc::new(source), &info, options, progress).await
 }
 
 fn completed_status(url: &str, record: &BackupRecord) -> BackupStatus {

@@ -12,12 +12,11 @@ use std::sync::{Arc, Mutex};
 use anyhow::{Context, bail};
 use chrono::{DateTime, Utc};
 use shorthorn_backup::{
-    BackupOptions, LockOptions, Progress, ReplicaSource, Target, TargetOptions, create_backup,
-    delete_backup, list_backups,
+    BackupOptions, LockOptions, Target, TargetOptions, delete_backup, list_backups,
 };
 use shorthorn_proto::v1 as pb;
 
-use crate::backups::{DEFAULT_TARGET, target_url};
+use crate::backups::{DEFAULT_TARGET, target_url, upload_snapshot};
 use crate::model::{Engine, JobTask, RecurringJob, Volume};
 use crate::reconcile::connect_engine;
 use crate::state::{Kind, StateStore, StateStoreExt};
@@ -170,28 +169,14 @@ async fn run_for_volume(
     let mut done = format!("snapshot {snapshot}");
     if job.spec.task == JobTask::Backup {
         let url = target_url(state, job.spec.target.as_deref().unwrap_or(DEFAULT_TARGET))?;
-        let target = Target::open(
-            &url,
-            &TargetOptions {
-                create_directory: true,
-                ..TargetOptions::default()
-            },
-        )?;
-        let (source, info) = ReplicaSource::open(engine, &snapshot).await?;
         let mut backup_labels: BTreeMap<String, String> = job.spec.labels.clone();
         backup_labels.insert(JOB_LABEL.into(), job.name.clone());
         let options = BackupOptions {
             labels: backup_labels,
             ..BackupOptions::default()
         };
-        let record = create_backup(
-            &target,
-            Arc::new(source),
-            &info,
-            &options,
-            Arc::new(Progress::default()),
-        )
-        .await?;
+        let record = upload_snapshot(&url, engine, &snapshot, &options, Arc::default()).await?;
+        let target = Target::open(&url, &TargetOptions::default())?;
         done.push_str(&format!(", backup {}", record.name));
         let mut ours: Vec<_> = list_backups(&target, volume)
             .await?
