@@ -639,7 +639,9 @@ pub fn node(api: &ApiArgs, command: NodeCommand) -> anyhow::Result<()> {
             .await?;
         line(format_args!(
             "leader: {} ({} store; answered by {})",
-            cluster.leader, cluster.store, cluster.node
+            cluster.leader.as_deref().unwrap_or("none yet"),
+            cluster.store,
+            cluster.node
         ))?;
         for n in nodes {
             line(format_args!(

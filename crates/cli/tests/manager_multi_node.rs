@@ -555,15 +555,24 @@ fn volumes_spread_heal_move_and_change_owner_across_nodes() {
     }
 }
 
-/// The leader's node as `node ls` through node `via` reports it.
+/// The leader's node as `node ls` through node `via` reports it, once there is one (for
+/// a few seconds after a leader died there is none).
 fn leader(cluster: &Cluster, via: usize) -> String {
-    let listed = cluster.cli_ok(via, &["node", "ls"]);
-    let line = listed
-        .lines()
-        .find_map(|l| l.strip_prefix("leader: "))
-        .unwrap_or_else(|| panic!("no leader line: {listed}"));
-    assert!(line.contains("etcd store"), "{line}");
-    line.split_whitespace().next().unwrap().to_string()
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let listed = cluster.cli_ok(via, &["node", "ls"]);
+        let line = listed
+            .lines()
+            .find_map(|l| l.strip_prefix("leader: "))
+            .unwrap_or_else(|| panic!("no leader line: {listed}"));
+        assert!(line.contains("etcd store"), "{line}");
+        let leader = line.split_whitespace().next().unwrap().to_string();
+        if leader != "none" {
+            return leader;
+        }
+        assert!(Instant::now() < deadline, "no leader for 30 s: {line}");
+        std::thread::sleep(Duration::from_millis(250));
+    }
 }
 
 /// A node running only `shorthorn agent` gets replicas and engines from the other nodes'

@@ -257,8 +257,9 @@ pub struct CreateBackup {
 pub struct ClusterInfo {
     /// The node of the manager that answered.
     pub node: String,
-    /// The leader's node: it reads backup targets and deletes backups.
-    pub leader: String,
+    /// The leader's node: it reads backup targets and deletes backups. None for a few
+    /// seconds after a leader died, until another manager takes the role.
+    pub leader: Option<String>,
     /// `embedded` (one manager) or `etcd` (managers share it).
     pub store: String,
 }
@@ -864,14 +865,14 @@ async fn delete_backup(
 async fn cluster_info(State(state): State<AppState>) -> ApiResult<ClusterInfo> {
     let store = state.manager.state();
     let node = state.manager.node().to_string();
-    let (leader, kind) = match store.leader()? {
-        Some(leader) => (leader, "etcd"),
-        None => (node.clone(), "embedded"),
+    let leader = match store.kind() {
+        "embedded" => Some(node.clone()),
+        _ => store.leader()?,
     };
     Ok(Json(ClusterInfo {
         node,
         leader,
-        store: kind.to_string(),
+        store: store.kind().to_string(),
     }))
 }
 

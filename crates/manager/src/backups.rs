@@ -27,6 +27,8 @@ use crate::state::{Kind, StateStore, StateStoreExt};
 
 /// The target used when none is named.
 pub const DEFAULT_TARGET: &str = "default";
+/// Longest object name (as `shorthorn_block::validate_name` allows).
+const MAX_NAME: usize = 63;
 /// How often a running backup's progress is written to its status.
 const PROGRESS_PERIOD: Duration = Duration::from_secs(2);
 
@@ -41,13 +43,36 @@ pub fn target_url(state: &dyn StateStore, target: &str) -> anyhow::Result<String
     Ok(object.spec.url)
 }
 
-/// A new backup's object name: the volume, the time, and a random suffix.
+/// A new backup's object name: the volume, the time, and a random suffix; for a volume
+/// whose name leaves no room for that (names are at most 63 bytes), `backup-` instead.
 pub fn new_backup_name(volume: &str) -> String {
-    format!(
-        "{volume}-b-{}-{:04x}",
-        Utc::now().format("%Y%m%dt%H%M%S"),
-        rand::random::<u16>()
-    )
+    let time = Utc::now().format("%Y%m%dt%H%M%S");
+    let name = format!("{volume}-b-{time}-{:04x}", rand::random::<u16>());
+    if name.len() <= MAX_NAME {
+        name
+    } else {
+        format!("backup-{time}-{:08x}", rand::random::<u32>())
+    }
+}
+
+/// One lock per volume, held while a recurring job or a backup works on the volume's
+/// snapshots: a snapshot job's pruning (remove + purge) must not merge away a layer a
+/// backup of the same volume is reading.
+#[derive(Default, Clone)]
+pub struct VolumeLocks {
+    locks: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
+}
+
+impl VolumeLocks {
+    /// Waits for `volume`'s lock; held until the guard drops.
+    pub async fn lock(&self, volume: &str) -> tokio::sync::OwnedMutexGuard<()> {
+        let lock = match self.locks.lock() {
+            Ok(mut locks) => locks.entry(volume.to_string()).or_default().clone(),
+            // A panic elsewhere poisoned the map: go on without serialising.
+            Err(_) => Arc::default(),
+        };
+        lock.lock_owned().await
+    }
 }
 
 /// Starts backups, deletions and target reads that are due, each in the background;
@@ -60,9 +85,19 @@ pub struct BackupRunner {
     /// The URL each target had when it was last read, so a changed target is read at
     /// once.
     read_urls: Mutex<HashMap<String, String>>,
+    /// Shared with the recurring jobs.
+    volume_locks: VolumeLocks,
 }
 
 impl BackupRunner {
+    /// A runner whose backups take `volume_locks` (shared with the recurring jobs).
+    pub fn new(volume_locks: VolumeLocks) -> BackupRunner {
+        BackupRunner {
+            volume_locks,
+            ..BackupRunner::default()
+        }
+    }
+
     /// One pass: backups of volumes this manager owns; the leader's work if it leads.
     pub fn run_due(&self, state: &Arc<dyn StateStore>) -> anyhow::Result<()> {
         let backups: Vec<Backup> = state.list(Kind::Backup)?;
@@ -71,25 +106,27 @@ impl BackupRunner {
                 backup.status.state,
                 BackupState::Pending | BackupState::InProgress
             );
-            if backup.spec.delete_requested
-                || !waiting
-                || self.is_running(&backup.name)
-                || !state.claim(&backup.spec.volume)?
-            {
+            if !waiting || self.is_running(&backup.name) || !state.claim(&backup.spec.volume)? {
                 continue;
             }
             if backup.status.state == BackupState::InProgress {
                 // Its manager stopped mid-upload: what it uploaded is not listed (the
-                // record is written last); a new backup reuses the stored blocks.
+                // record is written last); a new backup reuses the stored blocks. (A
+                // deletion waits for this.)
                 update_status(state.as_ref(), &backup.name, |status| {
                     status.state = BackupState::Error;
                     status.message = "interrupted: the manager running it stopped".into();
                 })?;
                 continue;
             }
+            if backup.spec.delete_requested {
+                continue;
+            }
             let (state, backup) = (state.clone(), backup.clone());
+            let volume_locks = self.volume_locks.clone();
             self.spawn(backup.name.clone(), async move {
                 let name = backup.name.clone();
+                let _volume = volume_locks.lock(&backup.spec.volume).await;
                 if let Err(e) = run_backup(state.as_ref(), backup).await {
                     tracing::warn!(backup = %name, error = %format!("{e:#}"), "backup failed");
                     let _ = update_status(state.as_ref(), &name, |status| {
@@ -125,9 +162,9 @@ impl BackupRunner {
             if let Ok(mut urls) = self.read_urls.lock() {
                 urls.insert(target.name.clone(), target.spec.url.clone());
             }
-            let state = state.clone();
+            let (state, running) = (state.clone(), self.running.clone());
             self.spawn(key, async move {
-                read_target(state.as_ref(), &target).await;
+                read_target(state.as_ref(), &target, &running).await;
             });
         }
         Ok(())
@@ -228,7 +265,12 @@ async fn run_backup(state: &dyn StateStore, backup: Backup) -> anyhow::Result<()
         tokio::select! {
             done = &mut upload => break done?,
             () = tokio::time::sleep(PROGRESS_PERIOD) => {
-                update_status(state, &backup.name, |status| status.progress = progress.summary())?;
+                // Progress is a courtesy: a failed write does not stop the upload.
+                if let Err(e) = update_status(state, &backup.name, |status| {
+                    status.progress = progress.summary();
+                }) {
+                    tracing::warn!(backup = %backup.name, error = %format!("{e:#}"), "recording backup progress");
+                }
             }
         }
     };
@@ -298,7 +340,13 @@ async fn remove_backup(state: &dyn StateStore, backup: &Backup) -> anyhow::Resul
 }
 
 /// Reads a target's backups: objects for those made elsewhere, none for those gone.
-async fn read_target(state: &dyn StateStore, target: &BackupTarget) {
+/// `running`: backups and deletions this manager has under way, left alone.
+async fn read_target(
+    state: &dyn StateStore,
+    target: &BackupTarget,
+    running: &Mutex<HashSet<String>>,
+) {
+    let started = Utc::now().to_rfc3339();
     let read = async {
         let opened = Target::open(
             &target.spec.url,
@@ -314,7 +362,7 @@ async fn read_target(state: &dyn StateStore, target: &BackupTarget) {
         anyhow::Ok(records)
     };
     let status = match read.await {
-        Ok(records) => match adopt_backups(state, target, &records) {
+        Ok(records) => match adopt_backups(state, target, &records, &started, running) {
             Ok(()) => BackupTargetStatus {
                 available: true,
                 last_synced: Some(Utc::now().to_rfc3339()),
@@ -345,13 +393,18 @@ fn unavailable(error: &anyhow::Error) -> BackupTargetStatus {
     }
 }
 
-/// Makes the target's objects match `records`: completed backups it holds get an
-/// object; completed objects whose record is gone are removed.
+/// Makes the target's objects match `records`, read from `started` on: completed
+/// backups it holds get an object; objects completed before the read whose record is
+/// gone are removed. Names in `running` (being backed up or deleted here) are left
+/// alone.
 fn adopt_backups(
     state: &dyn StateStore,
     target: &BackupTarget,
     records: &[BackupRecord],
+    started: &str,
+    running: &Mutex<HashSet<String>>,
 ) -> anyhow::Result<()> {
+    let busy: HashSet<String> = running.lock().map(|r| r.clone()).unwrap_or_default();
     // Removed or changed while it was read: what was read is not its anymore.
     let current: Option<BackupTarget> = state.get(Kind::BackupTarget, &target.name)?;
     if current.is_none_or(|current| current.spec != target.spec) {
@@ -366,7 +419,7 @@ fn adopt_backups(
         .iter()
         .map(|r| (r.volume.as_str(), r.name.as_str()))
         .collect();
-    for record in records {
+    for record in records.iter().filter(|r| !busy.contains(&r.name)) {
         match objects.get(&record.name) {
             None => {
                 let backup = Backup {
@@ -390,9 +443,17 @@ fn adopt_backups(
         }
     }
     for object in objects.values() {
-        let ours = object.spec.target == target.name;
+        let ours = object.spec.target == target.name && !busy.contains(&object.name);
         let gone = !held.contains(&(object.spec.volume.as_str(), object.name.as_str()));
-        if ours && gone && object.status.state == BackupState::Completed {
+        // One completed after the read started may be missing from it.
+        let before_read = object
+            .status
+            .completed
+            .as_deref()
+            .and_then(|at| chrono::DateTime::parse_from_rfc3339(at).ok())
+            .zip(chrono::DateTime::parse_from_rfc3339(started).ok())
+            .is_some_and(|(completed, started)| completed < started);
+        if ours && gone && before_read && object.status.state == BackupState::Completed {
             state.delete(Kind::Backup, &object.name)?;
             tracing::info!(backup = %object.name, "backup no longer in its target");
         }

@@ -221,6 +221,10 @@ impl StateStore for EtcdStore {
         Ok(holder.node == self.node)
     }
 
+    fn kind(&self) -> &'static str {
+        "etcd"
+    }
+
     fn leader(&self) -> anyhow::Result<Option<String>> {
         let mut client = self.client.clone();
         let response = self

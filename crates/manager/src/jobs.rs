@@ -16,7 +16,7 @@ use shorthorn_backup::{
 };
 use shorthorn_proto::v1 as pb;
 
-use crate::backups::{DEFAULT_TARGET, target_url, upload_snapshot};
+use crate::backups::{DEFAULT_TARGET, VolumeLocks, target_url, upload_snapshot};
 use crate::model::{Engine, JobTask, RecurringJob, Volume};
 use crate::reconcile::connect_engine;
 use crate::state::{Kind, StateStore, StateStoreExt};
@@ -50,9 +50,19 @@ fn next_run(job: &RecurringJob, after: DateTime<Utc>) -> anyhow::Result<DateTime
 #[derive(Default)]
 pub struct JobRunner {
     running: Arc<Mutex<HashSet<String>>>,
+    /// Shared with the backups.
+    volume_locks: VolumeLocks,
 }
 
 impl JobRunner {
+    /// A runner whose jobs take `volume_locks` (shared with the backups) for each volume.
+    pub fn new(volume_locks: VolumeLocks) -> JobRunner {
+        JobRunner {
+            running: Arc::default(),
+            volume_locks,
+        }
+    }
+
     /// Starts every job whose time came (in the background) and schedules its next run.
     pub fn run_due(&self, state: &Arc<dyn StateStore>) -> anyhow::Result<()> {
         let now = Utc::now();
@@ -90,8 +100,9 @@ impl JobRunner {
             running.insert(job.name.clone());
         }
         let running = self.running.clone();
+        let volume_locks = self.volume_locks.clone();
         tokio::spawn(async move {
-            let result = run_job(&state, &job).await;
+            let result = run_job(&state, &job, &volume_locks).await;
             let summary = match result {
                 Ok(lines) if lines.is_empty() => "no volume selects this job".to_string(),
                 Ok(lines) => lines.join("; "),
@@ -110,7 +121,11 @@ impl JobRunner {
 }
 
 /// Runs `job` once for every volume that selects it; one line per volume.
-async fn run_job(state: &Arc<dyn StateStore>, job: &RecurringJob) -> anyhow::Result<Vec<String>> {
+async fn run_job(
+    state: &Arc<dyn StateStore>,
+    job: &RecurringJob,
+    volume_locks: &VolumeLocks,
+) -> anyhow::Result<Vec<String>> {
     let mut lines = Vec::new();
     for volume in state.list::<Volume>(Kind::Volume)? {
         let selected = volume.spec.recurring_jobs.contains(&job.name)
@@ -136,6 +151,7 @@ async fn run_job(state: &Arc<dyn StateStore>, job: &RecurringJob) -> anyhow::Res
                 continue;
             }
         };
+        let _volume = volume_locks.lock(&volume.name).await;
         let line = match run_for_volume(state.as_ref(), job, &volume.name, &engine).await {
             Ok(done) => format!("{}: {done}", volume.name),
             Err(e) => format!("{}: failed: {e:#}", volume.name),

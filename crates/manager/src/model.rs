@@ -101,9 +101,14 @@ pub struct EngineSpec {
     pub volume: String,
     /// The node it should run on; `None`: stopped (the volume is detached).
     pub node: Option<String>,
-    /// Replicas it should hold, as `tcp://address:port`: those not in it are added
-    /// (rebuilt), those in it but not here are removed.
+    /// Replicas it should serve with, as `tcp://address:port`: started with them, and
+    /// those not in it (or failed in it) are added, i.e. rebuilt.
     pub replicas: Vec<String>,
+    /// Failed replicas it keeps as they are (not added, not removed): one that comes back
+    /// is rebuilt with only what it missed, and a volume whose replicas all failed can
+    /// be salvaged from them. Replicas in neither list are removed from it.
+    #[serde(default)]
+    pub failed: Vec<String>,
 }
 
 /// Where an engine is in its life.

@@ -21,7 +21,7 @@ use tokio::sync::{Mutex, Notify};
 use tonic::transport::Channel;
 
 use crate::agent::{Agent, AgentClient, EngineLaunch, ProcessState, ReplicaLaunch};
-use crate::backups::BackupRunner;
+use crate::backups::{BackupRunner, VolumeLocks};
 use crate::jobs::JobRunner;
 use crate::model::{
     Engine, EngineReplicaStatus, EngineSpec, EngineState, EngineStatus, Node, Replica, ReplicaSpec,
@@ -87,6 +87,7 @@ impl Manager {
         token: &str,
         reconciles: bool,
     ) -> Manager {
+        let volume_locks = VolumeLocks::default();
         Manager {
             state,
             agent,
@@ -96,8 +97,8 @@ impl Manager {
             wake: Notify::new(),
             adding: Arc::default(),
             add_failures: Arc::default(),
-            jobs: JobRunner::default(),
-            backups: BackupRunner::default(),
+            jobs: JobRunner::new(volume_locks.clone()),
+            backups: BackupRunner::new(volume_locks),
             unreachable: std::sync::Mutex::default(),
             replaced: std::sync::Mutex::default(),
             engine_clients: std::sync::Mutex::default(),
@@ -326,7 +327,7 @@ impl Manager {
                 status: EngineStatus::default(),
             });
         engine.spec.node = volume.spec.attached_node.clone();
-        engine.spec.replicas = self.engine_members(&replicas)?;
+        self.set_engine_members(&mut engine, &replicas)?;
         self.put_engine_if_changed(&engine)?;
         let processed = self
             .reconcile_engine_process(&mut engine, volume.spec.size, settings)
@@ -335,7 +336,7 @@ impl Manager {
         processed?;
         // 4. Replicas as the engine reports them; then the engine's membership follows.
         self.observe_replicas_in_engine(&engine, &mut replicas)?;
-        engine.spec.replicas = self.engine_members(&replicas)?;
+        self.set_engine_members(&mut engine, &replicas)?;
         self.reconcile_engine_members(&engine).await;
         self.put_engine_if_changed(&engine)?;
         volume.status = volume_status(&volume, &engine, &replicas, message);
@@ -347,24 +348,34 @@ impl Manager {
         self.save_status(&volume)
     }
 
-    /// Replicas the engine should hold: those meant to run whose process runs.
-    fn engine_members(&self, replicas: &[Replica]) -> anyhow::Result<Vec<String>> {
-        replicas
-            .iter()
-            .filter(|r| r.spec.desire_running)
-            .filter(|r| {
-                matches!(
-                    r.status.state,
-                    ReplicaState::Running | ReplicaState::Rebuilding
-                )
-            })
-            .map(|r| self.replica_address(r))
-            .collect()
+    /// The engine's members from its replicas: those meant to run whose process runs
+    /// serve; failed ones still meant to run are kept (for an incremental rebuild, or a
+    /// salvage); replaced ones go.
+    fn set_engine_members(&self, engine: &mut Engine, replicas: &[Replica]) -> anyhow::Result<()> {
+        engine.spec.replicas.clear();
+        engine.spec.failed.clear();
+        for replica in replicas.iter().filter(|r| r.spec.desire_running) {
+            let address = self.replica_address(replica)?;
+            match replica.status.state {
+                ReplicaState::Running | ReplicaState::Rebuilding => {
+                    engine.spec.replicas.push(address);
+                }
+                _ => engine.spec.failed.push(address),
+            }
+        }
+        Ok(())
     }
 
+    /// Writes the engine object if it changed, unless its volume was deleted meanwhile
+    /// (through another manager's API): no orphan engine object is left behind.
     fn put_engine_if_changed(&self, engine: &Engine) -> anyhow::Result<()> {
         let stored: Option<Engine> = self.state.get(Kind::Engine, &engine.name)?;
-        if stored.as_ref() != Some(engine) {
+        if stored.as_ref() != Some(engine)
+            && self
+                .state
+                .get_raw(Kind::Volume, &engine.spec.volume)?
+                .is_some()
+        {
             self.state.put(Kind::Engine, &engine.name, engine)?;
         }
         Ok(())
@@ -741,9 +752,9 @@ impl Manager {
         Ok(())
     }
 
-    /// The engine's reconciler, second half: replicas in its spec but not in it (or
-    /// failed in it) are added and rebuilt; replicas in it but not in its spec are
-    /// removed. One add per replica at a time.
+    /// The engine's reconciler, second half: replicas to serve with that are not in it
+    /// (or failed in it) are added and rebuilt; replicas in it that are in neither of
+    /// its spec's lists are removed. One add per replica at a time.
     async fn reconcile_engine_members(&self, engine: &Engine) {
         if engine.status.state != EngineState::Running {
             return;
@@ -752,7 +763,9 @@ impl Manager {
             return;
         };
         for (address, status) in &engine.status.replicas {
-            if engine.spec.replicas.contains(address) || self.is_adding(address) {
+            let member =
+                engine.spec.replicas.contains(address) || engine.spec.failed.contains(address);
+            if member || self.is_adding(address) {
                 continue;
             }
             let removed = match self.engine_client(&engine_address).await {
@@ -948,9 +961,18 @@ impl Manager {
         }
         let engine = self
             .state
-            .get::<Engine>(Kind::Engine, &Engine::name_for(name))?
-            .and_then(|engine| engine.status.address);
-        match (&volume.spec.attached_node, engine) {
+            .get::<Engine>(Kind::Engine, &Engine::name_for(name))?;
+        if volume.spec.attached_node.is_none()
+            && let Some(node) = engine.as_ref().and_then(|e| e.status.node.as_ref())
+        {
+            return Err(ExpandError::Busy(format!(
+                "volume {name:?} is detaching (its engine still runs on {node}); expand it once detached"
+            )));
+        }
+        match (
+            &volume.spec.attached_node,
+            engine.and_then(|engine| engine.status.address),
+        ) {
             (Some(_), Some(engine)) => {
                 let mut client = connect_engine(&engine).await?;
                 client

@@ -76,9 +76,15 @@ pub trait StateStore: Send + Sync + 'static {
         Ok(true)
     }
 
-    /// The leader's node, when managers share the store (`None`: this manager alone).
+    /// The leader's node when managers share the store (`None`: none right now, until
+    /// a manager takes the role). A manager alone leads itself: `None` too.
     fn leader(&self) -> anyhow::Result<Option<String>> {
         Ok(None)
+    }
+
+    /// What the store is: `embedded` or `etcd`.
+    fn kind(&self) -> &'static str {
+        "embedded"
     }
 }
 
