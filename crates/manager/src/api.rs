@@ -672,8 +672,8 @@ async fn set_volume_jobs(
     let volume = state
         .manager
         .update_volume(&name, |volume| {
-            volume.spec.recurring_jobs = request.jobs;
-            volume.spec.recurring_job_groups = request.groups;
+            volume.spec.recurring_jobs.clone_from(&request.jobs);
+            volume.spec.recurring_job_groups.clone_from(&request.groups);
             Ok(())
         })
         .await?;
@@ -850,12 +850,14 @@ async fn delete_backup(
     State(state): State<AppState>,
     Path(name): Path<String>,
 ) -> Result<(StatusCode, Json<Backup>), ApiError> {
-    let store = state.manager.state();
-    let mut backup: Backup = store
-        .get(Kind::Backup, &name)?
+    let backup = state
+        .manager
+        .state()
+        .update::<Backup>(Kind::Backup, &name, |backup| {
+            backup.spec.delete_requested = true;
+            Ok(())
+        })?
         .ok_or_else(|| ApiError::not_found("backup", &name))?;
-    backup.spec.delete_requested = true;
-    store.put(Kind::Backup, &name, &backup)?;
     state.manager.poke();
     Ok((StatusCode::ACCEPTED, Json(backup)))
 }

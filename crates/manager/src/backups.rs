@@ -209,13 +209,22 @@ fn update_status(
     name: &str,
     change: impl FnOnce(&mut BackupStatus),
 ) -> anyhow::Result<()> {
-    if let Some(mut backup) = state.get::<Backup>(Kind::Backup, name)? {
-        let before = backup.status.clone();
-        change(&mut backup.status);
-        if backup.status != before {
-            state.put(Kind::Backup, name, &backup)?;
+    let mut change = Some(change);
+    let mut status = None;
+    state.update::<Backup>(Kind::Backup, name, |backup| {
+        // Computed once; a retry (another writer came between) applies the same result.
+        if status.is_none()
+            && let Some(change) = change.take()
+        {
+            let mut changed = backup.status.clone();
+            change(&mut changed);
+            status = Some(changed);
         }
-    }
+        if let Some(status) = &status {
+            backup.status.clone_from(status);
+        }
+        Ok(())
+    })?;
     Ok(())
 }
 
@@ -376,11 +385,15 @@ async fn read_target(
     if !status.available {
         tracing::warn!(target = %target.name, message = %status.message, "backup target");
     }
-    if let Ok(Some(mut stored)) = state.get::<BackupTarget>(Kind::BackupTarget, &target.name)
-        && stored.spec == target.spec
-    {
-        stored.status = status;
-        let _ = state.put(Kind::BackupTarget, &target.name, &stored);
+    // Unless the target changed meanwhile (then what was read is not its).
+    let written = state.update::<BackupTarget>(Kind::BackupTarget, &target.name, |stored| {
+        if stored.spec == target.spec {
+            stored.status.clone_from(&status);
+        }
+        Ok(())
+    });
+    if let Err(e) = written {
+        tracing::warn!(target = %target.name, error = %format!("{e:#}"), "recording a backup target's status");
     }
 }
 

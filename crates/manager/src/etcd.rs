@@ -13,12 +13,14 @@ use etcd_client::{
 use tokio::runtime::Handle;
 use tokio::sync::Notify;
 
-use crate::state::{Kind, StateStore};
+use crate::state::{Kind, RawChange, StateStore};
 
 /// How long a manager waits for etcd at start.
 const CONNECT_PATIENCE: Duration = Duration::from_secs(30);
 /// Every key lives under this prefix.
 const PREFIX: &str = "/shorthorn/";
+/// Tries of a read-modify-write before giving up (each lost to another writer).
+const UPDATE_ATTEMPTS: usize = 20;
 /// Held (lease-bound) by the leader: the one manager that runs cluster-wide work.
 const LEADER_KEY: &str = "leader";
 
@@ -199,6 +201,39 @@ impl StateStore for EtcdStore {
             out.push((name, kv.value().to_vec()));
         }
         Ok(out)
+    }
+
+    fn update_raw(
+        &self,
+        kind: Kind,
+        name: &str,
+        change: &mut RawChange<'_>,
+    ) -> anyhow::Result<bool> {
+        let key = key(kind, name);
+        let mut client = self.client.clone();
+        for _ in 0..UPDATE_ATTEMPTS {
+            let response = self
+                .block(client.get(key.clone(), None))
+                .context("etcd get")?;
+            let Some(kv) = response.kvs().first() else {
+                return Ok(false);
+            };
+            let Some(new) = change(kv.value())? else {
+                return Ok(true);
+            };
+            // Written only if nobody wrote it since it was read.
+            let txn = Txn::new()
+                .when([Compare::mod_revision(
+                    key.clone(),
+                    CompareOp::Equal,
+                    kv.mod_revision(),
+                )])
+                .and_then([TxnOp::put(key.clone(), new, None)]);
+            if self.block(client.txn(txn)).context("etcd txn")?.succeeded() {
+                return Ok(true);
+            }
+        }
+        anyhow::bail!("etcd: {key} kept changing under {UPDATE_ATTEMPTS} attempts to update it")
     }
 
     fn changes(&self) -> Option<Arc<Notify>> {

@@ -88,8 +88,12 @@ impl JobRunner {
             }
             let next = next_run(&job, now).map(|t| t.to_rfc3339()).ok();
             if job.status.next_run.is_none() || due {
-                job.status.next_run = next;
-                state.put(Kind::RecurringJob, &job.name.clone(), &job)?;
+                let last_run = job.status.last_run.clone();
+                state.update::<RecurringJob>(Kind::RecurringJob, &job.name, |stored| {
+                    stored.status.next_run.clone_from(&next);
+                    stored.status.last_run.clone_from(&last_run);
+                    Ok(())
+                })?;
             }
         }
         Ok(())
@@ -104,14 +108,22 @@ impl JobRunner {
         tokio::spawn(async move {
             let result = run_job(&state, &job, &volume_locks).await;
             let summary = match result {
-                Ok(lines) if lines.is_empty() => "no volume selects this job".to_string(),
-                Ok(lines) => lines.join("; "),
-                Err(e) => format!("failed: {e:#}"),
+                // No volume of this manager's selects it: another manager's run (with
+                // etcd) says what happened, not this one.
+                Ok(lines) if lines.is_empty() => None,
+                Ok(lines) => Some(lines.join("; ")),
+                Err(e) => Some(format!("failed: {e:#}")),
             };
-            tracing::info!(job = %job.name, %summary, "recurring job ran");
-            if let Ok(Some(mut stored)) = state.get::<RecurringJob>(Kind::RecurringJob, &job.name) {
-                stored.status.last_result = summary;
-                let _ = state.put(Kind::RecurringJob, &job.name, &stored);
+            if let Some(summary) = summary {
+                tracing::info!(job = %job.name, %summary, "recurring job ran");
+                let written =
+                    state.update::<RecurringJob>(Kind::RecurringJob, &job.name, |stored| {
+                        stored.status.last_result.clone_from(&summary);
+                        Ok(())
+                    });
+                if let Err(e) = written {
+                    tracing::warn!(job = %job.name, error = %format!("{e:#}"), "recording a job's result");
+                }
             }
             if let Ok(mut running) = running.lock() {
                 running.remove(&job.name);

@@ -229,7 +229,7 @@ impl Manager {
             .iter()
             .map(|v| (v.name.as_str(), v.spec.size))
             .collect();
-        for mut node in self.state.list::<Node>(Kind::Node)? {
+        for node in self.state.list::<Node>(Kind::Node)? {
             if node.name != self.node {
                 continue;
             }
@@ -249,12 +249,17 @@ impl Manager {
                 .as_deref()
                 .is_none_or(|at| waited(at, HEARTBEAT_PERIOD.as_secs()));
             if stale || !node.status.ready || disks_changed(&node.status.disks, &disks) {
-                node.status = crate::model::NodeStatus {
+                let status = crate::model::NodeStatus {
                     ready: true,
                     heartbeat: Some(Utc::now().to_rfc3339()),
                     disks,
                 };
-                self.state.put(Kind::Node, &node.name.clone(), &node)?;
+                // The status only: the API may be changing the node's spec.
+                self.state
+                    .update::<Node>(Kind::Node, &node.name, |stored| {
+                        stored.status.clone_from(&status);
+                        Ok(())
+                    })?;
             }
         }
         Ok(())
@@ -384,12 +389,11 @@ impl Manager {
     /// Writes a volume's status onto the stored volume, keeping its spec: an API call on
     /// another node's manager may have changed the spec meanwhile.
     fn save_status(&self, volume: &Volume) -> anyhow::Result<()> {
-        if let Some(mut stored) = self.state.get::<Volume>(Kind::Volume, &volume.name)?
-            && stored.status != volume.status
-        {
-            stored.status = volume.status.clone();
-            self.state.put(Kind::Volume, &volume.name, &stored)?;
-        }
+        self.state
+            .update::<Volume>(Kind::Volume, &volume.name, |stored| {
+                stored.status.clone_from(&volume.status);
+                Ok(())
+            })?;
         Ok(())
     }
 
@@ -949,7 +953,7 @@ impl Manager {
     /// replica directly. Then the spec.
     pub async fn expand_volume(&self, name: &str, size: u64) -> Result<Volume, ExpandError> {
         let _busy = self.busy.lock().await;
-        let mut volume: Volume = self
+        let volume: Volume = self
             .state
             .get(Kind::Volume, name)?
             .ok_or_else(|| ExpandError::Invalid(format!("no volume {name:?}")))?;
@@ -987,8 +991,13 @@ impl Manager {
             }
             (None, _) => self.expand_detached(&volume, size).await?,
         }
-        volume.spec.size = size;
-        self.state.put(Kind::Volume, name, &volume)?;
+        let volume = self
+            .state
+            .update::<Volume>(Kind::Volume, name, |stored| {
+                stored.spec.size = size;
+                Ok(())
+            })?
+            .ok_or_else(|| ExpandError::Invalid(format!("no volume {name:?}")))?;
         tracing::info!(volume = name, size, "expanded");
         Ok(volume)
     }
@@ -1099,20 +1108,18 @@ impl Manager {
             .is_some_and(|n| node_is_ready(&n))
     }
 
-    /// Runs `change` on the stored volume `name` under the reconcile lock, then wakes the
-    /// loop.
+    /// Runs `change` on the stored volume `name` (atomically; it may run again if another
+    /// manager wrote the volume meanwhile) under the reconcile lock, then wakes the loop.
     pub async fn update_volume(
         &self,
         name: &str,
-        change: impl FnOnce(&mut Volume) -> anyhow::Result<()>,
+        change: impl FnMut(&mut Volume) -> anyhow::Result<()>,
     ) -> anyhow::Result<Volume> {
         let _busy = self.busy.lock().await;
-        let mut volume: Volume = self
+        let volume = self
             .state
-            .get(Kind::Volume, name)?
+            .update(Kind::Volume, name, change)?
             .with_context(|| format!("no volume {name}"))?;
-        change(&mut volume)?;
-        self.state.put(Kind::Volume, name, &volume)?;
         self.poke();
         Ok(volume)
     }

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context;
-use redb::{Database, TableDefinition};
+use redb::{Database, ReadableTable, TableDefinition};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -45,6 +45,10 @@ impl Kind {
     }
 }
 
+/// What [`StateStore::update_raw`] does to a document: its new bytes, or `None` to leave
+/// it as it is.
+pub type RawChange<'a> = dyn FnMut(&[u8]) -> anyhow::Result<Option<Vec<u8>>> + 'a;
+
 /// Objects by kind and name, as JSON documents.
 pub trait StateStore: Send + Sync + 'static {
     /// The document `name` of `kind`, if it exists.
@@ -55,6 +59,18 @@ pub trait StateStore: Send + Sync + 'static {
     fn delete(&self, kind: Kind, name: &str) -> anyhow::Result<()>;
     /// Every document of `kind`, by name.
     fn list_raw(&self, kind: Kind) -> anyhow::Result<Vec<(String, Vec<u8>)>>;
+
+    /// Replaces document `name` with what `change` makes of it, atomically: a write by
+    /// anyone else between the read and the write makes it read and change again. So a
+    /// status written by a reconciler and a spec written by the API never undo each
+    /// other. `change` returns `None` to leave the document as it is. Returns whether
+    /// the document exists.
+    fn update_raw(
+        &self,
+        kind: Kind,
+        name: &str,
+        change: &mut RawChange<'_>,
+    ) -> anyhow::Result<bool>;
 
     /// Fires when another manager may have changed something (a watch), so reconcilers
     /// run at once instead of at their next tick. `None`: this manager is alone.
@@ -104,6 +120,33 @@ pub trait StateStoreExt: StateStore {
     fn put<T: Serialize>(&self, kind: Kind, name: &str, value: &T) -> anyhow::Result<()> {
         let raw = serde_json::to_vec(value).context("encoding an object")?;
         self.put_raw(kind, name, &raw)
+    }
+
+    /// Changes the stored object `name` with `change` (atomically, see
+    /// [`StateStore::update_raw`]); `change` may run more than once. Returns the object
+    /// as stored, or `None` if there is none.
+    fn update<T: Serialize + DeserializeOwned + PartialEq>(
+        &self,
+        kind: Kind,
+        name: &str,
+        mut change: impl FnMut(&mut T) -> anyhow::Result<()>,
+    ) -> anyhow::Result<Option<T>> {
+        let mut result = None;
+        let exists = self.update_raw(kind, name, &mut |raw| {
+            let before: T = serde_json::from_slice(raw)
+                .with_context(|| format!("state: {}{name} is corrupt", kind.prefix()))?;
+            let mut after: T = serde_json::from_slice(raw)
+                .with_context(|| format!("state: {}{name} is corrupt", kind.prefix()))?;
+            change(&mut after)?;
+            let write = if after == before {
+                None
+            } else {
+                Some(serde_json::to_vec(&after).context("encoding an object")?)
+            };
+            result = Some(after);
+            Ok(write)
+        })?;
+        Ok(if exists { result } else { None })
     }
 
     /// Every object of `kind`.
@@ -170,6 +213,34 @@ impl StateStore for EmbeddedStore {
         txn.commit().context("state commit")
     }
 
+    fn update_raw(
+        &self,
+        kind: Kind,
+        name: &str,
+        change: &mut RawChange<'_>,
+    ) -> anyhow::Result<bool> {
+        let key = format!("{}{name}", kind.prefix());
+        // One write transaction: redb lets one writer in at a time.
+        let txn = self.db.begin_write().context("state write")?;
+        {
+            let mut table = txn.open_table(OBJECTS).context("state write")?;
+            let current = table
+                .get(key.as_str())
+                .context("state read")?
+                .map(|v| v.value().to_vec());
+            let Some(current) = current else {
+                return Ok(false);
+            };
+            if let Some(new) = change(&current)? {
+                table
+                    .insert(key.as_str(), new.as_slice())
+                    .context("state write")?;
+            }
+        }
+        txn.commit().context("state commit")?;
+        Ok(true)
+    }
+
     fn list_raw(&self, kind: Kind) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
         let prefix = kind.prefix();
         let txn = self.db.begin_read().context("state read")?;
@@ -207,5 +278,34 @@ mod tests {
         store.delete(Kind::Volume, "a").unwrap();
         assert_eq!(store.get::<u32>(Kind::Volume, "a").unwrap(), None);
         assert_eq!(store.list::<u32>(Kind::Node).unwrap(), Vec::<u32>::new());
+    }
+
+    #[test]
+    fn update_changes_what_is_stored_and_only_that() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(&dir.path().join("state.redb")).unwrap();
+        store.put(Kind::Volume, "a", &vec![1u32, 2]).unwrap();
+        let updated = store
+            .update::<Vec<u32>>(Kind::Volume, "a", |v| {
+                v.push(3);
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(updated, Some(vec![1, 2, 3]));
+        assert_eq!(
+            store.get::<Vec<u32>>(Kind::Volume, "a").unwrap(),
+            Some(vec![1, 2, 3])
+        );
+        let missing = store
+            .update::<Vec<u32>>(Kind::Volume, "b", |_| Ok(()))
+            .unwrap();
+        assert_eq!(missing, None);
+        assert_eq!(store.get::<Vec<u32>>(Kind::Volume, "b").unwrap(), None);
+        let failed = store.update::<Vec<u32>>(Kind::Volume, "a", |_| anyhow::bail!("no"));
+        assert!(failed.is_err());
+        assert_eq!(
+            store.get::<Vec<u32>>(Kind::Volume, "a").unwrap(),
+            Some(vec![1, 2, 3])
+        );
     }
 }
