@@ -29,8 +29,11 @@ use crate::{now_rfc3339, spawn_cpu};
 pub const RESTORE_FILE: &str = "restore.json";
 
 /// How to restore.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct RestoreOptions {
+    /// The restored volume's name [default: the backed-up volume's]: a new volume made
+    /// from another's backup.
+    pub volume_name: Option<String>,
     /// Blocks fetched and written at once.
     pub parallel: usize,
     /// Lock timing.
@@ -40,6 +43,7 @@ pub struct RestoreOptions {
 impl Default for RestoreOptions {
     fn default() -> Self {
         RestoreOptions {
+            volume_name: None,
             parallel: 8,
             lock: LockOptions::default(),
         }
@@ -118,7 +122,8 @@ pub async fn restore_backup(
         options.lock,
         async |lock| {
             let record = get_backup(target, volume, name).await?;
-            let (store, incremental) = open_or_create(dir.to_path_buf(), &record).await?;
+            let name = options.volume_name.as_deref().unwrap_or(&record.volume);
+            let (store, incremental) = open_or_create(dir.to_path_buf(), name, &record).await?;
             let state = |state: &str| RestoreState {
                 volume: volume.to_string(),
                 backup: name.to_string(),
@@ -313,10 +318,15 @@ async fn local_blocks(store: &Arc<Store>, record: &BackupRecord) -> anyhow::Resu
     Ok(blocks.into_iter().collect())
 }
 
-/// Opens the replica directory (growing it to the backup's size) or creates it; says
-/// whether it already held the volume.
-async fn open_or_create(dir: PathBuf, record: &BackupRecord) -> anyhow::Result<(Arc<Store>, bool)> {
-    let (volume, size) = (record.volume.clone(), record.volume_size);
+/// Opens the replica directory of volume `volume` (growing it to the backup's size) or
+/// creates it; says whether it already held the volume.
+async fn open_or_create(
+    dir: PathBuf,
+    volume: &str,
+    record: &BackupRecord,
+) -> anyhow::Result<(Arc<Store>, bool)> {
+    shorthorn_block::validate_name(volume).context("restored volume name")?;
+    let (volume, size) = (volume.to_string(), record.volume_size);
     tokio::task::spawn_blocking(move || {
         if !dir.join(METADATA_FILE).exists() {
             let store = Store::create(&dir, &volume, size)

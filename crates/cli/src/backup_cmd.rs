@@ -175,6 +175,10 @@ pub struct RestoreArgs {
     /// Blocks fetched and written at once.
     #[arg(long, default_value_t = 8)]
     parallel: usize,
+    /// Name of the restored volume [default: the backed-up volume's]; serve the
+    /// directory with `replica --volume NAME`.
+    #[arg(long, value_name = "NAME")]
+    volume: Option<String>,
     #[command(flatten)]
     target_args: TargetArgs,
     #[command(flatten)]
@@ -377,6 +381,7 @@ async fn restore(args: RestoreArgs) -> anyhow::Result<()> {
     let url = BackupUrl::parse(&args.backup_url)?;
     let target = args.target_args.open(&url.target)?;
     let options = RestoreOptions {
+        volume_name: args.volume,
         parallel: args.parallel,
         lock: args.lock.options()?,
     };

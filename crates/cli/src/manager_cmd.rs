@@ -83,6 +83,10 @@ pub enum VolumeCommand {
         /// A group of recurring jobs to run for it; repeat for more.
         #[arg(long = "recurring-job-group")]
         recurring_job_groups: Vec<String>,
+        /// Restore it from this backup (a URL as `volume backups --json` or `backup ls`
+        /// print it); --size must be the backup's volume size.
+        #[arg(long)]
+        from_backup: Option<String>,
     },
     /// Set which recurring jobs run for a volume (replaces the lists; none: no jobs).
     Jobs {
@@ -378,6 +382,7 @@ pub fn volume(api: &ApiArgs, command: VolumeCommand) -> anyhow::Result<()> {
                 disk_selector,
                 recurring_jobs,
                 recurring_job_groups,
+                from_backup,
             } => {
                 let body = serde_json::to_value(CreateVolume {
                     name,
@@ -387,6 +392,7 @@ pub fn volume(api: &ApiArgs, command: VolumeCommand) -> anyhow::Result<()> {
                     disk_selector,
                     recurring_jobs,
                     recurring_job_groups,
+                    from_backup,
                 })?;
                 let volume: Volume = client.call(Method::POST, "/v1/volumes", Some(body)).await?;
                 line(format_args!(

@@ -1,5 +1,6 @@
 //! Backups run by the manager, as objects: `backup-target set`, `volume backup --wait`
-//! (full, then incremental), restores byte-equal to the volume at each backup, a backup
+//! (full, then incremental), restores byte-equal to the volume at each backup, a new
+//! volume created from a backup (`volume create --from-backup`) holding its bytes, a backup
 //! made outside the manager (`shorthorn backup create`) appearing after the target's poll
 //! interval and one deleted outside disappearing, `volume backup-rm` deleting from the
 //! target while the other backups stay restorable, and the refusals (detached volume,
@@ -144,6 +145,47 @@ fn the_manager_backs_up_lists_and_deletes_backups_in_its_targets() {
             .iter()
             .any(|b| b["spec"]["labels"]["kind"] == "first")
     );
+
+    // A new volume restored from the second backup, on two replicas: the same bytes.
+    let wrong = node.cli(&[
+        "volume",
+        "create",
+        "restored",
+        "--size",
+        "32M",
+        "--from-backup",
+        &second_url,
+    ]);
+    assert!(
+        !wrong.success() && wrong.stderr.contains("67108864"),
+        "{wrong:?}"
+    );
+    node.cli_ok(&[
+        "volume",
+        "create",
+        "restored",
+        "--size",
+        "64M",
+        "--replicas",
+        "2",
+        "--from-backup",
+        &second_url,
+    ]);
+    let restored_uri = node
+        .cli_ok(&["volume", "attach", "restored"])
+        .trim()
+        .to_string();
+    node.wait_for("restored", "healthy", Duration::from_secs(60), |v| {
+        v["status"]["robustness"] == "healthy"
+            && v["replicas"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|r| r["status"]["mode"] == "RW" && r["spec"]["restore_from"].is_null())
+    });
+    assert_eq!(export_sha(&restored_uri, node.dir.path()), second_sha);
+    assert!(node.log().contains("restored from the backup"));
+    node.cli_ok(&["volume", "detach", "restored"]);
 
     // A backup made outside the manager appears after the poll interval.
     let engine = node.volume(VOLUME)["engine"]["status"]["address"]

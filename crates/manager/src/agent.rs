@@ -60,6 +60,24 @@ pub struct EngineLaunch {
     pub replicas: Vec<String>,
 }
 
+/// A restore of a backup into a new replica's directory, before its first start.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RestoreLaunch {
+    /// Process name (`<replica>-restore`).
+    pub name: String,
+    /// The backup's URL.
+    pub url: String,
+    /// The new volume's name (the replica's volume, not the backed-up one).
+    pub volume: String,
+    /// The replica's data directory.
+    pub data_dir: String,
+}
+
+/// Whether a process's exit status (as reported) says it succeeded.
+pub fn exited_cleanly(status: &str) -> bool {
+    status == "exit status: 0"
+}
+
 /// One node's agent.
 #[derive(Default)]
 pub struct Agent {
@@ -107,6 +125,35 @@ impl Agent {
             args.extend(["--replica".into(), replica.clone()]);
         }
         self.start(&launch.name, "engine", &args).await
+    }
+
+    /// Starts `shorthorn backup restore URL --to DIR` in the background; its exit status
+    /// (see [`Agent::state`]) tells how it went. S3 credentials come from this process's
+    /// environment.
+    pub async fn start_restore(&self, launch: &RestoreLaunch) -> anyhow::Result<()> {
+        let args = vec![
+            "backup".to_string(),
+            "restore".into(),
+            launch.url.clone(),
+            "--to".into(),
+            launch.data_dir.clone(),
+            "--volume".into(),
+            launch.volume.clone(),
+        ];
+        let mut processes = self.processes.lock().await;
+        if let Some(old) = processes.remove(&launch.name) {
+            old.daemon.stop().await;
+        }
+        let daemon = Daemon::spawn_task(format!("restore {}", launch.name), &args)?;
+        tracing::info!(name = %launch.name, url = %launch.url, to = %launch.data_dir, "restore started");
+        processes.insert(
+            launch.name.clone(),
+            Tracked {
+                daemon,
+                exited: None,
+            },
+        );
+        Ok(())
     }
 
     async fn start(&self, name: &str, what: &str, args: &[String]) -> anyhow::Result<()> {
@@ -317,6 +364,17 @@ impl AgentClient {
             AgentClient::Local(agent) => agent.start_engine(launch).await,
             AgentClient::Remote { .. } => self
                 .call(reqwest::Method::POST, "/agent/v1/engines", Some(launch))
+                .await
+                .map(drop),
+        }
+    }
+
+    /// Starts a restore there.
+    pub async fn start_restore(&self, launch: &RestoreLaunch) -> anyhow::Result<()> {
+        match self {
+            AgentClient::Local(agent) => agent.start_restore(launch).await,
+            AgentClient::Remote { .. } => self
+                .call(reqwest::Method::POST, "/agent/v1/restores", Some(launch))
                 .await
                 .map(drop),
         }

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi, ToSchema};
 
-use crate::agent::{EngineLaunch, ProcessReport, RemoveReplica, ReplicaLaunch};
+use crate::agent::{EngineLaunch, ProcessReport, RemoveReplica, ReplicaLaunch, RestoreLaunch};
 use crate::model::{
     Backup, BackupSpec, BackupState, BackupStatus, BackupTarget, BackupTargetSpec,
     BackupTargetStatus, DiskSpec, DiskStatus, Engine, EngineReplicaStatus, EngineSpec, EngineState,
@@ -162,6 +162,11 @@ pub struct CreateVolume {
     /// Groups of recurring jobs to run for it.
     #[serde(default)]
     pub recurring_job_groups: Vec<String>,
+    /// A backup to restore it from (`TARGET?backup=NAME&volume=VOLUME`, as `volume
+    /// backups` or `backup ls` print it); `size` must be the backup's volume size.
+    #[serde(default)]
+    #[schema(max_length = 1024)]
+    pub from_backup: Option<String>,
 }
 
 /// Which recurring jobs run for a volume.
@@ -378,6 +383,7 @@ pub fn router(manager: Arc<Manager>, token: &str) -> Router {
             post(agent_remove_replica),
         )
         .route("/agent/v1/engines", post(agent_start_engine))
+        .route("/agent/v1/restores", post(agent_start_restore))
         .route(
             "/agent/v1/processes/{name}",
             get(agent_process).delete(agent_stop),
@@ -457,6 +463,9 @@ async fn create_volume(
             "replicas {replicas} must be 1 to 16"
         )));
     }
+    if let Some(url) = &request.from_backup {
+        check_backup_size(url, request.size).await?;
+    }
     let store = state.manager.state();
     if store.get::<Volume>(Kind::Volume, &request.name)?.is_some() {
         return Err(ApiError::new(
@@ -474,12 +483,41 @@ async fn create_volume(
             attached_node: None,
             recurring_jobs: request.recurring_jobs,
             recurring_job_groups: request.recurring_job_groups,
+            from_backup: request.from_backup,
         },
         status: VolumeStatus::default(),
     };
     store.put(Kind::Volume, &volume.name, &volume)?;
     state.manager.poke();
     Ok((StatusCode::CREATED, Json(volume)))
+}
+
+/// Refuses a backup to restore a new volume from that cannot be read, or whose volume
+/// size is not `size` (the restored replicas hold exactly the backup's size).
+async fn check_backup_size(url: &str, size: u64) -> Result<(), ApiError> {
+    if url.len() > MAX_URL_LENGTH {
+        return Err(ApiError::bad_request(format!(
+            "from_backup is longer than {MAX_URL_LENGTH} bytes"
+        )));
+    }
+    let parsed = shorthorn_backup::BackupUrl::parse(url)
+        .map_err(|e| ApiError::bad_request(format!("from_backup: {e:#}")))?;
+    let record = async {
+        let target = shorthorn_backup::Target::open(
+            &parsed.target,
+            &shorthorn_backup::TargetOptions::default(),
+        )?;
+        shorthorn_backup::get_backup(&target, &parsed.volume, &parsed.backup).await
+    }
+    .await
+    .map_err(|e| ApiError::bad_request(format!("from_backup: {e:#}")))?;
+    if record.volume_size != size {
+        return Err(ApiError::bad_request(format!(
+            "from_backup holds a volume of {} bytes; create the volume with that size",
+            record.volume_size
+        )));
+    }
+    Ok(())
 }
 
 #[utoipa::path(get, path = "/v1/volumes/{name}", params(("name" = String, Path)), responses(
@@ -1058,6 +1096,14 @@ async fn set_setting(
         .put(Kind::Settings, SETTINGS_NAME, &settings)?;
     state.manager.poke();
     Ok(Json(settings))
+}
+
+async fn agent_start_restore(
+    State(state): State<AppState>,
+    JsonObject(launch): JsonObject<RestoreLaunch>,
+) -> Result<StatusCode, ApiError> {
+    state.manager.agent().start_restore(&launch).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 async fn agent_start_replica(

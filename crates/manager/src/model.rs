@@ -64,6 +64,9 @@ pub struct VolumeSpec {
     /// Groups of recurring jobs that run for this volume.
     #[serde(default)]
     pub recurring_job_groups: Vec<String>,
+    /// A backup URL the volume's first replicas are restored from.
+    #[serde(default)]
+    pub from_backup: Option<String>,
 }
 
 /// What the manager observes of a volume.
@@ -194,6 +197,11 @@ pub struct ReplicaSpec {
     pub port: u16,
     /// Whether its process should run.
     pub desire_running: bool,
+    /// A backup URL to restore its directory from before its first start (the first
+    /// replicas of a volume created from a backup; later ones are rebuilt by the engine).
+    /// Cleared once the restore completed.
+    #[serde(default)]
+    pub restore_from: Option<String>,
 }
 
 /// A replica's observed state.

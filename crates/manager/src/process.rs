@@ -30,14 +30,27 @@ impl Daemon {
     /// Starts `shorthorn ARGS --exit-on-stdin-eof` (this very binary), named `name` in
     /// messages.
     pub fn spawn(name: String, args: &[String]) -> anyhow::Result<Daemon> {
+        Daemon::start(name, args, true)
+    }
+
+    /// Starts a one-shot `shorthorn ARGS` (a restore, say): it ends by itself, and is
+    /// killed if stopped first.
+    pub fn spawn_task(name: String, args: &[String]) -> anyhow::Result<Daemon> {
+        Daemon::start(name, args, false)
+    }
+
+    fn start(name: String, args: &[String], daemon: bool) -> anyhow::Result<Daemon> {
         let exe = std::env::current_exe().context("finding the shorthorn binary")?;
         let mut command = Command::new(exe);
-        command
-            .args(args)
-            .arg("--exit-on-stdin-eof")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .kill_on_drop(true);
+        command.args(args).kill_on_drop(true);
+        if daemon {
+            command
+                .arg("--exit-on-stdin-eof")
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped());
+        } else {
+            command.stdin(Stdio::null()).stdout(Stdio::null());
+        }
         // Own process group: a terminal's Ctrl-C reaches only us, and we stop the
         // daemons in order (engine first, so its final flush reaches the replicas).
         command.as_std_mut().process_group(0);
@@ -93,7 +106,12 @@ impl Daemon {
 
     /// Asks the daemon to stop and waits for it; kills it if it does not stop in time.
     pub async fn stop(mut self) {
-        drop(self.stdin.take());
+        // A one-shot task has no stdin to close: ended at once (a restore resumes).
+        let Some(stdin) = self.stdin.take() else {
+            let _ = self.child.kill().await;
+            return;
+        };
+        drop(stdin);
         match tokio::time::timeout(STOP_TIMEOUT, self.child.wait()).await {
             Ok(Ok(status)) if status.success() => {}
             Ok(Ok(status)) => eprintln!("{} stopped with {status}", self.name),

@@ -20,7 +20,9 @@ use shorthorn_proto::v1::replica_control_client::ReplicaControlClient;
 use tokio::sync::{Mutex, Notify};
 use tonic::transport::Channel;
 
-use crate::agent::{Agent, AgentClient, EngineLaunch, ProcessState, ReplicaLaunch};
+use crate::agent::{
+    Agent, AgentClient, EngineLaunch, ProcessState, ReplicaLaunch, RestoreLaunch, exited_cleanly,
+};
 use crate::backups::{BackupRunner, VolumeLocks};
 use crate::jobs::JobRunner;
 use crate::model::{
@@ -467,7 +469,7 @@ impl Manager {
             ReplicaState::Running | ReplicaState::Rebuilding => process == ProcessState::Absent,
             ReplicaState::Failed => recovering,
         };
-        if !start {
+        if !start || !self.restore_first(&agent, replica).await? {
             return Ok(());
         }
         let address = self.node_address(&replica.spec.node)?;
@@ -515,6 +517,58 @@ impl Manager {
             }
         }
         Ok(())
+    }
+
+    /// For a replica to be restored from a backup before its first start: starts the
+    /// restore on its node, or reads how it went. True once the replica may start.
+    async fn restore_first(
+        &self,
+        agent: &AgentClient,
+        replica: &mut Replica,
+    ) -> anyhow::Result<bool> {
+        let Some(url) = replica.spec.restore_from.clone() else {
+            return Ok(true);
+        };
+        let task = format!("{}-restore", replica.name);
+        match agent.state(&task).await {
+            ProcessState::Running => Ok(false),
+            ProcessState::Exited(status) if exited_cleanly(&status) => {
+                agent.stop(&task).await?;
+                tracing::info!(replica = %replica.name, %url, "restored from the backup");
+                // Done for good: a later restart must never restore over newer data.
+                replica.spec.restore_from = None;
+                replica.status.message.clear();
+                Ok(true)
+            }
+            ProcessState::Exited(status) => {
+                agent.stop(&task).await?;
+                let reason = format!("restoring from {url}: {status} (see its node's log)");
+                replica.status.start_failures += 1;
+                if replica.status.start_failures >= MAX_START_FAILURES {
+                    // Given up on: a new replica is scheduled (and restores) in its place.
+                    replica.spec.desire_running = false;
+                    mark_failed(replica, &reason);
+                } else {
+                    replica.status.message = format!("{reason}; retrying");
+                }
+                Ok(false)
+            }
+            ProcessState::Absent => {
+                let launch = RestoreLaunch {
+                    name: task,
+                    url,
+                    volume: replica.spec.volume.clone(),
+                    data_dir: replica.spec.data_dir.clone(),
+                };
+                agent.start_restore(&launch).await?;
+                replica.status.message = format!("restoring from {}", launch.url);
+                Ok(false)
+            }
+            ProcessState::Unreachable(reason) => {
+                replica.status.message = format!("restoring: node unreachable: {reason}");
+                Ok(false)
+            }
+        }
     }
 
     fn node_address(&self, name: &str) -> anyhow::Result<IpAddr> {
@@ -591,6 +645,12 @@ impl Manager {
                     data_dir: format!("{}/replicas/{name}", disk.path.trim_end_matches('/')),
                     port,
                     desire_running: true,
+                    // Only a new volume's first replicas; later ones are rebuilt.
+                    restore_from: volume
+                        .spec
+                        .from_backup
+                        .clone()
+                        .filter(|_| volume.status.state == VolumeState::Creating),
                 },
                 status: ReplicaStatus::default(),
             };
