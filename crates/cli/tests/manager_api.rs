@@ -1598,6 +1598,21 @@ fn bad_requests_get_4xx_with_a_message_and_change_nothing() {
         (create(r#","replicas":true"#), "replicas"),
         (create(r#","node_selector":"a""#), "node_selector"),
         (create(r#","disk_selector":[1]"#), "disk_selector"),
+        (create(r#","from_backup":5"#), "from_backup"),
+        // Backups to restore from that are not backups, or cannot be read.
+        (create(r#","from_backup":"not a url""#), "from_backup"),
+        (
+            create(r#","from_backup":"file:///nonexistent/target""#),
+            "backup=NAME",
+        ),
+        (
+            create(r#","from_backup":"file:///nonexistent/t?backup=b&volume=v""#),
+            "from_backup",
+        ),
+        (
+            create(r#","from_backup":"file:///t?backup=../x&volume=v""#),
+            "backup",
+        ),
         // Unknown, duplicate and missing fields.
         (create(r#","bogus":1"#), "bogus"),
         (create(r#","Name":"x""#), "Name"),
