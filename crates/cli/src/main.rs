@@ -81,7 +81,8 @@ enum Command {
     /// engines and replicas the cluster's managers ask for; it restarts nothing by
     /// itself. Same options as `up`.
     Agent(manager_cmd::UpArgs),
-    /// Volumes of a cluster run by `shorthorn up`: create, ls, get, attach, detach, rm.
+    /// Volumes of a cluster run by `shorthorn up`: create (also from a backup), ls, get,
+    /// attach, detach, expand, rm, jobs, backup, backups, backup-rm.
     Volume {
         #[command(flatten)]
         api: manager_cmd::ApiArgs,
