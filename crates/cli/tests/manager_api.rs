@@ -58,8 +58,8 @@ use serde_json::{Value, json};
 use tempfile::TempDir;
 
 use common::{
-    BIN, MIB, free_port_range, kill_processes_mentioning, path_str, processes_mentioning,
-    run_command, signal, terminate,
+    BIN, MIB, children_of, cmdline, free_port_range, kill_processes_mentioning, path_str,
+    processes_mentioning, run_command, signal, terminate,
 };
 
 /// Where the OpenAPI document is served.
@@ -658,49 +658,10 @@ impl Drop for Up {
     }
 }
 
-/// The command line of `pid` (empty if it is gone or a zombie).
-fn cmdline(pid: u32) -> Vec<String> {
-    std::fs::read(format!("/proc/{pid}/cmdline"))
-        .unwrap_or_default()
-        .split(|b| *b == 0)
-        .filter(|a| !a.is_empty())
-        .map(|a| String::from_utf8_lossy(a).into_owned())
-        .collect()
-}
-
 /// Whether `pid` still runs the command line `args` (so a reused pid does not count).
 fn alive(pid: u32, args: &[String]) -> bool {
     let now = cmdline(pid);
     !now.is_empty() && now == args
-}
-
-/// The children of `parent`: pid and command line.
-fn children_of(parent: u32) -> Vec<(u32, Vec<String>)> {
-    let mut found = Vec::new();
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return found;
-    };
-    for entry in entries.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
-            continue;
-        };
-        // "pid (comm) state ppid …"; comm may hold spaces and parentheses.
-        let ppid = stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
-            .and_then(|p| p.parse::<u32>().ok());
-        if ppid == Some(parent) {
-            found.push((pid, cmdline(pid)));
-        }
-    }
-    found
 }
 
 // ---------------------------------------------------------------------------------------

@@ -280,37 +280,57 @@ pub fn terminate(child: &mut Child, timeout: Duration) -> Option<std::process::E
     status
 }
 
+/// Every process but this one: pid, and its `/proc/PID` directory.
+fn other_processes() -> Vec<(u32, std::path::PathBuf)> {
+    let me = std::process::id();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|entry| {
+            let pid = entry.file_name().to_str()?.parse::<u32>().ok()?;
+            (pid != me).then(|| (pid, entry.path()))
+        })
+        .collect()
+}
+
+/// The command line of `pid` (empty if it is gone or a zombie).
+pub fn cmdline(pid: u32) -> Vec<String> {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .unwrap_or_default()
+        .split(|b| *b == 0)
+        .filter(|a| !a.is_empty())
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect()
+}
+
 /// The command line of every process whose arguments include `needle` (not this one).
 pub fn processes_mentioning(needle: &str) -> Vec<(u32, Vec<String>)> {
-    let me = std::process::id();
-    let mut found = Vec::new();
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return found;
-    };
-    for entry in entries.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        if pid == me {
-            continue;
-        }
-        let Ok(raw) = std::fs::read(entry.path().join("cmdline")) else {
-            continue;
-        };
-        let args: Vec<String> = raw
-            .split(|b| *b == 0)
-            .filter(|a| !a.is_empty())
-            .map(|a| String::from_utf8_lossy(a).into_owned())
-            .collect();
-        if args.iter().any(|a| a.contains(needle)) {
-            found.push((pid, args));
-        }
-    }
-    found
+    other_processes()
+        .into_iter()
+        .map(|(pid, _)| (pid, cmdline(pid)))
+        .filter(|(_, args)| args.iter().any(|a| a.contains(needle)))
+        .collect()
+}
+
+/// The children of `parent`: pid and command line.
+pub fn children_of(parent: u32) -> Vec<(u32, Vec<String>)> {
+    other_processes()
+        .into_iter()
+        .filter(|(_, dir)| {
+            let Ok(stat) = std::fs::read_to_string(dir.join("stat")) else {
+                return false;
+            };
+            // "pid (comm) state ppid …"; comm may hold spaces and parentheses.
+            let ppid = stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+                .and_then(|p| p.parse::<u32>().ok());
+            ppid == Some(parent)
+        })
+        .map(|(pid, _)| (pid, cmdline(pid)))
+        .collect()
 }
 
 /// Kills (SIGKILL, by pid) every process whose arguments mention `needle`, a path unique
