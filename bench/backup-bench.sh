@@ -94,37 +94,22 @@ cp target/release/shorthorn "$work/shorthorn"
 bin=$work/shorthorn
 results="$work/results.tsv"
 : > "$results"
-declare -A procs=()   # name -> pid of every process still running that we started
-
-stop() {   # stop NAME [SIGNAL]
-    local pid=${procs[$1]:-}
-    [ -n "$pid" ] || return 0
-    kill "-${2:-TERM}" "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-    unset "procs[$1]"
-}
+# shellcheck source=bench/lib.sh
+. "$(dirname "$0")/lib.sh"
 cleanup() {
     local status=$?
     trap - EXIT INT TERM
     # The volume first (launch-simple flushes the engine, then stops the replica).
     stop volume
-    for name in "${!procs[@]}"; do kill -TERM "${procs[$name]}" 2>/dev/null || true; done
-    for name in "${!procs[@]}"; do wait "${procs[$name]}" 2>/dev/null || true; done
+    stop_all
     rm -f "$work/shorthorn"
-    if [ -d "$data" ]; then
-        echo "removing $data" >&2
-        rm -rf "$data"
-    fi
+    remove_data "$data"
     exit "$status"
 }
 trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-now() { date +%s.%N; }
-elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", b - a }'; }
-put() { printf '%s\t%s\n' "$1" "$2" >> "$results"; }
-cold() { sync; echo 3 > /proc/sys/vm/drop_caches; }
 # fio with a time limit, so a stuck volume cannot hang the benchmark.
 fio_bounded() { timeout --foreground --signal=INT --kill-after=10 900 fio "$@"; }
 # Commands, with a time limit (as arrays: `timed` runs them under /usr/bin/time).

@@ -69,6 +69,8 @@ bin=$work/shorthorn
 results="$work/results.tsv"
 : > "$results"
 up_pid=
+# shellcheck source=bench/lib.sh
+. "$(dirname "$0")/lib.sh"
 
 # Every running process started from our copy of the binary (`up` and its engines and
 # replicas; nothing else runs it), as "PID ARGS" lines.
@@ -100,19 +102,13 @@ cleanup() {
         for pid in $(ours | cut -d' ' -f1); do kill -KILL "$pid" 2>/dev/null || true; done
     fi
     rm -f "$work/shorthorn"
-    if [ -d "$data" ]; then
-        echo "removing $data" >&2
-        rm -rf "$data"
-    fi
+    remove_data "$data"
     exit "$status"
 }
 trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-now() { date +%s.%N; }
-elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", b - a }'; }
-put() { printf '%s\t%s\n' "$1" "$2" >> "$results"; }
 # The CLI, with a time limit, so a stuck volume cannot hang the benchmark.
 cli() { timeout --foreground 300 "$bin" "$@" --data-dir "$data"; }
 # up_gone: if `up` is no longer running, says so (with what its log says about why).
