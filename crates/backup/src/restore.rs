@@ -122,8 +122,9 @@ pub async fn restore_backup(
         options.lock,
         async |lock| {
             let record = get_backup(target, volume, name).await?;
-            let name = options.volume_name.as_deref().unwrap_or(&record.volume);
-            let (store, incremental) = open_or_create(dir.to_path_buf(), name, &record).await?;
+            let restored_as = options.volume_name.as_deref().unwrap_or(&record.volume);
+            let (store, incremental) =
+                open_or_create(dir.to_path_buf(), restored_as, &record).await?;
             let state = |state: &str| RestoreState {
                 volume: volume.to_string(),
                 backup: name.to_string(),

@@ -184,6 +184,19 @@ fn the_manager_backs_up_lists_and_deletes_backups_in_its_targets() {
                 .all(|r| r["status"]["mode"] == "RW" && r["spec"]["restore_from"].is_null())
     });
     assert_eq!(export_sha(&restored_uri, node.dir.path()), second_sha);
+    // Each replica directory records which backup it was restored from.
+    for replica in node.volume("restored")["replicas"].as_array().unwrap() {
+        let dir = std::path::Path::new(replica["spec"]["data_dir"].as_str().unwrap());
+        let state: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.join("restore.json")).unwrap()).unwrap();
+        assert_eq!(
+            state["backup"],
+            backup_name(&second_url).as_str(),
+            "{state}"
+        );
+        assert_eq!(state["volume"], VOLUME, "{state}");
+        assert_eq!(state["state"], "complete", "{state}");
+    }
     assert!(node.log().contains("restored from the backup"));
     node.cli_ok(&["volume", "detach", "restored"]);
 
