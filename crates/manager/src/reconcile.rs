@@ -274,6 +274,10 @@ impl Manager {
         settings: &Settings,
     ) -> anyhow::Result<()> {
         volume.status.owner = Some(self.node.clone());
+        let stored_replicas: HashMap<String, Replica> = replicas
+            .iter()
+            .map(|r| (r.name.clone(), r.clone()))
+            .collect();
         // 1. Processes: start what should run, report what exited.
         for replica in &mut replicas {
             self.reconcile_replica_process(&volume, replica, settings)
@@ -322,33 +326,36 @@ impl Manager {
         // 3. Engine: the volume says where it runs and which replicas it holds; the
         // engine's reconciler starts or stops it there and reports what it sees.
         let engine_name = Engine::name_for(&volume.name);
-        let mut engine: Engine = self
-            .state
-            .get(Kind::Engine, &engine_name)?
-            .unwrap_or_else(|| Engine {
-                name: engine_name,
-                spec: EngineSpec {
-                    volume: volume.name.clone(),
-                    ..EngineSpec::default()
-                },
-                status: EngineStatus::default(),
-            });
+        // What the store holds, so the engine is written only when it changed, without
+        // reading it back each time.
+        let mut stored_engine: Option<Engine> = self.state.get(Kind::Engine, &engine_name)?;
+        let mut engine: Engine = stored_engine.clone().unwrap_or_else(|| Engine {
+            name: engine_name,
+            spec: EngineSpec {
+                volume: volume.name.clone(),
+                ..EngineSpec::default()
+            },
+            status: EngineStatus::default(),
+        });
         engine.spec.node = volume.spec.attached_node.clone();
         self.set_engine_members(&mut engine, &replicas)?;
-        self.put_engine_if_changed(&engine)?;
+        self.put_engine_if_changed(&engine, &mut stored_engine)?;
         let processed = self
-            .reconcile_engine_process(&mut engine, volume.spec.size, settings)
+            .reconcile_engine_process(&mut engine, &mut stored_engine, volume.spec.size, settings)
             .await;
-        self.put_engine_if_changed(&engine)?;
+        self.put_engine_if_changed(&engine, &mut stored_engine)?;
         processed?;
         // 4. Replicas as the engine reports them; then the engine's membership follows.
         self.observe_replicas_in_engine(&engine, &mut replicas)?;
         self.set_engine_members(&mut engine, &replicas)?;
         self.reconcile_engine_members(&engine).await;
-        self.put_engine_if_changed(&engine)?;
+        self.put_engine_if_changed(&engine, &mut stored_engine)?;
         volume.status = volume_status(&volume, &engine, &replicas, message);
         for replica in &replicas {
-            self.put_replica_if_changed(replica)?;
+            // Compared with what the pass read (new replicas: never read, written).
+            if stored_replicas.get(&replica.name) != Some(replica) {
+                self.state.put(Kind::Replica, &replica.name, replica)?;
+            }
         }
         // Write the status unless an API call changed the volume meanwhile (it has the
         // lock, so only deletion could): then the next pass sees the new spec.
@@ -373,18 +380,24 @@ impl Manager {
         Ok(())
     }
 
-    /// Writes the engine object if it changed, unless its volume was deleted meanwhile
-    /// (through another manager's API): no orphan engine object is left behind.
-    fn put_engine_if_changed(&self, engine: &Engine) -> anyhow::Result<()> {
-        let stored: Option<Engine> = self.state.get(Kind::Engine, &engine.name)?;
-        if stored.as_ref() != Some(engine)
-            && self
+    /// Writes the engine object if it differs from `stored` (what the store holds; only
+    /// the volume's owner writes it), unless its volume was deleted meanwhile (through
+    /// another manager's API): no orphan engine object is left behind.
+    fn put_engine_if_changed(
+        &self,
+        engine: &Engine,
+        stored: &mut Option<Engine>,
+    ) -> anyhow::Result<()> {
+        if stored.as_ref() == Some(engine)
+            || self
                 .state
                 .get_raw(Kind::Volume, &engine.spec.volume)?
-                .is_some()
+                .is_none()
         {
-            self.state.put(Kind::Engine, &engine.name, engine)?;
+            return Ok(());
         }
+        self.state.put(Kind::Engine, &engine.name, engine)?;
+        *stored = Some(engine.clone());
         Ok(())
     }
 
@@ -396,14 +409,6 @@ impl Manager {
                 stored.status.clone_from(&volume.status);
                 Ok(())
             })?;
-        Ok(())
-    }
-
-    fn put_replica_if_changed(&self, replica: &Replica) -> anyhow::Result<()> {
-        let stored: Option<Replica> = self.state.get(Kind::Replica, &replica.name)?;
-        if stored.as_ref() != Some(replica) {
-            self.state.put(Kind::Replica, &replica.name, replica)?;
-        }
         Ok(())
     }
 
@@ -680,6 +685,7 @@ impl Manager {
     async fn reconcile_engine_process(
         &self,
         engine: &mut Engine,
+        stored: &mut Option<Engine>,
         size: u64,
         settings: &Settings,
     ) -> anyhow::Result<()> {
@@ -691,7 +697,7 @@ impl Manager {
             .filter(|n| engine.spec.node.as_ref() != Some(n))
         {
             engine.status.state = EngineState::Stopping;
-            self.put_engine_if_changed(engine)?;
+            self.put_engine_if_changed(engine, stored)?;
             match self.agent_for(&old)?.stop(&engine.name).await {
                 Ok(()) => {}
                 // Its node is down (its processes died with its agent): the volume may
@@ -741,7 +747,7 @@ impl Manager {
             };
             engine.status.state = EngineState::Starting;
             engine.status.ports = Some((control, nbd));
-            self.put_engine_if_changed(engine)?;
+            self.put_engine_if_changed(engine, stored)?;
             let launch = EngineLaunch {
                 name: engine.name.clone(),
                 volume: engine.spec.volume.clone(),
@@ -761,7 +767,7 @@ impl Manager {
             engine.status.node = Some(node.clone());
             engine.status.endpoint = Some(format!("nbd://{}/{}", launch.nbd, engine.spec.volume));
             // Recorded at once: a later step failing must not forget a running engine.
-            self.put_engine_if_changed(engine)?;
+            self.put_engine_if_changed(engine, stored)?;
         }
         let engine_address = engine
             .status
