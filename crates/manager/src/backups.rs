@@ -22,7 +22,7 @@ use shorthorn_proto::v1 as pb;
 use crate::model::{
     Backup, BackupSpec, BackupState, BackupStatus, BackupTarget, BackupTargetStatus, Engine,
 };
-use crate::reconcile::connect_engine;
+use crate::reconcile::{connect_engine, waited};
 use crate::state::{Kind, StateStore, StateStoreExt};
 
 /// The target used when none is named.
@@ -177,12 +177,11 @@ impl BackupRunner {
             .map(|urls| urls.get(&target.name) != Some(&target.spec.url))
             .unwrap_or(true);
         url_changed
-            || target.status.last_synced.as_deref().is_none_or(|at| {
-                chrono::DateTime::parse_from_rfc3339(at).map_or(true, |at| {
-                    let poll = i64::try_from(target.spec.poll_interval).unwrap_or(i64::MAX);
-                    (Utc::now() - at.with_timezone(&Utc)).num_seconds() >= poll
-                })
-            })
+            || target
+                .status
+                .last_synced
+                .as_deref()
+                .is_none_or(|at| waited(at, target.spec.poll_interval))
     }
 
     fn is_running(&self, key: &str) -> bool {
@@ -355,7 +354,7 @@ async fn read_target(
     target: &BackupTarget,
     running: &Mutex<HashSet<String>>,
 ) {
-    let started = Utc::now().to_rfc3339();
+    let started = Utc::now();
     let read = async {
         let opened = Target::open(
             &target.spec.url,
@@ -371,7 +370,7 @@ async fn read_target(
         anyhow::Ok(records)
     };
     let status = match read.await {
-        Ok(records) => match adopt_backups(state, target, &records, &started, running) {
+        Ok(records) => match adopt_backups(state, target, &records, started, running) {
             Ok(()) => BackupTargetStatus {
                 available: true,
                 last_synced: Some(Utc::now().to_rfc3339()),
@@ -414,7 +413,7 @@ fn adopt_backups(
     state: &dyn StateStore,
     target: &BackupTarget,
     records: &[BackupRecord],
-    started: &str,
+    started: chrono::DateTime<Utc>,
     running: &Mutex<HashSet<String>>,
 ) -> anyhow::Result<()> {
     let busy: HashSet<String> = running.lock().map(|r| r.clone()).unwrap_or_default();
@@ -464,8 +463,7 @@ fn adopt_backups(
             .completed
             .as_deref()
             .and_then(|at| chrono::DateTime::parse_from_rfc3339(at).ok())
-            .zip(chrono::DateTime::parse_from_rfc3339(started).ok())
-            .is_some_and(|(completed, started)| completed < started);
+            .is_some_and(|completed| completed < started);
         if ours && gone && before_read && object.status.state == BackupState::Completed {
             state.delete(Kind::Backup, &object.name)?;
             tracing::info!(backup = %object.name, "backup no longer in its target");

@@ -1279,7 +1279,7 @@ fn mark_failed(replica: &mut Replica, reason: &str) {
 }
 
 /// Whether `interval` seconds passed since `since` (RFC 3339).
-fn waited(since: &str, interval: u64) -> bool {
+pub(crate) fn waited(since: &str, interval: u64) -> bool {
     chrono::DateTime::parse_from_rfc3339(since)
         .map(|at| {
             let interval = i64::try_from(interval).unwrap_or(i64::MAX);
