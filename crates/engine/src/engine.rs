@@ -325,18 +325,23 @@ impl Engine {
             };
             match connected {
                 Ok(candidate) => candidates.push(candidate),
-                Err(e) => unreachable.push(format!("{e:#}")),
+                Err(e) => {
+                    tracing::warn!(volume = %replicator.volume(), replica = %address, error = %format!("{e:#}"), "salvage: replica unreachable");
+                    unreachable.push((address.clone(), format!("{e:#}")));
+                }
             }
         }
         if candidates.is_empty() {
+            let reasons: Vec<&str> = unreachable.iter().map(|(_, e)| e.as_str()).collect();
             return Err(OperationError::Invalid(format!(
                 "volume {}: no replica answers: {}",
                 replicator.volume(),
-                unreachable.join("; ")
+                reasons.join("; ")
             )));
         }
+        let unreachable: Vec<String> = unreachable.into_iter().map(|(a, _)| a).collect();
         replicator
-            .salvage(candidates)
+            .salvage(candidates, &unreachable)
             .await
             .map_err(|e| OperationError::Invalid(e.to_string()))?;
         let in_sync: Vec<String> = replicator

@@ -34,45 +34,102 @@ pub struct Plan {
     pub epoch: u64,
 }
 
+/// How far above the newest reachable epoch a salvage opens: salvage runs without some
+/// replicas, which may hold newer records; opening far above them keeps the salvaged
+/// epoch from ever equalling one of theirs (it would take 2^32 membership changes).
+pub const SALVAGE_EPOCH_GAP: u64 = 1 << 32;
+
 /// Decides from the records which replicas are in sync.
 ///
-/// The rule: the record with the highest epoch names the members (every replica that
-/// held each acknowledged write); replicas it names are in sync, the others are stale.
-/// A volume never opened (epoch 0 everywhere) has every replica in sync. Without any
-/// member reachable the volume cannot open — unless `salvage`, which takes the
-/// replicas that hold the highest epoch instead (they were members when the last
-/// membership change was recorded, so they hold every write acknowledged until then).
-pub fn plan(volume: &str, records: &[&ReplicaRecord], salvage: bool) -> Result<Plan, String> {
+/// The rule (docs/consistency.md proves it): let E be the highest epoch among the
+/// records read and M the members the records at E name. The volume opens only if
+/// every member of M answered: then no record newer than E exists anywhere, because
+/// every record is written first to members of the record before it (custody, see
+/// `Replicator::persist`), and M's members hold every acknowledged write. The members
+/// of M are in sync; the other replicas are stale. A volume never opened (epoch 0
+/// everywhere) opens only with every replica given answering, since any absent one may
+/// have been opened alone. `unreachable` lists the addresses that did not answer.
+///
+/// Otherwise the open is refused, naming the replicas it needs — unless `salvage`, which
+/// takes the members that answered (or, without any, the replicas at the highest epoch),
+/// accepting the loss of writes acknowledged only by the absent ones, and opens at an
+/// epoch [`SALVAGE_EPOCH_GAP`] higher so it never collides with one of theirs.
+pub fn plan(
+    volume: &str,
+    records: &[&ReplicaRecord],
+    unreachable: &[String],
+    salvage: bool,
+) -> Result<Plan, String> {
     let newest = records.iter().map(|r| r.epoch).max().unwrap_or(0);
+    let newest_records = || records.iter().filter(|r| r.epoch == newest);
+    let members: BTreeSet<&str> = newest_records()
+        .flat_map(|r| r.members.iter().map(String::as_str))
+        .collect();
+    let answered: BTreeSet<&str> = records.iter().map(|r| r.replica_id.as_str()).collect();
+    let missing: Vec<&str> = members.difference(&answered).copied().collect();
+    let conflicting = newest_records()
+        .map(|r| &r.members)
+        .collect::<BTreeSet<_>>()
+        .len()
+        > 1;
+    let found = || {
+        records
+            .iter()
+            .map(|r| format!("{} at epoch {}", r.replica_id, r.epoch))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    if !salvage {
+        let refusal = if newest == 0 && !unreachable.is_empty() {
+            Some(format!(
+                "the replicas that answered were never opened, and the ones that did not ({}) may have been opened without them",
+                unreachable.join(", ")
+            ))
+        } else if !missing.is_empty() {
+            Some(format!(
+                "the newest record they hold (epoch {newest}) names {} as members, and {} did not answer{}: only they may hold the newest acknowledged writes",
+                members.iter().copied().collect::<Vec<_>>().join(", "),
+                missing.join(", "),
+                if unreachable.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (unreachable: {})", unreachable.join(", "))
+                }
+            ))
+        } else if conflicting {
+            Some(format!(
+                "records at epoch {newest} name different members (an earlier salvage ran without some of them)"
+            ))
+        } else {
+            None
+        };
+        if let Some(reason) = refusal {
+            return Err(format!(
+                "volume {volume}: refusing to open on these replicas ({}): {reason}. Start the \
+                 replicas named, or start the engine with --salvage to open on the most recent \
+                 replicas that answered — salvage loses any write acknowledged only by the \
+                 replicas that did not answer",
+                found()
+            ));
+        }
+    }
     let mut in_sync: Vec<usize> = if newest == 0 {
         (0..records.len()).collect()
     } else {
-        let members: BTreeSet<&str> = records
-            .iter()
-            .filter(|r| r.epoch == newest)
-            .flat_map(|r| r.members.iter().map(String::as_str))
-            .collect();
         (0..records.len())
             .filter(|&i| members.contains(records[i].replica_id.as_str()))
             .collect()
     };
     if in_sync.is_empty() {
-        if !salvage {
-            let found: Vec<String> = records
-                .iter()
-                .map(|r| format!("{} at epoch {}", r.replica_id, r.epoch))
-                .collect();
-            return Err(format!(
-                "volume {volume}: none of the replicas given is known to hold every acknowledged write \
-                 (found {}); start the engine with --salvage to bring the volume back from the \
-                 most up-to-date of them",
-                found.join(", ")
-            ));
-        }
         in_sync = (0..records.len())
             .filter(|&i| records[i].epoch == newest)
             .collect();
     }
+    let epoch = if salvage && (!missing.is_empty() || !unreachable.is_empty() || conflicting) {
+        newest + SALVAGE_EPOCH_GAP
+    } else {
+        newest + 1
+    };
     // Reconcile from a replica that took the newest record.
     in_sync.sort_by_key(|&i| std::cmp::Reverse(records[i].epoch));
     let stale = (0..records.len())
@@ -103,21 +160,23 @@ pub fn plan(volume: &str, records: &[&ReplicaRecord], salvage: bool) -> Result<P
         in_sync,
         stale,
         dirty,
-        epoch: newest + 1,
+        epoch,
     })
 }
 
 impl<R: Replica> Replicator<R> {
-    /// Opens a volume on `candidates`: applies [`plan`], refuses replicas whose
-    /// snapshot chain differs from the source's, reconciles the dirty regions of the
-    /// replicas in sync, and records the new epoch on them — all before any I/O.
+    /// Opens a volume on `candidates` (`unreachable`: the addresses given that did not
+    /// answer): applies [`plan`], refuses replicas whose snapshot chain differs from the
+    /// source's, reconciles the dirty regions of the replicas in sync, and records the
+    /// new epoch on them — all before any I/O.
     pub async fn open(
         volume: &str,
         size: u64,
         candidates: Vec<Candidate<R>>,
+        unreachable: &[String],
         salvage: bool,
     ) -> Result<Arc<Self>, ReplicatorError> {
-        let (slots, plan) = plan_slots(volume, &candidates, salvage).await?;
+        let (slots, plan) = plan_slots(volume, &candidates, unreachable, salvage).await?;
         let replicator = Arc::new(Replicator::with_slots(volume, size, slots, plan.epoch)?);
         replicator.reconcile_and_record(&plan).await?;
         Ok(replicator)
@@ -128,9 +187,10 @@ impl<R: Replica> Replicator<R> {
     pub(crate) async fn salvage(
         self: &Arc<Self>,
         candidates: Vec<Candidate<R>>,
+        unreachable: &[String],
     ) -> Result<(), ReplicatorError> {
         let _drained = self.io_gate.write().await;
-        let (slots, plan) = plan_slots(self.volume(), &candidates, true).await?;
+        let (slots, plan) = plan_slots(self.volume(), &candidates, unreachable, true).await?;
         let mut members = Vec::new();
         let built: Vec<Arc<Slot<R>>> = slots
             .into_iter()
@@ -141,7 +201,8 @@ impl<R: Replica> Replicator<R> {
                 Arc::new(Slot::new(s.address, s.id, s.device, s.mode, s.error))
             })
             .collect();
-        self.log.reset(plan.epoch, members);
+        self.log.reset(plan.epoch, members.clone());
+        self.set_custodians(members);
         self.replace_slots(built);
         self.reconcile_and_record(&plan).await?;
         self.watch_failures();
@@ -172,10 +233,11 @@ impl<R: Replica> Replicator<R> {
 async fn plan_slots<R: Replica>(
     volume: &str,
     candidates: &[Candidate<R>],
+    unreachable: &[String],
     salvage: bool,
 ) -> Result<(Vec<OpenSlot<R>>, Plan), ReplicatorError> {
     let records: Vec<&ReplicaRecord> = candidates.iter().map(|c| &c.record).collect();
-    let plan = plan(volume, &records, salvage).map_err(ReplicatorError::Recovery)?;
+    let plan = plan(volume, &records, unreachable, salvage).map_err(ReplicatorError::Recovery)?;
     let mut modes: Vec<(ReplicaMode, Option<String>)> =
         vec![(ReplicaMode::ERR, None); candidates.len()];
     for (index, reason) in &plan.stale {
@@ -243,7 +305,7 @@ mod tests {
     #[test]
     fn a_new_volume_has_every_replica_in_sync() {
         let (a, b) = (record("a", 0, &[], &[]), record("b", 0, &[], &[]));
-        let plan = plan("v", &[&a, &b], false).unwrap();
+        let plan = plan("v", &[&a, &b], &[], false).unwrap();
         assert_eq!(plan.in_sync, vec![0, 1]);
         assert_eq!(plan.epoch, 1);
     }
@@ -253,7 +315,7 @@ mod tests {
         let a = record("a", 5, &["a", "c"], &[3]);
         let b = record("b", 4, &["a", "b", "c"], &[1]);
         let c = record("c", 5, &["a", "c"], &[3, 4]);
-        let plan = plan("v", &[&a, &b, &c], false).unwrap();
+        let plan = plan("v", &[&a, &b, &c], &[], false).unwrap();
         assert_eq!(plan.in_sync, vec![0, 2]);
         assert_eq!(plan.stale.len(), 1);
         assert_eq!(plan.stale[0].0, 1);
@@ -268,7 +330,7 @@ mod tests {
         let a = record("a", 8, &["a", "b"], &[]);
         let b = record("b", 7, &["a", "b", "c"], &[2]);
         let c = record("c", 7, &["a", "b", "c"], &[2]);
-        let plan = plan("v", &[&a, &b, &c], false).unwrap();
+        let plan = plan("v", &[&a, &b, &c], &[], false).unwrap();
         assert_eq!(plan.in_sync, vec![0, 1]);
         assert_eq!(plan.dirty, BTreeSet::from([2]));
     }
@@ -277,10 +339,60 @@ mod tests {
     fn without_a_member_only_salvage_opens_and_takes_the_newest() {
         let b = record("b", 4, &["a"], &[]);
         let c = record("c", 3, &["a", "b", "c"], &[9]);
-        let refused = plan("v", &[&b, &c], false).unwrap_err();
+        let refused = plan("v", &[&b, &c], &[], false).unwrap_err();
         assert!(refused.contains("--salvage"), "{refused}");
-        let salvaged = plan("v", &[&b, &c], true).unwrap();
+        let salvaged = plan("v", &[&b, &c], &[], true).unwrap();
         assert_eq!(salvaged.in_sync, vec![0]);
         assert_eq!(salvaged.stale[0].0, 1);
+        assert_eq!(salvaged.epoch, 4 + SALVAGE_EPOCH_GAP);
+    }
+
+    #[test]
+    fn a_member_of_the_newest_record_that_does_not_answer_blocks_the_open() {
+        // The issue's sequence: r0 dropped at epoch 2, r1 at epoch 3 (recorded on r2
+        // only), then the engine and r2 died. r2 may hold writes newer than r1's.
+        let r0 = record("r0", 1, &["r0", "r1", "r2"], &[]);
+        let r1 = record("r1", 2, &["r1", "r2"], &[0]);
+        let unreachable = ["10.0.0.3:9502".to_owned()];
+        let refused = plan("v", &[&r0, &r1], &unreachable, false).unwrap_err();
+        for needed in ["r2 did not answer", "10.0.0.3:9502", "--salvage", "loses"] {
+            assert!(refused.contains(needed), "{needed} not in: {refused}");
+        }
+        let salvaged = plan("v", &[&r0, &r1], &unreachable, true).unwrap();
+        assert_eq!(salvaged.in_sync, vec![1]);
+        assert!(
+            salvaged.epoch > 3,
+            "a salvage must not reuse the absent r2's epoch"
+        );
+    }
+
+    #[test]
+    fn every_member_answering_opens_even_with_a_stale_replica_absent() {
+        let a = record("a", 6, &["a", "b"], &[]);
+        let b = record("b", 6, &["a", "b"], &[]);
+        let plan = plan("v", &[&a, &b], &["c-address".to_owned()], false).unwrap();
+        assert_eq!(plan.in_sync, vec![0, 1]);
+        assert_eq!(plan.epoch, 7);
+    }
+
+    #[test]
+    fn a_volume_never_opened_needs_every_replica_given() {
+        let a = record("a", 0, &[], &[]);
+        let refused = plan("v", &[&a], &["b-address".to_owned()], false).unwrap_err();
+        assert!(refused.contains("never opened"), "{refused}");
+        assert_eq!(
+            plan("v", &[&a], &["b-address".to_owned()], true)
+                .unwrap()
+                .in_sync,
+            vec![0]
+        );
+    }
+
+    #[test]
+    fn records_at_one_epoch_with_different_members_are_refused() {
+        let a = record("a", 5, &["a"], &[]);
+        let b = record("b", 5, &["b"], &[]);
+        let refused = plan("v", &[&a, &b], &[], false).unwrap_err();
+        assert!(refused.contains("different members"), "{refused}");
     }
 }

@@ -5,6 +5,7 @@
 //! missed a write; the change of members is persisted on the survivors before any
 //! request is acknowledged (see `crate::consistency`).
 
+use std::collections::BTreeSet;
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -19,7 +20,7 @@ use shorthorn_block::{
 use crate::consistency::{ActivityLog, WriteTicket};
 use crate::range_lock::AsyncRangeLock;
 use crate::rebuild::RebuildProgress;
-use crate::replica::Replica;
+use crate::replica::{Replica, ReplicaRecord};
 use crate::status::{ReplicaMode, ReplicaStatus, VolumeState};
 
 /// Why an engine cannot be built on a set of replicas.
@@ -110,6 +111,11 @@ pub struct Replicator<R: Replica> {
     pub(crate) write_order: AsyncRangeLock,
     /// Epoch, members and dirty regions, persisted on the replicas.
     pub(crate) log: ActivityLog,
+    /// Ids of the replicas that took the last record written and are members in it (at
+    /// open: the members).
+    /// A new record goes to them first, so a record newer than one the members hold
+    /// can only exist on a member: what makes the open rule sound (docs/consistency.md).
+    custodians: Mutex<BTreeSet<String>>,
     /// The address of the replica being rebuilt, if any (one rebuild at a time).
     pub(crate) rebuilding: Mutex<Option<String>>,
 }
@@ -175,6 +181,7 @@ impl<R: Replica> Replicator<R> {
             slots: RwLock::new(built),
             next_read: AtomicUsize::new(0),
             write_order: AsyncRangeLock::default(),
+            custodians: Mutex::new(members.iter().cloned().collect()),
             log: ActivityLog::new(epoch, members),
             rebuilding: Mutex::new(None),
         })
@@ -264,8 +271,10 @@ impl<R: Replica> Replicator<R> {
             .cloned()
     }
 
-    /// Adds `slot`, replacing an ERR slot of the same address.
+    /// Adds `slot`, replacing an ERR slot of the same address. It is no custodian until
+    /// it takes a record as RW.
     pub(crate) fn insert_slot(&self, slot: Arc<Slot<R>>) {
+        self.custodians.lock().remove(&slot.id);
         let mut slots = self.slots.write();
         slots.retain(|s| s.address != slot.address);
         slots.push(slot);
@@ -276,6 +285,11 @@ impl<R: Replica> Replicator<R> {
         let mut slots = self.slots.write();
         let index = slots.iter().position(|s| s.address == address)?;
         Some(slots.remove(index))
+    }
+
+    /// Sets the replicas holding the newest record (salvage: the new members).
+    pub(crate) fn set_custodians(&self, ids: impl IntoIterator<Item = String>) {
+        *self.custodians.lock() = ids.into_iter().collect();
     }
 
     /// Replaces every slot (salvage).
@@ -300,6 +314,12 @@ impl<R: Replica> Replicator<R> {
     /// Writes the record at `version` or newer on every RW and WO replica, unless it is
     /// there already. A replica that cannot take it goes to ERR (and the members change
     /// again, so the loop writes once more without it).
+    ///
+    /// Custody: the record goes first to the custodians (RW replicas that took the
+    /// previous one), and only once all of them that are left took it to the others
+    /// (WO replicas, and RW ones just promoted). With no custodian left to take it, no
+    /// replica may get it: the others fail and the volume needs salvage. So any record
+    /// newer than the one a set of members holds is on one of those members.
     pub(crate) async fn persist(&self, version: u64) -> BlockResult<()> {
         loop {
             if self.log.is_persisted(version) {
@@ -315,18 +335,55 @@ impl<R: Replica> Replicator<R> {
             if !targets.iter().any(|(_, mode)| *mode == ReplicaMode::RW) {
                 return Err(self.no_replica("consistency record update"));
             }
-            let results = join_all(targets.iter().map(|(s, _)| s.device.set_record(&record))).await;
-            let mut all_took_it = true;
-            for ((slot, _), result) in targets.iter().zip(results) {
-                if let Err(e) = result {
-                    all_took_it = false;
-                    self.fail(slot, format!("writing its consistency record: {e}"));
+            let custodians = self.custodians.lock().clone();
+            let (first, rest): (Vec<_>, Vec<_>) = targets.into_iter().partition(|(slot, mode)| {
+                *mode == ReplicaMode::RW && custodians.contains(&slot.id)
+            });
+            if first.is_empty() {
+                let reason = "no replica holding the volume's last consistency record is left, so none may take a newer one; salvage the volume";
+                for (slot, _) in &rest {
+                    self.fail(slot, reason.to_owned());
                 }
+                return Err(self.no_replica("consistency record update"));
             }
+            // A custodian is a member named in the record it holds: a replica that
+            // took it outside the members (WO, about to be promoted) is none.
+            let named = |took: Vec<String>| {
+                took.into_iter()
+                    .filter(|id| record.members.contains(id))
+                    .collect::<Vec<_>>()
+            };
+            let took = self.write_record(&first, &record).await;
+            let all_custodians_took_it = took.len() == first.len();
+            *self.custodians.lock() = named(took).into_iter().collect();
+            if !all_custodians_took_it {
+                continue;
+            }
+            let rest_took = self.write_record(&rest, &record).await;
+            let all_took_it = rest_took.len() == rest.len();
+            self.custodians.lock().extend(named(rest_took));
             if all_took_it {
                 self.log.persisted(current);
             }
         }
+    }
+
+    /// Writes `record` on `targets` in parallel; those that fail go to ERR. Returns the
+    /// ids of those that took it.
+    async fn write_record(
+        &self,
+        targets: &[(Arc<Slot<R>>, ReplicaMode)],
+        record: &ReplicaRecord,
+    ) -> Vec<String> {
+        let results = join_all(targets.iter().map(|(s, _)| s.device.set_record(record))).await;
+        let mut took = Vec::new();
+        for ((slot, _), result) in targets.iter().zip(results) {
+            match result {
+                Ok(()) => took.push(slot.id.clone()),
+                Err(e) => self.fail(slot, format!("writing its consistency record: {e}")),
+            }
+        }
+        took
     }
 
     /// Waits until the last change of members is persisted: called before any
@@ -353,8 +410,14 @@ impl<R: Replica> Replicator<R> {
         Ok(ticket)
     }
 
-    /// Writes the record with `clean` set (after a final flush) on every active replica.
+    /// Writes the record with `clean` set (after a final flush) on every active replica,
+    /// once the newest record reached them by the custody order (else nothing is marked).
     pub(crate) async fn close(&self) {
+        let (version, _) = self.log.content(false);
+        if let Err(e) = self.persist(version).await {
+            tracing::warn!(volume = %self.volume, error = %e, "could not mark the volume closed cleanly");
+            return;
+        }
         let _writer = self.log.persist_lock.lock().await;
         let (_, content) = self.log.content(true);
         let record = content.record();

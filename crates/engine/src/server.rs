@@ -195,13 +195,15 @@ pub async fn run(
         client: config.client,
     };
     let mut candidates = Vec::new();
+    let mut unreachable = Vec::new();
     for addr in &config.replicas {
         match connector.connect(addr, config.size).await {
             Ok(candidate) => candidates.push(candidate),
-            // Refusing to start would leave the volume down for the lack of one
-            // replica; it can be added back with `replica add`.
+            // The open rule decides whether the volume can start without it: only if
+            // the replicas that answered provably hold every acknowledged write.
             Err(e) if config.replicas.len() > 1 => {
-                tracing::error!(volume = %config.volume, replica = %addr, error = %format!("{e:#}"), "replica unreachable; starting without it");
+                tracing::error!(volume = %config.volume, replica = %addr, error = %format!("{e:#}"), "replica unreachable");
+                unreachable.push(addr.to_string());
             }
             Err(e) => return Err(e),
         }
@@ -209,8 +211,14 @@ pub async fn run(
     if candidates.is_empty() {
         bail!("volume {}: no replica could be reached", config.volume);
     }
-    let replicator =
-        Replicator::open(&config.volume, config.size, candidates, config.salvage).await?;
+    let replicator = Replicator::open(
+        &config.volume,
+        config.size,
+        candidates,
+        &unreachable,
+        config.salvage,
+    )
+    .await?;
     replicator.watch_failures();
     let engine = Arc::new(Engine::new(
         replicator,

@@ -796,7 +796,7 @@ async fn an_open_after_a_crash_reconciles_dirty_regions_and_keeps_stale_replicas
         candidate("r1", &replicas[1], 6, &members, &[1]),
         candidate("r2", &replicas[2], 5, &[&ids[0], &ids[1], &ids[2]], &[]),
     ];
-    let engine = Replicator::open("vol", BIG, candidates, false)
+    let engine = Replicator::open("vol", BIG, candidates, &[], false)
         .await
         .unwrap();
     let status = engine.status();
@@ -826,6 +826,7 @@ async fn an_open_without_any_member_needs_salvage() {
         "vol",
         SIZE,
         vec![candidate("r0", &replica, 4, &["someone-else"], &[])],
+        &[],
         false,
     )
     .await;
@@ -835,6 +836,7 @@ async fn an_open_without_any_member_needs_salvage() {
         "vol",
         SIZE,
         vec![candidate("r0", &replica, 4, &["someone-else"], &[])],
+        &[],
         true,
     )
     .await
