@@ -18,7 +18,8 @@
 //! attaches on the one node left, reading back everything written. Every node sees the
 //! same leader; when the leader's node dies first, another manager leads within the
 //! lease's time-to-live and the node rejoins as a follower; at the end a live node leads.
-//!
+//! Every node holds the same node credential (which the managers call each other's
+//! agents with), and none has it in its `manager.json`.
 //!
 //! Dropping the cluster kills everything in its namespaces and deletes them. Needs root.
 
@@ -594,6 +595,23 @@ fn an_agent_only_node_runs_what_the_managers_place_on_it() {
         "{nodes}"
     );
     assert_ne!(leader(&cluster, NODES), agent);
+    // One node credential for the cluster (the first node's, through etcd), apart from
+    // the user token and never in the connection file users are given.
+    let node_token = std::fs::read_to_string(cluster.data_dir(1).join("node-token")).unwrap();
+    assert_ne!(node_token.trim(), cluster.token);
+    for i in 1..=NODES {
+        let data = cluster.data_dir(i);
+        assert_eq!(
+            std::fs::read_to_string(data.join("node-token")).unwrap(),
+            node_token,
+            "node {i}'s node-token"
+        );
+        let connection = std::fs::read_to_string(data.join("manager.json")).unwrap();
+        assert!(
+            !connection.contains(node_token.trim()),
+            "node {i}: {connection}"
+        );
+    }
 
     // Hard anti-affinity, and nothing new on n1: one replica on each other node, the
     // agent's included.

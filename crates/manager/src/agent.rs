@@ -1,6 +1,8 @@
 //! The node agent: starts, stops and watches this node's engine and replica processes
 //! when the manager asks, and reports the node's disks. It restarts nothing on its own;
-//! a process that exits is reported (with its exit status), never hidden.
+//! a process that exits is reported (with its exit status), never hidden. What it is
+//! asked is checked against this node's own record ([`crate::launch_checks`]); replica
+//! directories it derives, marks and removes itself ([`crate::replica_dir`]).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -12,8 +14,39 @@ use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex;
 
-use crate::model::{DiskSpec, DiskStatus};
+use crate::launch_checks::{
+    check_engine_launch, check_process_name, check_replica_launch, check_replica_name,
+    check_restore_launch,
+};
+use crate::model::{DiskSpec, DiskStatus, Node};
 use crate::process::Daemon;
+use crate::replica_dir;
+use crate::state::{Kind, StateStore, StateStoreExt};
+
+/// Ports the agent lets daemons listen on; the scheduler picks theirs from this range.
+pub const PORT_RANGE: std::ops::Range<u16> = 20000..30000;
+/// A restore's process name is its replica's name and this.
+pub const RESTORE_SUFFIX: &str = "-restore";
+
+/// The process name of the restore into `replica`'s directory.
+pub fn restore_task_name(replica: &str) -> String {
+    format!("{replica}{RESTORE_SUFFIX}")
+}
+
+/// Why the agent did not do what it was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// The request is wrong: a bad name, size, address, port or disk (HTTP 400).
+    #[error("{0}")]
+    Invalid(String),
+    /// What is on disk forbids it: a directory the agent did not create, or outside its
+    /// disks (HTTP 409).
+    #[error("{0}")]
+    Refused(String),
+    /// Doing it failed (I/O, a daemon that would not start).
+    #[error(transparent)]
+    Failed(#[from] anyhow::Error),
+}
 
 /// What became of a process the agent started.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,23 +61,26 @@ pub enum ProcessState {
     Unreachable(String),
 }
 
-/// A replica process to start.
+/// A replica process to start. Its directory is not sent: the agent derives it from the
+/// disk and the name.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ReplicaLaunch {
-    /// Process name (the replica object's name).
+    /// Process name (the replica object's name, `<volume>-r-<8 hex digits>`).
     pub name: String,
     /// Volume name.
     pub volume: String,
     /// Volume size.
     pub size: u64,
-    /// Data directory.
-    pub data_dir: String,
+    /// The name of the node's disk it lives on.
+    pub disk: String,
     /// Data address; control listens on the next port.
     pub listen: SocketAddr,
 }
 
 /// An engine process to start.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct EngineLaunch {
     /// Process name (`<volume>-e`).
     pub name: String,
@@ -60,17 +96,19 @@ pub struct EngineLaunch {
     pub replicas: Vec<String>,
 }
 
-/// A restore of a backup into a new replica's directory, before its first start.
+/// A restore of a backup into a new replica's directory, before its first start; it
+/// runs as process [`restore_task_name`] of the replica.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct RestoreLaunch {
-    /// Process name (`<replica>-restore`).
-    pub name: String,
+    /// The replica restored into.
+    pub replica: String,
+    /// The name of the node's disk it lives on.
+    pub disk: String,
     /// The backup's URL.
     pub url: String,
     /// The new volume's name (the replica's volume, not the backed-up one).
     pub volume: String,
-    /// The replica's data directory.
-    pub data_dir: String,
 }
 
 /// Whether a process's exit status (as reported) says it succeeded.
@@ -79,8 +117,10 @@ pub fn exited_cleanly(status: &str) -> bool {
 }
 
 /// One node's agent.
-#[derive(Default)]
 pub struct Agent {
+    /// This node's name: its record in `state` holds its address and disks.
+    node: String,
+    state: Arc<dyn StateStore>,
     processes: Mutex<HashMap<String, Tracked>>,
 }
 
@@ -90,13 +130,32 @@ struct Tracked {
 }
 
 impl Agent {
-    /// Starts a replica and waits until it serves.
-    pub async fn start_replica(&self, launch: &ReplicaLaunch) -> anyhow::Result<()> {
-        std::fs::create_dir_all(&launch.data_dir)
-            .with_context(|| format!("creating {}", launch.data_dir))?;
+    /// The agent of node `node`, whose record (address, disks) is in `state`.
+    pub fn new(node: &str, state: Arc<dyn StateStore>) -> Agent {
+        Agent {
+            node: node.to_string(),
+            state,
+            processes: Mutex::default(),
+        }
+    }
+
+    /// This node's record, read fresh: disks change through the API.
+    fn own_node(&self) -> Result<Node, AgentError> {
+        self.state
+            .get::<Node>(Kind::Node, &self.node)?
+            .with_context(|| format!("node {} is not registered", self.node))
+            .map_err(AgentError::from)
+    }
+
+    /// Starts a replica in its directory on the disk named (created and marked if new)
+    /// and waits until it serves.
+    pub async fn start_replica(&self, launch: &ReplicaLaunch) -> Result<(), AgentError> {
+        let node = self.own_node()?;
+        let disk = check_replica_launch(launch, &node)?;
+        let dir = replica_dir::prepare(&disk.path, &launch.name, &launch.volume)?;
         let args = vec![
             "replica".to_string(),
-            launch.data_dir.clone(),
+            dir.display().to_string(),
             "--size".into(),
             launch.size.to_string(),
             "--volume".into(),
@@ -104,11 +163,14 @@ impl Agent {
             "--listen".into(),
             launch.listen.to_string(),
         ];
-        self.start(&launch.name, "replica", &args).await
+        Ok(self.start(&launch.name, "replica", &args).await?)
     }
 
     /// Starts an engine and waits until it serves.
-    pub async fn start_engine(&self, launch: &EngineLaunch) -> anyhow::Result<()> {
+    pub async fn start_engine(&self, launch: &EngineLaunch) -> Result<(), AgentError> {
+        let node = self.own_node()?;
+        let nodes: Vec<Node> = self.state.list(Kind::Node)?;
+        check_engine_launch(launch, &node, &nodes)?;
         let mut args = vec![
             "engine".to_string(),
             launch.volume.clone(),
@@ -124,30 +186,34 @@ impl Agent {
         for replica in &launch.replicas {
             args.extend(["--replica".into(), replica.clone()]);
         }
-        self.start(&launch.name, "engine", &args).await
+        Ok(self.start(&launch.name, "engine", &args).await?)
     }
 
     /// Starts `shorthorn backup restore URL --to DIR` in the background; its exit status
     /// (see [`Agent::state`]) tells how it went. S3 credentials come from this process's
     /// environment.
-    pub async fn start_restore(&self, launch: &RestoreLaunch) -> anyhow::Result<()> {
+    pub async fn start_restore(&self, launch: &RestoreLaunch) -> Result<(), AgentError> {
+        let node = self.own_node()?;
+        let disk = check_restore_launch(launch, &node)?;
+        let dir = replica_dir::prepare(&disk.path, &launch.replica, &launch.volume)?;
         let args = vec![
             "backup".to_string(),
             "restore".into(),
             launch.url.clone(),
             "--to".into(),
-            launch.data_dir.clone(),
+            dir.display().to_string(),
             "--volume".into(),
             launch.volume.clone(),
         ];
+        let name = restore_task_name(&launch.replica);
         let mut processes = self.processes.lock().await;
-        if let Some(old) = processes.remove(&launch.name) {
+        if let Some(old) = processes.remove(&name) {
             old.daemon.stop().await;
         }
-        let daemon = Daemon::spawn_task(format!("restore {}", launch.name), &args)?;
-        tracing::info!(name = %launch.name, url = %launch.url, to = %launch.data_dir, "restore started");
+        let daemon = Daemon::spawn_task(format!("restore {name}"), &args)?;
+        tracing::info!(%name, url = %launch.url, to = %dir.display(), "restore started");
         processes.insert(
-            launch.name.clone(),
+            name,
             Tracked {
                 daemon,
                 exited: None,
@@ -172,6 +238,21 @@ impl Agent {
             },
         );
         Ok(())
+    }
+
+    /// Stops a process (engine: after its final flush); nothing if it is not running.
+    /// For a caller outside this process: only names that follow the naming rules.
+    pub async fn stop_checked(&self, name: &str) -> Result<(), AgentError> {
+        check_process_name(name)?;
+        self.stop(name).await;
+        Ok(())
+    }
+
+    /// [`Agent::state`] for a caller outside this process: only names that follow the
+    /// naming rules.
+    pub async fn state_checked(&self, name: &str) -> Result<ProcessState, AgentError> {
+        check_process_name(name)?;
+        Ok(self.state(name).await)
     }
 
     /// Stops a process (engine: after its final flush); nothing if it is not running.
@@ -202,14 +283,18 @@ impl Agent {
         }
     }
 
-    /// Stops a replica and removes its data directory.
-    pub async fn remove_replica(&self, name: &str, data_dir: &str) -> anyhow::Result<()> {
+    /// Stops a replica and removes its data directory, found on this node's disks by
+    /// its name and removed only if its marker names it; already gone is done.
+    pub async fn remove_replica(&self, name: &str) -> Result<(), AgentError> {
+        check_replica_name(name)?;
+        let node = self.own_node()?;
         self.stop(name).await;
-        match std::fs::remove_dir_all(data_dir) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(e).with_context(|| format!("removing {data_dir}")),
+        let disks: Vec<&str> = node.spec.disks.iter().map(|d| d.path.as_str()).collect();
+        let removed = replica_dir::remove(&disks, name)?;
+        if removed.is_empty() {
+            tracing::info!(replica = name, "no directory to remove");
         }
+        Ok(())
     }
 
     /// Stops every process: engines first, so their final flush reaches the replicas.
@@ -276,12 +361,11 @@ impl From<&ProcessState> for ProcessReport {
     }
 }
 
-/// A data directory to remove with its replica.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct RemoveReplica {
-    /// The replica's data directory.
-    pub data_dir: String,
-}
+/// The body of a replica removal: empty. The agent finds the directory itself, and a
+/// body naming a path (`data_dir`, as older managers sent) is rejected, not ignored.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RemoveReplica {}
 
 /// The agent of some node: this process's own, or another node's over its API.
 #[derive(Clone)]
@@ -292,8 +376,8 @@ pub enum AgentClient {
     Remote {
         /// `http://host:port` of that node's API.
         url: String,
-        /// The cluster's API token.
-        token: String,
+        /// The cluster's node credential (agent routes take nothing else).
+        node_token: String,
         /// HTTP client.
         http: reqwest::Client,
     },
@@ -303,8 +387,8 @@ pub enum AgentClient {
 const REMOTE_TIMEOUT: Duration = Duration::from_secs(40);
 
 impl AgentClient {
-    /// A client for the agent at `url`.
-    pub fn remote(url: &str, token: &str) -> anyhow::Result<AgentClient> {
+    /// A client for the agent at `url`, calling with the node credential.
+    pub fn remote(url: &str, node_token: &str) -> anyhow::Result<AgentClient> {
         let http = reqwest::Client::builder()
             .timeout(REMOTE_TIMEOUT)
             .connect_timeout(Duration::from_secs(3))
@@ -312,7 +396,7 @@ impl AgentClient {
             .context("HTTP client")?;
         Ok(AgentClient::Remote {
             url: url.trim_end_matches('/').to_string(),
-            token: token.to_string(),
+            node_token: node_token.to_string(),
             http,
         })
     }
@@ -323,12 +407,17 @@ impl AgentClient {
         path: &str,
         body: Option<&T>,
     ) -> anyhow::Result<bytes::Bytes> {
-        let AgentClient::Remote { url, token, http } = self else {
+        let AgentClient::Remote {
+            url,
+            node_token,
+            http,
+        } = self
+        else {
             bail!("not a remote agent");
         };
         let mut request = http
             .request(method, format!("{url}{path}"))
-            .bearer_auth(token);
+            .bearer_auth(node_token);
         if let Some(body) = body {
             request = request.json(body);
         }
@@ -350,7 +439,7 @@ impl AgentClient {
     /// Starts a replica there.
     pub async fn start_replica(&self, launch: &ReplicaLaunch) -> anyhow::Result<()> {
         match self {
-            AgentClient::Local(agent) => agent.start_replica(launch).await,
+            AgentClient::Local(agent) => Ok(agent.start_replica(launch).await?),
             AgentClient::Remote { .. } => self
                 .call(reqwest::Method::POST, "/agent/v1/replicas", Some(launch))
                 .await
@@ -361,7 +450,7 @@ impl AgentClient {
     /// Starts an engine there.
     pub async fn start_engine(&self, launch: &EngineLaunch) -> anyhow::Result<()> {
         match self {
-            AgentClient::Local(agent) => agent.start_engine(launch).await,
+            AgentClient::Local(agent) => Ok(agent.start_engine(launch).await?),
             AgentClient::Remote { .. } => self
                 .call(reqwest::Method::POST, "/agent/v1/engines", Some(launch))
                 .await
@@ -372,7 +461,7 @@ impl AgentClient {
     /// Starts a restore there.
     pub async fn start_restore(&self, launch: &RestoreLaunch) -> anyhow::Result<()> {
         match self {
-            AgentClient::Local(agent) => agent.start_restore(launch).await,
+            AgentClient::Local(agent) => Ok(agent.start_restore(launch).await?),
             AgentClient::Remote { .. } => self
                 .call(reqwest::Method::POST, "/agent/v1/restores", Some(launch))
                 .await
@@ -398,22 +487,18 @@ impl AgentClient {
         }
     }
 
-    /// Stops a replica there and removes its data.
-    pub async fn remove_replica(&self, name: &str, data_dir: &str) -> anyhow::Result<()> {
+    /// Stops a replica there and removes its data (the agent finds its directory).
+    pub async fn remove_replica(&self, name: &str) -> anyhow::Result<()> {
         match self {
-            AgentClient::Local(agent) => agent.remove_replica(name, data_dir).await,
-            AgentClient::Remote { .. } => {
-                let body = RemoveReplica {
-                    data_dir: data_dir.to_string(),
-                };
-                self.call(
+            AgentClient::Local(agent) => Ok(agent.remove_replica(name).await?),
+            AgentClient::Remote { .. } => self
+                .call(
                     reqwest::Method::POST,
                     &format!("/agent/v1/replicas/{name}/remove"),
-                    Some(&body),
+                    Some(&RemoveReplica {}),
                 )
                 .await
-                .map(drop)
-            }
+                .map(drop),
         }
     }
 

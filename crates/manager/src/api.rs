@@ -1,6 +1,8 @@
 //! The REST API: volumes, nodes and settings, as JSON, behind a bearer token. The OpenAPI
 //! document is served at `/v1/openapi.json` (no token needed), Prometheus metrics at
-//! `/metrics`. Errors are `{"message": "..."}` with a fitting status code.
+//! `/metrics`. Errors are `{"message": "..."}` with a fitting status code. The node
+//! agent's routes (`/agent/v1/…`, for other nodes' managers) take the node credential
+//! instead, and never the user token: they start root processes on this node.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -16,7 +18,9 @@ use serde::{Deserialize, Serialize};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi, ToSchema};
 
-use crate::agent::{EngineLaunch, ProcessReport, RemoveReplica, ReplicaLaunch, RestoreLaunch};
+use crate::agent::{
+    AgentError, EngineLaunch, ProcessReport, RemoveReplica, ReplicaLaunch, RestoreLaunch,
+};
 use crate::model::{
     Backup, BackupSpec, BackupState, BackupStatus, BackupTarget, BackupTargetSpec,
     BackupTargetStatus, DiskSpec, DiskStatus, Engine, EngineReplicaStatus, EngineSpec, EngineState,
@@ -29,7 +33,7 @@ use crate::scheduler::SchedulingSettings;
 use crate::state::{Kind, StateStoreExt};
 
 /// Largest volume the API creates (the store's own limit is higher).
-const MAX_SIZE: u64 = 1 << 50;
+pub(crate) const MAX_SIZE: u64 = 1 << 50;
 
 /// Where the OpenAPI document is served.
 pub const OPENAPI_PATH: &str = "/v1/openapi.json";
@@ -62,6 +66,16 @@ impl ApiError {
 
     fn bad_request(message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::BAD_REQUEST, message)
+    }
+}
+
+impl From<AgentError> for ApiError {
+    fn from(e: AgentError) -> ApiError {
+        match e {
+            AgentError::Invalid(message) => ApiError::bad_request(message),
+            AgentError::Refused(message) => ApiError::new(StatusCode::CONFLICT, message),
+            AgentError::Failed(e) => e.into(),
+        }
     }
 }
 
@@ -224,7 +238,7 @@ pub struct CreateJob {
 }
 
 /// Longest backup target URL accepted.
-const MAX_URL_LENGTH: usize = 1024;
+pub(crate) const MAX_URL_LENGTH: usize = 1024;
 
 /// A request to set a backup target.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -342,16 +356,21 @@ pub fn openapi_json() -> String {
 #[derive(Clone)]
 struct AppState {
     manager: Arc<Manager>,
-    token: Arc<str>,
+    /// What users (and the CLI) hold: the user routes take it.
+    user_token: Arc<str>,
+    /// What the nodes of the cluster hold: the agent routes take it.
+    node_token: Arc<str>,
 }
 
-/// The API's routes over `manager`, requiring `token`.
-pub fn router(manager: Arc<Manager>, token: &str) -> Router {
+/// The API's routes over `manager`: the user routes require `user_token`, the agent
+/// routes `node_token`.
+pub fn router(manager: Arc<Manager>, user_token: &str, node_token: &str) -> Router {
     let state = AppState {
         manager,
-        token: token.into(),
+        user_token: user_token.into(),
+        node_token: node_token.into(),
     };
-    let protected = Router::new()
+    let user_routes = Router::new()
         .route("/v1/volumes", get(list_volumes).post(create_volume))
         .route("/v1/volumes/{name}", get(get_volume).delete(delete_volume))
         .route("/v1/volumes/{name}/attach", post(attach_volume))
@@ -376,7 +395,12 @@ pub fn router(manager: Arc<Manager>, token: &str) -> Router {
         .route("/v1/settings", get(get_settings))
         .route("/v1/settings/{name}", put(set_setting))
         .route("/metrics", get(metrics))
-        // This node's agent, for the managers of other nodes (not in the public API).
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            require_user_token,
+        ));
+    // This node's agent, for the managers of other nodes (not in the public API).
+    let agent_routes = Router::new()
         .route("/agent/v1/replicas", post(agent_start_replica))
         .route(
             "/agent/v1/replicas/{name}/remove",
@@ -388,13 +412,17 @@ pub fn router(manager: Arc<Manager>, token: &str) -> Router {
             "/agent/v1/processes/{name}",
             get(agent_process).delete(agent_stop),
         )
-        .layer(middleware::from_fn_with_state(state.clone(), require_token));
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            require_node_token,
+        ));
     Router::new()
         .route(
             OPENAPI_PATH,
             get(|| async { ([(header::CONTENT_TYPE, "application/json")], openapi_json()) }),
         )
-        .merge(protected)
+        .merge(user_routes)
+        .merge(agent_routes)
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(
@@ -405,23 +433,68 @@ pub fn router(manager: Arc<Manager>, token: &str) -> Router {
         .with_state(state)
 }
 
-async fn require_token(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let given = request
+/// The user routes take the user token; the node credential is refused there too, so
+/// a node's credential only ever drives agents.
+async fn require_user_token(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    match bearer(&request) {
+        Some(token) if constant_time_eq(token.as_bytes(), state.user_token.as_bytes()) => {
+            next.run(request).await
+        }
+        Some(token) if constant_time_eq(token.as_bytes(), state.node_token.as_bytes()) => {
+            ApiError::new(
+                StatusCode::FORBIDDEN,
+                "this route is for users; it takes the user token (the data directory's token file), not the node credential",
+            )
+            .into_response()
+        }
+        Some(_) => unauthorized("wrong token"),
+        None => unauthorized(
+            "missing Authorization: Bearer TOKEN (the token is in the data directory's token file)",
+        ),
+    }
+}
+
+/// The agent routes take the node credential only: they start root processes and
+/// remove replica directories on this node.
+async fn require_node_token(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    match bearer(&request) {
+        Some(token) if constant_time_eq(token.as_bytes(), state.node_token.as_bytes()) => {
+            next.run(request).await
+        }
+        Some(token) if constant_time_eq(token.as_bytes(), state.user_token.as_bytes()) => {
+            ApiError::new(
+                StatusCode::FORBIDDEN,
+                "this route is for node agents; it takes the node credential (the data directory's node-token file), not the user token",
+            )
+            .into_response()
+        }
+        Some(_) => unauthorized("wrong node credential"),
+        None => unauthorized(
+            "missing Authorization: Bearer NODE-TOKEN (the node credential is in the data directory's node-token file)",
+        ),
+    }
+}
+
+/// The bearer token of a request, if it has one.
+fn bearer(request: &Request) -> Option<&str> {
+    request
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.split_once(' '))
         .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map(|(_, token)| token.trim());
-    let refusal = match given {
-        Some(token) if constant_time_eq(token.as_bytes(), state.token.as_bytes()) => {
-            return next.run(request).await;
-        }
-        Some(_) => "wrong token",
-        None => {
-            "missing Authorization: Bearer TOKEN (the token is in the data directory's token file)"
-        }
-    };
+        .map(|(_, token)| token.trim())
+}
+
+fn unauthorized(refusal: &'static str) -> Response {
     let mut response = ApiError::new(StatusCode::UNAUTHORIZED, refusal).into_response();
     response.headers_mut().insert(
         header::WWW_AUTHENTICATE,
@@ -1118,14 +1191,9 @@ async fn agent_start_replica(
 async fn agent_remove_replica(
     State(state): State<AppState>,
     Path(name): Path<String>,
-    JsonObject(body): JsonObject<RemoveReplica>,
+    JsonObject(RemoveReplica {}): JsonObject<RemoveReplica>,
 ) -> Result<StatusCode, ApiError> {
-    let request = body;
-    state
-        .manager
-        .agent()
-        .remove_replica(&name, &request.data_dir)
-        .await?;
+    state.manager.agent().remove_replica(&name).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -1141,15 +1209,17 @@ async fn agent_start_engine(
 async fn agent_process(
     State(state): State<AppState>,
     Path(name): Path<String>,
-) -> Json<ProcessReport> {
-    Json(ProcessReport::from(
-        &state.manager.agent().state(&name).await,
-    ))
+) -> ApiResult<ProcessReport> {
+    let process = state.manager.agent().state_checked(&name).await?;
+    Ok(Json(ProcessReport::from(&process)))
 }
 
-async fn agent_stop(State(state): State<AppState>, Path(name): Path<String>) -> StatusCode {
-    state.manager.agent().stop(&name).await;
-    StatusCode::NO_CONTENT
+async fn agent_stop(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    state.manager.agent().stop_checked(&name).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// Prometheus text: volumes by state and robustness, disk space per node.

@@ -191,7 +191,8 @@ pub struct ReplicaSpec {
     pub node: String,
     /// Its disk on that node.
     pub disk: String,
-    /// Its data directory.
+    /// Where its data lives on its node (`<disk path>/replicas/<name>`), for people and
+    /// tools to find; the agent derives the directory itself and is never sent it.
     pub data_dir: String,
     /// Data port; the control API listens on the port after it.
     pub port: u16,
@@ -249,6 +250,25 @@ pub struct Replica {
     /// Observed.
     #[serde(default)]
     pub status: ReplicaStatus,
+}
+
+impl Replica {
+    /// A new, unique replica name for `volume`: `<volume>-r-<8 hex digits>`.
+    pub fn new_name(volume: &str) -> String {
+        format!("{volume}-r-{:08x}", rand::random::<u32>())
+    }
+
+    /// The volume a replica name belongs to, if it is a replica name at all: `<volume>-r-`
+    /// and 8 lowercase hex digits, the volume following the name rule. Names reach the
+    /// agent from other nodes and become directory names, so nothing looser passes.
+    pub fn volume_of(name: &str) -> Option<&str> {
+        let (volume, suffix) = name.rsplit_once("-r-")?;
+        let hex = suffix.len() == 8
+            && suffix
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        (hex && shorthorn_block::validate_name(volume).is_ok()).then_some(volume)
+    }
 }
 
 /// A disk of a node.

@@ -21,7 +21,8 @@ use tokio::sync::{Mutex, Notify};
 use tonic::transport::Channel;
 
 use crate::agent::{
-    Agent, AgentClient, EngineLaunch, ProcessState, ReplicaLaunch, RestoreLaunch, exited_cleanly,
+    Agent, AgentClient, EngineLaunch, PORT_RANGE, ProcessState, ReplicaLaunch, RestoreLaunch,
+    exited_cleanly, restore_task_name,
 };
 use crate::backups::{BackupRunner, VolumeLocks};
 use crate::jobs::JobRunner;
@@ -29,13 +30,12 @@ use crate::model::{
     Engine, EngineReplicaStatus, EngineSpec, EngineState, EngineStatus, Node, Replica, ReplicaSpec,
     ReplicaState, ReplicaStatus, Robustness, Settings, Volume, VolumeState, VolumeStatus,
 };
+use crate::replica_dir::replica_dir;
 use crate::scheduler::{DiskCandidate, NodeCandidate, Placement, ScheduleRequest, schedule};
 use crate::state::{Kind, StateStore, StateStoreExt};
 
 /// The one settings object's name.
 pub const SETTINGS_NAME: &str = "cluster";
-/// Ports daemons on a node are given, lowest free first.
-const PORT_RANGE: std::ops::Range<u16> = 20000..30000;
 /// Shortest time between two reconcile passes.
 const MIN_PASS_INTERVAL: Duration = Duration::from_millis(200);
 /// Shortest time between two replacement replicas of one volume.
@@ -54,8 +54,8 @@ pub struct Manager {
     state: Arc<dyn StateStore>,
     agent: Arc<Agent>,
     node: String,
-    /// The cluster's API token, for calls to other nodes' agents.
-    token: String,
+    /// The cluster's node credential, for calls to other nodes' agents.
+    node_token: String,
     /// Serialises reconciling and API changes that touch processes.
     busy: Mutex<()>,
     /// Wakes the loop early after an API change.
@@ -86,7 +86,7 @@ impl Manager {
         state: Arc<dyn StateStore>,
         agent: Arc<Agent>,
         node: &str,
-        token: &str,
+        node_token: &str,
         reconciles: bool,
     ) -> Manager {
         let volume_locks = VolumeLocks::default();
@@ -94,7 +94,7 @@ impl Manager {
             state,
             agent,
             node: node.to_string(),
-            token: token.to_string(),
+            node_token: node_token.to_string(),
             busy: Mutex::new(()),
             wake: Notify::new(),
             adding: Arc::default(),
@@ -132,7 +132,7 @@ impl Manager {
             .state
             .get::<Node>(Kind::Node, node)?
             .with_context(|| format!("node {node} is not registered"))?;
-        AgentClient::remote(&spec.spec.api_url, &self.token)
+        AgentClient::remote(&spec.spec.api_url, &self.node_token)
     }
 
     /// The cluster settings (defaults until someone sets them).
@@ -482,7 +482,7 @@ impl Manager {
             name: replica.name.clone(),
             volume: volume.name.clone(),
             size: volume.spec.size,
-            data_dir: replica.spec.data_dir.clone(),
+            disk: replica.spec.disk.clone(),
             listen: SocketAddr::new(address, replica.spec.port),
         };
         match agent.start_replica(&launch).await {
@@ -534,7 +534,7 @@ impl Manager {
         let Some(url) = replica.spec.restore_from.clone() else {
             return Ok(true);
         };
-        let task = format!("{}-restore", replica.name);
+        let task = restore_task_name(&replica.name);
         match agent.state(&task).await {
             ProcessState::Running => Ok(false),
             ProcessState::Exited(status) if exited_cleanly(&status) => {
@@ -560,10 +560,10 @@ impl Manager {
             }
             ProcessState::Absent => {
                 let launch = RestoreLaunch {
-                    name: task,
+                    replica: replica.name.clone(),
+                    disk: replica.spec.disk.clone(),
                     url,
                     volume: replica.spec.volume.clone(),
-                    data_dir: replica.spec.data_dir.clone(),
                 };
                 agent.start_restore(&launch).await?;
                 replica.status.message = format!("restoring from {}", launch.url);
@@ -633,7 +633,7 @@ impl Manager {
                 .iter()
                 .find(|d| d.name == placement.disk)
                 .context("scheduled on an unknown disk")?;
-            let name = format!("{}-r-{:08x}", volume.name, rand::random::<u32>());
+            let name = Replica::new_name(&volume.name);
             let ip: IpAddr = node
                 .spec
                 .address
@@ -647,7 +647,7 @@ impl Manager {
                     volume: volume.name.clone(),
                     node: node.name.clone(),
                     disk: disk.name.clone(),
-                    data_dir: format!("{}/replicas/{name}", disk.path.trim_end_matches('/')),
+                    data_dir: replica_dir(&disk.path, &name).display().to_string(),
                     port,
                     desire_running: true,
                     // Only a new volume's first replicas; later ones are rebuilt.
@@ -1113,7 +1113,7 @@ impl Manager {
     async fn remove_replica(&self, replica: &Replica) -> anyhow::Result<()> {
         match self
             .agent_for(&replica.spec.node)?
-            .remove_replica(&replica.name, &replica.spec.data_dir)
+            .remove_replica(&replica.name)
             .await
         {
             Ok(()) => {}

@@ -20,6 +20,14 @@ const OWNERSHIP_TTL: std::time::Duration = std::time::Duration::from_secs(6);
 
 /// File in the data directory telling clients where the API is and its token.
 pub const CONNECTION_FILE: &str = "manager.json";
+/// File in the data directory holding the user token (the user routes take it).
+pub const TOKEN_FILE: &str = "token";
+/// File in the data directory holding the node credential: other nodes' managers call
+/// this node's agent routes with it. Never in the connection file.
+pub const NODE_TOKEN_FILE: &str = "node-token";
+/// etcd keys under which a cluster shares its user token and its node credential.
+const TOKEN_KEY: &str = "token";
+const NODE_TOKEN_KEY: &str = "node-token";
 
 /// How to start a node.
 #[derive(Debug, Clone)]
@@ -54,7 +62,7 @@ pub enum NodeRole {
 pub struct Connection {
     /// The API's base URL.
     pub url: String,
-    /// The bearer token.
+    /// The user token (never the node credential).
     pub token: String,
 }
 
@@ -87,20 +95,32 @@ pub async fn up(
     }
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating {}", config.data_dir.display()))?;
-    let (local_token, mut first_start) = load_or_create_token(&config.data_dir)?;
-    let (state, token): (Arc<dyn StateStore>, String) = if config.etcd.is_empty() {
-        let path = config.data_dir.join("state.redb");
-        (Arc::new(EmbeddedStore::open(&path)?), local_token)
-    } else {
-        let store = EtcdStore::connect(&config.etcd, &config.node, OWNERSHIP_TTL).await?;
-        // Every node of a cluster serves the same token: the first node's.
-        let token = store.put_if_absent("token", &local_token).await?;
-        if token != local_token {
-            std::fs::write(config.data_dir.join("token"), &token).context("saving the token")?;
-            first_start = false;
-        }
-        (Arc::new(store), token)
-    };
+    let (local_token, mut first_start) = load_or_create_secret(&config.data_dir, TOKEN_FILE)?;
+    let (local_node_token, _) = load_or_create_secret(&config.data_dir, NODE_TOKEN_FILE)?;
+    let (state, token, node_token): (Arc<dyn StateStore>, String, String) =
+        if config.etcd.is_empty() {
+            let path = config.data_dir.join("state.redb");
+            (
+                Arc::new(EmbeddedStore::open(&path)?),
+                local_token,
+                local_node_token,
+            )
+        } else {
+            let store = EtcdStore::connect(&config.etcd, &config.node, OWNERSHIP_TTL).await?;
+            // Every node of a cluster serves the same secrets: the first node's.
+            let token = store.put_if_absent(TOKEN_KEY, &local_token).await?;
+            if token != local_token {
+                write_private(&config.data_dir.join(TOKEN_FILE), &token)?;
+                first_start = false;
+            }
+            let node_token = store
+                .put_if_absent(NODE_TOKEN_KEY, &local_node_token)
+                .await?;
+            if node_token != local_node_token {
+                write_private(&config.data_dir.join(NODE_TOKEN_FILE), &node_token)?;
+            }
+            (Arc::new(store), token, node_token)
+        };
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding the API to {}", config.listen))?;
@@ -111,19 +131,20 @@ pub async fn up(
     let url = format!("http://{api}");
     register_node(state.as_ref(), &config, &url)?;
     let manager = Arc::new(Manager::new(
-        state,
-        Arc::new(Agent::default()),
+        state.clone(),
+        Arc::new(Agent::new(&config.node, state)),
         &config.node,
-        &token,
+        &node_token,
         config.role == NodeRole::Full,
     ));
     let connection = Connection { url, token };
     let connection_file = config.data_dir.join(CONNECTION_FILE);
-    std::fs::write(&connection_file, serde_json::to_vec_pretty(&connection)?)
-        .with_context(|| format!("writing {}", connection_file.display()))?;
-    set_private(&connection_file)?;
+    write_private(
+        &connection_file,
+        &serde_json::to_string_pretty(&connection).context("connection file")?,
+    )?;
     ready(&connection, first_start);
-    let app = crate::api::router(manager.clone(), &connection.token);
+    let app = crate::api::router(manager.clone(), &connection.token, &node_token);
     let (stop_api, api_stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(async move {
         axum::serve(listener, app)
@@ -138,24 +159,37 @@ pub async fn up(
     Ok(())
 }
 
-/// The API token: read from the data directory, or generated (first start).
-fn load_or_create_token(data_dir: &Path) -> anyhow::Result<(String, bool)> {
-    let path = data_dir.join("token");
+/// A secret (the user token, the node credential) in the data directory's file `name`:
+/// read, or generated (the bool says so: first start).
+fn load_or_create_secret(data_dir: &Path, name: &str) -> anyhow::Result<(String, bool)> {
+    let path = data_dir.join(name);
     match std::fs::read_to_string(&path) {
-        Ok(token) if !token.trim().is_empty() => Ok((token.trim().to_string(), false)),
+        Ok(secret) if !secret.trim().is_empty() => Ok((secret.trim().to_string(), false)),
         _ => {
-            let token = format!("{:032x}", rand::random::<u128>());
-            std::fs::write(&path, &token).with_context(|| format!("writing {}", path.display()))?;
-            set_private(&path)?;
-            Ok((token, true))
+            let secret = format!("{:032x}", rand::random::<u128>());
+            write_private(&path, &secret)?;
+            Ok((secret, true))
         }
     }
 }
 
-fn set_private(path: &Path) -> anyhow::Result<()> {
-    use std::os::unix::fs::PermissionsExt as _;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-        .with_context(|| format!("restricting {}", path.display()))
+/// Writes `contents` to `path`, readable by its owner only (created so: no moment where
+/// others may read it).
+fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+    let write = || -> std::io::Result<()> {
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(path)?;
+        // A file made earlier with a wider mode is narrowed too.
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+        file.write_all(contents.as_bytes())
+    };
+    write().with_context(|| format!("writing {}", path.display()))
 }
 
 /// Records this node (its addresses updated on every start) with a default disk under
