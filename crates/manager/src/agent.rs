@@ -94,6 +94,10 @@ pub struct EngineLaunch {
     pub nbd: SocketAddr,
     /// Replica data addresses, `tcp://host:port`.
     pub replicas: Vec<String>,
+    /// Open with `--salvage`: without proof that these replicas hold the newest writes
+    /// (auto-salvage, when a replica's node is down).
+    #[serde(default)]
+    pub salvage: bool,
 }
 
 /// A restore of a backup into a new replica's directory, before its first start; it
@@ -185,6 +189,9 @@ impl Agent {
         ];
         for replica in &launch.replicas {
             args.extend(["--replica".into(), replica.clone()]);
+        }
+        if launch.salvage {
+            args.push("--salvage".into());
         }
         Ok(self.start(&launch.name, "engine", &args).await?)
     }

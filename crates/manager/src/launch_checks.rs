@@ -292,6 +292,7 @@ mod tests {
             listen: "10.0.0.1:20010".parse().unwrap(),
             nbd: "10.0.0.1:20011".parse().unwrap(),
             replicas: vec!["tcp://10.0.0.1:20000".into()],
+            salvage: false,
         };
         check_engine_launch(&launch, &node, std::slice::from_ref(&node)).unwrap();
         for replica in [

@@ -516,7 +516,9 @@ pub struct Settings {
     pub stale_replica_timeout: u64,
     /// Default replica count of new volumes.
     pub default_replica_count: usize,
-    /// Bring a volume whose replicas all failed back by itself.
+    /// Bring a volume back by itself when it cannot open otherwise: every replica
+    /// failed at once, or a replica the open needs is on a node that is down (then
+    /// writes only that replica acknowledged are lost).
     pub auto_salvage: bool,
 }
 

@@ -340,26 +340,54 @@ impl Manager {
         engine.spec.node = volume.spec.attached_node.clone();
         self.set_engine_members(&mut engine, &replicas)?;
         self.put_engine_if_changed(&engine, &mut stored_engine)?;
+        // A replica on a node that is down cannot come back soon; if the engine's open
+        // rule needs it, only a salvage opens the volume (writes only it acknowledged are
+        // lost: docs/consistency.md). `auto_salvage` allows that.
+        let salvage = settings.auto_salvage
+            && replicas
+                .iter()
+                .any(|r| r.status.state != ReplicaState::Running && !self.node_ready(&r.spec.node));
         let processed = self
-            .reconcile_engine_process(&mut engine, &mut stored_engine, volume.spec.size, settings)
+            .reconcile_engine_process(
+                &mut engine,
+                &mut stored_engine,
+                volume.spec.size,
+                settings,
+                salvage,
+            )
             .await;
         self.put_engine_if_changed(&engine, &mut stored_engine)?;
-        processed?;
+        if let Err(e) = processed {
+            // What the pass learnt about the replicas is kept all the same: an engine
+            // that refuses to open until a replica is back must not keep the pass from
+            // recording that replica failed (and starting it again after the wait).
+            self.save_replicas(&replicas, &stored_replicas)?;
+            return Err(e);
+        }
         // 4. Replicas as the engine reports them; then the engine's membership follows.
         self.observe_replicas_in_engine(&engine, &mut replicas)?;
         self.set_engine_members(&mut engine, &replicas)?;
         self.reconcile_engine_members(&engine).await;
         self.put_engine_if_changed(&engine, &mut stored_engine)?;
         volume.status = volume_status(&volume, &engine, &replicas, message);
-        for replica in &replicas {
-            // Compared with what the pass read (new replicas: never read, written).
-            if stored_replicas.get(&replica.name) != Some(replica) {
-                self.state.put(Kind::Replica, &replica.name, replica)?;
-            }
-        }
+        self.save_replicas(&replicas, &stored_replicas)?;
         // Write the status unless an API call changed the volume meanwhile (it has the
         // lock, so only deletion could): then the next pass sees the new spec.
         self.save_status(&volume)
+    }
+
+    /// Writes the replicas that differ from what the pass read (new ones: never read).
+    fn save_replicas(
+        &self,
+        replicas: &[Replica],
+        stored: &HashMap<String, Replica>,
+    ) -> anyhow::Result<()> {
+        for replica in replicas {
+            if stored.get(&replica.name) != Some(replica) {
+                self.state.put(Kind::Replica, &replica.name, replica)?;
+            }
+        }
+        Ok(())
     }
 
     /// The engine's members from its replicas: those meant to run whose process runs
@@ -688,6 +716,7 @@ impl Manager {
         stored: &mut Option<Engine>,
         size: u64,
         settings: &Settings,
+        salvage: bool,
     ) -> anyhow::Result<()> {
         engine.status.message.clear();
         if let Some(old) = engine
@@ -755,7 +784,11 @@ impl Manager {
                 listen: SocketAddr::new(address, control),
                 nbd: SocketAddr::new(address, nbd),
                 replicas: engine.spec.replicas.clone(),
+                salvage,
             };
+            if salvage {
+                tracing::warn!(engine = %engine.name, replicas = ?launch.replicas, "a replica's node is down: starting the engine with --salvage (auto_salvage), which loses writes only that replica acknowledged");
+            }
             if let Err(e) = agent.start_engine(&launch).await {
                 // Perhaps its ports were taken meanwhile: new ones next time.
                 engine.status.ports = None;

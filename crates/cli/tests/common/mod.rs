@@ -333,6 +333,28 @@ pub fn children_of(parent: u32) -> Vec<(u32, Vec<String>)> {
         .collect()
 }
 
+/// Waits until a process other than `killed` mentions `needle` (a replica directory):
+/// the durable evidence that a killed process was noticed and started again (its
+/// transient states can pass faster than any poll). Returns the new pid.
+pub fn wait_restarted(needle: &str, killed: u32, timeout: Duration) -> u32 {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let others: Vec<u32> = processes_mentioning(needle)
+            .into_iter()
+            .map(|(pid, _)| pid)
+            .filter(|&pid| pid != killed)
+            .collect();
+        if let [pid] = others[..] {
+            return pid;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "pid {killed} ({needle}) was not started again within {timeout:?}: {others:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 /// Kills (SIGKILL, by pid) every process whose arguments mention `needle`, a path unique
 /// to one test, and waits a little for them to go.
 pub fn kill_processes_mentioning(needle: &str) {
