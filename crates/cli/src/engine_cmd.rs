@@ -44,6 +44,10 @@ pub struct EngineArgs {
     /// Where the frontend listens.
     #[arg(long, default_value = "127.0.0.1:10809")]
     frontend_listen: SocketAddr,
+    /// Most NBD client connections open at once; a connection beyond it is closed at
+    /// once (logged as "refusing connection: too many connections") until some close.
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..=65536))]
+    max_connections: u32,
     /// A replica request unanswered this long fails the replica (e.g. 8s, 500ms).
     #[arg(long, default_value = "8s", value_parser = humantime::parse_duration)]
     request_timeout: Duration,
@@ -59,9 +63,10 @@ pub struct EngineArgs {
     /// Serve Prometheus metrics (GET /metrics) on this address.
     #[arg(long)]
     metrics_listen: Option<SocketAddr>,
-    /// Open even when none of the replicas is known to hold every acknowledged write
-    /// (e.g. after all of them failed): the volume comes back from those with the
-    /// highest epoch in their consistency records. See docs/consistency.md.
+    /// Open even when the replicas that answer cannot be shown to hold every
+    /// acknowledged write (a member of the newest record is missing, or all failed):
+    /// the volume comes back from the most recent of them, and loses any write
+    /// acknowledged only by the replicas that did not answer. See docs/consistency.md.
     #[arg(long)]
     salvage: bool,
     /// Stop when stdin closes (used by launch-simple so no engine outlives it).
@@ -82,6 +87,7 @@ pub fn run(args: EngineArgs) -> anyhow::Result<()> {
         listen: args.listen,
         replicas: args.replicas,
         frontend_listen: args.frontend.map(|Frontend::Nbd| args.frontend_listen),
+        frontend_max_connections: args.max_connections as usize,
         client,
         metrics_listen: args.metrics_listen,
         salvage: args.salvage,

@@ -3,7 +3,10 @@
 //! network namespace) writes 64 MiB and then rewrites at random, partly unaligned. The
 //! full replica goes ERR with an error that says why (space), its process survives, the
 //! writer never sees an error, every acknowledged write reads back, and the two other
-//! replicas hold identical content.
+//! replicas hold identical content. Its filesystem is then grown (online, as an operator
+//! would once the disk has room) and `replica add` rebuilds it on the same process and
+//! directory, verified: all three RW, the data still reads back, and all three replicas
+//! hold identical content.
 
 #![allow(
     clippy::unwrap_used,
@@ -23,10 +26,14 @@ use netns::{Cluster, replica_addr};
 fn a_full_replica_goes_err_and_the_volume_carries_on() {
     const SIZE: u64 = 160 * MIB;
     const FS_MIB: u64 = 24;
+    /// Written on replica 0's filesystem before it starts, deleted to free space.
+    const BALLAST_MIB: u64 = 128;
     /// 64 MiB written sequentially first: far more than fits on replica 0's disk.
     const BLOCKS: &str = "16384";
     let mut cluster = Cluster::new(3, SIZE);
-    cluster.small_fs(0, FS_MIB);
+    let dir = cluster.small_fs(0, FS_MIB + BALLAST_MIB);
+    let ballast = dir.parent().unwrap().join("ballast");
+    std::fs::write(&ballast, vec![0x5a; (BALLAST_MIB * MIB) as usize]).unwrap();
     cluster.start_replicas();
     cluster.start_engine(&[]);
     cluster.assert_all_rw(&[0, 1, 2]);
@@ -89,11 +96,20 @@ fn a_full_replica_goes_err_and_the_volume_carries_on() {
 
     cluster.assert_verified(&writer.log, "acked");
 
+    // Space again: the same replica comes back by a rebuild (which verifies what it
+    // copied) and serves like the others.
+    std::fs::remove_file(&ballast).unwrap();
+    let report = cluster.replica_add(0, Duration::from_secs(180));
+    eprintln!("the once-full replica rebuilt: {report:?}");
+    cluster.assert_all_rw(&[0, 1, 2]);
+    cluster.assert_stable_reads(0, SIZE);
+    cluster.assert_verified(&writer.log, "acked");
+
     let statuses = cluster.stop_all();
     eprintln!("replica exit statuses: {statuses:?}");
     assert!(
-        statuses[1..].iter().all(|s| s.is_some_and(|s| s.success())),
-        "replicas 1 and 2 should stop cleanly: {statuses:?}\n{}",
+        statuses.iter().all(|s| s.is_some_and(|s| s.success())),
+        "every replica should stop cleanly: {statuses:?}\n{}",
         cluster.context()
     );
     let context = cluster.context();
@@ -101,5 +117,5 @@ fn a_full_replica_goes_err_and_the_volume_carries_on() {
         !context.contains("panicked"),
         "a process panicked:\n{context}"
     );
-    cluster.assert_replicas_identical(&[1, 2]);
+    cluster.assert_replicas_identical(&[0, 1, 2]);
 }

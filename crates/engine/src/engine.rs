@@ -10,7 +10,7 @@ use std::time::SystemTime;
 use anyhow::Context;
 use parking_lot::Mutex;
 use shorthorn_block::BlockDevice;
-use shorthorn_nbd::{Export, NbdServer};
+use shorthorn_nbd::{Export, NbdServer, ServerConfig};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -53,6 +53,8 @@ pub struct Engine {
     /// What the frontend's clients do, measured at the frontend.
     metrics: Arc<Metrics>,
     frontend_listen: Option<SocketAddr>,
+    /// Most NBD connections at once.
+    frontend_max_connections: usize,
     frontend: tokio::sync::Mutex<Option<Frontend>>,
     /// The frontend's URI while it runs, readable without waiting.
     frontend_uri: Mutex<Option<String>>,
@@ -70,6 +72,7 @@ impl Engine {
     pub(crate) fn new(
         replicator: Arc<VolumeReplicator>,
         frontend_listen: Option<SocketAddr>,
+        frontend_max_connections: usize,
         limits: SnapshotLimits,
         connector: Connector,
         addresses: Vec<String>,
@@ -80,6 +83,7 @@ impl Engine {
             replicator,
             metrics: Arc::new(Metrics::new()),
             frontend_listen,
+            frontend_max_connections,
             frontend: tokio::sync::Mutex::new(None),
             frontend_uri: Mutex::new(None),
             limits,
@@ -154,7 +158,12 @@ impl Engine {
             // A flush reaches every replica and syncs its whole head, so it covers
             // writes completed on any connection.
             .with_multi_conn(true);
-        let server = NbdServer::new(vec![export]).context("configuring the NBD frontend")?;
+        let config = ServerConfig {
+            max_connections: self.frontend_max_connections,
+            ..ServerConfig::default()
+        };
+        let server =
+            NbdServer::with_config(vec![export], config).context("configuring the NBD frontend")?;
         let stop = CancellationToken::new();
         let shutdown = stop.clone();
         let task = tokio::spawn(async move {

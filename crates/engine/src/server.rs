@@ -43,6 +43,9 @@ pub struct EngineConfig {
     pub replicas: Vec<ReplicaAddr>,
     /// Where the NBD frontend listens; `None` runs no frontend.
     pub frontend_listen: Option<SocketAddr>,
+    /// Most NBD client connections open at once; more are refused (and logged) until
+    /// some close.
+    pub frontend_max_connections: usize,
     /// Connections, timeouts and pings towards each replica.
     pub client: ClientOptions,
     /// Limits on snapshot count and size.
@@ -223,6 +226,7 @@ pub async fn run(
     let engine = Arc::new(Engine::new(
         replicator,
         config.frontend_listen,
+        config.frontend_max_connections,
         config.limits,
         connector,
         config.replicas.iter().map(ToString::to_string).collect(),

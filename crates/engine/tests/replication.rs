@@ -17,8 +17,8 @@ use bytes::Bytes;
 use proptest::prelude::*;
 use shorthorn_block::{BlockDevice, BlockError, BlockResult, Extent, WriteFlags, ZeroMode};
 use shorthorn_engine::{
-    PurgeOutcome, Replica, ReplicaMode, ReplicaOpError, ReplicaRecord, Replicator, SnapshotInfo,
-    SnapshotLimits, VolumeState,
+    OpenSlot, PurgeOutcome, Replica, ReplicaMode, ReplicaOpError, ReplicaRecord, Replicator,
+    SnapshotInfo, SnapshotLimits, VolumeState,
 };
 use shorthorn_store::{SnapshotKind, Store, StoreDevice, StoreError};
 use tokio::sync::Notify;
@@ -31,6 +31,8 @@ struct TestReplica {
     store: Arc<Store>,
     device: StoreDevice,
     fail_writes: AtomicBool,
+    /// Fails consistency record writes only.
+    fail_records: AtomicBool,
     /// Random per-request delay bound in microseconds (0: none).
     jitter_us: AtomicU64,
     reads_served: AtomicU64,
@@ -50,6 +52,7 @@ impl TestReplica {
             device: StoreDevice::new(store.clone()),
             store,
             fail_writes: AtomicBool::new(false),
+            fail_records: AtomicBool::new(false),
             jitter_us: AtomicU64::new(0),
             reads_served: AtomicU64::new(0),
             died: Notify::new(),
@@ -207,6 +210,9 @@ impl Replica for TestReplica {
 
     async fn set_record(&self, record: &ReplicaRecord) -> Result<(), ReplicaOpError> {
         self.control(|_| Ok(()))?;
+        if self.fail_records.load(Ordering::Relaxed) {
+            return Err(ReplicaOpError::Failed("injected record failure".into()));
+        }
         let mut current = self.record.lock();
         let id = current.replica_id.clone();
         *current = ReplicaRecord {
@@ -842,4 +848,58 @@ async fn an_open_without_any_member_needs_salvage() {
     .await
     .unwrap();
     assert_eq!(salvaged.status()[0].mode, ReplicaMode::RW);
+}
+
+/// Custody: a consistency record goes to the replicas that hold the last one first. When
+/// none of them can take it, a replica outside the members (WO, being rebuilt) must not
+/// get it — it would hold a record newer than any member's, which the open rule could
+/// not see past — and the write is not acknowledged.
+#[tokio::test]
+async fn a_record_no_member_took_never_reaches_a_replica_outside_the_members() {
+    const BIG: u64 = 16 << 20;
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let replicas: Vec<Arc<TestReplica>> = dirs
+        .iter()
+        .map(|d| TestReplica::with_size(d.path(), BIG))
+        .collect();
+    let slot = |i: usize, mode: ReplicaMode| OpenSlot {
+        address: format!("r{i}"),
+        id: replicas[i].record.lock().replica_id.clone(),
+        device: replicas[i].clone(),
+        mode,
+        error: None,
+    };
+    let slots = vec![
+        slot(0, ReplicaMode::RW),
+        slot(1, ReplicaMode::RW),
+        slot(2, ReplicaMode::WO),
+    ];
+    let engine = Replicator::with_slots("vol", BIG, slots, 5).unwrap();
+    let write =
+        |offset: u64| engine.write(offset, Bytes::from(vec![1; 4096]), WriteFlags::default());
+    write(0).await.unwrap();
+    let taken = replicas[2].record.lock().clone();
+    assert_eq!(
+        taken.epoch, 5,
+        "the WO replica takes records after the members"
+    );
+    // Both members fail to take the next record (a new dirty region needs one), while
+    // the WO replica would take it.
+    for member in &replicas[..2] {
+        member.fail_records.store(true, Ordering::Relaxed);
+    }
+    let error = write(8 << 20)
+        .await
+        .expect_err("acknowledged with no member left");
+    eprintln!("refused: {error}");
+    assert_eq!(
+        *replicas[2].record.lock(),
+        taken,
+        "a record no member holds reached the WO replica"
+    );
+    let status = engine.status();
+    assert!(
+        status[..2].iter().all(|s| s.mode == ReplicaMode::ERR),
+        "{status:?}"
+    );
 }

@@ -281,3 +281,37 @@ fn shutdown_closes_connected_clients() {
     expect_closed(s);
     closer.join().unwrap();
 }
+
+#[test]
+fn connections_beyond_the_limit_are_closed_until_one_ends() {
+    let config = ServerConfig {
+        max_connections: 2,
+        ..ServerConfig::default()
+    };
+    let server = TestServer::start_with(MIB, Listen::Tcp, config);
+    let (first, size) = handshake(&server);
+    assert_eq!(size, MIB);
+    let (_second, _) = handshake(&server);
+    // The third is closed before any greeting.
+    expect_closed(connect(&server));
+    drop(first);
+    // Once one closes, a new connection is served again (the slot frees when the
+    // server notices the close: retried for a bounded time).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut s = connect(&server);
+        let mut magic = [0u8; 8];
+        match s.read_exact(&mut magic) {
+            Ok(()) => {
+                assert_eq!(&magic, b"NBDMAGIC");
+                break;
+            }
+            Err(e) => assert!(
+                Instant::now() < deadline,
+                "no connection accepted 10 s after one of the two closed: {e}"
+            ),
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    qemu_io(&server.uri(), &["read 0 4k"]);
+}
