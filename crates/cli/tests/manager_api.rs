@@ -1823,6 +1823,30 @@ fn bad_requests_get_4xx_with_a_message_and_change_nothing() {
     let other = json!({"name": VOLUME, "size": 2 * SIZE, "replicas": 2}).to_string();
     cases.push(case("POST", volumes, &again, 409, VOLUME));
     cases.push(case("POST", volumes, &other, 409, VOLUME));
+    // Node fields: names' rule for the zone and tags, plain absolute disk paths.
+    let node_path = format!("/v1/nodes/{NODE}");
+    let long_zone = json!({"zone": "z".repeat(100_000)}).to_string();
+    let many_tags =
+        json!({"tags": (0..33).map(|i| format!("t{i}")).collect::<Vec<_>>()}).to_string();
+    let bad_disk = |path: &str| {
+        json!({"disks": [{"name": "d", "path": path, "allow_scheduling": true}]}).to_string()
+    };
+    let long_path = format!("/{}", "p".repeat(5000));
+    let bad_nodes: Vec<(String, &str)> = vec![
+        (long_zone, "zone"),
+        (json!({"zone": "a/b"}).to_string(), "zone"),
+        (json!({"tags": ["a/b"]}).to_string(), "tags"),
+        (json!({"tags": ["\u{0}"]}).to_string(), "tags"),
+        (json!({"tags": ["x", "x"]}).to_string(), "twice"),
+        (many_tags, "tags"),
+        (bad_disk("/"), "root"),
+        (bad_disk("/srv/../etc"), ".."),
+        (bad_disk("/srv/\u{0}x"), "control"),
+        (bad_disk(&long_path), "4096"),
+    ];
+    for (body, mentions) in &bad_nodes {
+        cases.push(case("PUT", &node_path, body, 400, mentions));
+    }
     // Unknown volumes, endpoints and settings.
     let unknown = [
         ("GET", "/v1/volumes/no-such-vol", "", "no-such-vol"),

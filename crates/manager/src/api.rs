@@ -1075,6 +1075,33 @@ async fn list_nodes(State(state): State<AppState>) -> ApiResult<Vec<Node>> {
     Ok(Json(state.manager.state().list(Kind::Node)?))
 }
 
+/// Most tags on one node.
+const MAX_NODE_TAGS: usize = 32;
+/// Longest disk path (Linux's PATH_MAX).
+const MAX_DISK_PATH: usize = 4096;
+
+/// A disk path is absolute, plain (no `.`/`..` components, no control characters),
+/// not the root, and at most [`MAX_DISK_PATH`] bytes: the agent creates and removes
+/// replica directories under it as root.
+fn check_disk_path(path: &str) -> Result<(), &'static str> {
+    if path.len() > MAX_DISK_PATH {
+        return Err("is longer than 4096 bytes");
+    }
+    if !path.starts_with('/') {
+        return Err("must be absolute");
+    }
+    if path.chars().any(char::is_control) {
+        return Err("cannot contain control characters");
+    }
+    if path.split('/').any(|part| part == "." || part == "..") {
+        return Err("cannot contain '.' or '..' components");
+    }
+    if path.trim_end_matches('/').is_empty() {
+        return Err("cannot be the root directory");
+    }
+    Ok(())
+}
+
 #[utoipa::path(put, path = "/v1/nodes/{name}", params(("name" = String, Path)),
     request_body = UpdateNode, responses(
     (status = 200, body = Node), (status = 400, body = ErrorBody),
@@ -1090,9 +1117,29 @@ async fn update_node(
         .get(Kind::Node, &name)?
         .ok_or_else(|| ApiError::not_found("node", &name))?;
     if let Some(zone) = body.zone {
+        if !zone.is_empty() {
+            shorthorn_block::validate_name(&zone)
+                .map_err(|e| ApiError::bad_request(format!("zone: {e}")))?;
+        }
         node.spec.zone = zone;
     }
     if let Some(tags) = body.tags {
+        if tags.len() > MAX_NODE_TAGS {
+            return Err(ApiError::bad_request(format!(
+                "tags: at most {MAX_NODE_TAGS} tags, not {}",
+                tags.len()
+            )));
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for tag in &tags {
+            shorthorn_block::validate_name(tag)
+                .map_err(|e| ApiError::bad_request(format!("tags: {e}")))?;
+            if !seen.insert(tag.as_str()) {
+                return Err(ApiError::bad_request(format!(
+                    "tags: {tag} is listed twice"
+                )));
+            }
+        }
         node.spec.tags = tags;
     }
     if let Some(allow) = body.allow_scheduling {
@@ -1103,9 +1150,9 @@ async fn update_node(
         for disk in &disks {
             shorthorn_block::validate_name(&disk.name)
                 .map_err(|e| ApiError::bad_request(format!("disk: {e}")))?;
-            if !disk.path.starts_with('/') {
+            if let Err(reason) = check_disk_path(&disk.path) {
                 return Err(ApiError::bad_request(format!(
-                    "disk {}: path {:?} must be absolute",
+                    "disk {}: path {:?} {reason}",
                     disk.name, disk.path
                 )));
             }
