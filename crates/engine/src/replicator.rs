@@ -1,6 +1,6 @@
 //! The replicator: one volume served from N replicas. Writes go to every replica in RW
 //! or WO mode and are acknowledged when all of them have it; reads go to one RW replica,
-//! spread across them. Any error from a replica moves it to ERR at once, before the
+//! the one expected to answer soonest (recent latency times reads in flight). Any error from a replica moves it to ERR at once, before the
 //! request that saw the error completes, so no later read can reach a replica that
 //! missed a write; the change of members is persisted on the survivors before any
 //! request is acknowledged (see `crate::consistency`).
@@ -22,6 +22,9 @@ use crate::range_lock::AsyncRangeLock;
 use crate::rebuild::RebuildProgress;
 use crate::replica::{Replica, ReplicaRecord};
 use crate::status::{ReplicaMode, ReplicaStatus, VolumeState};
+
+/// One read in this many goes round robin instead of to the fastest replica.
+const READ_PROBE_EVERY: usize = 16;
 
 /// Why an engine cannot be built on a set of replicas.
 #[derive(Debug, thiserror::Error)]
@@ -54,6 +57,10 @@ pub(crate) struct Slot<R> {
     state: Mutex<(ReplicaMode, Option<String>)>,
     /// Set while the replica is being rebuilt.
     pub(crate) rebuild: Mutex<Option<Arc<RebuildProgress>>>,
+    /// Its recent read latency (exponentially weighted, microseconds) and reads in
+    /// flight: reads go where they will be answered soonest.
+    read_latency_us: AtomicU64,
+    reads_in_flight: AtomicUsize,
 }
 
 impl<R> Slot<R> {
@@ -70,7 +77,31 @@ impl<R> Slot<R> {
             device,
             state: Mutex::new((mode, error)),
             rebuild: Mutex::new(None),
+            read_latency_us: AtomicU64::new(0),
+            reads_in_flight: AtomicUsize::new(0),
         }
+    }
+
+    /// Expected wait for a read sent now: recent latency times the reads ahead of it.
+    fn read_cost(&self) -> u64 {
+        let queued = self.reads_in_flight.load(Ordering::Relaxed) as u64 + 1;
+        self.read_latency_us
+            .load(Ordering::Relaxed)
+            .max(1)
+            .saturating_mul(queued)
+    }
+
+    /// Folds one read's latency into the average (weight 1/8: a few reads follow a
+    /// change, one outlier does not).
+    fn record_read(&self, took: std::time::Duration) {
+        let sample = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+        let old = self.read_latency_us.load(Ordering::Relaxed);
+        let new = if old == 0 {
+            sample
+        } else {
+            old - old / 8 + sample / 8
+        };
+        self.read_latency_us.store(new, Ordering::Relaxed);
     }
 
     pub(crate) fn mode(&self) -> ReplicaMode {
@@ -510,6 +541,20 @@ impl<R: Replica> Replicator<R> {
         result
     }
 
+    /// The replica to read from: the one expected to answer soonest, except one read in
+    /// [`READ_PROBE_EVERY`] that goes round robin, so a replica that got faster again
+    /// is seen to.
+    fn choose_reader<'a>(&self, readable: &'a [Arc<Slot<R>>]) -> &'a Arc<Slot<R>> {
+        let turn = self.next_read.fetch_add(1, Ordering::Relaxed);
+        if turn % READ_PROBE_EVERY == 0 {
+            return &readable[(turn / READ_PROBE_EVERY) % readable.len()];
+        }
+        readable
+            .iter()
+            .min_by_key(|slot| slot.read_cost())
+            .unwrap_or(&readable[turn % readable.len()])
+    }
+
     /// Runs a read-like request on one RW replica, trying the next on error.
     async fn read_one<T, F, Fut>(&self, op: &str, offset: u64, len: u64, send: F) -> BlockResult<T>
     where
@@ -527,9 +572,16 @@ impl<R: Replica> Replicator<R> {
             if readable.is_empty() {
                 return Err(self.no_replica(op));
             }
-            let slot = &readable[self.next_read.fetch_add(1, Ordering::Relaxed) % readable.len()];
-            match send(slot.device.clone()).await {
-                Ok(value) => return Ok(value),
+            let slot = self.choose_reader(&readable);
+            slot.reads_in_flight.fetch_add(1, Ordering::Relaxed);
+            let started = std::time::Instant::now();
+            let result = send(slot.device.clone()).await;
+            slot.reads_in_flight.fetch_sub(1, Ordering::Relaxed);
+            match result {
+                Ok(value) => {
+                    slot.record_read(started.elapsed());
+                    return Ok(value);
+                }
                 Err(e) => self.fail(slot, format!("{op} at offset {offset} length {len}: {e}")),
             }
         }

@@ -308,15 +308,48 @@ async fn writes_reach_every_replica_and_reads_spread() {
     v.engine.flush().await.unwrap();
     let content = v.replicas[0].content();
     assert!(v.replicas.iter().all(|r| r.content() == content));
-    for _ in 0..6 {
-        v.engine.read(0, 4096).await.unwrap();
+    // Concurrent reads spread: reads in flight count against a replica.
+    for r in &v.replicas {
+        r.jitter_us.store(2_000, Ordering::Relaxed);
     }
-    assert!(
-        v.replicas
-            .iter()
-            .all(|r| r.reads_served.load(Ordering::Relaxed) == 2)
-    );
+    let reads = (0..48).map(|_| v.engine.read(0, 4096));
+    for read in futures::future::join_all(reads).await {
+        read.unwrap();
+    }
+    let served: Vec<u64> = v
+        .replicas
+        .iter()
+        .map(|r| r.reads_served.load(Ordering::Relaxed))
+        .collect();
+    assert!(served.iter().all(|&n| n > 0), "{served:?}");
+    assert_eq!(served.iter().sum::<u64>(), 48);
     assert_eq!(v.engine.state(), VolumeState::Healthy);
+}
+
+#[tokio::test]
+async fn reads_avoid_a_slow_replica_but_keep_measuring_it() {
+    let v = volume(3);
+    v.engine
+        .write(0, pattern(3, 4096), WriteFlags::default())
+        .await
+        .unwrap();
+    // Replica 0 answers in up to 20 ms, the others at once.
+    v.replicas[0].jitter_us.store(20_000, Ordering::Relaxed);
+    for _ in 0..96 {
+        assert_eq!(v.engine.read(0, 4096).await.unwrap(), pattern(3, 4096));
+    }
+    let served: Vec<u64> = v
+        .replicas
+        .iter()
+        .map(|r| r.reads_served.load(Ordering::Relaxed))
+        .collect();
+    // Round robin would send it 32; it gets the probes (one read in 16, spread over
+    // the three) and the first reads before its latency is known.
+    assert!(served[0] <= 8, "the slow replica served {served:?}");
+    assert!(
+        served[0] >= 1,
+        "the slow replica is never measured: {served:?}"
+    );
 }
 
 #[tokio::test]
