@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, ValueEnum};
-use shorthorn_engine::{EngineConfig, SnapshotLimits};
+use shorthorn_engine::{EngineConfig, SlowReplicaPolicy, SnapshotLimits};
 use shorthorn_wire::{ClientOptions, ReplicaAddr};
 
 use crate::daemon;
@@ -51,6 +51,14 @@ pub struct EngineArgs {
     /// A replica request unanswered this long fails the replica (e.g. 8s, 500ms).
     #[arg(long, default_value = "8s", value_parser = humantime::parse_duration)]
     request_timeout: Duration,
+    /// A replica whose average write latency stays this many times above every other
+    /// RW replica's (and above 20 ms) for --slow-replica-window leaves the write set
+    /// (ERR; rebuild it later). Never the last RW replica. 0: never.
+    #[arg(long, default_value_t = 8)]
+    slow_replica_ratio: u32,
+    /// How long a replica must stay --slow-replica-ratio times slower (e.g. 5s).
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    slow_replica_window: Duration,
     /// Data connections to each replica.
     #[arg(long, default_value_t = 2)]
     connections: usize,
@@ -91,6 +99,11 @@ pub fn run(args: EngineArgs) -> anyhow::Result<()> {
         client,
         metrics_listen: args.metrics_listen,
         salvage: args.salvage,
+        slow_replicas: SlowReplicaPolicy {
+            ratio: args.slow_replica_ratio,
+            window: args.slow_replica_window,
+            ..SlowReplicaPolicy::default()
+        },
         limits: SnapshotLimits {
             max_count: args.max_snapshots,
             max_total_bytes: args.max_snapshot_bytes,

@@ -28,6 +28,6 @@ pub use rebuild::{CHUNK_SIZE, RebuildFigures};
 pub use recovery::{Candidate, Plan, plan};
 pub use remote::RemoteReplica;
 pub use replica::{PurgeOutcome, Replica, ReplicaOpError, ReplicaRecord, SnapshotInfo};
-pub use replicator::{OpenSlot, Replicator, ReplicatorError};
+pub use replicator::{OpenSlot, Replicator, ReplicatorError, SlowReplicaPolicy};
 pub use server::{EngineConfig, EngineEndpoints, replica_control_endpoint, run};
 pub use status::{ReplicaMode, ReplicaStatus, VolumeState};

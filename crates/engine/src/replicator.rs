@@ -61,6 +61,10 @@ pub(crate) struct Slot<R> {
     /// flight: reads go where they will be answered soonest.
     read_latency_us: AtomicU64,
     reads_in_flight: AtomicUsize,
+    /// Its recent write latency (exponentially weighted, microseconds), and since when
+    /// it has been far slower than the others (see [`SlowReplicaPolicy`]).
+    write_latency_us: AtomicU64,
+    slow_since: Mutex<Option<std::time::Instant>>,
 }
 
 impl<R> Slot<R> {
@@ -79,6 +83,8 @@ impl<R> Slot<R> {
             rebuild: Mutex::new(None),
             read_latency_us: AtomicU64::new(0),
             reads_in_flight: AtomicUsize::new(0),
+            write_latency_us: AtomicU64::new(0),
+            slow_since: Mutex::new(None),
         }
     }
 
@@ -91,19 +97,55 @@ impl<R> Slot<R> {
             .saturating_mul(queued)
     }
 
-    /// Folds one read's latency into the average (weight 1/8: a few reads follow a
-    /// change, one outlier does not).
+    /// Folds one read's latency into the average.
     fn record_read(&self, took: std::time::Duration) {
-        let sample = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
-        let old = self.read_latency_us.load(Ordering::Relaxed);
-        let new = if old == 0 {
-            sample
-        } else {
-            old - old / 8 + sample / 8
-        };
-        self.read_latency_us.store(new, Ordering::Relaxed);
+        fold_latency(&self.read_latency_us, took);
     }
+}
 
+/// Folds one latency sample into an average (weight 1/8: a few requests follow a
+/// change, one outlier does not).
+fn fold_latency(average_us: &AtomicU64, took: std::time::Duration) {
+    let sample = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+    let old = average_us.load(Ordering::Relaxed);
+    let new = if old == 0 {
+        sample
+    } else {
+        old - old / 8 + sample / 8
+    };
+    average_us.store(new, Ordering::Relaxed);
+}
+
+/// When a replica that answers, but far slower than the others, is taken out of the
+/// write set (to ERR, rebuilt later like a failed one): every write waits for the
+/// slowest replica, so one slow disk or link would otherwise slow the whole volume.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SlowReplicaPolicy {
+    /// How many times slower than the slowest other RW replica its average write
+    /// latency must be; 0 turns ejection off.
+    pub ratio: u32,
+    /// How long it must stay that slow.
+    pub window: std::time::Duration,
+    /// Averages below this never count as slow (fast replicas differ by large ratios
+    /// at microsecond scale without harm).
+    pub floor: std::time::Duration,
+}
+
+impl Default for SlowReplicaPolicy {
+    /// 8 times slower for 5 s, and at least 20 ms: healthy replicas of one volume write
+    /// within a few milliseconds of each other (docs/benchmarks.md: QD1 writes around
+    /// 3 ms), so 8 times the slowest peer sustained for 5 s is a replica in trouble, not
+    /// noise; 20 ms keeps a momentary stall of a fast replica from counting.
+    fn default() -> Self {
+        SlowReplicaPolicy {
+            ratio: 8,
+            window: std::time::Duration::from_secs(5),
+            floor: std::time::Duration::from_millis(20),
+        }
+    }
+}
+
+impl<R> Slot<R> {
     pub(crate) fn mode(&self) -> ReplicaMode {
         self.state.lock().0
     }
@@ -149,6 +191,7 @@ pub struct Replicator<R: Replica> {
     custodians: Mutex<BTreeSet<String>>,
     /// The address of the replica being rebuilt, if any (one rebuild at a time).
     pub(crate) rebuilding: Mutex<Option<String>>,
+    slow_replicas: Mutex<SlowReplicaPolicy>,
 }
 
 impl<R: Replica> Replicator<R> {
@@ -215,7 +258,13 @@ impl<R: Replica> Replicator<R> {
             custodians: Mutex::new(members.iter().cloned().collect()),
             log: ActivityLog::new(epoch, members),
             rebuilding: Mutex::new(None),
+            slow_replicas: Mutex::new(SlowReplicaPolicy::default()),
         })
+    }
+
+    /// Sets when a slow replica leaves the write set.
+    pub fn set_slow_replica_policy(&self, policy: SlowReplicaPolicy) {
+        *self.slow_replicas.lock() = policy;
     }
 
     /// The volume's name.
@@ -506,11 +555,21 @@ impl<R: Replica> Replicator<R> {
         if !targets.iter().any(|(_, mode)| *mode == ReplicaMode::RW) {
             return Err(self.no_replica(op));
         }
-        let results = join_all(targets.iter().map(|(s, _)| send(s.device.clone()))).await;
+        let results = join_all(targets.iter().map(|(s, _)| {
+            let sent = send(s.device.clone());
+            async move {
+                let started = std::time::Instant::now();
+                (sent.await, started.elapsed())
+            }
+        }))
+        .await;
         let mut acknowledged_rw = 0;
-        for ((slot, mode), result) in targets.iter().zip(results) {
+        for ((slot, mode), (result, took)) in targets.iter().zip(results) {
             match result {
-                Ok(()) if *mode == ReplicaMode::RW => acknowledged_rw += 1,
+                Ok(()) if *mode == ReplicaMode::RW => {
+                    acknowledged_rw += 1;
+                    fold_latency(&slot.write_latency_us, took);
+                }
                 Ok(()) => {}
                 Err(e) => self.fail(slot, format!("{op} at offset {offset} length {len}: {e}")),
             }
@@ -518,7 +577,53 @@ impl<R: Replica> Replicator<R> {
         if acknowledged_rw == 0 {
             return Err(self.no_replica(op));
         }
+        self.eject_slow_replica();
         self.settle().await
+    }
+
+    /// Takes out of the write set the RW replica whose average write latency stayed
+    /// [`SlowReplicaPolicy`] slower than every other RW replica's — never the last RW one.
+    fn eject_slow_replica(&self) {
+        let policy = *self.slow_replicas.lock();
+        if policy.ratio == 0 {
+            return;
+        }
+        let rw: Vec<(Arc<Slot<R>>, u64)> = self
+            .slots
+            .read()
+            .iter()
+            .filter(|s| s.mode() == ReplicaMode::RW)
+            .map(|s| (s.clone(), s.write_latency_us.load(Ordering::Relaxed)))
+            .collect();
+        let floor = u64::try_from(policy.floor.as_micros()).unwrap_or(u64::MAX);
+        for (slot, latency) in &rw {
+            let slowest_other = rw
+                .iter()
+                .filter(|(other, _)| !Arc::ptr_eq(other, slot))
+                .map(|(_, l)| *l)
+                .max();
+            let slow = slowest_other.is_some_and(|other| {
+                *latency >= floor && *latency > other.max(1).saturating_mul(u64::from(policy.ratio))
+            });
+            let mut since = slot.slow_since.lock();
+            if !slow {
+                *since = None;
+                continue;
+            }
+            let started = *since.get_or_insert_with(std::time::Instant::now);
+            if started.elapsed() >= policy.window {
+                drop(since);
+                let reason = format!(
+                    "too slow: its writes took {} ms on average against at most {} ms on the other replicas for over {:?}; taken out of the write set (rebuild it with `replica add`)",
+                    latency / 1000,
+                    slowest_other.unwrap_or(0) / 1000,
+                    policy.window
+                );
+                self.fail(slot, reason);
+                // One at a time: the others' comparison changes without it.
+                return;
+            }
+        }
     }
 
     /// A write-like request: ordered against overlapping ones, its regions marked dirty

@@ -50,6 +50,8 @@ pub struct EngineConfig {
     pub client: ClientOptions,
     /// Limits on snapshot count and size.
     pub limits: SnapshotLimits,
+    /// When a replica far slower than the others leaves the write set.
+    pub slow_replicas: crate::SlowReplicaPolicy,
     /// Where Prometheus metrics are served (`GET /metrics`); `None`: nowhere.
     pub metrics_listen: Option<SocketAddr>,
     /// Open even when no replica is known to hold every acknowledged write, from the
@@ -222,6 +224,7 @@ pub async fn run(
         config.salvage,
     )
     .await?;
+    replicator.set_slow_replica_policy(config.slow_replicas);
     replicator.watch_failures();
     let engine = Arc::new(Engine::new(
         replicator,

@@ -936,3 +936,58 @@ async fn a_record_no_member_took_never_reaches_a_replica_outside_the_members() {
         "{status:?}"
     );
 }
+
+/// A replica that answers writes far slower than the others leaves the write set after
+/// the policy's window (the volume carries on, degraded); with one RW replica left, a
+/// slow one is never taken out.
+#[tokio::test]
+async fn a_replica_far_slower_than_the_others_leaves_the_write_set_but_never_the_last() {
+    let v = volume(2);
+    v.engine
+        .set_slow_replica_policy(shorthorn_engine::SlowReplicaPolicy {
+            ratio: 8,
+            window: Duration::from_millis(200),
+            floor: Duration::from_millis(2),
+        });
+    // Replica 1 takes up to 40 ms per write, replica 0 none.
+    v.replicas[1].jitter_us.store(40_000, Ordering::Relaxed);
+    let started = std::time::Instant::now();
+    let mut writes: u8 = 0;
+    while v.engine.status()[1].mode == ReplicaMode::RW {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the slow replica still takes writes: {:?}",
+            v.engine.status()
+        );
+        v.engine
+            .write(0, pattern(writes, 4096), WriteFlags::default())
+            .await
+            .unwrap();
+        writes = writes.wrapping_add(1);
+    }
+    let status = v.engine.status();
+    assert!(
+        status[1]
+            .error
+            .as_deref()
+            .is_some_and(|e| e.contains("too slow")),
+        "{status:?}"
+    );
+    assert_eq!(status[0].mode, ReplicaMode::RW);
+    assert_eq!(v.engine.state(), VolumeState::Degraded);
+    // Every acknowledged write is on the replica left; the last one reads back.
+    assert_eq!(
+        v.engine.read(0, 4096).await.unwrap(),
+        pattern(writes.wrapping_sub(1), 4096)
+    );
+    // The one left, however slow, stays.
+    v.replicas[0].jitter_us.store(40_000, Ordering::Relaxed);
+    for i in 0..20 {
+        v.engine
+            .write(4096, pattern(i, 4096), WriteFlags::default())
+            .await
+            .unwrap();
+    }
+    assert_eq!(v.engine.status()[0].mode, ReplicaMode::RW);
+    eprintln!("ejected after {writes} writes in {:?}", started.elapsed());
+}
