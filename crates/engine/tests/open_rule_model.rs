@@ -117,8 +117,8 @@ struct Protocol {
 
 impl Protocol {
     /// The bounds CI checks, raised with OPEN_RULE_MODEL_WRITES and
-    /// OPEN_RULE_MODEL_EPOCHS for a deeper run (3 and 5: 13 million states, a minute in
-    /// a release build).
+    /// OPEN_RULE_MODEL_EPOCHS for a deeper run (epochs up to 5: 13 million distinct
+    /// states, half a minute in a release build).
     fn bounded(rule: Rule) -> Self {
         let bound = |name: &str, default: u8| {
             std::env::var(name)
