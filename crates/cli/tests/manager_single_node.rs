@@ -207,22 +207,7 @@ fn a_volume_whose_replicas_all_died_is_salvaged_by_itself() {
     let node = Node::start();
     node.cli_ok(&["setting", "set", "minimal_available_percentage", "0"]);
     node.cli_ok(&["setting", "set", "replica_replenishment_wait_interval", "2"]);
-    node.cli_ok(&[
-        "volume",
-        "create",
-        VOLUME,
-        "--size",
-        "32M",
-        "--replicas",
-        "2",
-    ]);
-    let uri = node
-        .cli_ok(&["volume", "attach", VOLUME])
-        .trim()
-        .to_string();
-    node.wait_for(VOLUME, "healthy", Duration::from_secs(60), |v| {
-        v["status"]["robustness"] == "healthy"
-    });
+    let uri = node.create_attached(VOLUME, "32M", 2);
     // qemu-io flushes before it exits: these writes are durable on both replicas.
     qemu_io(&uri, &["write -P 0x7a 0 4M"]);
     let mut killed = Vec::new();

@@ -78,22 +78,7 @@ fn the_manager_brings_back_the_newest_writes_after_the_rollback_sequence() {
         "replica_replenishment_wait_interval",
         "600",
     ]);
-    node.cli_ok(&[
-        "volume",
-        "create",
-        VOLUME,
-        "--size",
-        "16M",
-        "--replicas",
-        "3",
-    ]);
-    let uri = node
-        .cli_ok(&["volume", "attach", VOLUME])
-        .trim()
-        .to_string();
-    node.wait_for(VOLUME, "healthy", Duration::from_secs(60), |v| {
-        v["status"]["robustness"] == "healthy"
-    });
+    let uri = node.create_attached(VOLUME, "16M", 3);
     let volume = node.volume(VOLUME);
 
     // qemu-io flushes before it exits.
@@ -146,22 +131,7 @@ fn auto_salvage_brings_a_volume_back_from_its_most_recent_replica() {
         "replica_replenishment_wait_interval",
         "600",
     ]);
-    node.cli_ok(&[
-        "volume",
-        "create",
-        SALVAGED,
-        "--size",
-        "16M",
-        "--replicas",
-        "2",
-    ]);
-    let uri = node
-        .cli_ok(&["volume", "attach", SALVAGED])
-        .trim()
-        .to_string();
-    node.wait_for(SALVAGED, "healthy", Duration::from_secs(60), |v| {
-        v["status"]["robustness"] == "healthy"
-    });
+    let uri = node.create_attached(SALVAGED, "16M", 2);
     let volume = node.volume(SALVAGED);
     qemu_io(&uri, &["write -P 0xa1 0 4k"]);
     common::signal(replica_pid(&volume, 0), "KILL");

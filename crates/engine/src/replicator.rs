@@ -96,11 +96,6 @@ impl<R> Slot<R> {
             .max(1)
             .saturating_mul(queued)
     }
-
-    /// Folds one read's latency into the average.
-    fn record_read(&self, took: std::time::Duration) {
-        fold_latency(&self.read_latency_us, took);
-    }
 }
 
 /// Folds one latency sample into an average (weight 1/8: a few requests follow a
@@ -684,7 +679,7 @@ impl<R: Replica> Replicator<R> {
             slot.reads_in_flight.fetch_sub(1, Ordering::Relaxed);
             match result {
                 Ok(value) => {
-                    slot.record_read(started.elapsed());
+                    fold_latency(&slot.read_latency_us, started.elapsed());
                     return Ok(value);
                 }
                 Err(e) => self.fail(slot, format!("{op} at offset {offset} length {len}: {e}")),

@@ -100,6 +100,26 @@ impl Node {
         outcome.stdout
     }
 
+    /// Creates volume `name` of `size` (e.g. "32M") with `replicas` replicas, attaches it
+    /// here and waits until it is healthy; returns its NBD URI.
+    pub fn create_attached(&self, name: &str, size: &str, replicas: usize) -> String {
+        let replicas = replicas.to_string();
+        self.cli_ok(&[
+            "volume",
+            "create",
+            name,
+            "--size",
+            size,
+            "--replicas",
+            &replicas,
+        ]);
+        let uri = self.cli_ok(&["volume", "attach", name]).trim().to_string();
+        self.wait_for(name, "healthy", Duration::from_secs(60), |v| {
+            v["status"]["robustness"] == "healthy"
+        });
+        uri
+    }
+
     pub fn volume(&self, name: &str) -> serde_json::Value {
         serde_json::from_str(&self.cli_ok(&["volume", "get", name, "--json"])).unwrap()
     }
