@@ -26,8 +26,12 @@
 //! - A JSON array is not an object: create, attach, setting, backup target and backup
 //!   bodies given as arrays get 400 (serde would otherwise read them as the struct's
 //!   fields in order).
+//! - Every other field of every body has a rule, and breaking it is a 400 naming the
+//!   field: selectors, job and group lists, labels (keys, values, count), cron length,
+//!   retain range, disk count, tags, reserved bytes, URLs with whitespace, settings'
+//!   ranges.
 //! - `schemathesis` (PyPI; `scripts/setup.sh` installs it), run against the document
-//!   with the token, finds no server error (5xx), no response off the document (status,
+//!   with the token, and against the node agent's document with the node credential, finds no server error (5xx), no response off the document (status,
 //!   content type, headers, schema), no accepted invalid data and no ignored auth. The
 //!   `positive_data_acceptance` check is left out: the document does not state the name,
 //!   size, replica and node rules the API enforces, so schemathesis builds "valid"
@@ -64,6 +68,8 @@ use common::{
 
 /// Where the OpenAPI document is served.
 const OPENAPI: &str = "/v1/openapi.json";
+/// The node agent's OpenAPI document.
+const AGENT_OPENAPI: &str = "/agent/v1/openapi.json";
 /// The node `up` runs as.
 const NODE: &str = "test-node";
 /// The volume the tests create.
@@ -1847,6 +1853,193 @@ fn bad_requests_get_4xx_with_a_message_and_change_nothing() {
     for (body, mentions) in &bad_nodes {
         cases.push(case("PUT", &node_path, body, 400, mentions));
     }
+    // Every other field of every body: a length limit, a character rule, a range; the
+    // message names the field.
+    let names_33: Vec<String> = (0..33).map(|i| format!("n{i}")).collect();
+    let labels_33: serde_json::Map<String, Value> =
+        (0..33).map(|i| (format!("k{i}"), json!("v"))).collect();
+    let job = |spec: Value| json!({"name": "bad-job", "spec": spec}).to_string();
+    let spec = |field: &str, value: Value| {
+        let mut spec = json!({"task": "snapshot", "cron": "0 * * * *", "retain": 1});
+        spec[field] = value;
+        spec
+    };
+    let disk = |fields: Value| {
+        let mut disk = json!({"name": "d", "path": "/srv/d", "allow_scheduling": true});
+        for (key, value) in fields.as_object().unwrap() {
+            disk[key] = value.clone();
+        }
+        json!({ "disks": [disk] }).to_string()
+    };
+    let many_disks: Vec<Value> = (0..65)
+        .map(|i| json!({"name": format!("d{i}"), "path": format!("/srv/d{i}"), "allow_scheduling": true}))
+        .collect();
+    let jobs_path = format!("/v1/volumes/{VOLUME}/recurring-jobs");
+    let expand_path = format!("/v1/volumes/{VOLUME}/expand");
+    let every_field: Vec<(&str, &str, String, &str)> = vec![
+        (
+            "POST",
+            volumes,
+            create(r#","node_selector":["a/b"]"#),
+            "node_selector[0]",
+        ),
+        (
+            "POST",
+            volumes,
+            create(r#","disk_selector":["ssd","ssd"]"#),
+            "twice",
+        ),
+        (
+            "POST",
+            volumes,
+            json!({"name": "bad-vol", "size": SIZE, "node_selector": names_33}).to_string(),
+            "node_selector",
+        ),
+        (
+            "POST",
+            volumes,
+            create(r#","recurring_jobs":[""]"#),
+            "recurring_jobs[0]",
+        ),
+        (
+            "POST",
+            volumes,
+            create(r#","recurring_job_groups":["-g"]"#),
+            "recurring_job_groups[0]",
+        ),
+        (
+            "POST",
+            volumes,
+            create(r#","from_backup":"file:///t?backup=a b""#),
+            "from_backup",
+        ),
+        (
+            "POST",
+            volumes,
+            create(r#","from_backup":"""#),
+            "from_backup",
+        ),
+        (
+            "PUT",
+            &jobs_path,
+            r#"{"jobs":["a\u0000"]}"#.into(),
+            "jobs[0]",
+        ),
+        (
+            "PUT",
+            &jobs_path,
+            json!({"groups": names_33}).to_string(),
+            "groups",
+        ),
+        ("POST", &expand_path, r#"{"size":4097}"#.into(), "size"),
+        ("POST", &expand_path, r#"{"size":0}"#.into(), "size"),
+        ("POST", &attach, r#"{"node":"a/b"}"#.into(), "node"),
+        (
+            "POST",
+            "/v1/backups",
+            backup(r#","labels":{"a/b":"v"}"#),
+            "labels",
+        ),
+        (
+            "POST",
+            "/v1/backups",
+            backup(r#","labels":{"k":"line\nbreak"}"#),
+            "labels.k",
+        ),
+        (
+            "POST",
+            "/v1/backups",
+            backup(&format!(r#","labels":{{"k":"{}"}}"#, "v".repeat(257))),
+            "labels.k",
+        ),
+        (
+            "POST",
+            "/v1/backups",
+            json!({"volume": VOLUME, "labels": labels_33}).to_string(),
+            "labels",
+        ),
+        (
+            "POST",
+            "/v1/recurring-jobs",
+            job(spec("retain", json!(0))),
+            "spec.retain",
+        ),
+        (
+            "POST",
+            "/v1/recurring-jobs",
+            job(spec("retain", json!(1001))),
+            "spec.retain",
+        ),
+        (
+            "POST",
+            "/v1/recurring-jobs",
+            job(spec("cron", json!("* ".repeat(100)))),
+            "spec.cron",
+        ),
+        (
+            "POST",
+            "/v1/recurring-jobs",
+            job(spec("cron", json!("0 * * *\n *"))),
+            "spec.cron",
+        ),
+        (
+            "POST",
+            "/v1/recurring-jobs",
+            job(spec("groups", json!(["a/b"]))),
+            "spec.groups[0]",
+        ),
+        (
+            "POST",
+            "/v1/recurring-jobs",
+            job(spec("target", json!("a b"))),
+            "spec.target",
+        ),
+        (
+            "POST",
+            "/v1/recurring-jobs",
+            job(spec("labels", json!({"k": "\u{7}"}))),
+            "spec.labels.k",
+        ),
+        (
+            "POST",
+            "/v1/recurring-jobs",
+            json!({"name": "a/b", "spec": spec("retain", json!(1))}).to_string(),
+            "name",
+        ),
+        (
+            "PUT",
+            &node_path,
+            json!({ "disks": many_disks }).to_string(),
+            "disks",
+        ),
+        (
+            "PUT",
+            &node_path,
+            disk(json!({"tags": ["a b"]})),
+            "disks[0].tags[0]",
+        ),
+        (
+            "PUT",
+            &node_path,
+            disk(json!({"reserved": 1u64 << 61})),
+            "disks[0].reserved",
+        ),
+        (
+            "PUT",
+            &node_path,
+            disk(json!({"name": ""})),
+            "disks[0].name",
+        ),
+        (
+            "PUT",
+            "/v1/settings/over_provisioning_percentage",
+            r#"{"value":10001}"#.into(),
+            "over_provisioning_percentage",
+        ),
+    ];
+    for (method, path, body, mentions) in &every_field {
+        cases.push(case(method, path, body, 400, mentions));
+    }
     // Unknown volumes, endpoints and settings.
     let unknown = [
         ("GET", "/v1/volumes/no-such-vol", "", "no-such-vol"),
@@ -2093,25 +2286,32 @@ fn schemathesis() -> PathBuf {
     );
 }
 
-#[test]
-fn schemathesis_finds_no_server_errors() {
-    let schemathesis = schemathesis();
-    let mut up = Up::start();
-    let api = up.api.clone();
-    // Volumes it creates get one replica each.
-    api.set("default_replica_count", json!(1));
+/// What one schemathesis run over one document found.
+struct SchemathesisRun {
+    /// The document's path on the API.
+    document: &'static str,
+    /// Its output and exit code.
+    outcome: common::Outcome,
+}
+
+/// Runs schemathesis over the document at `document`, calling with `token`, and
+/// checks it tested every operation the document has.
+fn run_schemathesis(up: &Up, document: &'static str, token: &str) -> SchemathesisRun {
     let url = up.url();
-    let report_dir = up.dir.path().join("schemathesis");
-    let mut command = Command::new(&schemathesis);
+    let report_dir = up
+        .dir
+        .path()
+        .join(format!("schemathesis{}", document.replace('/', "-")));
+    let mut command = Command::new(schemathesis());
     command
         .current_dir(up.dir.path())
         .args([
             "run",
-            &format!("{url}{OPENAPI}"),
+            &format!("{url}{document}"),
             "--url",
             &url,
             "-H",
-            &format!("Authorization: Bearer {}", api.token),
+            &format!("Authorization: Bearer {token}"),
             "--checks",
             "all",
             "--exclude-checks",
@@ -2131,21 +2331,21 @@ fn schemathesis_finds_no_server_errors() {
         .env("NO_COLOR", "1");
     let outcome = run_command(command, SCHEMATHESIS_TIMEOUT);
     eprintln!(
-        "schemathesis ran for {:.1?}:\n{}",
+        "schemathesis over {document} ran for {:.1?}:\n{}",
         outcome.elapsed,
         outcome.all()
     );
     let finished = outcome.code.is_some_and(|c| c == 0 || c == 1);
     assert!(
         finished,
-        "schemathesis did not run ({:?}):\n{}",
+        "schemathesis did not run over {document} ({:?}):\n{}",
         outcome.code,
         outcome.all()
     );
-
     // It tested every documented operation.
-    let doc = api
-        .send("GET", OPENAPI, Auth::None, None, None)
+    let doc = up
+        .api
+        .send("GET", document, Auth::None, None, None)
         .expect(200)
         .json();
     let junit: String = std::fs::read_dir(&report_dir)
@@ -2161,6 +2361,20 @@ fn schemathesis_finds_no_server_errors() {
             "schemathesis did not test {method} {path}:\n{junit}"
         );
     }
+    SchemathesisRun { document, outcome }
+}
+
+#[test]
+fn schemathesis_finds_no_server_errors() {
+    let mut up = Up::start();
+    let api = up.api.clone();
+    // Volumes it creates get one replica each.
+    api.set("default_replica_count", json!(1));
+    let node_token = std::fs::read_to_string(up.data_dir.join("node-token")).unwrap();
+    let runs = [
+        run_schemathesis(&up, OPENAPI, &api.token),
+        run_schemathesis(&up, AGENT_OPENAPI, node_token.trim()),
+    ];
 
     // The manager survived it.
     let child = up.child.as_mut().unwrap();
@@ -2190,12 +2404,15 @@ fn schemathesis_finds_no_server_errors() {
     );
     up.stop();
 
-    assert_eq!(
-        outcome.code,
-        Some(0),
-        "schemathesis found failures (see above for each request and response):\n{}",
-        outcome.all()
-    );
+    for run in &runs {
+        assert_eq!(
+            run.outcome.code,
+            Some(0),
+            "schemathesis found failures over {} (see above for each request and response):\n{}",
+            run.document,
+            run.outcome.all()
+        );
+    }
 }
 
 /// Percent-encodes everything but unreserved characters, for a path segment.

@@ -63,36 +63,47 @@ pub enum ProcessState {
 
 /// A replica process to start. Its directory is not sent: the agent derives it from the
 /// disk and the name.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReplicaLaunch {
     /// Process name (the replica object's name, `<volume>-r-<8 hex digits>`).
+    #[schema(min_length = 12, max_length = 74, pattern = r"-r-[0-9a-f]{8}$")]
     pub name: String,
     /// Volume name.
+    #[schema(schema_with = crate::validate::schema::name)]
     pub volume: String,
-    /// Volume size.
+    /// Volume size: a multiple of 4096, at most 2^50.
+    #[schema(minimum = 4096, maximum = 1125899906842624_u64, multiple_of = 4096)]
     pub size: u64,
     /// The name of the node's disk it lives on.
+    #[schema(schema_with = crate::validate::schema::name)]
     pub disk: String,
     /// Data address; control listens on the next port.
+    #[schema(value_type = String)]
     pub listen: SocketAddr,
 }
 
 /// An engine process to start.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EngineLaunch {
     /// Process name (`<volume>-e`).
+    #[schema(min_length = 3, max_length = 65, pattern = r"-e$")]
     pub name: String,
     /// Volume name.
+    #[schema(schema_with = crate::validate::schema::name)]
     pub volume: String,
-    /// Volume size.
+    /// Volume size: a multiple of 4096, at most 2^50.
+    #[schema(minimum = 4096, maximum = 1125899906842624_u64, multiple_of = 4096)]
     pub size: u64,
     /// Control API address.
+    #[schema(value_type = String)]
     pub listen: SocketAddr,
     /// NBD address.
+    #[schema(value_type = String)]
     pub nbd: SocketAddr,
     /// Replica data addresses, `tcp://host:port`.
+    #[schema(max_items = 16)]
     pub replicas: Vec<String>,
     /// Open with `--salvage`: without proof that these replicas hold the newest writes
     /// (auto-salvage, when a replica's node is down).
@@ -102,18 +113,36 @@ pub struct EngineLaunch {
 
 /// A restore of a backup into a new replica's directory, before its first start; it
 /// runs as process [`restore_task_name`] of the replica.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RestoreLaunch {
     /// The replica restored into.
+    #[schema(min_length = 12, max_length = 74, pattern = r"-r-[0-9a-f]{8}$")]
     pub replica: String,
     /// The name of the node's disk it lives on.
+    #[schema(schema_with = crate::validate::schema::name)]
     pub disk: String,
     /// The backup's URL.
+    #[schema(schema_with = crate::validate::schema::url)]
     pub url: String,
     /// The new volume's name (the replica's volume, not the backed-up one).
+    #[schema(schema_with = crate::validate::schema::name)]
     pub volume: String,
 }
+
+/// The agent's request bodies are checked field by field against this node's record
+/// when they are carried out ([`crate::launch_checks`]): an unknown disk, a foreign
+/// address or a malformed name is a 400 there. Nothing is checkable without the record.
+macro_rules! checked_against_the_node_record {
+    ($($launch:ty),*) => {$(
+        impl crate::validate::Validate for $launch {
+            fn validate(&self) -> Result<(), crate::validate::FieldError> {
+                Ok(())
+            }
+        }
+    )*};
+}
+checked_against_the_node_record!(ReplicaLaunch, EngineLaunch, RestoreLaunch, RemoveReplica);
 
 /// Whether a process's exit status (as reported) says it succeeded.
 pub fn exited_cleanly(status: &str) -> bool {
@@ -345,7 +374,7 @@ fn filesystem_space(path: &Path) -> anyhow::Result<(u64, u64)> {
 }
 
 /// A process state as the agent API reports it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ProcessReport {
     /// `running`, `exited` or `absent`.
     pub state: String,
@@ -370,7 +399,7 @@ impl From<&ProcessState> for ProcessReport {
 
 /// The body of a replica removal: empty. The agent finds the directory itself, and a
 /// body naming a path (`data_dir`, as older managers sent) is rejected, not ignored.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RemoveReplica {}
 

@@ -31,12 +31,12 @@ use crate::model::{
 use crate::reconcile::{Manager, SETTINGS_NAME};
 use crate::scheduler::SchedulingSettings;
 use crate::state::{Kind, StateStoreExt};
-
-/// Largest volume the API creates (the store's own limit is higher).
-pub(crate) const MAX_SIZE: u64 = 1 << 50;
+use crate::validate::{self, FieldError, Validate, schema};
 
 /// Where the OpenAPI document is served.
 pub const OPENAPI_PATH: &str = "/v1/openapi.json";
+/// Where the node agent's OpenAPI document is served.
+pub const AGENT_OPENAPI_PATH: &str = "/agent/v1/openapi.json";
 
 /// An error as the API returns it.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -103,7 +103,7 @@ type ApiResult<T> = Result<Json<T>, ApiError>;
 /// array, which serde reads into a struct positionally.)
 pub struct JsonObject<T>(pub T);
 
-impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequest<S> for JsonObject<T> {
+impl<S: Send + Sync, T: serde::de::DeserializeOwned + Validate> FromRequest<S> for JsonObject<T> {
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
@@ -142,6 +142,7 @@ impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequest<S> for JsonObje
         deserializer
             .end()
             .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))?;
+        T::validate(&value).map_err(|e| ApiError::bad_request(e.to_string()))?;
         Ok(JsonObject(value))
     }
 }
@@ -151,11 +152,7 @@ impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequest<S> for JsonObje
 #[serde(deny_unknown_fields)]
 pub struct CreateVolume {
     /// Name: 1–63 letters, digits, `-`, `_`, `.`.
-    #[schema(
-        min_length = 1,
-        max_length = 63,
-        pattern = r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$"
-    )]
+    #[schema(schema_with = schema::name)]
     pub name: String,
     /// Size in bytes, a multiple of 4096, at most 2^50 (1 PiB).
     #[schema(minimum = 4096, maximum = 1125899906842624_u64, multiple_of = 4096)]
@@ -166,20 +163,24 @@ pub struct CreateVolume {
     pub replicas: Option<usize>,
     /// Tags every replica's node must have.
     #[serde(default)]
+    #[schema(schema_with = schema::names)]
     pub node_selector: Vec<String>,
     /// Tags every replica's disk must have.
     #[serde(default)]
+    #[schema(schema_with = schema::names)]
     pub disk_selector: Vec<String>,
     /// Recurring jobs to run for it, by name.
     #[serde(default)]
+    #[schema(schema_with = schema::names)]
     pub recurring_jobs: Vec<String>,
     /// Groups of recurring jobs to run for it.
     #[serde(default)]
+    #[schema(schema_with = schema::names)]
     pub recurring_job_groups: Vec<String>,
     /// A backup to restore it from (`TARGET?backup=NAME&volume=VOLUME`, as `volume
     /// backups` or `backup ls` print it); `size` must be the backup's volume size.
     #[serde(default)]
-    #[schema(max_length = 1024)]
+    #[schema(schema_with = schema::optional_url)]
     pub from_backup: Option<String>,
 }
 
@@ -189,9 +190,11 @@ pub struct CreateVolume {
 pub struct VolumeJobs {
     /// Jobs, by name.
     #[serde(default)]
+    #[schema(schema_with = schema::names)]
     pub jobs: Vec<String>,
     /// Job groups.
     #[serde(default)]
+    #[schema(schema_with = schema::names)]
     pub groups: Vec<String>,
 }
 
@@ -199,17 +202,20 @@ pub struct VolumeJobs {
 #[derive(Debug, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateNode {
-    /// Zone, for spreading replicas.
+    /// Zone, for spreading replicas (a name, or empty for none).
     #[serde(default)]
+    #[schema(schema_with = schema::zone)]
     pub zone: Option<String>,
     /// Tags for node selectors (replaces the list).
     #[serde(default)]
+    #[schema(schema_with = schema::optional_names)]
     pub tags: Option<Vec<String>>,
     /// Whether new replicas may be placed on it.
     #[serde(default)]
     pub allow_scheduling: Option<bool>,
     /// Its disks (replaces the list; a disk holding replicas cannot be removed).
     #[serde(default)]
+    #[schema(max_items = 64)] // validate::MAX_DISKS
     pub disks: Option<Vec<DiskSpec>>,
 }
 
@@ -227,25 +233,18 @@ pub struct ExpandVolume {
 #[serde(deny_unknown_fields)]
 pub struct CreateJob {
     /// Name: 1–63 letters, digits, `-`, `_`, `.`.
-    #[schema(
-        min_length = 1,
-        max_length = 63,
-        pattern = r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$"
-    )]
+    #[schema(schema_with = schema::name)]
     pub name: String,
     /// What it does and when.
     pub spec: RecurringJobSpec,
 }
-
-/// Longest backup target URL accepted.
-pub(crate) const MAX_URL_LENGTH: usize = 1024;
 
 /// A request to set a backup target.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SetBackupTarget {
     /// `s3://bucket@region/path`, `file:///path` or `nfs://host:/path`.
-    #[schema(min_length = 1, max_length = 1024)] // MAX_URL_LENGTH
+    #[schema(schema_with = schema::url)]
     pub url: String,
     /// Seconds between two reads of its backup list [default: 300].
     #[serde(default)]
@@ -258,16 +257,19 @@ pub struct SetBackupTarget {
 #[serde(deny_unknown_fields)]
 pub struct CreateBackup {
     /// The volume (it must be attached: the snapshot is read through its engine).
-    #[schema(min_length = 1, max_length = 63)]
+    #[schema(schema_with = schema::name)]
     pub volume: String,
     /// A snapshot to back up [default: a new snapshot, named after the backup].
     #[serde(default)]
+    #[schema(schema_with = schema::optional_name)]
     pub snapshot: Option<String>,
     /// The backup target's name [default: `default`].
     #[serde(default)]
+    #[schema(schema_with = schema::optional_name)]
     pub target: Option<String>,
     /// Labels recorded with the backup.
     #[serde(default)]
+    #[schema(schema_with = schema::labels)]
     pub labels: BTreeMap<String, String>,
 }
 
@@ -289,6 +291,7 @@ pub struct ClusterInfo {
 pub struct AttachVolume {
     /// The node to attach to [default: the node serving the API].
     #[serde(default)]
+    #[schema(schema_with = schema::optional_name)]
     pub node: Option<String>,
 }
 
@@ -298,6 +301,106 @@ pub struct AttachVolume {
 pub struct SetSetting {
     /// The new value (its JSON type must match the setting's).
     pub value: serde_json::Value,
+}
+
+impl Validate for CreateVolume {
+    fn validate(&self) -> Result<(), FieldError> {
+        validate::name("name", &self.name)?;
+        validate::size("size", self.size)?;
+        if let Some(replicas) = self.replicas {
+            validate::range("replicas", replicas, 1..=validate::MAX_REPLICAS)?;
+        }
+        validate::names("node_selector", &self.node_selector)?;
+        validate::names("disk_selector", &self.disk_selector)?;
+        validate::names("recurring_jobs", &self.recurring_jobs)?;
+        validate::names("recurring_job_groups", &self.recurring_job_groups)?;
+        if let Some(url) = &self.from_backup {
+            validate::url("from_backup", url)?;
+        }
+        Ok(())
+    }
+}
+
+impl Validate for VolumeJobs {
+    fn validate(&self) -> Result<(), FieldError> {
+        validate::names("jobs", &self.jobs)?;
+        validate::names("groups", &self.groups)
+    }
+}
+
+impl Validate for UpdateNode {
+    fn validate(&self) -> Result<(), FieldError> {
+        if let Some(zone) = self.zone.as_deref().filter(|z| !z.is_empty()) {
+            validate::name("zone", zone)?;
+        }
+        if let Some(tags) = &self.tags {
+            validate::names("tags", tags)?;
+        }
+        if let Some(disks) = &self.disks {
+            if disks.len() > validate::MAX_DISKS {
+                return Err(FieldError {
+                    field: "disks".into(),
+                    reason: format!("at most {} disks, not {}", validate::MAX_DISKS, disks.len()),
+                });
+            }
+            let mut names = std::collections::BTreeSet::new();
+            for (i, disk) in disks.iter().enumerate() {
+                disk.validate_as(&format!("disks[{i}]"))?;
+                if !names.insert(disk.name.as_str()) {
+                    return Err(FieldError {
+                        field: format!("disks[{i}].name"),
+                        reason: format!("disk {} is listed twice", disk.name),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Validate for ExpandVolume {
+    fn validate(&self) -> Result<(), FieldError> {
+        validate::size("size", self.size)
+    }
+}
+
+impl Validate for CreateJob {
+    fn validate(&self) -> Result<(), FieldError> {
+        validate::name("name", &self.name)?;
+        self.spec.validate_as("spec")
+    }
+}
+
+impl Validate for SetBackupTarget {
+    fn validate(&self) -> Result<(), FieldError> {
+        validate::url("url", &self.url)?;
+        if let Some(interval) = self.poll_interval {
+            validate::range("poll_interval", interval, 1..=86400)?;
+        }
+        Ok(())
+    }
+}
+
+impl Validate for CreateBackup {
+    fn validate(&self) -> Result<(), FieldError> {
+        validate::name("volume", &self.volume)?;
+        validate::optional_name("snapshot", self.snapshot.as_deref())?;
+        validate::optional_name("target", self.target.as_deref())?;
+        validate::labels("labels", &self.labels)
+    }
+}
+
+impl Validate for AttachVolume {
+    fn validate(&self) -> Result<(), FieldError> {
+        validate::optional_name("node", self.node.as_deref())
+    }
+}
+
+impl Validate for SetSetting {
+    /// The value's type and range depend on the setting; the handler checks them.
+    fn validate(&self) -> Result<(), FieldError> {
+        Ok(())
+    }
 }
 
 /// A volume with its replicas.
@@ -351,6 +454,28 @@ impl Modify for BearerAuth {
 /// The OpenAPI document as JSON.
 pub fn openapi_json() -> String {
     ApiDoc::openapi().to_pretty_json().unwrap_or_default()
+}
+
+/// The node agent's routes: for the managers of the cluster's nodes, with the node
+/// credential; documented apart from the user API.
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Shorthorn node agent API", version = "1"),
+    paths(
+        agent_start_replica, agent_remove_replica, agent_start_engine, agent_start_restore,
+        agent_process, agent_stop
+    ),
+    components(schemas(
+        ErrorBody, ReplicaLaunch, EngineLaunch, RestoreLaunch, RemoveReplica, ProcessReport
+    )),
+    modifiers(&BearerAuth),
+    security(("bearer" = []))
+)]
+struct AgentApiDoc;
+
+/// The node agent's OpenAPI document as JSON.
+pub fn agent_openapi_json() -> String {
+    AgentApiDoc::openapi().to_pretty_json().unwrap_or_default()
 }
 
 #[derive(Clone)]
@@ -420,6 +545,15 @@ pub fn router(manager: Arc<Manager>, user_token: &str, node_token: &str) -> Rout
         .route(
             OPENAPI_PATH,
             get(|| async { ([(header::CONTENT_TYPE, "application/json")], openapi_json()) }),
+        )
+        .route(
+            AGENT_OPENAPI_PATH,
+            get(|| async {
+                (
+                    [(header::CONTENT_TYPE, "application/json")],
+                    agent_openapi_json(),
+                )
+            }),
         )
         .merge(user_routes)
         .merge(agent_routes)
@@ -521,21 +655,8 @@ async fn create_volume(
     JsonObject(body): JsonObject<CreateVolume>,
 ) -> Result<(StatusCode, Json<Volume>), ApiError> {
     let request = body;
-    shorthorn_block::validate_name(&request.name)
-        .map_err(|e| ApiError::bad_request(e.to_string()))?;
-    if request.size == 0 || request.size % 4096 != 0 || request.size > MAX_SIZE {
-        return Err(ApiError::bad_request(format!(
-            "size {} must be a positive multiple of 4096, at most {MAX_SIZE}",
-            request.size
-        )));
-    }
     let settings = state.manager.settings()?;
     let replicas = request.replicas.unwrap_or(settings.default_replica_count);
-    if !(1..=16).contains(&replicas) {
-        return Err(ApiError::bad_request(format!(
-            "replicas {replicas} must be 1 to 16"
-        )));
-    }
     if let Some(url) = &request.from_backup {
         check_backup_size(url, request.size).await?;
     }
@@ -568,11 +689,6 @@ async fn create_volume(
 /// Refuses a backup to restore a new volume from that cannot be read, or whose volume
 /// size is not `size` (the restored replicas hold exactly the backup's size).
 async fn check_backup_size(url: &str, size: u64) -> Result<(), ApiError> {
-    if url.len() > MAX_URL_LENGTH {
-        return Err(ApiError::bad_request(format!(
-            "from_backup is longer than {MAX_URL_LENGTH} bytes"
-        )));
-    }
     let parsed = shorthorn_backup::BackupUrl::parse(url)
         .map_err(|e| ApiError::bad_request(format!("from_backup: {e:#}")))?;
     let record = async {
@@ -738,12 +854,6 @@ async fn expand_volume(
     JsonObject(body): JsonObject<ExpandVolume>,
 ) -> ApiResult<Volume> {
     let request = body;
-    if request.size > MAX_SIZE {
-        return Err(ApiError::bad_request(format!(
-            "size {} is more than the largest volume, {MAX_SIZE}",
-            request.size
-        )));
-    }
     exists(&state, &name)?;
     let volume = state
         .manager
@@ -807,19 +917,9 @@ async fn set_backup_target(
     JsonObject(request): JsonObject<SetBackupTarget>,
 ) -> ApiResult<BackupTarget> {
     shorthorn_block::validate_name(&name).map_err(|e| ApiError::bad_request(e.to_string()))?;
-    if request.url.len() > MAX_URL_LENGTH {
-        return Err(ApiError::bad_request(format!(
-            "url is longer than {MAX_URL_LENGTH} bytes"
-        )));
-    }
     shorthorn_backup::Target::check_url(&request.url)
-        .map_err(|e| ApiError::bad_request(format!("{e:#}")))?;
+        .map_err(|e| ApiError::bad_request(format!("url: {e:#}")))?;
     let poll_interval = request.poll_interval.unwrap_or(300);
-    if !(1..=86400).contains(&poll_interval) {
-        return Err(ApiError::bad_request(
-            "poll_interval must be 1 to 86400 seconds",
-        ));
-    }
     let store = state.manager.state();
     let spec = BackupTargetSpec {
         url: request.url,
@@ -896,17 +996,9 @@ async fn create_backup(
     State(state): State<AppState>,
     JsonObject(request): JsonObject<CreateBackup>,
 ) -> Result<(StatusCode, Json<Backup>), ApiError> {
-    shorthorn_block::validate_name(&request.volume)
-        .map_err(|e| ApiError::bad_request(e.to_string()))?;
-    if let Some(snapshot) = &request.snapshot {
-        shorthorn_block::validate_name(snapshot)
-            .map_err(|e| ApiError::bad_request(format!("snapshot: {e}")))?;
-    }
     let target = request
         .target
         .unwrap_or_else(|| crate::backups::DEFAULT_TARGET.to_string());
-    shorthorn_block::validate_name(&target)
-        .map_err(|e| ApiError::bad_request(format!("target: {e}")))?;
     let store = state.manager.state();
     let volume: Volume = store
         .get(Kind::Volume, &request.volume)?
@@ -1003,18 +1095,13 @@ async fn create_job(
     JsonObject(body): JsonObject<CreateJob>,
 ) -> Result<(StatusCode, Json<RecurringJob>), ApiError> {
     let request = body;
-    shorthorn_block::validate_name(&request.name)
-        .map_err(|e| ApiError::bad_request(e.to_string()))?;
     crate::jobs::parse_cron(&request.spec.cron)
-        .map_err(|e| ApiError::bad_request(format!("{e:#}")))?;
-    if request.spec.retain == 0 {
-        return Err(ApiError::bad_request("retain must be at least 1"));
-    }
+        .map_err(|e| ApiError::bad_request(format!("spec.cron: {e:#}")))?;
     if request.spec.task == JobTask::Backup {
         // A URL must parse; a target named (or `default`) may be set later.
         if let Some(target) = request.spec.target.as_deref().filter(|t| t.contains("://")) {
             shorthorn_backup::Target::check_url(target)
-                .map_err(|e| ApiError::bad_request(format!("{e:#}")))?;
+                .map_err(|e| ApiError::bad_request(format!("spec.target: {e:#}")))?;
         }
     }
     let store = state.manager.state();
@@ -1075,33 +1162,6 @@ async fn list_nodes(State(state): State<AppState>) -> ApiResult<Vec<Node>> {
     Ok(Json(state.manager.state().list(Kind::Node)?))
 }
 
-/// Most tags on one node.
-const MAX_NODE_TAGS: usize = 32;
-/// Longest disk path (Linux's PATH_MAX).
-const MAX_DISK_PATH: usize = 4096;
-
-/// A disk path is absolute, plain (no `.`/`..` components, no control characters),
-/// not the root, and at most [`MAX_DISK_PATH`] bytes: the agent creates and removes
-/// replica directories under it as root.
-fn check_disk_path(path: &str) -> Result<(), &'static str> {
-    if path.len() > MAX_DISK_PATH {
-        return Err("is longer than 4096 bytes");
-    }
-    if !path.starts_with('/') {
-        return Err("must be absolute");
-    }
-    if path.chars().any(char::is_control) {
-        return Err("cannot contain control characters");
-    }
-    if path.split('/').any(|part| part == "." || part == "..") {
-        return Err("cannot contain '.' or '..' components");
-    }
-    if path.trim_end_matches('/').is_empty() {
-        return Err("cannot be the root directory");
-    }
-    Ok(())
-}
-
 #[utoipa::path(put, path = "/v1/nodes/{name}", params(("name" = String, Path)),
     request_body = UpdateNode, responses(
     (status = 200, body = Node), (status = 400, body = ErrorBody),
@@ -1117,52 +1177,15 @@ async fn update_node(
         .get(Kind::Node, &name)?
         .ok_or_else(|| ApiError::not_found("node", &name))?;
     if let Some(zone) = body.zone {
-        if !zone.is_empty() {
-            shorthorn_block::validate_name(&zone)
-                .map_err(|e| ApiError::bad_request(format!("zone: {e}")))?;
-        }
         node.spec.zone = zone;
     }
     if let Some(tags) = body.tags {
-        if tags.len() > MAX_NODE_TAGS {
-            return Err(ApiError::bad_request(format!(
-                "tags: at most {MAX_NODE_TAGS} tags, not {}",
-                tags.len()
-            )));
-        }
-        let mut seen = std::collections::BTreeSet::new();
-        for tag in &tags {
-            shorthorn_block::validate_name(tag)
-                .map_err(|e| ApiError::bad_request(format!("tags: {e}")))?;
-            if !seen.insert(tag.as_str()) {
-                return Err(ApiError::bad_request(format!(
-                    "tags: {tag} is listed twice"
-                )));
-            }
-        }
         node.spec.tags = tags;
     }
     if let Some(allow) = body.allow_scheduling {
         node.spec.allow_scheduling = allow;
     }
     if let Some(disks) = body.disks {
-        let mut names = std::collections::BTreeSet::new();
-        for disk in &disks {
-            shorthorn_block::validate_name(&disk.name)
-                .map_err(|e| ApiError::bad_request(format!("disk: {e}")))?;
-            if let Err(reason) = check_disk_path(&disk.path) {
-                return Err(ApiError::bad_request(format!(
-                    "disk {}: path {:?} {reason}",
-                    disk.name, disk.path
-                )));
-            }
-            if !names.insert(disk.name.as_str()) {
-                return Err(ApiError::bad_request(format!(
-                    "disk {} is listed twice",
-                    disk.name
-                )));
-            }
-        }
         let replicas: Vec<Replica> = store.list(Kind::Replica)?;
         if let Some(used) = replicas
             .iter()
@@ -1218,6 +1241,9 @@ async fn set_setting(
     Ok(Json(settings))
 }
 
+#[utoipa::path(post, path = "/agent/v1/restores", request_body = RestoreLaunch, responses(
+    (status = 204), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+    (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)))]
 async fn agent_start_restore(
     State(state): State<AppState>,
     JsonObject(launch): JsonObject<RestoreLaunch>,
@@ -1226,6 +1252,9 @@ async fn agent_start_restore(
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(post, path = "/agent/v1/replicas", request_body = ReplicaLaunch, responses(
+    (status = 204), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+    (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)))]
 async fn agent_start_replica(
     State(state): State<AppState>,
     JsonObject(body): JsonObject<ReplicaLaunch>,
@@ -1235,6 +1264,10 @@ async fn agent_start_replica(
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(post, path = "/agent/v1/replicas/{name}/remove", params(("name" = String, Path)),
+    request_body = RemoveReplica, responses(
+    (status = 204), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+    (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)))]
 async fn agent_remove_replica(
     State(state): State<AppState>,
     Path(name): Path<String>,
@@ -1244,6 +1277,9 @@ async fn agent_remove_replica(
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(post, path = "/agent/v1/engines", request_body = EngineLaunch, responses(
+    (status = 204), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+    (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)))]
 async fn agent_start_engine(
     State(state): State<AppState>,
     JsonObject(body): JsonObject<EngineLaunch>,
@@ -1253,6 +1289,9 @@ async fn agent_start_engine(
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(get, path = "/agent/v1/processes/{name}", params(("name" = String, Path)),
+    responses((status = 200, body = ProcessReport), (status = 400, body = ErrorBody),
+    (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
 async fn agent_process(
     State(state): State<AppState>,
     Path(name): Path<String>,
@@ -1261,6 +1300,9 @@ async fn agent_process(
     Ok(Json(ProcessReport::from(&process)))
 }
 
+#[utoipa::path(delete, path = "/agent/v1/processes/{name}", params(("name" = String, Path)),
+    responses((status = 204), (status = 400, body = ErrorBody),
+    (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
 async fn agent_stop(
     State(state): State<AppState>,
     Path(name): Path<String>,
@@ -1312,4 +1354,35 @@ async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
         }
     }
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The request bodies' schemas state the rules the API enforces, so that a client
+    /// (and schemathesis) can know them; what is optional stays optional.
+    #[test]
+    fn the_document_states_the_field_rules() {
+        let doc: serde_json::Value = serde_json::from_str(&openapi_json()).unwrap();
+        let schemas = &doc["components"]["schemas"];
+        let create = &schemas["CreateVolume"];
+        assert_eq!(create["required"], serde_json::json!(["name", "size"]));
+        let selector = &create["properties"]["node_selector"];
+        assert_eq!(selector["items"]["pattern"], validate::NAME_PATTERN);
+        assert_eq!(selector["maxItems"], validate::MAX_LIST);
+        assert_eq!(create["properties"]["name"]["maxLength"], 63);
+        let node = &schemas["UpdateNode"];
+        assert!(node.get("required").is_none(), "{node}");
+        assert_eq!(node["properties"]["tags"]["items"]["maxLength"], 63);
+        let backup = &schemas["CreateBackup"];
+        assert_eq!(
+            backup["properties"]["labels"]["maxProperties"],
+            validate::MAX_LABELS
+        );
+        assert_eq!(
+            schemas["RecurringJobSpec"]["properties"]["retain"]["maximum"],
+            1000
+        );
+    }
 }

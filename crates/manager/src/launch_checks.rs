@@ -6,8 +6,8 @@
 use std::net::{IpAddr, SocketAddr};
 
 use crate::agent::{AgentError, EngineLaunch, PORT_RANGE, ReplicaLaunch, RestoreLaunch};
-use crate::api::MAX_URL_LENGTH;
 use crate::model::{DiskSpec, Engine, Node, Replica};
+use crate::validate::{MAX_SIZE, MAX_URL_LENGTH};
 
 /// Most replicas an engine may be given (the API's limit on a volume's replica count).
 const MAX_ENGINE_REPLICAS: usize = 16;
@@ -145,10 +145,10 @@ fn check_volume(process: &str, volume: &str) -> Result<(), AgentError> {
 }
 
 fn check_size(process: &str, size: u64) -> Result<(), AgentError> {
-    if size == 0 || size % 4096 != 0 || size > crate::api::MAX_SIZE {
+    if size == 0 || size % 4096 != 0 || size > MAX_SIZE {
         return Err(AgentError::Invalid(format!(
             "{process}: size {size} must be a positive multiple of 4096, at most {}",
-            crate::api::MAX_SIZE
+            MAX_SIZE
         )));
     }
     Ok(())

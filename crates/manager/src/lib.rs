@@ -16,3 +16,4 @@ pub mod replica_dir;
 pub mod scheduler;
 pub mod state;
 pub mod up;
+pub mod validate;

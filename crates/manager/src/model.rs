@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::scheduler::SchedulingSettings;
+use crate::validate::{self, FieldError, schema};
 
 /// How healthy a volume's data is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema, Default)]
@@ -275,17 +276,39 @@ impl Replica {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct DiskSpec {
     /// Name, unique on the node.
+    #[schema(schema_with = schema::name)]
     pub name: String,
-    /// Directory replicas are created under.
+    /// Directory replicas are created under: absolute, without `.` or `..` components.
+    #[schema(
+        min_length = 2,
+        max_length = 4096,
+        pattern = r"^/[^\x00-\x1f\x7f-\x9f]*[^/\x00-\x1f\x7f-\x9f]"
+    )]
     pub path: String,
     /// Tags for disk selectors.
     #[serde(default)]
+    #[schema(schema_with = schema::names)]
     pub tags: Vec<String>,
     /// Bytes kept back from scheduling.
     #[serde(default)]
+    #[schema(maximum = 1152921504606846976_u64)] // validate::MAX_RESERVED
     pub reserved: u64,
     /// Whether new replicas may be placed here.
     pub allow_scheduling: bool,
+}
+
+impl DiskSpec {
+    /// The field rules, for a disk at `field` of a request body.
+    pub fn validate_as(&self, field: &str) -> Result<(), FieldError> {
+        validate::name(format_args!("{field}.name"), &self.name)?;
+        validate::disk_path(format_args!("{field}.path"), &self.path)?;
+        validate::names(&format!("{field}.tags"), &self.tags)?;
+        validate::range(
+            format_args!("{field}.reserved"),
+            self.reserved,
+            0..=validate::MAX_RESERVED,
+        )
+    }
 }
 
 /// A disk's observed space.
@@ -362,19 +385,43 @@ pub struct RecurringJobSpec {
     /// What it does.
     pub task: JobTask,
     /// When, as cron: `MIN HOUR DOM MON DOW` (UTC), or with a leading seconds field.
+    #[schema(max_length = 128, pattern = r"^[^\x00-\x1f\x7f-\x9f]*$")] // validate::MAX_CRON
     pub cron: String,
-    /// How many of its snapshots or backups to keep per volume (at least 1).
+    /// How many of its snapshots or backups to keep per volume (1 to 1000).
+    #[schema(minimum = 1, maximum = 1000)] // validate::MAX_RETAIN
     pub retain: u32,
     /// Groups it belongs to; volumes that select a group run its jobs.
     #[serde(default)]
+    #[schema(schema_with = schema::names)]
     pub groups: Vec<String>,
     /// Backup target (backup jobs): a URL such as `s3://bucket@region/path`, or the name
     /// of a backup target object; `default` when not given.
     #[serde(default)]
+    #[schema(schema_with = schema::optional_url)]
     pub target: Option<String>,
     /// Labels put on what it creates (besides `recurring-job: NAME`).
     #[serde(default)]
+    #[schema(schema_with = schema::labels)]
     pub labels: BTreeMap<String, String>,
+}
+
+impl RecurringJobSpec {
+    /// The field rules, for a spec at `field` of a request body. (Whether the cron
+    /// expression parses is the scheduler's rule.)
+    pub fn validate_as(&self, field: &str) -> Result<(), FieldError> {
+        validate::text(format_args!("{field}.cron"), &self.cron, validate::MAX_CRON)?;
+        validate::range(
+            format_args!("{field}.retain"),
+            self.retain,
+            1..=validate::MAX_RETAIN,
+        )?;
+        validate::names(&format!("{field}.groups"), &self.groups)?;
+        match self.target.as_deref() {
+            Some(url) if url.contains("://") => validate::url(format_args!("{field}.target"), url)?,
+            target => validate::optional_name(format_args!("{field}.target"), target)?,
+        }
+        validate::labels(&format!("{field}.labels"), &self.labels)
+    }
 }
 
 /// A recurring job's last and next run.
@@ -545,8 +592,13 @@ impl Settings {
         if self.scheduling.minimal_available_percentage > 100 {
             return Err("minimal_available_percentage must be 0 to 100".into());
         }
-        if self.scheduling.over_provisioning_percentage == 0 {
-            return Err("over_provisioning_percentage must be at least 1".into());
+        if !(1..=validate::MAX_OVER_PROVISIONING)
+            .contains(&self.scheduling.over_provisioning_percentage)
+        {
+            return Err(format!(
+                "over_provisioning_percentage must be 1 to {}",
+                validate::MAX_OVER_PROVISIONING
+            ));
         }
         if self.replica_replenishment_wait_interval > MAX_SECONDS
             || self.stale_replica_timeout > MAX_SECONDS
