@@ -91,7 +91,7 @@ const SCHEMATHESIS_EXAMPLES: &str = "50";
 /// Attempts at starting `up` (another process may take the port we picked).
 const START_ATTEMPTS: usize = 4;
 /// Every setting, with the JSON type of its value.
-const SETTINGS: [(&str, Kind); 9] = [
+const SETTINGS: [(&str, Kind); 12] = [
     ("replica_soft_anti_affinity", Kind::Bool),
     ("replica_zone_soft_anti_affinity", Kind::Bool),
     ("replica_disk_soft_anti_affinity", Kind::Bool),
@@ -101,6 +101,9 @@ const SETTINGS: [(&str, Kind); 9] = [
     ("stale_replica_timeout", Kind::Unsigned),
     ("default_replica_count", Kind::Unsigned),
     ("auto_salvage", Kind::Bool),
+    ("engine_replica_timeout", Kind::Unsigned),
+    ("slow_replica_ratio", Kind::Unsigned),
+    ("slow_replica_window", Kind::Unsigned),
 ];
 
 /// A setting's JSON type.
@@ -2035,6 +2038,30 @@ fn bad_requests_get_4xx_with_a_message_and_change_nothing() {
             "/v1/settings/over_provisioning_percentage",
             r#"{"value":10001}"#.into(),
             "over_provisioning_percentage",
+        ),
+        (
+            "PUT",
+            "/v1/settings/engine_replica_timeout",
+            r#"{"value":0}"#.into(),
+            "engine_replica_timeout",
+        ),
+        (
+            "PUT",
+            "/v1/settings/engine_replica_timeout",
+            r#"{"value":301}"#.into(),
+            "engine_replica_timeout",
+        ),
+        (
+            "PUT",
+            "/v1/settings/slow_replica_ratio",
+            r#"{"value":1001}"#.into(),
+            "slow_replica_ratio",
+        ),
+        (
+            "PUT",
+            "/v1/settings/slow_replica_window",
+            r#"{"value":0}"#.into(),
+            "slow_replica_window",
         ),
     ];
     for (method, path, body, mentions) in &every_field {

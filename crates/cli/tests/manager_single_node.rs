@@ -1,6 +1,7 @@
 //! `shorthorn up` on one node, end to end: a 3-replica volume is created (soft
 //! anti-affinity lets its replicas share the node), attached, written with fio's verify
-//! through NBD, snapshotted; a replica process is killed with `kill -9`: the manager
+//! through NBD, snapshotted (its engine runs with the engine settings set before: replica
+//! timeout, slow-replica window); a replica process is killed with `kill -9`: the manager
 //! reports it failed, the volume goes degraded, writes go on, and after the wait interval
 //! the manager starts the replica again on its data and the engine rebuilds it — the
 //! volume returns to healthy with all three replicas RW. The node is then stopped (every
@@ -61,6 +62,9 @@ fn a_volume_on_one_node_is_created_attached_and_healed() {
     assert_eq!(soft.trim(), "true");
     node.cli_ok(&["setting", "set", "minimal_available_percentage", "0"]);
     node.cli_ok(&["setting", "set", "replica_replenishment_wait_interval", "2"]);
+    // Engines started from now on take these.
+    node.cli_ok(&["setting", "set", "engine_replica_timeout", "3"]);
+    node.cli_ok(&["setting", "set", "slow_replica_window", "7"]);
 
     node.cli_ok(&[
         "volume",
@@ -98,6 +102,21 @@ fn a_volume_on_one_node_is_created_attached_and_healed() {
         .unwrap()
         .to_string();
     common::shorthorn_ok(&["--engine", &engine, "snapshot", "create", "s1"]);
+    // The engine settings reached the engine's command line.
+    let (_, engine_args) = processes_mentioning(&engine)
+        .into_iter()
+        .find(|(_, args)| args.get(1).is_some_and(|a| a == "engine"))
+        .unwrap_or_else(|| panic!("no engine process listens on {engine}"));
+    for flag in [
+        ["--request-timeout", "3s"],
+        ["--slow-replica-ratio", "8"],
+        ["--slow-replica-window", "7s"],
+    ] {
+        assert!(
+            engine_args.windows(2).any(|w| w == flag),
+            "the engine runs without {flag:?}: {engine_args:?}"
+        );
+    }
 
     // kill -9 one replica: noticed and started again (a new process on its data, what
     // lasts: "degraded" can pass before a poll sees it), writes go on, then healed on

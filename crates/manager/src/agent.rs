@@ -18,7 +18,7 @@ use crate::launch_checks::{
     check_engine_launch, check_process_name, check_replica_launch, check_replica_name,
     check_restore_launch,
 };
-use crate::model::{DiskSpec, DiskStatus, Node};
+use crate::model::{DiskSpec, DiskStatus, EngineTuning, Node};
 use crate::process::Daemon;
 use crate::replica_dir;
 use crate::state::{Kind, StateStore, StateStoreExt};
@@ -109,6 +109,9 @@ pub struct EngineLaunch {
     /// (auto-salvage, when a replica's node is down).
     #[serde(default)]
     pub salvage: bool,
+    /// Its replica timeout and slow-replica rule (the engine's defaults when left out).
+    #[serde(default)]
+    pub tuning: EngineTuning,
 }
 
 /// A restore of a backup into a new replica's directory, before its first start; it
@@ -215,6 +218,12 @@ impl Agent {
             "nbd".into(),
             "--frontend-listen".into(),
             launch.nbd.to_string(),
+            "--request-timeout".into(),
+            format!("{}s", launch.tuning.engine_replica_timeout),
+            "--slow-replica-ratio".into(),
+            launch.tuning.slow_replica_ratio.to_string(),
+            "--slow-replica-window".into(),
+            format!("{}s", launch.tuning.slow_replica_window),
         ];
         for replica in &launch.replicas {
             args.extend(["--replica".into(), replica.clone()]);

@@ -24,9 +24,9 @@ use crate::agent::{
 use crate::model::{
     Backup, BackupSpec, BackupState, BackupStatus, BackupTarget, BackupTargetSpec,
     BackupTargetStatus, DiskSpec, DiskStatus, Engine, EngineReplicaStatus, EngineSpec, EngineState,
-    EngineStatus, JobTask, Node, NodeSpec, NodeStatus, RecurringJob, RecurringJobSpec,
-    RecurringJobStatus, Replica, ReplicaSpec, ReplicaState, ReplicaStatus, Robustness, Settings,
-    Volume, VolumeSpec, VolumeState, VolumeStatus,
+    EngineStatus, EngineTuning, JobTask, Node, NodeSpec, NodeStatus, RecurringJob,
+    RecurringJobSpec, RecurringJobStatus, Replica, ReplicaSpec, ReplicaState, ReplicaStatus,
+    Robustness, Settings, Volume, VolumeSpec, VolumeState, VolumeStatus,
 };
 use crate::reconcile::{Manager, SETTINGS_NAME};
 use crate::scheduler::SchedulingSettings;
@@ -428,7 +428,7 @@ pub struct VolumeDetail {
     components(schemas(
         ErrorBody, CreateVolume, AttachVolume, SetSetting, VolumeDetail, Volume, VolumeSpec,
         VolumeStatus, VolumeState, Robustness, Replica, ReplicaSpec, ReplicaStatus,
-        ReplicaState, Node, NodeSpec, NodeStatus, DiskSpec, DiskStatus, Settings,
+        ReplicaState, Node, NodeSpec, NodeStatus, DiskSpec, DiskStatus, Settings, EngineTuning,
         SchedulingSettings, VolumeJobs, ExpandVolume, UpdateNode, CreateJob, RecurringJob, RecurringJobSpec,
         RecurringJobStatus, JobTask, Engine, EngineSpec, EngineStatus, EngineState,
         EngineReplicaStatus, BackupTarget, BackupTargetSpec, BackupTargetStatus, Backup,
@@ -466,7 +466,8 @@ pub fn openapi_json() -> String {
         agent_process, agent_stop
     ),
     components(schemas(
-        ErrorBody, ReplicaLaunch, EngineLaunch, RestoreLaunch, RemoveReplica, ProcessReport
+        ErrorBody, ReplicaLaunch, EngineLaunch, EngineTuning, RestoreLaunch, RemoveReplica,
+        ProcessReport
     )),
     modifiers(&BearerAuth),
     security(("bearer" = []))

@@ -41,6 +41,10 @@ pub fn check_engine_launch(
         )));
     }
     check_size(&launch.name, launch.size)?;
+    launch
+        .tuning
+        .validate()
+        .map_err(|e| AgentError::Invalid(format!("engine {}: tuning.{e}", launch.name)))?;
     check_listen(&launch.name, "listen", launch.listen, node, 1)?;
     check_listen(&launch.name, "nbd", launch.nbd, node, 1)?;
     if launch.listen == launch.nbd {
@@ -293,6 +297,7 @@ mod tests {
             nbd: "10.0.0.1:20011".parse().unwrap(),
             replicas: vec!["tcp://10.0.0.1:20000".into()],
             salvage: false,
+            tuning: crate::model::EngineTuning::default(),
         };
         check_engine_launch(&launch, &node, std::slice::from_ref(&node)).unwrap();
         for replica in [
@@ -316,6 +321,25 @@ mod tests {
             &node,
             std::slice::from_ref(&node),
         ));
+        for tuning in [
+            (0, 8, 5),
+            (301, 8, 5),
+            (8, 1001, 5),
+            (8, 8, 0),
+            (8, 8, 3601),
+        ] {
+            let mut bad = launch.clone();
+            (
+                bad.tuning.engine_replica_timeout,
+                bad.tuning.slow_replica_ratio,
+                bad.tuning.slow_replica_window,
+            ) = tuning;
+            invalid(check_engine_launch(
+                &bad,
+                &node,
+                std::slice::from_ref(&node),
+            ));
+        }
         let mut bad = launch;
         bad.nbd = bad.listen;
         invalid(check_engine_launch(

@@ -567,6 +567,9 @@ pub struct Settings {
     /// failed at once, or a replica the open needs is on a node that is down (then
     /// writes only that replica acknowledged are lost).
     pub auto_salvage: bool,
+    /// How engines treat slow replicas; engines started after a change use it.
+    #[serde(flatten)]
+    pub engine: EngineTuning,
 }
 
 impl Default for Settings {
@@ -577,7 +580,52 @@ impl Default for Settings {
             stale_replica_timeout: 2880 * 60,
             default_replica_count: 3,
             auto_salvage: true,
+            engine: EngineTuning::default(),
         }
+    }
+}
+
+/// How an engine treats slow replicas: its `--request-timeout`,
+/// `--slow-replica-ratio` and `--slow-replica-window` (docs/benchmarks.md has the
+/// measurements behind the defaults).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(default)]
+pub struct EngineTuning {
+    /// Seconds an engine waits for a replica's answer before it fails the replica
+    /// (1 to 300).
+    #[schema(minimum = 1, maximum = 300)]
+    pub engine_replica_timeout: u64,
+    /// A replica whose average write latency stays this many times above every other
+    /// RW replica's (and above 20 ms) for `slow_replica_window` seconds leaves the
+    /// write set and is rebuilt later; never the last RW one. 0: never (0 to 1000).
+    #[schema(maximum = 1000)]
+    pub slow_replica_ratio: u32,
+    /// Seconds a replica must stay that slow (1 to 3600).
+    #[schema(minimum = 1, maximum = 3600)]
+    pub slow_replica_window: u64,
+}
+
+impl Default for EngineTuning {
+    /// The engine's own defaults.
+    fn default() -> Self {
+        EngineTuning {
+            engine_replica_timeout: 8,
+            slow_replica_ratio: 8,
+            slow_replica_window: 5,
+        }
+    }
+}
+
+impl EngineTuning {
+    /// The field rules.
+    pub fn validate(&self) -> Result<(), FieldError> {
+        validate::range(
+            "engine_replica_timeout",
+            self.engine_replica_timeout,
+            1..=300,
+        )?;
+        validate::range("slow_replica_ratio", self.slow_replica_ratio, 0..=1000)?;
+        validate::range("slow_replica_window", self.slow_replica_window, 1..=3600)
     }
 }
 
@@ -600,6 +648,7 @@ impl Settings {
                 validate::MAX_OVER_PROVISIONING
             ));
         }
+        self.engine.validate().map_err(|e| e.to_string())?;
         if self.replica_replenishment_wait_interval > MAX_SECONDS
             || self.stale_replica_timeout > MAX_SECONDS
         {

@@ -785,6 +785,7 @@ impl Manager {
                 nbd: SocketAddr::new(address, nbd),
                 replicas: engine.spec.replicas.clone(),
                 salvage,
+                tuning: settings.engine,
             };
             if salvage {
                 tracing::warn!(engine = %engine.name, replicas = ?launch.replicas, "a replica's node is down: starting the engine with --salvage (auto_salvage), which loses writes only that replica acknowledged");
