@@ -155,8 +155,16 @@ pub fn info(engine: &str) -> anyhow::Result<()> {
         } else {
             format!(" ({})", replica.error)
         };
+        let latency = if replica.write_latency_us == 0 {
+            String::new()
+        } else {
+            format!(
+                ", writes {:.3} ms (recent average)",
+                replica.write_latency_us as f64 / 1e3
+            )
+        };
         line(format_args!(
-            "  {} {}{error}",
+            "  {} {}{latency}{error}",
             replica.address,
             mode_name(replica)
         ))?;

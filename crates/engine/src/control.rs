@@ -61,6 +61,7 @@ impl EngineControlService {
                     done_bytes: r.done_bytes,
                     copied_bytes: r.copied_bytes,
                 }),
+                write_latency_us: status.write_latency_us,
             });
         }
         out

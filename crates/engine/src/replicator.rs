@@ -279,6 +279,7 @@ impl<R: Replica> Replicator<R> {
                     mode,
                     error,
                     rebuild: s.rebuild.lock().as_ref().map(|p| p.snapshot()),
+                    write_latency_us: s.write_latency_us.load(Ordering::Relaxed),
                 }
             })
             .collect()

@@ -38,6 +38,9 @@ pub struct ReplicaStatus {
     pub error: Option<String>,
     /// Progress of its rebuild, while one runs.
     pub rebuild: Option<crate::rebuild::RebuildFigures>,
+    /// Its recent average write latency in microseconds (the slow-replica rule's
+    /// figure); 0 before its first write.
+    pub write_latency_us: u64,
 }
 
 /// The volume's health, derived from its replicas' modes.
