@@ -19,10 +19,11 @@ use shorthorn_backup::{
 };
 use shorthorn_proto::v1 as pb;
 
+use crate::clock::waited;
+use crate::engine_client::connect_engine;
 use crate::model::{
     Backup, BackupSpec, BackupState, BackupStatus, BackupTarget, BackupTargetStatus, Engine,
 };
-use crate::reconcile::{connect_engine, waited};
 use crate::state::{Kind, StateStore, StateStoreExt};
 
 /// The target used when none is named.

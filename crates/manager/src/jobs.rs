@@ -17,8 +17,8 @@ use shorthorn_backup::{
 use shorthorn_proto::v1 as pb;
 
 use crate::backups::{DEFAULT_TARGET, VolumeLocks, target_url, upload_snapshot};
+use crate::engine_client::connect_engine;
 use crate::model::{Engine, JobTask, RecurringJob, Volume};
-use crate::reconcile::connect_engine;
 use crate::state::{Kind, StateStore, StateStoreExt};
 
 /// The label every snapshot and backup of a job carries, with the job's name.

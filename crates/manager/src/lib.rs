@@ -6,6 +6,8 @@
 pub mod agent;
 pub mod api;
 pub mod backups;
+mod clock;
+mod engine_client;
 pub mod etcd;
 pub mod jobs;
 pub mod launch_checks;

@@ -1,0 +1,453 @@
+//! The REST API: volumes, nodes and settings, as JSON, behind a bearer token. The OpenAPI
+//! document is served at `/v1/openapi.json` (no token needed), Prometheus metrics at
+//! `/metrics`. Errors are `{"message": "..."}` with a fitting status code. The node
+//! agent's routes (`/agent/v1/…`, for other nodes' managers) take the node credential
+//! instead, and never the user token: they start root processes on this node.
+//!
+//! This file holds what every route shares (errors, the JSON body extractor, the token
+//! checks, the router and the two OpenAPI documents); each resource's request types and
+//! handlers are in a file of its own.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi, ToSchema};
+
+use crate::agent::{
+    AgentError, EngineLaunch, ProcessReport, RemoveReplica, ReplicaLaunch, RestoreLaunch,
+};
+use crate::model::{
+    Backup, BackupSpec, BackupState, BackupStatus, BackupTarget, BackupTargetSpec,
+    BackupTargetStatus, DiskSpec, DiskStatus, Engine, EngineReplicaStatus, EngineSpec, EngineState,
+    EngineStatus, EngineTuning, JobTask, Node, NodeSpec, NodeStatus, RecurringJob,
+    RecurringJobSpec, RecurringJobStatus, Replica, ReplicaSpec, ReplicaState, ReplicaStatus,
+    Robustness, Settings, Volume, VolumeSpec, VolumeState, VolumeStatus,
+};
+use crate::reconcile::Manager;
+use crate::scheduler::SchedulingSettings;
+use crate::validate::Validate;
+
+mod agent_routes;
+mod backups;
+mod cluster;
+mod engines;
+mod jobs;
+mod metrics;
+mod nodes;
+mod settings;
+mod volumes;
+
+pub use backups::{CreateBackup, SetBackupTarget};
+pub use cluster::ClusterInfo;
+pub use jobs::CreateJob;
+pub use nodes::UpdateNode;
+pub use settings::SetSetting;
+pub use volumes::{AttachVolume, CreateVolume, ExpandVolume, VolumeDetail, VolumeJobs};
+
+/// Where the OpenAPI document is served.
+pub const OPENAPI_PATH: &str = "/v1/openapi.json";
+/// Where the node agent's OpenAPI document is served.
+pub const AGENT_OPENAPI_PATH: &str = "/agent/v1/openapi.json";
+
+/// An error as the API returns it.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ErrorBody {
+    /// What went wrong.
+    pub message: String,
+}
+
+/// An API error: a status code and a message.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            message: message.into(),
+        }
+    }
+
+    fn not_found(what: &str, name: &str) -> ApiError {
+        ApiError::new(StatusCode::NOT_FOUND, format!("no {what} {name:?}"))
+    }
+
+    fn bad_request(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, message)
+    }
+}
+
+impl From<AgentError> for ApiError {
+    fn from(e: AgentError) -> ApiError {
+        match e {
+            AgentError::Invalid(message) => ApiError::bad_request(message),
+            AgentError::Refused(message) => ApiError::new(StatusCode::CONFLICT, message),
+            AgentError::Failed(e) => e.into(),
+        }
+    }
+}
+
+impl From<anyhow::Error> for ApiError {
+    fn from(e: anyhow::Error) -> ApiError {
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}"))
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (
+            self.status,
+            Json(ErrorBody {
+                message: self.message,
+            }),
+        )
+            .into_response()
+    }
+}
+
+type ApiResult<T> = Result<Json<T>, ApiError>;
+
+/// A request body: a JSON object, decoded into `T`. (axum's `Json` would also take an
+/// array, which serde reads into a struct positionally.)
+pub struct JsonObject<T>(pub T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned + Validate> FromRequest<S> for JsonObject<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
+        let json = request
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .is_some_and(|ct| {
+                let ct = ct.trim();
+                ct.eq_ignore_ascii_case("application/json") || ct.ends_with("+json")
+            });
+        if !json {
+            return Err(ApiError::bad_request(
+                "expected a JSON body with Content-Type: application/json",
+            ));
+        }
+        let bytes = Bytes::from_request(request, state)
+            .await
+            .map_err(|e| ApiError::bad_request(e.body_text()))?;
+        if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+            return Err(ApiError::bad_request(
+                "the request body must be a JSON object",
+            ));
+        }
+        let mut deserializer = serde_json::Deserializer::from_slice(&bytes);
+        let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
+            let path = e.path().to_string();
+            let field = if path == "." {
+                String::new()
+            } else {
+                format!("{path}: ")
+            };
+            ApiError::bad_request(format!("invalid JSON body: {field}{}", e.inner()))
+        })?;
+        deserializer
+            .end()
+            .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))?;
+        T::validate(&value).map_err(|e| ApiError::bad_request(e.to_string()))?;
+        Ok(JsonObject(value))
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Shorthorn manager API", version = "1"),
+    paths(
+        volumes::list_volumes, volumes::create_volume, volumes::get_volume, volumes::delete_volume, volumes::attach_volume,
+        volumes::detach_volume, volumes::expand_volume, volumes::set_volume_jobs, jobs::list_jobs, jobs::create_job, jobs::get_job, jobs::delete_job,
+        nodes::list_nodes, nodes::update_node, settings::get_settings, settings::set_setting, engines::list_engines, engines::get_engine,
+        engines::list_replicas, backups::list_backup_targets, backups::set_backup_target, backups::delete_backup_target,
+        backups::list_backups, backups::create_backup, backups::get_backup, backups::delete_backup, cluster::cluster_info
+    ),
+    components(schemas(
+        ErrorBody, CreateVolume, AttachVolume, SetSetting, VolumeDetail, Volume, VolumeSpec,
+        VolumeStatus, VolumeState, Robustness, Replica, ReplicaSpec, ReplicaStatus,
+        ReplicaState, Node, NodeSpec, NodeStatus, DiskSpec, DiskStatus, Settings, EngineTuning,
+        SchedulingSettings, VolumeJobs, ExpandVolume, UpdateNode, CreateJob, RecurringJob, RecurringJobSpec,
+        RecurringJobStatus, JobTask, Engine, EngineSpec, EngineStatus, EngineState,
+        EngineReplicaStatus, BackupTarget, BackupTargetSpec, BackupTargetStatus, Backup,
+        BackupSpec, BackupStatus, BackupState, SetBackupTarget, CreateBackup, ClusterInfo
+    )),
+    modifiers(&BearerAuth),
+    security(("bearer" = []))
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// The OpenAPI document as JSON.
+pub fn openapi_json() -> String {
+    ApiDoc::openapi().to_pretty_json().unwrap_or_default()
+}
+
+/// The node agent's routes: for the managers of the cluster's nodes, with the node
+/// credential; documented apart from the user API.
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Shorthorn node agent API", version = "1"),
+    paths(
+        agent_routes::agent_start_replica, agent_routes::agent_remove_replica, agent_routes::agent_start_engine, agent_routes::agent_start_restore,
+        agent_routes::agent_process, agent_routes::agent_stop
+    ),
+    components(schemas(
+        ErrorBody, ReplicaLaunch, EngineLaunch, EngineTuning, RestoreLaunch, RemoveReplica,
+        ProcessReport
+    )),
+    modifiers(&BearerAuth),
+    security(("bearer" = []))
+)]
+struct AgentApiDoc;
+
+/// The node agent's OpenAPI document as JSON.
+pub fn agent_openapi_json() -> String {
+    AgentApiDoc::openapi().to_pretty_json().unwrap_or_default()
+}
+
+#[derive(Clone)]
+struct AppState {
+    manager: Arc<Manager>,
+    /// What users (and the CLI) hold: the user routes take it.
+    user_token: Arc<str>,
+    /// What the nodes of the cluster hold: the agent routes take it.
+    node_token: Arc<str>,
+}
+
+/// The API's routes over `manager`: the user routes require `user_token`, the agent
+/// routes `node_token`.
+pub fn router(manager: Arc<Manager>, user_token: &str, node_token: &str) -> Router {
+    let state = AppState {
+        manager,
+        user_token: user_token.into(),
+        node_token: node_token.into(),
+    };
+    let user_routes = Router::new()
+        .route(
+            "/v1/volumes",
+            get(volumes::list_volumes).post(volumes::create_volume),
+        )
+        .route(
+            "/v1/volumes/{name}",
+            get(volumes::get_volume).delete(volumes::delete_volume),
+        )
+        .route("/v1/volumes/{name}/attach", post(volumes::attach_volume))
+        .route("/v1/volumes/{name}/detach", post(volumes::detach_volume))
+        .route("/v1/volumes/{name}/expand", post(volumes::expand_volume))
+        .route(
+            "/v1/volumes/{name}/recurring-jobs",
+            put(volumes::set_volume_jobs),
+        )
+        .route("/v1/engines", get(engines::list_engines))
+        .route("/v1/engines/{name}", get(engines::get_engine))
+        .route("/v1/replicas", get(engines::list_replicas))
+        .route("/v1/backup-targets", get(backups::list_backup_targets))
+        .route(
+            "/v1/backup-targets/{name}",
+            put(backups::set_backup_target).delete(backups::delete_backup_target),
+        )
+        .route(
+            "/v1/backups",
+            get(backups::list_backups).post(backups::create_backup),
+        )
+        .route(
+            "/v1/backups/{name}",
+            get(backups::get_backup).delete(backups::delete_backup),
+        )
+        .route("/v1/cluster", get(cluster::cluster_info))
+        .route(
+            "/v1/recurring-jobs",
+            get(jobs::list_jobs).post(jobs::create_job),
+        )
+        .route(
+            "/v1/recurring-jobs/{name}",
+            get(jobs::get_job).delete(jobs::delete_job),
+        )
+        .route("/v1/nodes", get(nodes::list_nodes))
+        .route("/v1/nodes/{name}", put(nodes::update_node))
+        .route("/v1/settings", get(settings::get_settings))
+        .route("/v1/settings/{name}", put(settings::set_setting))
+        .route("/metrics", get(metrics::metrics))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            require_user_token,
+        ));
+    // This node's agent, for the managers of other nodes (not in the public API).
+    let agent_routes = Router::new()
+        .route(
+            "/agent/v1/replicas",
+            post(agent_routes::agent_start_replica),
+        )
+        .route(
+            "/agent/v1/replicas/{name}/remove",
+            post(agent_routes::agent_remove_replica),
+        )
+        .route("/agent/v1/engines", post(agent_routes::agent_start_engine))
+        .route(
+            "/agent/v1/restores",
+            post(agent_routes::agent_start_restore),
+        )
+        .route(
+            "/agent/v1/processes/{name}",
+            get(agent_routes::agent_process).delete(agent_routes::agent_stop),
+        )
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            require_node_token,
+        ));
+    Router::new()
+        .route(
+            OPENAPI_PATH,
+            get(|| async { ([(header::CONTENT_TYPE, "application/json")], openapi_json()) }),
+        )
+        .route(
+            AGENT_OPENAPI_PATH,
+            get(|| async {
+                (
+                    [(header::CONTENT_TYPE, "application/json")],
+                    agent_openapi_json(),
+                )
+            }),
+        )
+        .merge(user_routes)
+        .merge(agent_routes)
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method not allowed on this endpoint",
+            )
+        })
+        .with_state(state)
+}
+
+/// The user routes take the user token; the node credential is refused there too, so
+/// a node's credential only ever drives agents.
+async fn require_user_token(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    match bearer(&request) {
+        Some(token) if constant_time_eq(token.as_bytes(), state.user_token.as_bytes()) => {
+            next.run(request).await
+        }
+        Some(token) if constant_time_eq(token.as_bytes(), state.node_token.as_bytes()) => {
+            ApiError::new(
+                StatusCode::FORBIDDEN,
+                "this route is for users; it takes the user token (the data directory's token file), not the node credential",
+            )
+            .into_response()
+        }
+        Some(_) => unauthorized("wrong token"),
+        None => unauthorized(
+            "missing Authorization: Bearer TOKEN (the token is in the data directory's token file)",
+        ),
+    }
+}
+
+/// The agent routes take the node credential only: they start root processes and
+/// remove replica directories on this node.
+async fn require_node_token(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    match bearer(&request) {
+        Some(token) if constant_time_eq(token.as_bytes(), state.node_token.as_bytes()) => {
+            next.run(request).await
+        }
+        Some(token) if constant_time_eq(token.as_bytes(), state.user_token.as_bytes()) => {
+            ApiError::new(
+                StatusCode::FORBIDDEN,
+                "this route is for node agents; it takes the node credential (the data directory's node-token file), not the user token",
+            )
+            .into_response()
+        }
+        Some(_) => unauthorized("wrong node credential"),
+        None => unauthorized(
+            "missing Authorization: Bearer NODE-TOKEN (the node credential is in the data directory's node-token file)",
+        ),
+    }
+}
+
+/// The bearer token of a request, if it has one.
+fn bearer(request: &Request) -> Option<&str> {
+    request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim())
+}
+
+fn unauthorized(refusal: &'static str) -> Response {
+    let mut response = ApiError::new(StatusCode::UNAUTHORIZED, refusal).into_response();
+    response.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        header::HeaderValue::from_static("Bearer"),
+    );
+    response
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::validate;
+
+    /// The request bodies' schemas state the rules the API enforces, so that a client
+    /// (and schemathesis) can know them; what is optional stays optional.
+    #[test]
+    fn the_document_states_the_field_rules() {
+        let doc: serde_json::Value = serde_json::from_str(&openapi_json()).unwrap();
+        let schemas = &doc["components"]["schemas"];
+        let create = &schemas["CreateVolume"];
+        assert_eq!(create["required"], serde_json::json!(["name", "size"]));
+        let selector = &create["properties"]["node_selector"];
+        assert_eq!(selector["items"]["pattern"], validate::NAME_PATTERN);
+        assert_eq!(selector["maxItems"], validate::MAX_LIST);
+        assert_eq!(create["properties"]["name"]["maxLength"], 63);
+        let node = &schemas["UpdateNode"];
+        assert!(node.get("required").is_none(), "{node}");
+        assert_eq!(node["properties"]["tags"]["items"]["maxLength"], 63);
+        let backup = &schemas["CreateBackup"];
+        assert_eq!(
+            backup["properties"]["labels"]["maxProperties"],
+            validate::MAX_LABELS
+        );
+        assert_eq!(
+            schemas["RecurringJobSpec"]["properties"]["retain"]["maximum"],
+            1000
+        );
+    }
+}

@@ -1,0 +1,113 @@
+//! `/v1/nodes`: the nodes with their disks; a node's zone, tags, scheduling and disks.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::{ApiError, ApiResult, AppState, ErrorBody, JsonObject};
+use crate::model::{DiskSpec, Node, Replica};
+use crate::state::{Kind, StateStoreExt};
+use crate::validate::{self, FieldError, Validate, schema};
+
+/// A change to a node's spec; fields left out keep their value.
+#[derive(Debug, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateNode {
+    /// Zone, for spreading replicas (a name, or empty for none).
+    #[serde(default)]
+    #[schema(schema_with = schema::zone)]
+    pub zone: Option<String>,
+    /// Tags for node selectors (replaces the list).
+    #[serde(default)]
+    #[schema(schema_with = schema::optional_names)]
+    pub tags: Option<Vec<String>>,
+    /// Whether new replicas may be placed on it.
+    #[serde(default)]
+    pub allow_scheduling: Option<bool>,
+    /// Its disks (replaces the list; a disk holding replicas cannot be removed).
+    #[serde(default)]
+    #[schema(max_items = 64)] // validate::MAX_DISKS
+    pub disks: Option<Vec<DiskSpec>>,
+}
+
+impl Validate for UpdateNode {
+    fn validate(&self) -> Result<(), FieldError> {
+        if let Some(zone) = self.zone.as_deref().filter(|z| !z.is_empty()) {
+            validate::name("zone", zone)?;
+        }
+        if let Some(tags) = &self.tags {
+            validate::names("tags", tags)?;
+        }
+        if let Some(disks) = &self.disks {
+            if disks.len() > validate::MAX_DISKS {
+                return Err(FieldError {
+                    field: "disks".into(),
+                    reason: format!("at most {} disks, not {}", validate::MAX_DISKS, disks.len()),
+                });
+            }
+            let mut names = std::collections::BTreeSet::new();
+            for (i, disk) in disks.iter().enumerate() {
+                disk.validate_as(&format!("disks[{i}]"))?;
+                if !names.insert(disk.name.as_str()) {
+                    return Err(FieldError {
+                        field: format!("disks[{i}].name"),
+                        reason: format!("disk {} is listed twice", disk.name),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[utoipa::path(get, path = "/v1/nodes", responses(
+    (status = 200, body = [Node]), (status = 401, body = ErrorBody)))]
+pub(super) async fn list_nodes(State(state): State<AppState>) -> ApiResult<Vec<Node>> {
+    Ok(Json(state.manager.state().list(Kind::Node)?))
+}
+
+#[utoipa::path(put, path = "/v1/nodes/{name}", params(("name" = String, Path)),
+    request_body = UpdateNode, responses(
+    (status = 200, body = Node), (status = 400, body = ErrorBody),
+    (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
+    (status = 409, body = ErrorBody)))]
+pub(super) async fn update_node(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    JsonObject(body): JsonObject<UpdateNode>,
+) -> ApiResult<Node> {
+    let store = state.manager.state();
+    let mut node: Node = store
+        .get(Kind::Node, &name)?
+        .ok_or_else(|| ApiError::not_found("node", &name))?;
+    if let Some(zone) = body.zone {
+        node.spec.zone = zone;
+    }
+    if let Some(tags) = body.tags {
+        node.spec.tags = tags;
+    }
+    if let Some(allow) = body.allow_scheduling {
+        node.spec.allow_scheduling = allow;
+    }
+    if let Some(disks) = body.disks {
+        let replicas: Vec<Replica> = store.list(Kind::Replica)?;
+        if let Some(used) = replicas
+            .iter()
+            .find(|r| r.spec.node == name && !disks.iter().any(|d| d.name == r.spec.disk))
+        {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                format!(
+                    "disk {} holds replica {}; it cannot be removed",
+                    used.spec.disk, used.name
+                ),
+            ));
+        }
+        node.spec.disks = disks;
+    }
+    store.put(Kind::Node, &name, &node)?;
+    state.manager.poke();
+    Ok(Json(node))
+}

@@ -1,0 +1,368 @@
+//! `/v1/volumes`: create, read, attach, detach, expand and delete volumes, and choose
+//! their recurring jobs.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::{ApiError, ApiResult, AppState, ErrorBody, JsonObject};
+use crate::model::{Engine, Node, RecurringJob, Replica, Volume, VolumeSpec, VolumeStatus};
+use crate::state::{Kind, StateStoreExt};
+use crate::validate::{self, FieldError, Validate, schema};
+
+/// A request to create a volume.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateVolume {
+    /// Name: 1–63 letters, digits, `-`, `_`, `.`.
+    #[schema(schema_with = schema::name)]
+    pub name: String,
+    /// Size in bytes, a multiple of 4096, at most 2^50 (1 PiB).
+    #[schema(minimum = 4096, maximum = 1125899906842624_u64, multiple_of = 4096)]
+    pub size: u64,
+    /// Replica count [default: the `default_replica_count` setting].
+    #[serde(default)]
+    #[schema(minimum = 1, maximum = 16)]
+    pub replicas: Option<usize>,
+    /// Tags every replica's node must have.
+    #[serde(default)]
+    #[schema(schema_with = schema::names)]
+    pub node_selector: Vec<String>,
+    /// Tags every replica's disk must have.
+    #[serde(default)]
+    #[schema(schema_with = schema::names)]
+    pub disk_selector: Vec<String>,
+    /// Recurring jobs to run for it, by name.
+    #[serde(default)]
+    #[schema(schema_with = schema::names)]
+    pub recurring_jobs: Vec<String>,
+    /// Groups of recurring jobs to run for it.
+    #[serde(default)]
+    #[schema(schema_with = schema::names)]
+    pub recurring_job_groups: Vec<String>,
+    /// A backup to restore it from (`TARGET?backup=NAME&volume=VOLUME`, as `volume
+    /// backups` or `backup ls` print it); `size` must be the backup's volume size.
+    #[serde(default)]
+    #[schema(schema_with = schema::optional_url)]
+    pub from_backup: Option<String>,
+}
+
+/// Which recurring jobs run for a volume.
+#[derive(Debug, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VolumeJobs {
+    /// Jobs, by name.
+    #[serde(default)]
+    #[schema(schema_with = schema::names)]
+    pub jobs: Vec<String>,
+    /// Job groups.
+    #[serde(default)]
+    #[schema(schema_with = schema::names)]
+    pub groups: Vec<String>,
+}
+
+/// A request to grow a volume.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ExpandVolume {
+    /// The new size in bytes: larger than now, a multiple of 4096, at most 2^50.
+    #[schema(minimum = 4096, maximum = 1125899906842624_u64, multiple_of = 4096)]
+    pub size: u64,
+}
+
+/// A request to attach a volume.
+#[derive(Debug, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AttachVolume {
+    /// The node to attach to [default: the node serving the API].
+    #[serde(default)]
+    #[schema(schema_with = schema::optional_name)]
+    pub node: Option<String>,
+}
+
+impl Validate for CreateVolume {
+    fn validate(&self) -> Result<(), FieldError> {
+        validate::name("name", &self.name)?;
+        validate::size("size", self.size)?;
+        if let Some(replicas) = self.replicas {
+            validate::range("replicas", replicas, 1..=validate::MAX_REPLICAS)?;
+        }
+        validate::names("node_selector", &self.node_selector)?;
+        validate::names("disk_selector", &self.disk_selector)?;
+        validate::names("recurring_jobs", &self.recurring_jobs)?;
+        validate::names("recurring_job_groups", &self.recurring_job_groups)?;
+        if let Some(url) = &self.from_backup {
+            validate::url("from_backup", url)?;
+        }
+        Ok(())
+    }
+}
+
+impl Validate for VolumeJobs {
+    fn validate(&self) -> Result<(), FieldError> {
+        validate::names("jobs", &self.jobs)?;
+        validate::names("groups", &self.groups)
+    }
+}
+
+impl Validate for ExpandVolume {
+    fn validate(&self) -> Result<(), FieldError> {
+        validate::size("size", self.size)
+    }
+}
+
+impl Validate for AttachVolume {
+    fn validate(&self) -> Result<(), FieldError> {
+        validate::optional_name("node", self.node.as_deref())
+    }
+}
+
+/// A volume with its replicas.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct VolumeDetail {
+    /// The volume.
+    #[serde(flatten)]
+    pub volume: Volume,
+    /// Its replicas.
+    pub replicas: Vec<Replica>,
+    /// Its engine (none before its first reconcile).
+    pub engine: Option<Engine>,
+}
+
+#[utoipa::path(get, path = "/v1/volumes", responses(
+    (status = 200, body = [Volume]), (status = 401, body = ErrorBody)))]
+pub(super) async fn list_volumes(State(state): State<AppState>) -> ApiResult<Vec<Volume>> {
+    Ok(Json(state.manager.state().list(Kind::Volume)?))
+}
+
+#[utoipa::path(post, path = "/v1/volumes", request_body = CreateVolume, responses(
+    (status = 201, body = Volume), (status = 400, body = ErrorBody),
+    (status = 401, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub(super) async fn create_volume(
+    State(state): State<AppState>,
+    JsonObject(body): JsonObject<CreateVolume>,
+) -> Result<(StatusCode, Json<Volume>), ApiError> {
+    let request = body;
+    let settings = state.manager.settings()?;
+    let replicas = request.replicas.unwrap_or(settings.default_replica_count);
+    if let Some(url) = &request.from_backup {
+        check_backup_size(url, request.size).await?;
+    }
+    let store = state.manager.state();
+    if store.get::<Volume>(Kind::Volume, &request.name)?.is_some() {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!("volume {:?} exists", request.name),
+        ));
+    }
+    let volume = Volume {
+        name: request.name.clone(),
+        spec: VolumeSpec {
+            size: request.size,
+            replicas,
+            node_selector: request.node_selector,
+            disk_selector: request.disk_selector,
+            attached_node: None,
+            recurring_jobs: request.recurring_jobs,
+            recurring_job_groups: request.recurring_job_groups,
+            from_backup: request.from_backup,
+        },
+        status: VolumeStatus::default(),
+    };
+    store.put(Kind::Volume, &volume.name, &volume)?;
+    state.manager.poke();
+    Ok((StatusCode::CREATED, Json(volume)))
+}
+
+/// Refuses a backup to restore a new volume from that cannot be read, or whose volume
+/// size is not `size` (the restored replicas hold exactly the backup's size).
+pub(super) async fn check_backup_size(url: &str, size: u64) -> Result<(), ApiError> {
+    let parsed = shorthorn_backup::BackupUrl::parse(url)
+        .map_err(|e| ApiError::bad_request(format!("from_backup: {e:#}")))?;
+    let record = async {
+        let target = shorthorn_backup::Target::open(
+            &parsed.target,
+            &shorthorn_backup::TargetOptions::default(),
+        )?;
+        shorthorn_backup::get_backup(&target, &parsed.volume, &parsed.backup).await
+    }
+    .await
+    .map_err(|e| ApiError::bad_request(format!("from_backup: {e:#}")))?;
+    if record.volume_size != size {
+        return Err(ApiError::bad_request(format!(
+            "from_backup holds a volume of {} bytes; create the volume with that size",
+            record.volume_size
+        )));
+    }
+    Ok(())
+}
+
+#[utoipa::path(get, path = "/v1/volumes/{name}", params(("name" = String, Path)), responses(
+    (status = 200, body = VolumeDetail), (status = 401, body = ErrorBody),
+    (status = 404, body = ErrorBody)))]
+pub(super) async fn get_volume(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> ApiResult<VolumeDetail> {
+    let store = state.manager.state();
+    let volume: Volume = store
+        .get(Kind::Volume, &name)?
+        .ok_or_else(|| ApiError::not_found("volume", &name))?;
+    let replicas = store
+        .list::<Replica>(Kind::Replica)?
+        .into_iter()
+        .filter(|r| r.spec.volume == name)
+        .collect();
+    let engine = store.get(Kind::Engine, &Engine::name_for(&name))?;
+    Ok(Json(VolumeDetail {
+        volume,
+        replicas,
+        engine,
+    }))
+}
+
+#[utoipa::path(delete, path = "/v1/volumes/{name}", params(("name" = String, Path)), responses(
+    (status = 204), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
+    (status = 409, body = ErrorBody)))]
+pub(super) async fn delete_volume(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let volume: Volume = state
+        .manager
+        .state()
+        .get(Kind::Volume, &name)?
+        .ok_or_else(|| ApiError::not_found("volume", &name))?;
+    if let Some(node) = volume.spec.attached_node {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!("volume {name:?} is attached to {node}; detach it first"),
+        ));
+    }
+    state.manager.delete_volume(&name).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(post, path = "/v1/volumes/{name}/attach", params(("name" = String, Path)),
+    request_body = AttachVolume, responses(
+    (status = 200, body = Volume), (status = 400, body = ErrorBody),
+    (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
+    (status = 409, body = ErrorBody)))]
+pub(super) async fn attach_volume(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    JsonObject(body): JsonObject<AttachVolume>,
+) -> ApiResult<Volume> {
+    let request = body;
+    let node = request
+        .node
+        .unwrap_or_else(|| state.manager.node().to_string());
+    if state
+        .manager
+        .state()
+        .get::<Node>(Kind::Node, &node)?
+        .is_none()
+    {
+        return Err(ApiError::bad_request(format!("no node {node:?}")));
+    }
+    exists(&state, &name)?;
+    let volume = state
+        .manager
+        .update_volume(&name, |volume| match &volume.spec.attached_node {
+            Some(other) if *other != node => {
+                anyhow::bail!("volume {name:?} is attached to {other}; detach it first")
+            }
+            _ => {
+                volume.spec.attached_node = Some(node.clone());
+                Ok(())
+            }
+        })
+        .await
+        .map_err(|e| ApiError::new(StatusCode::CONFLICT, format!("{e:#}")))?;
+    Ok(Json(volume))
+}
+
+#[utoipa::path(post, path = "/v1/volumes/{name}/detach", params(("name" = String, Path)),
+    responses((status = 200, body = Volume), (status = 401, body = ErrorBody),
+    (status = 404, body = ErrorBody)))]
+pub(super) async fn detach_volume(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> ApiResult<Volume> {
+    exists(&state, &name)?;
+    let volume = state
+        .manager
+        .update_volume(&name, |volume| {
+            volume.spec.attached_node = None;
+            Ok(())
+        })
+        .await?;
+    Ok(Json(volume))
+}
+
+pub(super) fn exists(state: &AppState, name: &str) -> Result<(), ApiError> {
+    match state.manager.state().get::<Volume>(Kind::Volume, name)? {
+        Some(_) => Ok(()),
+        None => Err(ApiError::not_found("volume", name)),
+    }
+}
+
+#[utoipa::path(post, path = "/v1/volumes/{name}/expand", params(("name" = String, Path)),
+    request_body = ExpandVolume, responses(
+    (status = 200, body = Volume), (status = 400, body = ErrorBody),
+    (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
+    (status = 409, body = ErrorBody)))]
+pub(super) async fn expand_volume(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    JsonObject(body): JsonObject<ExpandVolume>,
+) -> ApiResult<Volume> {
+    let request = body;
+    exists(&state, &name)?;
+    let volume = state
+        .manager
+        .expand_volume(&name, request.size)
+        .await
+        .map_err(|e| match e {
+            crate::reconcile::ExpandError::Invalid(message) => ApiError::bad_request(message),
+            crate::reconcile::ExpandError::Busy(message) => {
+                ApiError::new(StatusCode::CONFLICT, message)
+            }
+            crate::reconcile::ExpandError::Failed(e) => e.into(),
+        })?;
+    Ok(Json(volume))
+}
+
+#[utoipa::path(put, path = "/v1/volumes/{name}/recurring-jobs", params(("name" = String, Path)),
+    request_body = VolumeJobs, responses(
+    (status = 200, body = Volume), (status = 400, body = ErrorBody),
+    (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub(super) async fn set_volume_jobs(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    JsonObject(body): JsonObject<VolumeJobs>,
+) -> ApiResult<Volume> {
+    let request = body;
+    exists(&state, &name)?;
+    for job in &request.jobs {
+        if state
+            .manager
+            .state()
+            .get::<RecurringJob>(Kind::RecurringJob, job)?
+            .is_none()
+        {
+            return Err(ApiError::bad_request(format!("no recurring job {job:?}")));
+        }
+    }
+    let volume = state
+        .manager
+        .update_volume(&name, |volume| {
+            volume.spec.recurring_jobs.clone_from(&request.jobs);
+            volume.spec.recurring_job_groups.clone_from(&request.groups);
+            Ok(())
+        })
+        .await?;
+    Ok(Json(volume))
+}

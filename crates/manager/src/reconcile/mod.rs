@@ -1,0 +1,400 @@
+//! The reconcilers: every second (and at once after an API change) each volume's
+//! replicas and engine are moved toward the volume's spec, and the status of volumes,
+//! replicas and nodes is written from what the agent and the engine report.
+//!
+//! Replica failure: a replica whose process exited or that its engine dropped (ERR) is
+//! marked failed. After `replica_replenishment_wait_interval` its process is started
+//! again on the same data (the engine then rebuilds only what it missed); if that is not
+//! possible, a new replica is scheduled in its place and rebuilt in full.
+//!
+//! This file holds the manager and the pass over each volume; what the pass does for
+//! each object is in a file of its own: `nodes`, `replicas`, `engine`, `expansion`,
+//! `status`.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use shorthorn_proto::v1::engine_control_client::EngineControlClient;
+use tokio::sync::{Mutex, Notify};
+use tonic::transport::Channel;
+
+use crate::agent::{Agent, AgentClient};
+use crate::backups::{BackupRunner, VolumeLocks};
+use crate::clock::waited;
+use crate::engine_client::ENGINE_TIMEOUT;
+use crate::jobs::JobRunner;
+use crate::model::{
+    Engine, EngineSpec, EngineStatus, Node, Replica, ReplicaState, Settings, Volume,
+};
+use crate::state::{Kind, StateStore, StateStoreExt};
+
+mod engine;
+mod expansion;
+mod nodes;
+mod replicas;
+mod status;
+
+pub use expansion::ExpandError;
+use status::volume_status;
+
+/// The one settings object's name.
+pub const SETTINGS_NAME: &str = "cluster";
+/// Shortest time between two reconcile passes.
+const MIN_PASS_INTERVAL: Duration = Duration::from_millis(200);
+/// Shortest time between two replacement replicas of one volume.
+const REPLACEMENT_BACKOFF: Duration = Duration::from_secs(10);
+/// How often a node's manager reports in when nothing else changed.
+const HEARTBEAT_PERIOD: Duration = Duration::from_secs(4);
+/// A node whose manager did not report for this long is not ready.
+const NODE_TIMEOUT: Duration = Duration::from_secs(15);
+/// Failed starts of a replica process (each on new ports) before it is replaced.
+const MAX_START_FAILURES: u32 = 3;
+
+/// The control plane of one node: state, the node's agent, the reconcile loop.
+pub struct Manager {
+    state: Arc<dyn StateStore>,
+    agent: Arc<Agent>,
+    node: String,
+    /// The cluster's node credential, for calls to other nodes' agents.
+    node_token: String,
+    /// Serialises reconciling and API changes that touch processes.
+    busy: Mutex<()>,
+    /// Wakes the loop early after an API change.
+    wake: Notify,
+    /// Replicas an engine is adding right now (address), so they are not added twice.
+    adding: Arc<std::sync::Mutex<HashSet<String>>>,
+    /// Why the last add of a replica failed, until the reconciler reads it.
+    add_failures: Arc<std::sync::Mutex<HashMap<String, String>>>,
+    /// Recurring jobs in progress.
+    jobs: JobRunner,
+    /// Backups, backup deletions and backup target reads in progress.
+    backups: BackupRunner,
+    /// Nodes whose agent did not answer, and when.
+    unreachable: std::sync::Mutex<HashMap<String, Instant>>,
+    /// Volumes that got a replacement replica, and when.
+    replaced: std::sync::Mutex<HashMap<String, Instant>>,
+    /// Control clients of running engines, by address.
+    engine_clients: std::sync::Mutex<HashMap<String, EngineControlClient<Channel>>>,
+    /// Whether this manager reconciles volumes, runs jobs and backups and may lead;
+    /// false on an agent-only node, which only reports itself.
+    reconciles: bool,
+}
+
+impl Manager {
+    /// A manager over `state` driving `agent` on node `node`; with `reconciles` false it
+    /// only reports the node (an agent-only node).
+    pub fn new(
+        state: Arc<dyn StateStore>,
+        agent: Arc<Agent>,
+        node: &str,
+        node_token: &str,
+        reconciles: bool,
+    ) -> Manager {
+        let volume_locks = VolumeLocks::default();
+        Manager {
+            state,
+            agent,
+            node: node.to_string(),
+            node_token: node_token.to_string(),
+            busy: Mutex::new(()),
+            wake: Notify::new(),
+            adding: Arc::default(),
+            add_failures: Arc::default(),
+            jobs: JobRunner::new(volume_locks.clone()),
+            backups: BackupRunner::new(volume_locks),
+            unreachable: std::sync::Mutex::default(),
+            replaced: std::sync::Mutex::default(),
+            engine_clients: std::sync::Mutex::default(),
+            reconciles,
+        }
+    }
+
+    /// The state store.
+    pub fn state(&self) -> &Arc<dyn StateStore> {
+        &self.state
+    }
+
+    /// This manager's node.
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    /// This node's agent.
+    pub fn agent(&self) -> &Arc<Agent> {
+        &self.agent
+    }
+
+    /// The agent of `node`: this process's own, or the node's over its API.
+    fn agent_for(&self, node: &str) -> anyhow::Result<AgentClient> {
+        if node == self.node {
+            return Ok(AgentClient::Local(self.agent.clone()));
+        }
+        let spec = self
+            .state
+            .get::<Node>(Kind::Node, node)?
+            .with_context(|| format!("node {node} is not registered"))?;
+        AgentClient::remote(&spec.spec.api_url, &self.node_token)
+    }
+
+    /// The cluster settings (defaults until someone sets them).
+    pub fn settings(&self) -> anyhow::Result<Settings> {
+        Ok(self
+            .state
+            .get(Kind::Settings, SETTINGS_NAME)?
+            .unwrap_or_default())
+    }
+
+    /// Asks the loop to run now.
+    pub fn poke(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Runs the reconcile loop until `stop` resolves, then stops every process.
+    pub async fn run(&self, stop: impl Future<Output = ()>) {
+        tokio::pin!(stop);
+        let changes = self.state.changes();
+        loop {
+            let pass = Instant::now();
+            if let Err(e) = self.reconcile_all().await {
+                tracing::warn!(error = %format!("{e:#}"), "reconcile");
+            }
+            if self.reconciles
+                && let Err(e) = self.jobs.run_due(&self.state)
+            {
+                tracing::warn!(error = %format!("{e:#}"), "recurring jobs");
+            }
+            if self.reconciles
+                && let Err(e) = self.backups.run_due(&self.state)
+            {
+                tracing::warn!(error = %format!("{e:#}"), "backups");
+            }
+            // Changes by other managers (the etcd watch) wake the loop too, but passes
+            // stay MIN_PASS_INTERVAL apart: our own writes come back as changes.
+            tokio::time::sleep(MIN_PASS_INTERVAL.saturating_sub(pass.elapsed())).await;
+            // A change that came while the pass ran left a permit: it is not lost.
+            let changed = async {
+                match &changes {
+                    Some(changes) => changes.notified().await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                () = &mut stop => break,
+                () = self.wake.notified() => {}
+                () = changed => {}
+                () = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+        }
+        let _busy = self.busy.lock().await;
+        self.agent.stop_all().await;
+    }
+
+    /// One pass over nodes and volumes.
+    pub async fn reconcile_all(&self) -> anyhow::Result<()> {
+        let _busy = self.busy.lock().await;
+        let settings = self.settings()?;
+        // Read once per pass: each volume's reconciler changes only its own replicas.
+        let volumes: Vec<Volume> = self.state.list(Kind::Volume)?;
+        let replicas: Vec<Replica> = self.state.list(Kind::Replica)?;
+        self.update_nodes(&volumes, &replicas)?;
+        if !self.reconciles {
+            return Ok(());
+        }
+        let mut by_volume: HashMap<String, Vec<Replica>> = HashMap::new();
+        for replica in replicas {
+            by_volume
+                .entry(replica.spec.volume.clone())
+                .or_default()
+                .push(replica);
+        }
+        for volume in volumes {
+            let name = volume.name.clone();
+            // Another live manager reconciles it.
+            if !self.state.claim(&name)? {
+                continue;
+            }
+            let replicas = by_volume.remove(&name).unwrap_or_default();
+            if let Err(e) = self.reconcile_volume(volume, replicas, &settings).await {
+                tracing::warn!(volume = %name, error = %format!("{e:#}"), "reconcile volume");
+                if let Some(mut volume) = self.state.get::<Volume>(Kind::Volume, &name)? {
+                    volume.status.message = format!("{e:#}");
+                    volume.status.owner = Some(self.node.clone());
+                    self.state.put(Kind::Volume, &name, &volume)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn reconcile_volume(
+        &self,
+        mut volume: Volume,
+        mut replicas: Vec<Replica>,
+        settings: &Settings,
+    ) -> anyhow::Result<()> {
+        volume.status.owner = Some(self.node.clone());
+        let stored_replicas: HashMap<String, Replica> = replicas
+            .iter()
+            .map(|r| (r.name.clone(), r.clone()))
+            .collect();
+        // 1. Processes: start what should run, report what exited.
+        for replica in &mut replicas {
+            self.reconcile_replica_process(&volume, replica, settings)
+                .await?;
+        }
+        // Replicas given up on (replaced) are deleted after the stale replica timeout.
+        let mut kept = Vec::new();
+        for replica in replicas {
+            let stale = !replica.spec.desire_running
+                && replica
+                    .status
+                    .failed_at
+                    .as_deref()
+                    .is_some_and(|at| waited(at, settings.stale_replica_timeout));
+            if stale {
+                self.remove_replica(&replica).await?;
+            } else {
+                kept.push(replica);
+            }
+        }
+        let mut replicas = kept;
+        // 2. Enough replicas: schedule replacements for those given up on.
+        let usable = replicas.iter().filter(|r| r.spec.desire_running).count();
+        let mut message = String::new();
+        // Replacements (not a new volume's first replicas) at most once per
+        // REPLACEMENT_BACKOFF, so a replica that cannot start is not replaced in a loop.
+        let replacing = !replicas.is_empty();
+        let backing_off = replacing && self.replaced_recently(&volume.name);
+        if usable < volume.spec.replicas && backing_off {
+            message = "waiting before replacing a failed replica again".into();
+        } else if usable < volume.spec.replicas {
+            if replacing {
+                self.note_replacement(&volume.name);
+            }
+            match self.schedule_replicas(&volume, &replicas, volume.spec.replicas - usable) {
+                Ok(new) => {
+                    for mut replica in new {
+                        self.reconcile_replica_process(&volume, &mut replica, settings)
+                            .await?;
+                        replicas.push(replica);
+                    }
+                }
+                Err(e) => message = format!("{e:#}"),
+            }
+        }
+        // 3. Engine: the volume says where it runs and which replicas it holds; the
+        // engine's reconciler starts or stops it there and reports what it sees.
+        let engine_name = Engine::name_for(&volume.name);
+        // What the store holds, so the engine is written only when it changed, without
+        // reading it back each time.
+        let mut stored_engine: Option<Engine> = self.state.get(Kind::Engine, &engine_name)?;
+        let mut engine: Engine = stored_engine.clone().unwrap_or_else(|| Engine {
+            name: engine_name,
+            spec: EngineSpec {
+                volume: volume.name.clone(),
+                ..EngineSpec::default()
+            },
+            status: EngineStatus::default(),
+        });
+        engine.spec.node = volume.spec.attached_node.clone();
+        self.set_engine_members(&mut engine, &replicas)?;
+        self.put_engine_if_changed(&engine, &mut stored_engine)?;
+        // A replica on a node that is down cannot come back soon; if the engine's open
+        // rule needs it, only a salvage opens the volume (writes only it acknowledged are
+        // lost: docs/consistency.md). `auto_salvage` allows that.
+        let salvage = settings.auto_salvage
+            && replicas
+                .iter()
+                .any(|r| r.status.state != ReplicaState::Running && !self.node_ready(&r.spec.node));
+        let processed = self
+            .reconcile_engine_process(
+                &mut engine,
+                &mut stored_engine,
+                volume.spec.size,
+                settings,
+                salvage,
+            )
+            .await;
+        self.put_engine_if_changed(&engine, &mut stored_engine)?;
+        if let Err(e) = processed {
+            // What the pass learnt about the replicas is kept all the same: an engine
+            // that refuses to open until a replica is back must not keep the pass from
+            // recording that replica failed (and starting it again after the wait).
+            self.save_replicas(&replicas, &stored_replicas)?;
+            return Err(e);
+        }
+        // 4. Replicas as the engine reports them; then the engine's membership follows.
+        self.observe_replicas_in_engine(&engine, &mut replicas)?;
+        self.set_engine_members(&mut engine, &replicas)?;
+        self.reconcile_engine_members(&engine).await;
+        self.put_engine_if_changed(&engine, &mut stored_engine)?;
+        volume.status = volume_status(&volume, &engine, &replicas, message);
+        self.save_replicas(&replicas, &stored_replicas)?;
+        // Write the status unless an API call changed the volume meanwhile (it has the
+        // lock, so only deletion could): then the next pass sees the new spec.
+        self.save_status(&volume)
+    }
+
+    /// Writes the replicas that differ from what the pass read (new ones: never read).
+    fn save_replicas(
+        &self,
+        replicas: &[Replica],
+        stored: &HashMap<String, Replica>,
+    ) -> anyhow::Result<()> {
+        for replica in replicas {
+            if stored.get(&replica.name) != Some(replica) {
+                self.state.put(Kind::Replica, &replica.name, replica)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes a volume's status onto the stored volume, keeping its spec: an API call on
+    /// another node's manager may have changed the spec meanwhile.
+    fn save_status(&self, volume: &Volume) -> anyhow::Result<()> {
+        self.state
+            .update::<Volume>(Kind::Volume, &volume.name, |stored| {
+                stored.status.clone_from(&volume.status);
+                Ok(())
+            })?;
+        Ok(())
+    }
+
+    /// Stops a volume's engine and replicas, removes their data and the objects.
+    pub async fn delete_volume(&self, name: &str) -> anyhow::Result<()> {
+        let _busy = self.busy.lock().await;
+        let engine: Option<Engine> = self.state.get(Kind::Engine, &Engine::name_for(name))?;
+        if let Some(engine) = engine {
+            if let Some(node) = &engine.status.node {
+                self.agent_for(node)?.stop(&engine.name).await?;
+            }
+            self.state.delete(Kind::Engine, &engine.name)?;
+        }
+        for replica in self.state.list::<Replica>(Kind::Replica)? {
+            if replica.spec.volume == name {
+                self.remove_replica(&replica).await?;
+            }
+        }
+        self.state.delete(Kind::Volume, name)?;
+        tracing::info!(volume = name, "deleted");
+        Ok(())
+    }
+
+    /// Runs `change` on the stored volume `name` (atomically; it may run again if another
+    /// manager wrote the volume meanwhile) under the reconcile lock, then wakes the loop.
+    pub async fn update_volume(
+        &self,
+        name: &str,
+        change: impl FnMut(&mut Volume) -> anyhow::Result<()>,
+    ) -> anyhow::Result<Volume> {
+        let _busy = self.busy.lock().await;
+        let volume = self
+            .state
+            .update(Kind::Volume, name, change)?
+            .with_context(|| format!("no volume {name}"))?;
+        self.poke();
+        Ok(volume)
+    }
+}

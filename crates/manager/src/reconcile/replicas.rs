@@ -1,0 +1,354 @@
+//! Replica processes: started where they should run, marked failed when they exit,
+//! started again on their data after the wait interval, replaced after it, scheduled
+//! onto nodes and disks, and removed.
+
+use std::collections::HashSet;
+use std::net::{IpAddr, SocketAddr, TcpListener};
+use std::time::Instant;
+
+use anyhow::{Context, bail};
+use chrono::Utc;
+
+use super::nodes::candidate;
+use super::{MAX_START_FAILURES, Manager, REPLACEMENT_BACKOFF};
+use crate::agent::{
+    AgentClient, PORT_RANGE, ProcessState, ReplicaLaunch, RestoreLaunch, exited_cleanly,
+    restore_task_name,
+};
+use crate::clock::waited;
+use crate::model::{
+    Engine, Node, Replica, ReplicaSpec, ReplicaState, ReplicaStatus, Settings, Volume, VolumeState,
+};
+use crate::replica_dir::replica_dir;
+use crate::scheduler::{NodeCandidate, Placement, ScheduleRequest, schedule};
+use crate::state::{Kind, StateStoreExt};
+
+impl Manager {
+    /// Starts a replica that should run and does not (first start, or after a manager
+    /// restart), marks one whose process exited failed, and after the wait interval
+    /// starts a failed one again on its data.
+    pub(super) async fn reconcile_replica_process(
+        &self,
+        volume: &Volume,
+        replica: &mut Replica,
+        settings: &Settings,
+    ) -> anyhow::Result<()> {
+        if !replica.spec.desire_running {
+            return Ok(());
+        }
+        let agent = self.agent_for(&replica.spec.node)?;
+        let process = agent.state(&replica.name).await;
+        if let ProcessState::Unreachable(reason) = &process {
+            self.note_unreachable(&replica.spec.node);
+            if replica.status.state != ReplicaState::Failed {
+                mark_failed(
+                    replica,
+                    &format!("node {} unreachable: {reason}", replica.spec.node),
+                );
+            } else if replica
+                .status
+                .failed_at
+                .as_deref()
+                .is_some_and(|at| waited(at, settings.replica_replenishment_wait_interval))
+            {
+                // Its node did not come back in time: a new replica takes its place.
+                replica.spec.desire_running = false;
+                replica.status.message =
+                    format!("node {} did not come back; replaced", replica.spec.node);
+            }
+            return Ok(());
+        }
+        if let ProcessState::Exited(status) = &process
+            && replica.status.state != ReplicaState::Failed
+        {
+            mark_failed(replica, &format!("replica process exited ({status})"));
+        }
+        let running = process == ProcessState::Running;
+        let recovering = replica.status.state == ReplicaState::Failed
+            && replica
+                .status
+                .failed_at
+                .as_deref()
+                .is_none_or(|at| waited(at, settings.replica_replenishment_wait_interval));
+        if recovering && running {
+            // The engine dropped a replica whose process still runs (a cut link, a full
+            // disk): its data is reused, the engine rebuilds what it missed.
+            replica.status = ReplicaStatus {
+                state: ReplicaState::Rebuilding,
+                message: "re-adding to the engine after a failure".into(),
+                ..ReplicaStatus::default()
+            };
+            return Ok(());
+        }
+        let start = match replica.status.state {
+            ReplicaState::Pending | ReplicaState::Stopped => !running,
+            // Runs no more without having exited: the manager restarted.
+            ReplicaState::Running | ReplicaState::Rebuilding => process == ProcessState::Absent,
+            ReplicaState::Failed => recovering,
+        };
+        if !start || !self.restore_first(&agent, replica).await? {
+            return Ok(());
+        }
+        let address = self.node_address(&replica.spec.node)?;
+        let launch = ReplicaLaunch {
+            name: replica.name.clone(),
+            volume: volume.name.clone(),
+            size: volume.spec.size,
+            disk: replica.spec.disk.clone(),
+            listen: SocketAddr::new(address, replica.spec.port),
+        };
+        match agent.start_replica(&launch).await {
+            Ok(()) => {
+                // An attached volume's engine must add it (and rebuild what it lacks).
+                let state = if volume.spec.attached_node.is_some() {
+                    ReplicaState::Rebuilding
+                } else {
+                    ReplicaState::Running
+                };
+                replica.status = ReplicaStatus {
+                    state,
+                    ..ReplicaStatus::default()
+                };
+            }
+            Err(e) if replica.status.start_failures < MAX_START_FAILURES => {
+                // Perhaps its port was taken while it was down: a new port, and again on
+                // the next pass.
+                let failures = replica.status.start_failures + 1;
+                let used = self.ports_in_use()?;
+                replica.spec.port = free_port_pair(address, replica.spec.node == self.node, &used)?;
+                mark_failed(
+                    replica,
+                    &format!(
+                        "starting the replica process: {e:#}; retrying on port {}",
+                        replica.spec.port
+                    ),
+                );
+                replica.status.failed_at = None;
+                replica.status.start_failures = failures;
+            }
+            Err(e) => {
+                let reason = format!("starting the replica process: {e:#}");
+                // Given up on: a new replica is scheduled in its place.
+                replica.spec.desire_running = false;
+                mark_failed(replica, &reason);
+            }
+        }
+        Ok(())
+    }
+
+    /// For a replica to be restored from a backup before its first start: starts the
+    /// restore on its node, or reads how it went. True once the replica may start.
+    pub(super) async fn restore_first(
+        &self,
+        agent: &AgentClient,
+        replica: &mut Replica,
+    ) -> anyhow::Result<bool> {
+        let Some(url) = replica.spec.restore_from.clone() else {
+            return Ok(true);
+        };
+        let task = restore_task_name(&replica.name);
+        match agent.state(&task).await {
+            ProcessState::Running => Ok(false),
+            ProcessState::Exited(status) if exited_cleanly(&status) => {
+                agent.stop(&task).await?;
+                tracing::info!(replica = %replica.name, %url, "restored from the backup");
+                // Done for good: a later restart must never restore over newer data.
+                replica.spec.restore_from = None;
+                replica.status.message.clear();
+                Ok(true)
+            }
+            ProcessState::Exited(status) => {
+                agent.stop(&task).await?;
+                let reason = format!("restoring from {url}: {status} (see its node's log)");
+                replica.status.start_failures += 1;
+                if replica.status.start_failures >= MAX_START_FAILURES {
+                    // Given up on: a new replica is scheduled (and restores) in its place.
+                    replica.spec.desire_running = false;
+                    mark_failed(replica, &reason);
+                } else {
+                    replica.status.message = format!("{reason}; retrying");
+                }
+                Ok(false)
+            }
+            ProcessState::Absent => {
+                let launch = RestoreLaunch {
+                    replica: replica.name.clone(),
+                    disk: replica.spec.disk.clone(),
+                    url,
+                    volume: replica.spec.volume.clone(),
+                };
+                agent.start_restore(&launch).await?;
+                replica.status.message = format!("restoring from {}", launch.url);
+                Ok(false)
+            }
+            ProcessState::Unreachable(reason) => {
+                replica.status.message = format!("restoring: node unreachable: {reason}");
+                Ok(false)
+            }
+        }
+    }
+
+    /// Places `count` new replicas of `volume` and stores them (pending).
+    pub(super) fn schedule_replicas(
+        &self,
+        volume: &Volume,
+        existing: &[Replica],
+        count: usize,
+    ) -> anyhow::Result<Vec<Replica>> {
+        let settings = self.settings()?;
+        let nodes: Vec<Node> = self.state.list(Kind::Node)?;
+        let mut candidates: Vec<NodeCandidate> = nodes.iter().map(candidate).collect();
+        // A node whose agent just did not answer gets nothing new, heartbeat or not.
+        for node in &mut candidates {
+            if self.recently_unreachable(&node.name) {
+                node.ready = false;
+            }
+        }
+        let placements: Vec<Placement> = existing
+            .iter()
+            .filter(|r| r.spec.desire_running)
+            .map(|r| Placement {
+                node: r.spec.node.clone(),
+                disk: r.spec.disk.clone(),
+            })
+            .collect();
+        let request = ScheduleRequest {
+            volume: &volume.name,
+            size: volume.spec.size,
+            count,
+            node_selector: &volume.spec.node_selector,
+            disk_selector: &volume.spec.disk_selector,
+            existing: &placements,
+        };
+        let chosen = schedule(&request, &candidates, &settings.scheduling)?;
+        let mut used = self.ports_in_use()?;
+        let mut created = Vec::new();
+        for placement in chosen {
+            let node = nodes
+                .iter()
+                .find(|n| n.name == placement.node)
+                .context("scheduled on an unknown node")?;
+            let disk = node
+                .spec
+                .disks
+                .iter()
+                .find(|d| d.name == placement.disk)
+                .context("scheduled on an unknown disk")?;
+            let name = Replica::new_name(&volume.name);
+            let ip: IpAddr = node
+                .spec
+                .address
+                .parse()
+                .with_context(|| format!("node {}: bad address", node.name))?;
+            let port = free_port_pair(ip, node.name == self.node, &used)?;
+            used.extend([port, port + 1]);
+            let replica = Replica {
+                name: name.clone(),
+                spec: ReplicaSpec {
+                    volume: volume.name.clone(),
+                    node: node.name.clone(),
+                    disk: disk.name.clone(),
+                    data_dir: replica_dir(&disk.path, &name).display().to_string(),
+                    port,
+                    desire_running: true,
+                    // Only a new volume's first replicas; later ones are rebuilt.
+                    restore_from: volume
+                        .spec
+                        .from_backup
+                        .clone()
+                        .filter(|_| volume.status.state == VolumeState::Creating),
+                },
+                status: ReplicaStatus::default(),
+            };
+            self.state.put(Kind::Replica, &name, &replica)?;
+            tracing::info!(volume = %volume.name, replica = %name, node = %node.name, disk = %disk.name, "replica scheduled");
+            created.push(replica);
+        }
+        Ok(created)
+    }
+
+    pub(super) fn ports_in_use(&self) -> anyhow::Result<HashSet<u16>> {
+        let mut used = HashSet::new();
+        for replica in self.state.list::<Replica>(Kind::Replica)? {
+            used.extend([replica.spec.port, replica.spec.port + 1]);
+        }
+        for engine in self.state.list::<Engine>(Kind::Engine)? {
+            if let Some((control, nbd)) = engine.status.ports {
+                used.extend([control, nbd]);
+            }
+        }
+        Ok(used)
+    }
+
+    /// Stops a replica's process, removes its data and its object.
+    pub(super) async fn remove_replica(&self, replica: &Replica) -> anyhow::Result<()> {
+        match self
+            .agent_for(&replica.spec.node)?
+            .remove_replica(&replica.name)
+            .await
+        {
+            Ok(()) => {}
+            // Its node is gone: nothing left to stop; its data goes with the node.
+            Err(e) if !self.node_ready(&replica.spec.node) => {
+                tracing::warn!(replica = %replica.name, error = %format!("{e:#}"), "replica's node is down; forgetting it");
+            }
+            Err(e) => return Err(e),
+        }
+        self.state.delete(Kind::Replica, &replica.name)?;
+        tracing::info!(replica = %replica.name, "replica deleted");
+        Ok(())
+    }
+
+    pub(super) fn note_replacement(&self, volume: &str) {
+        if let Ok(mut replaced) = self.replaced.lock() {
+            replaced.insert(volume.to_string(), Instant::now());
+        }
+    }
+
+    pub(super) fn replaced_recently(&self, volume: &str) -> bool {
+        self.replaced
+            .lock()
+            .ok()
+            .and_then(|r| r.get(volume).copied())
+            .is_some_and(|at| at.elapsed() < REPLACEMENT_BACKOFF)
+    }
+
+    /// `tcp://address:port` of a replica.
+    pub(super) fn replica_address(&self, replica: &Replica) -> anyhow::Result<String> {
+        Ok(format!(
+            "tcp://{}:{}",
+            self.node_address(&replica.spec.node)?,
+            replica.spec.port
+        ))
+    }
+}
+
+pub(super) fn mark_failed(replica: &mut Replica, reason: &str) {
+    tracing::warn!(replica = %replica.name, reason, "replica failed");
+    replica.status.state = ReplicaState::Failed;
+    replica.status.message = reason.to_string();
+    replica.status.failed_at = Some(Utc::now().to_rfc3339());
+}
+
+/// A port p in the range with p and p+1 unused by our objects and, when `ip` is this
+/// host's (`local`), free to bind now. The search starts at a random pair, so managers
+/// sharing a host (or other programs) rarely race for the same ports; a daemon that
+/// still loses the race fails to start and gets new ports on the next pass.
+pub(super) fn free_port_pair(ip: IpAddr, local: bool, used: &HashSet<u16>) -> anyhow::Result<u16> {
+    let pairs = (PORT_RANGE.end - PORT_RANGE.start) / 2;
+    let first = rand::random_range(0..pairs);
+    for i in 0..pairs {
+        let port = PORT_RANGE.start + 2 * ((first + i) % pairs);
+        // Only this host's ports can be tried; another node's daemon that loses a port
+        // fails to start and gets new ones.
+        let free = !used.contains(&port)
+            && !used.contains(&(port + 1))
+            && (!local
+                || TcpListener::bind((ip, port)).is_ok()
+                    && TcpListener::bind((ip, port + 1)).is_ok());
+        if free {
+            return Ok(port);
+        }
+    }
+    bail!("no free port pair in {PORT_RANGE:?} on {ip}")
+}
