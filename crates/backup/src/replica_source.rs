@@ -53,8 +53,7 @@ impl ReplicaSource {
             .address
             .parse()
             .with_context(|| format!("replica address {:?}", replica.address))?;
-        let (host, port) = shorthorn_engine::replica_control_endpoint(&addr)?;
-        let channel = Endpoint::from_shared(format!("http://{host}:{port}"))
+        let channel = Endpoint::from_shared(addr.control_url()?)
             .with_context(|| format!("replica {addr}: bad control address"))?
             .connect_timeout(CONNECT_TIMEOUT)
             .connect()

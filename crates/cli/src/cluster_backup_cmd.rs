@@ -11,9 +11,9 @@ use reqwest::Method;
 use shorthorn_manager::api::{CreateBackup, SetBackupTarget};
 use shorthorn_manager::model::{Backup, BackupState, BackupTarget};
 
+use crate::api_client::{ApiArgs, Client};
 use crate::daemon;
-use crate::manager_cmd::{ApiArgs, Client, json_name};
-use crate::output::line;
+use crate::output::{json_name, line};
 use crate::size::format_size;
 
 /// How long `--wait` waits for a backup or its deletion.

@@ -3,6 +3,7 @@
 //! This file only parses the command line, sets up logging and reports errors; each
 //! command group lives in its own module.
 
+mod api_client;
 mod backup_cmd;
 mod client_cmd;
 mod cluster_backup_cmd;
@@ -85,21 +86,21 @@ enum Command {
     /// attach, detach, expand, rm, jobs, backup, backups, backup-rm.
     Volume {
         #[command(flatten)]
-        api: manager_cmd::ApiArgs,
+        api: api_client::ApiArgs,
         #[command(subcommand)]
         command: manager_cmd::VolumeCommand,
     },
     /// Nodes of a cluster run by `shorthorn up`.
     Node {
         #[command(flatten)]
-        api: manager_cmd::ApiArgs,
+        api: api_client::ApiArgs,
         #[command(subcommand)]
         command: manager_cmd::NodeCommand,
     },
     /// Recurring snapshot and backup jobs of a cluster run by `shorthorn up`.
     Job {
         #[command(flatten)]
-        api: manager_cmd::ApiArgs,
+        api: api_client::ApiArgs,
         #[command(subcommand)]
         command: manager_cmd::JobCommand,
     },
@@ -107,14 +108,14 @@ enum Command {
     /// `volume backup`.
     BackupTarget {
         #[command(flatten)]
-        api: manager_cmd::ApiArgs,
+        api: api_client::ApiArgs,
         #[command(subcommand)]
         command: cluster_backup_cmd::BackupTargetCommand,
     },
     /// Settings of a cluster run by `shorthorn up`: get, set.
     Setting {
         #[command(flatten)]
-        api: manager_cmd::ApiArgs,
+        api: api_client::ApiArgs,
         #[command(subcommand)]
         command: manager_cmd::SettingCommand,
     },

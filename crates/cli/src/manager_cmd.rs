@@ -1,5 +1,5 @@
-//! `shorthorn up` (an all-in-one node) and the manager's API client: `volume …`,
-//! `node ls`, `setting …`.
+//! `shorthorn up` (an all-in-one node) and the cluster commands: `volume …`, `node …`,
+//! `setting …`, `job …`.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -7,18 +7,18 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
-use serde::de::DeserializeOwned;
 use shorthorn_manager::api::{
-    AttachVolume, ClusterInfo, CreateJob, CreateVolume, ErrorBody, ExpandVolume, SetSetting,
-    UpdateNode, VolumeDetail, VolumeJobs,
+    AttachVolume, ClusterInfo, CreateJob, CreateVolume, ExpandVolume, SetSetting, UpdateNode,
+    VolumeDetail, VolumeJobs,
 };
 use shorthorn_manager::model::{
     DiskSpec, JobTask, Node, RecurringJob, RecurringJobSpec, Settings, Volume,
 };
-use shorthorn_manager::up::{Connection, NodeRole, UpConfig};
+use shorthorn_manager::up::{NodeRole, UpConfig};
 
+use crate::api_client::{ApiArgs, Client};
 use crate::daemon;
-use crate::output::line;
+use crate::output::{json_name, line};
 use crate::size::{format_size, parse_size};
 
 /// How long `volume attach` waits for the engine to serve.
@@ -47,15 +47,6 @@ pub struct UpArgs {
     /// it: a single node with an embedded store.
     #[arg(long, value_delimiter = ',')]
     etcd: Vec<String>,
-}
-
-/// Where the manager's API is: `SHORTHORN_URL` and `SHORTHORN_TOKEN`, or the connection
-/// file a local `shorthorn up` wrote into its data directory.
-#[derive(Debug, Args)]
-pub struct ApiArgs {
-    /// The data directory of a local `shorthorn up` (used unless SHORTHORN_URL is set).
-    #[arg(long, default_value = "shorthorn-data", global = true)]
-    data_dir: PathBuf,
 }
 
 /// Volumes of the cluster.
@@ -311,63 +302,6 @@ pub fn up(args: UpArgs, role: NodeRole) -> anyhow::Result<()> {
     })
 }
 
-/// An API client.
-pub(crate) struct Client {
-    http: reqwest::Client,
-    connection: Connection,
-}
-
-impl Client {
-    pub(crate) fn new(args: &ApiArgs) -> anyhow::Result<Client> {
-        let connection = match (
-            std::env::var("SHORTHORN_URL"),
-            std::env::var("SHORTHORN_TOKEN"),
-        ) {
-            (Ok(url), Ok(token)) => Connection { url, token },
-            (Ok(_), Err(_)) => bail!("SHORTHORN_URL is set but SHORTHORN_TOKEN is not"),
-            _ => Connection::load(&args.data_dir)?,
-        };
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(60))
-            .build()
-            .context("HTTP client")?;
-        Ok(Client { http, connection })
-    }
-
-    pub(crate) async fn call<T: DeserializeOwned>(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        body: Option<serde_json::Value>,
-    ) -> anyhow::Result<T> {
-        let url = format!("{}{path}", self.connection.url);
-        let mut request = self
-            .http
-            .request(method.clone(), &url)
-            .bearer_auth(&self.connection.token);
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        let response = request.send().await.with_context(|| {
-            format!("cannot reach the manager at {url}; is `shorthorn up` running?")
-        })?;
-        let status = response.status();
-        let bytes = response.bytes().await.context("reading the API's answer")?;
-        if !status.is_success() {
-            let message = serde_json::from_slice::<ErrorBody>(&bytes)
-                .map(|e| e.message)
-                .unwrap_or_else(|_| String::from_utf8_lossy(&bytes).into_owned());
-            bail!("{method} {path}: {status}: {message}");
-        }
-        let body = if bytes.is_empty() {
-            b"null".as_slice()
-        } else {
-            &bytes
-        };
-        serde_json::from_slice(body).with_context(|| format!("{method} {path}: unexpected answer"))
-    }
-}
-
 /// `shorthorn volume …`.
 pub fn volume(api: &ApiArgs, command: VolumeCommand) -> anyhow::Result<()> {
     let client = Client::new(api)?;
@@ -518,13 +452,6 @@ pub fn volume(api: &ApiArgs, command: VolumeCommand) -> anyhow::Result<()> {
             }
         }
     })
-}
-
-pub(crate) fn json_name<T: serde::Serialize>(value: &T) -> String {
-    serde_json::to_value(value)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_string))
-        .unwrap_or_default()
 }
 
 fn print_volume(detail: &VolumeDetail) -> anyhow::Result<()> {

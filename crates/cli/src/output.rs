@@ -38,3 +38,11 @@ macro_rules! outln {
     };
 }
 pub(crate) use outln;
+
+/// The name serde gives an enum value (`"rw"`, `"degraded"`): what the API shows.
+pub fn json_name<T: serde::Serialize>(value: &T) -> String {
+    serde_json::to_value(value)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default()
+}

@@ -15,14 +15,13 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::connect::Connector;
 use crate::metrics::{Gauge, MeteredDevice, Metrics, render_prometheus};
 use crate::operations::{OperationError, SnapshotLimits};
-use crate::rebuild::RebuildFigures;
 use crate::remote::RemoteReplica;
 use crate::replica::PurgeOutcome;
 use crate::replicator::Replicator;
-use crate::server::Connector;
-use crate::status::ReplicaMode;
+use crate::status::{RebuildFigures, ReplicaMode};
 
 /// The replicator of a volume whose replicas are reached over the network.
 pub type VolumeReplicator = Replicator<RemoteReplica>;

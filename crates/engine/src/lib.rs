@@ -2,7 +2,8 @@
 //! replicas and serves reads from a healthy one. One engine per volume, so a crash or a
 //! bug touches exactly one volume.
 
-mod consistency;
+mod activity_log;
+mod connect;
 mod control;
 mod engine;
 mod metrics;
@@ -16,7 +17,7 @@ mod replicator;
 mod server;
 mod status;
 
-pub use consistency::REGION_SIZE;
+pub use activity_log::REGION_SIZE;
 pub use control::EngineControlService;
 pub use engine::{Engine, PurgeState, VolumeReplicator};
 pub use metrics::{
@@ -24,10 +25,10 @@ pub use metrics::{
     PROMETHEUS_CONTENT_TYPE, render_prometheus, serve_metrics,
 };
 pub use operations::{OperationError, SnapshotLimits};
-pub use rebuild::{CHUNK_SIZE, RebuildFigures};
+pub use rebuild::CHUNK_SIZE;
 pub use recovery::{Candidate, Plan, plan};
 pub use remote::RemoteReplica;
 pub use replica::{PurgeOutcome, Replica, ReplicaOpError, ReplicaRecord, SnapshotInfo};
 pub use replicator::{OpenSlot, Replicator, ReplicatorError, SlowReplicaPolicy};
-pub use server::{EngineConfig, EngineEndpoints, replica_control_endpoint, run};
-pub use status::{ReplicaMode, ReplicaStatus, VolumeState};
+pub use server::{EngineConfig, EngineEndpoints, run};
+pub use status::{RebuildFigures, ReplicaMode, ReplicaStatus, VolumeState};

@@ -25,54 +25,15 @@ use bytes::Bytes;
 use futures::StreamExt;
 use shorthorn_block::{BLOCK_SIZE, BlockDevice, WriteFlags, ZeroMode, chunk_digest, zero_digest};
 
-use crate::consistency::{REGION_SIZE, regions_covering};
+use crate::activity_log::{REGION_SIZE, regions_covering};
 use crate::replica::{Replica, ReplicaOpError, snapshot_chain};
 use crate::replicator::{Replicator, Slot};
-use crate::status::ReplicaMode;
+use crate::status::{RebuildFigures, RebuildProgress, ReplicaMode};
 
 /// Unit of comparison and copy inside a region.
 pub const CHUNK_SIZE: u64 = 256 << 10;
 /// Regions reconciled at once.
 const PARALLEL_REGIONS: usize = 4;
-
-/// Progress figures of a rebuild, as `ls` and `info` show them.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct RebuildFigures {
-    /// What it is doing.
-    pub phase: String,
-    /// Bytes to examine.
-    pub total_bytes: u64,
-    /// Bytes examined so far.
-    pub done_bytes: u64,
-    /// Bytes sent to the target so far.
-    pub copied_bytes: u64,
-}
-
-/// Live progress of one rebuild or reconciliation.
-#[derive(Debug, Default)]
-pub struct RebuildProgress {
-    phase: parking_lot::Mutex<String>,
-    total: AtomicU64,
-    done: AtomicU64,
-    copied: AtomicU64,
-}
-
-impl RebuildProgress {
-    /// The figures now.
-    pub fn snapshot(&self) -> RebuildFigures {
-        RebuildFigures {
-            phase: self.phase.lock().clone(),
-            total_bytes: self.total.load(Ordering::Relaxed),
-            done_bytes: self.done.load(Ordering::Relaxed),
-            copied_bytes: self.copied.load(Ordering::Relaxed),
-        }
-    }
-
-    fn start_phase(&self, phase: String, total: u64) {
-        *self.phase.lock() = phase;
-        self.total.fetch_add(total, Ordering::Relaxed);
-    }
-}
 
 /// Limits the bytes copied per second (0: no limit).
 #[derive(Debug)]
@@ -304,8 +265,7 @@ impl<R: Replica> Replicator<R> {
             };
             copy_region(source, target, start, len).await?
         };
-        progress.copied.fetch_add(copied, Ordering::Relaxed);
-        progress.done.fetch_add(len, Ordering::Relaxed);
+        progress.examined(len, copied);
         throttle.take(copied).await;
         Ok(())
     }

@@ -6,7 +6,7 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use crate::consistency::{REGION_SIZE, regions_covering};
+use crate::activity_log::{REGION_SIZE, regions_covering};
 use crate::replica::{Replica, ReplicaRecord, snapshot_chain};
 use crate::replicator::{OpenSlot, Replicator, ReplicatorError, Slot};
 use crate::status::ReplicaMode;

@@ -3,7 +3,7 @@
 //! the one expected to answer soonest (recent latency times reads in flight). Any error from a replica moves it to ERR at once, before the
 //! request that saw the error completes, so no later read can reach a replica that
 //! missed a write; the change of members is persisted on the survivors before any
-//! request is acknowledged (see `crate::consistency`).
+//! request is acknowledged (see `crate::activity_log`).
 
 use std::collections::BTreeSet;
 use std::future::Future;
@@ -17,11 +17,10 @@ use shorthorn_block::{
     BlockDevice, BlockError, BlockResult, Extent, WriteFlags, ZeroMode, check_range,
 };
 
-use crate::consistency::{ActivityLog, WriteTicket};
+use crate::activity_log::{ActivityLog, WriteTicket};
 use crate::range_lock::AsyncRangeLock;
-use crate::rebuild::RebuildProgress;
 use crate::replica::{Replica, ReplicaRecord};
-use crate::status::{ReplicaMode, ReplicaStatus, VolumeState};
+use crate::status::{RebuildProgress, ReplicaMode, ReplicaStatus, VolumeState};
 
 /// One read in this many goes round robin instead of to the fastest replica.
 const READ_PROBE_EVERY: usize = 16;

@@ -2,33 +2,22 @@
 //! on this host), replicate through them, serve the volume over NBD from inside this
 //! process, and answer the control API.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::{Context, bail};
 use shorthorn_proto::v1::engine_control_server::EngineControlServer;
-use shorthorn_proto::v1::replica_control_client::ReplicaControlClient;
-use shorthorn_proto::v1::{CloseDataConnectionsRequest, ReplicaInfoRequest};
-use shorthorn_wire::{ClientOptions, ReplicaAddr, WireClient};
+use shorthorn_wire::{ClientOptions, ReplicaAddr};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::Endpoint;
 
+use crate::connect::Connector;
 use crate::control::EngineControlService;
 use crate::engine::Engine;
 use crate::metrics::serve_metrics;
 use crate::operations::SnapshotLimits;
-use crate::recovery::Candidate;
-use crate::remote::RemoteReplica;
-use crate::replica::Replica;
+
 use crate::replicator::Replicator;
-
-/// How long the engine waits for a replica's control API at start.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Largest control answer accepted (a fragmented layer's extent list can be large).
-const MAX_CONTROL_MESSAGE: usize = 256 << 20;
 
 /// What `shorthorn engine` is asked to run.
 #[derive(Debug, Clone)]
@@ -70,123 +59,6 @@ pub struct EngineEndpoints {
     pub metrics: Option<String>,
 }
 
-/// A replica's control address: its data port + 1.
-pub fn replica_control_endpoint(addr: &ReplicaAddr) -> anyhow::Result<(String, u16)> {
-    let ReplicaAddr::Tcp { host, port } = addr else {
-        bail!(
-            "replica {addr}: name replicas by their tcp://host:port address; the engine finds unix sockets itself"
-        );
-    };
-    let control_port = port
-        .checked_add(1)
-        .with_context(|| format!("replica {addr}: no room for its control port"))?;
-    Ok((host.clone(), control_port))
-}
-
-/// Connects the engine to replicas: at start, and later for `replica add` and salvage.
-#[derive(Debug, Clone)]
-pub(crate) struct Connector {
-    volume: String,
-    client: ClientOptions,
-}
-
-impl Connector {
-    /// Connects to replica `addr` of a volume of `size` bytes and reads its record.
-    pub(crate) async fn connect(
-        &self,
-        addr: &ReplicaAddr,
-        size: u64,
-    ) -> anyhow::Result<Candidate<RemoteReplica>> {
-        let replica = connect_replica(&self.volume, size, self.client, addr).await?;
-        let record = replica
-            .record()
-            .await
-            .with_context(|| format!("replica {addr}: reading its consistency record"))?;
-        Ok(Candidate {
-            address: addr.to_string(),
-            device: Arc::new(replica),
-            record,
-        })
-    }
-}
-
-/// Connects to one replica: checks through its control API that it holds this volume
-/// at this size, then opens the data path (its unix socket when it is on this host).
-async fn connect_replica(
-    volume: &str,
-    size: u64,
-    client: ClientOptions,
-    addr: &ReplicaAddr,
-) -> anyhow::Result<RemoteReplica> {
-    let (host, port) = replica_control_endpoint(addr)?;
-    let endpoint = Endpoint::from_shared(format!("http://{host}:{port}"))
-        .with_context(|| format!("replica {addr}: bad control address"))?
-        .connect_timeout(CONNECT_TIMEOUT);
-    let channel = endpoint
-        .connect()
-        .await
-        .with_context(|| format!("replica {addr}: cannot reach its control API on port {port}"))?;
-    let mut control =
-        ReplicaControlClient::new(channel).max_decoding_message_size(MAX_CONTROL_MESSAGE);
-    let info = tokio::time::timeout(CONNECT_TIMEOUT, control.info(ReplicaInfoRequest {}))
-        .await
-        .with_context(|| format!("replica {addr}: no answer from its control API"))?
-        .with_context(|| format!("replica {addr}: control API refused Info"))?
-        .into_inner();
-    if info.volume != volume {
-        bail!(
-            "replica {addr} holds volume {:?}, not {volume:?}; start it with --volume {volume}",
-            info.volume,
-        );
-    }
-    if info.size != size {
-        bail!(
-            "replica {addr} has {} bytes, but volume {volume} has {size}",
-            info.size,
-        );
-    }
-    // Connections of an earlier session (this engine before a network cut, or an engine
-    // that died) end before ours begin: their late frames must not land on what a
-    // rebuild copies.
-    match tokio::time::timeout(
-        CONNECT_TIMEOUT,
-        control.close_data_connections(CloseDataConnectionsRequest {}),
-    )
-    .await
-    {
-        Ok(Ok(closed)) if closed.get_ref().closed > 0 => {
-            tracing::info!(replica = %addr, closed = closed.get_ref().closed, "fenced off earlier data connections");
-        }
-        Ok(Ok(_)) => {}
-        Ok(Err(status)) if status.code() == tonic::Code::Unimplemented => {
-            tracing::warn!(replica = %addr, "replica cannot fence earlier data connections (older version)");
-        }
-        Ok(Err(status)) => {
-            return Err(anyhow::anyhow!("{}", status.message()))
-                .with_context(|| format!("replica {addr}: closing earlier data connections"));
-        }
-        Err(_) => bail!("replica {addr}: no answer when closing earlier data connections"),
-    }
-    let data = local_socket(&host, &info.data_addresses).unwrap_or_else(|| addr.clone());
-    let client = WireClient::connect(&data, client)
-        .await
-        .with_context(|| format!("replica {addr}: connecting to its data path {data}"))?;
-    tracing::info!(volume = %volume, replica = %addr, data = %data, "replica connected");
-    Ok(RemoteReplica::new(client, control))
-}
-
-/// The replica's unix socket, if it advertises one and sits on this host.
-fn local_socket(host: &str, advertised: &[String]) -> Option<ReplicaAddr> {
-    let loopback = host == "localhost" || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback());
-    if !loopback {
-        return None;
-    }
-    advertised
-        .iter()
-        .filter_map(|a| a.parse::<ReplicaAddr>().ok())
-        .find(|a| matches!(a, ReplicaAddr::Unix(path) if path.exists()))
-}
-
 /// Runs an engine until `shutdown` is cancelled; `ready` receives its endpoints once
 /// every listener is bound. On shutdown the frontend stops first, then the replicas are
 /// flushed.
@@ -195,10 +67,7 @@ pub async fn run(
     shutdown: CancellationToken,
     ready: tokio::sync::oneshot::Sender<EngineEndpoints>,
 ) -> anyhow::Result<()> {
-    let connector = Connector {
-        volume: config.volume.clone(),
-        client: config.client,
-    };
+    let connector = Connector::new(config.volume.clone(), config.client);
     let mut candidates = Vec::new();
     let mut unreachable = Vec::new();
     for addr in &config.replicas {

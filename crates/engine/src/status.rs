@@ -1,6 +1,7 @@
-//! Replica modes and volume states, as shown by `ls` and `info`.
+//! Replica modes, volume states and rebuild progress, as shown by `ls` and `info`.
 
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// What a replica takes part in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -37,7 +38,7 @@ pub struct ReplicaStatus {
     /// Why it failed, when in ERR.
     pub error: Option<String>,
     /// Progress of its rebuild, while one runs.
-    pub rebuild: Option<crate::rebuild::RebuildFigures>,
+    pub rebuild: Option<RebuildFigures>,
     /// Its recent average write latency in microseconds (the slow-replica rule's
     /// figure); 0 before its first write.
     pub write_latency_us: u64,
@@ -77,5 +78,50 @@ impl fmt::Display for VolumeState {
             VolumeState::Degraded => "degraded",
             VolumeState::Faulted => "faulted",
         })
+    }
+}
+
+/// Progress figures of a rebuild, as `ls` and `info` show them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RebuildFigures {
+    /// What it is doing.
+    pub phase: String,
+    /// Bytes to examine.
+    pub total_bytes: u64,
+    /// Bytes examined so far.
+    pub done_bytes: u64,
+    /// Bytes sent to the target so far.
+    pub copied_bytes: u64,
+}
+
+/// Live progress of one rebuild or reconciliation.
+#[derive(Debug, Default)]
+pub struct RebuildProgress {
+    phase: parking_lot::Mutex<String>,
+    total: AtomicU64,
+    done: AtomicU64,
+    copied: AtomicU64,
+}
+
+impl RebuildProgress {
+    /// The figures now.
+    pub fn snapshot(&self) -> RebuildFigures {
+        RebuildFigures {
+            phase: self.phase.lock().clone(),
+            total_bytes: self.total.load(Ordering::Relaxed),
+            done_bytes: self.done.load(Ordering::Relaxed),
+            copied_bytes: self.copied.load(Ordering::Relaxed),
+        }
+    }
+
+    pub(crate) fn start_phase(&self, phase: String, total: u64) {
+        *self.phase.lock() = phase;
+        self.total.fetch_add(total, Ordering::Relaxed);
+    }
+
+    /// `len` more bytes examined, `copied` of them sent to the target.
+    pub(crate) fn examined(&self, len: u64, copied: u64) {
+        self.copied.fetch_add(copied, Ordering::Relaxed);
+        self.done.fetch_add(len, Ordering::Relaxed);
     }
 }

@@ -5,7 +5,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use crate::agent::{AgentError, EngineLaunch, PORT_RANGE, ReplicaLaunch, RestoreLaunch};
+use crate::agent_protocol::{AgentError, EngineLaunch, PORT_RANGE, ReplicaLaunch, RestoreLaunch};
 use crate::model::{DiskSpec, Engine, Node, Replica};
 use crate::validate::{MAX_SIZE, MAX_URL_LENGTH};
 
@@ -121,7 +121,7 @@ pub fn check_process_name(name: &str) -> Result<(), AgentError> {
             .strip_suffix("-e")
             .is_some_and(|volume| shorthorn_block::validate_name(volume).is_ok())
         || name
-            .strip_suffix(crate::agent::RESTORE_SUFFIX)
+            .strip_suffix(crate::agent_protocol::RESTORE_SUFFIX)
             .is_some_and(|replica| Replica::volume_of(replica).is_some());
     if known {
         Ok(())

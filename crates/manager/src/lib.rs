@@ -4,6 +4,7 @@
 //! spec, and the REST API.
 
 pub mod agent;
+pub mod agent_protocol;
 pub mod api;
 pub mod backups;
 mod clock;

@@ -4,9 +4,9 @@
 use shorthorn_block::BlockDevice;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
+use crate::export::{Export, ServerConfig};
 use crate::proto::{self, *};
 use crate::reader::WireReader;
-use crate::server::{Export, ServerConfig};
 
 /// Options larger than [`MAX_OPTION_LEN`] but at most this big are read and discarded
 /// (and answered with `NBD_REP_ERR_TOO_BIG`); anything larger closes the connection.

@@ -24,6 +24,7 @@
 //! # }
 //! ```
 
+mod export;
 mod handshake;
 pub mod proto;
 mod reader;
@@ -33,4 +34,5 @@ mod transmission;
 #[cfg(test)]
 mod testutil;
 
-pub use server::{ConfigError, Export, NbdServer, ServerConfig};
+pub use export::{ConfigError, Export, ServerConfig};
+pub use server::NbdServer;

@@ -16,10 +16,10 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::export::ServerConfig;
 use crate::handshake::Negotiated;
 use crate::proto::*;
 use crate::reader::WireReader;
-use crate::server::ServerConfig;
 
 /// Reads at least this long are checked against block status so holes can be sent as
 /// `NBD_REPLY_TYPE_OFFSET_HOLE` chunks instead of zero bytes.

@@ -5,4 +5,4 @@ mod control;
 mod server;
 
 pub use control::ReplicaControlService;
-pub use server::{ReplicaConfig, ReplicaEndpoints, control_address, open_or_create, run};
+pub use server::{ReplicaConfig, ReplicaEndpoints, open_or_create, run};

@@ -30,15 +30,6 @@ pub struct ReplicaConfig {
     pub unix_socket: Option<PathBuf>,
 }
 
-/// The control API's address for a replica at `data`: the next port.
-pub fn control_address(data: SocketAddr) -> anyhow::Result<SocketAddr> {
-    let port = data
-        .port()
-        .checked_add(1)
-        .context("the data port leaves no room for the control port")?;
-    Ok(SocketAddr::new(data.ip(), port))
-}
-
 /// Opens the replica's store, creating the volume if the directory holds none.
 pub fn open_or_create(dir: &Path, volume: &str, size: Option<u64>) -> anyhow::Result<Store> {
     if dir.join(METADATA_FILE).exists() {
@@ -91,7 +82,8 @@ pub async fn run(
     let data = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding the data address {}", config.listen))?;
-    let control_addr = control_address(config.listen)?;
+    let control_addr = shorthorn_wire::control_socket_addr(config.listen)
+        .with_context(|| format!("data address {}", config.listen))?;
     let control = std::net::TcpListener::bind(control_addr)
         .with_context(|| format!("binding the control address {control_addr}"))?;
     control

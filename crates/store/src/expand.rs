@@ -4,7 +4,7 @@ use std::path::Path;
 
 use crate::error::StoreError;
 use crate::meta::check_size;
-use crate::store::{State, Store};
+use crate::store::Store;
 
 impl Store {
     /// Grows the volume to `new_size` bytes (a multiple of 4096). The new range reads as
@@ -32,7 +32,7 @@ impl Store {
         let mut meta = state.meta.clone();
         meta.pending_expand = Some(new_size);
         self.commit(&mut state, meta)?;
-        if let Err(e) = finish_expand(&self.dir, &mut state, new_size) {
+        if let Err(e) = state.finish_expand(&self.dir, new_size) {
             // The intent is on disk and the head may have grown: only a reopen can finish.
             self.poison(&e);
             return Err(e);
@@ -62,28 +62,6 @@ fn check_file_size_fits(dir: &Path, size: u64) -> Result<(), StoreError> {
         }
         Err(e) => Err(crate::error::io_error("probing the new size", &probe, e)),
     }
-}
-
-/// Grows the head file to `target` and commits the new size, clearing the intent.
-pub(crate) fn finish_expand(dir: &Path, state: &mut State, target: u64) -> Result<(), StoreError> {
-    fail::fail_point!("store::expand::after-intent", |_| Err(
-        StoreError::Injected("store::expand::after-intent")
-    ));
-    let head = state.head().clone();
-    head.file.set_len(target)?;
-    head.file.sync_all()?;
-    fail::fail_point!("store::expand::after-resize", |_| Err(
-        StoreError::Injected("store::expand::after-resize")
-    ));
-    let mut meta = state.meta.clone();
-    meta.size = target;
-    meta.pending_expand = None;
-    if let Some(layer) = meta.layer_mut(head.id) {
-        layer.size = target;
-    }
-    meta.save(dir)?;
-    state.meta = meta;
-    Ok(())
 }
 
 #[cfg(test)]

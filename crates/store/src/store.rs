@@ -58,6 +58,29 @@ pub(crate) struct ChainLayer {
 }
 
 impl State {
+    /// Grows the head file to `target` and commits the new size, clearing the intent
+    /// (the second half of [`Store::expand`], and what an open does with an intent it finds).
+    pub(crate) fn finish_expand(&mut self, dir: &Path, target: u64) -> Result<(), StoreError> {
+        fail::fail_point!("store::expand::after-intent", |_| Err(
+            StoreError::Injected("store::expand::after-intent")
+        ));
+        let head = self.head().clone();
+        head.file.set_len(target)?;
+        head.file.sync_all()?;
+        fail::fail_point!("store::expand::after-resize", |_| Err(
+            StoreError::Injected("store::expand::after-resize")
+        ));
+        let mut meta = self.meta.clone();
+        meta.size = target;
+        meta.pending_expand = None;
+        if let Some(layer) = meta.layer_mut(head.id) {
+            layer.size = target;
+        }
+        meta.save(dir)?;
+        self.meta = meta;
+        Ok(())
+    }
+
     pub(crate) fn head(&self) -> &ChainLayer {
         // The chain always ends with the head: `open` and every commit guarantee it.
         &self.chain[self.chain.len() - 1]
@@ -156,7 +179,7 @@ impl Store {
         state.head().file.check_filesystem()?;
         if let Some(target) = meta.pending_expand.take() {
             tracing::warn!(dir = %dir.display(), target, "finishing an interrupted expansion");
-            crate::expand::finish_expand(dir, &mut state, target)?;
+            state.finish_expand(dir, target)?;
         }
         let map = build_map(&state.chain)?;
         tracing::debug!(dir = %dir.display(), layers = state.chain.len(), extents = map.len(), "opened volume");

@@ -56,10 +56,49 @@ pub enum AddrParseError {
     Trailing(String),
 }
 
+/// A replica serves its control API (gRPC) on the port after its data port: one
+/// address names both, so a replica's record and the engine's list hold one string.
+pub fn control_port(data_port: u16) -> Option<u16> {
+    data_port.checked_add(1)
+}
+
+/// The control API address of a replica whose data listens on `data`.
+pub fn control_socket_addr(data: SocketAddr) -> Result<SocketAddr, ControlAddrError> {
+    let port = control_port(data.port()).ok_or(ControlAddrError::NoControlPort(data.port()))?;
+    Ok(SocketAddr::new(data.ip(), port))
+}
+
+/// Why a replica address names no control API.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ControlAddrError {
+    /// Data port 65535 leaves no port for the control API.
+    #[error("data port {0} leaves no room for the control port (the next one)")]
+    NoControlPort(u16),
+    /// A unix socket address: its replica's control API is found through its TCP address.
+    #[error(
+        "replica {0}: name replicas by their tcp://host:port address; the engine finds unix sockets itself"
+    )]
+    Unix(String),
+}
+
 impl ReplicaAddr {
     /// A unix socket address.
     pub fn unix(path: impl Into<PathBuf>) -> ReplicaAddr {
         ReplicaAddr::Unix(path.into())
+    }
+
+    /// The `http://host:port` URL of this replica's control API (see [`control_port`]);
+    /// an IPv6 host is bracketed.
+    pub fn control_url(&self) -> Result<String, ControlAddrError> {
+        let ReplicaAddr::Tcp { host, port } = self else {
+            return Err(ControlAddrError::Unix(self.to_string()));
+        };
+        let control = control_port(*port).ok_or(ControlAddrError::NoControlPort(*port))?;
+        if host.contains(':') {
+            Ok(format!("http://[{host}]:{control}"))
+        } else {
+            Ok(format!("http://{host}:{control}"))
+        }
     }
 }
 
@@ -212,5 +251,24 @@ mod tests {
         ));
         assert!(matches!(err("unix://"), AddrParseError::RelativePath(_)));
         assert!(err("tcp://host").to_string().contains("tcp://host:port"));
+    }
+
+    #[test]
+    fn the_control_api_is_on_the_next_port() {
+        let tcp: ReplicaAddr = "tcp://10.0.0.2:9502".parse().unwrap();
+        assert_eq!(tcp.control_url().unwrap(), "http://10.0.0.2:9503");
+        let v6: ReplicaAddr = "tcp://[::1]:9502".parse().unwrap();
+        assert_eq!(v6.control_url().unwrap(), "http://[::1]:9503");
+        let last: ReplicaAddr = "tcp://h:65535".parse().unwrap();
+        assert_eq!(
+            last.control_url(),
+            Err(ControlAddrError::NoControlPort(65535))
+        );
+        assert!(matches!(
+            ReplicaAddr::unix("/run/r.sock").control_url(),
+            Err(ControlAddrError::Unix(_))
+        ));
+        let data: SocketAddr = "127.0.0.1:9502".parse().unwrap();
+        assert_eq!(control_socket_addr(data).unwrap().port(), 9503);
     }
 }

@@ -19,7 +19,7 @@ pub mod frame;
 mod io;
 pub mod server;
 
-pub use addr::{AddrParseError, ReplicaAddr};
+pub use addr::{AddrParseError, ControlAddrError, ReplicaAddr, control_port, control_socket_addr};
 pub use client::{ClientError, ClientOptions, MAX_IN_FLIGHT_PER_CONNECTION, Result, WireClient};
 pub use frame::{Frame, FrameCodec, FrameError, Kind, Request, Status};
 pub use server::{

@@ -6,7 +6,9 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 
 use super::{ApiError, ApiResult, AppState, ErrorBody, JsonObject};
-use crate::agent::{EngineLaunch, ProcessReport, RemoveReplica, ReplicaLaunch, RestoreLaunch};
+use crate::agent_protocol::{
+    EngineLaunch, ProcessReport, RemoveReplica, ReplicaLaunch, RestoreLaunch,
+};
 
 #[utoipa::path(post, path = "/agent/v1/restores", request_body = RestoreLaunch, responses(
     (status = 204), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),

@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi, ToSchema};
 
-use crate::agent::{
+use crate::agent_protocol::{
     AgentError, EngineLaunch, ProcessReport, RemoveReplica, ReplicaLaunch, RestoreLaunch,
 };
 use crate::model::{

@@ -10,7 +10,7 @@ use tonic::transport::Channel;
 
 use super::replicas::{free_port_pair, mark_failed};
 use super::{ENGINE_TIMEOUT, Manager};
-use crate::agent::{EngineLaunch, ProcessState};
+use crate::agent_protocol::{EngineLaunch, ProcessState};
 use crate::engine_client::connect_engine;
 use crate::model::{
     Engine, EngineReplicaStatus, EngineState, EngineStatus, Replica, ReplicaState, Settings,

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use anyhow::Context;
 use shorthorn_proto::v1 as pb;
 use shorthorn_proto::v1::replica_control_client::ReplicaControlClient;
+use shorthorn_wire::ReplicaAddr;
 
 use super::{ENGINE_TIMEOUT, Manager};
 use crate::engine_client::connect_engine;
@@ -94,7 +95,9 @@ impl Manager {
         }
         for replica in &replicas {
             let address = self.node_address(&replica.spec.node)?;
-            let control = format!("http://{}", SocketAddr::new(address, replica.spec.port + 1));
+            let control = ReplicaAddr::from(SocketAddr::new(address, replica.spec.port))
+                .control_url()
+                .with_context(|| format!("replica {}", replica.name))?;
             let endpoint = tonic::transport::Endpoint::from_shared(control.clone())
                 .with_context(|| format!("replica {}: control address {control}", replica.name))?
                 .connect_timeout(ENGINE_TIMEOUT);

@@ -11,9 +11,9 @@ use chrono::Utc;
 
 use super::nodes::candidate;
 use super::{MAX_START_FAILURES, Manager, REPLACEMENT_BACKOFF};
-use crate::agent::{
-    AgentClient, PORT_RANGE, ProcessState, ReplicaLaunch, RestoreLaunch, exited_cleanly,
-    restore_task_name,
+use crate::agent::AgentClient;
+use crate::agent_protocol::{
+    PORT_RANGE, ProcessState, ReplicaLaunch, RestoreLaunch, exited_cleanly, restore_task_name,
 };
 use crate::clock::waited;
 use crate::model::{
@@ -270,7 +270,8 @@ impl Manager {
     pub(super) fn ports_in_use(&self) -> anyhow::Result<HashSet<u16>> {
         let mut used = HashSet::new();
         for replica in self.state.list::<Replica>(Kind::Replica)? {
-            used.extend([replica.spec.port, replica.spec.port + 1]);
+            used.insert(replica.spec.port);
+            used.extend(shorthorn_wire::control_port(replica.spec.port));
         }
         for engine in self.state.list::<Engine>(Kind::Engine)? {
             if let Some((control, nbd)) = engine.status.ports {

@@ -1,0 +1,169 @@
+//! What managers and node agents say to each other: the launch requests, the process
+//! states and reports that answer them, and the agent's errors. Below the agent, its
+//! checks ([`crate::launch_checks`]) and its replica directories
+//! ([`crate::replica_dir`]), which all read these.
+
+use std::net::SocketAddr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::EngineTuning;
+
+/// Ports the agent lets daemons listen on; the scheduler picks theirs from this range.
+pub const PORT_RANGE: std::ops::Range<u16> = 20000..30000;
+/// A restore's process name is its replica's name and this.
+pub const RESTORE_SUFFIX: &str = "-restore";
+
+/// The process name of the restore into `replica`'s directory.
+pub fn restore_task_name(replica: &str) -> String {
+    format!("{replica}{RESTORE_SUFFIX}")
+}
+
+/// Why the agent did not do what it was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// The request is wrong: a bad name, size, address, port or disk (HTTP 400).
+    #[error("{0}")]
+    Invalid(String),
+    /// What is on disk forbids it: a directory the agent did not create, or outside its
+    /// disks (HTTP 409).
+    #[error("{0}")]
+    Refused(String),
+    /// Doing it failed (I/O, a daemon that would not start).
+    #[error(transparent)]
+    Failed(#[from] anyhow::Error),
+}
+
+/// What became of a process the agent started.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProcessState {
+    /// Runs.
+    Running,
+    /// Exited by itself (crashed, or failed); the exit status.
+    Exited(String),
+    /// The agent has no such process (never started, or stopped on request).
+    Absent,
+    /// The node's agent did not answer (the node may be down).
+    Unreachable(String),
+}
+
+/// A replica process to start. Its directory is not sent: the agent derives it from the
+/// disk and the name.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReplicaLaunch {
+    /// Process name (the replica object's name, `<volume>-r-<8 hex digits>`).
+    #[schema(min_length = 12, max_length = 74, pattern = r"-r-[0-9a-f]{8}$")]
+    pub name: String,
+    /// Volume name.
+    #[schema(schema_with = crate::validate::schema::name)]
+    pub volume: String,
+    /// Volume size: a multiple of 4096, at most 2^50.
+    #[schema(minimum = 4096, maximum = 1125899906842624_u64, multiple_of = 4096)]
+    pub size: u64,
+    /// The name of the node's disk it lives on.
+    #[schema(schema_with = crate::validate::schema::name)]
+    pub disk: String,
+    /// Data address; control listens on the next port.
+    #[schema(value_type = String)]
+    pub listen: SocketAddr,
+}
+
+/// An engine process to start.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EngineLaunch {
+    /// Process name (`<volume>-e`).
+    #[schema(min_length = 3, max_length = 65, pattern = r"-e$")]
+    pub name: String,
+    /// Volume name.
+    #[schema(schema_with = crate::validate::schema::name)]
+    pub volume: String,
+    /// Volume size: a multiple of 4096, at most 2^50.
+    #[schema(minimum = 4096, maximum = 1125899906842624_u64, multiple_of = 4096)]
+    pub size: u64,
+    /// Control API address.
+    #[schema(value_type = String)]
+    pub listen: SocketAddr,
+    /// NBD address.
+    #[schema(value_type = String)]
+    pub nbd: SocketAddr,
+    /// Replica data addresses, `tcp://host:port`.
+    #[schema(max_items = 16)]
+    pub replicas: Vec<String>,
+    /// Open with `--salvage`: without proof that these replicas hold the newest writes
+    /// (auto-salvage, when a replica's node is down).
+    #[serde(default)]
+    pub salvage: bool,
+    /// Its replica timeout and slow-replica rule (the engine's defaults when left out).
+    #[serde(default)]
+    pub tuning: EngineTuning,
+}
+
+/// A restore of a backup into a new replica's directory, before its first start; it
+/// runs as process [`restore_task_name`] of the replica.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RestoreLaunch {
+    /// The replica restored into.
+    #[schema(min_length = 12, max_length = 74, pattern = r"-r-[0-9a-f]{8}$")]
+    pub replica: String,
+    /// The name of the node's disk it lives on.
+    #[schema(schema_with = crate::validate::schema::name)]
+    pub disk: String,
+    /// The backup's URL.
+    #[schema(schema_with = crate::validate::schema::url)]
+    pub url: String,
+    /// The new volume's name (the replica's volume, not the backed-up one).
+    #[schema(schema_with = crate::validate::schema::name)]
+    pub volume: String,
+}
+
+/// The agent's request bodies are checked field by field against this node's record
+/// when they are carried out ([`crate::launch_checks`]): an unknown disk, a foreign
+/// address or a malformed name is a 400 there. Nothing is checkable without the record.
+macro_rules! checked_against_the_node_record {
+    ($($launch:ty),*) => {$(
+        impl crate::validate::Validate for $launch {
+            fn validate(&self) -> Result<(), crate::validate::FieldError> {
+                Ok(())
+            }
+        }
+    )*};
+}
+checked_against_the_node_record!(ReplicaLaunch, EngineLaunch, RestoreLaunch, RemoveReplica);
+
+/// Whether a process's exit status (as reported) says it succeeded.
+pub fn exited_cleanly(status: &str) -> bool {
+    status == "exit status: 0"
+}
+
+/// A process state as the agent API reports it.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ProcessReport {
+    /// `running`, `exited` or `absent`.
+    pub state: String,
+    /// The exit status, when exited.
+    #[serde(default)]
+    pub status: String,
+}
+
+impl From<&ProcessState> for ProcessReport {
+    fn from(state: &ProcessState) -> ProcessReport {
+        let (state, status) = match state {
+            ProcessState::Running => ("running", String::new()),
+            ProcessState::Exited(status) => ("exited", status.clone()),
+            ProcessState::Absent | ProcessState::Unreachable(_) => ("absent", String::new()),
+        };
+        ProcessReport {
+            state: state.into(),
+            status,
+        }
+    }
+}
+
+/// The body of a replica removal: empty. The agent finds the directory itself, and a
+/// body naming a path (`data_dir`, as older managers sent) is rejected, not ignored.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RemoveReplica {}
