@@ -114,26 +114,10 @@ const QUICK: Defaults = Defaults {
     open_extents: 32_768,
 };
 
-/// Parses `4096`, `512K`, `256M`, `64G`, `1T` (binary units; an optional trailing `iB`/`B`).
+/// A size as everywhere in Shorthorn (`4096`, `256M`, `64G`, `1TiB`), which the store
+/// also needs to be a non-zero multiple of 4096 bytes.
 fn parse_size(text: &str) -> Result<u64, String> {
-    let t = text.trim();
-    let t = t
-        .strip_suffix("iB")
-        .or_else(|| t.strip_suffix('B'))
-        .unwrap_or(t);
-    let (digits, shift) = match t.chars().last() {
-        Some('K' | 'k') => (&t[..t.len() - 1], 10),
-        Some('M' | 'm') => (&t[..t.len() - 1], 20),
-        Some('G' | 'g') => (&t[..t.len() - 1], 30),
-        Some('T' | 't') => (&t[..t.len() - 1], 40),
-        _ => (t, 0),
-    };
-    let n: u64 = digits
-        .parse()
-        .map_err(|_| format!("{text:?} is not a size like 4096, 256M, 64G or 1T"))?;
-    let size = n
-        .checked_mul(1 << shift)
-        .ok_or_else(|| format!("{text:?} is too large"))?;
+    let size = shorthorn_block::size::parse_size(text)?;
     if size == 0 || size % 4096 != 0 {
         return Err(format!("{text:?} is not a non-zero multiple of 4096 bytes"));
     }

@@ -249,7 +249,7 @@ pub async fn create_backup<S: SnapshotSource>(
                     .map(|(offset, hash)| BlockEntry { offset, hash })
                     .collect(),
             };
-            fail::fail_point!("backup::create::before-record");
+            fail::fail_point!(crate::fail_points::CREATE_BEFORE_RECORD);
             // Every block is stored; the record makes the backup exist, so only while the lock
             // is surely ours (a deletion's garbage collection may run once it is not).
             lock.ensure_held()?;

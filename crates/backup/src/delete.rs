@@ -47,7 +47,7 @@ pub async fn delete_backup(
             // being deleted may be corrupt: deleting it is the way to get rid of it.)
             let remaining = list_backups_except(target, volume, name).await?;
             target.delete(&record).await?;
-            fail::fail_point!("backup::delete::before-gc");
+            fail::fail_point!(crate::fail_points::DELETE_BEFORE_GC);
             collect_garbage(target, volume, &remaining, guard).await
         },
     )

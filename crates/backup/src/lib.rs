@@ -10,6 +10,7 @@
 
 mod create;
 mod delete;
+pub mod fail_points;
 pub mod format;
 mod list;
 mod lock;

@@ -280,7 +280,7 @@ async fn restore_block(
         .context("write task")??;
     counters.fetched_blocks.fetch_add(1, Ordering::Relaxed);
     counters.fetched_bytes.fetch_add(fetched, Ordering::Relaxed);
-    fail::fail_point!("backup::restore::after-block");
+    fail::fail_point!(crate::fail_points::RESTORE_AFTER_BLOCK);
     Ok(())
 }
 

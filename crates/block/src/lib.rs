@@ -9,6 +9,7 @@ mod digest;
 mod extent;
 mod name;
 mod range;
+pub mod size;
 
 use std::future::Future;
 

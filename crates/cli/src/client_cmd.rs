@@ -9,7 +9,7 @@ use tonic::transport::Channel;
 
 use crate::daemon;
 use crate::output::line;
-use crate::size::{format_size, format_size_exact};
+use shorthorn_block::size::{format_size, format_size_exact};
 
 /// Connects to the engine control API at `engine` (host:port or a URI).
 pub(crate) async fn connect(engine: &str) -> anyhow::Result<EngineControlClient<Channel>> {

@@ -14,7 +14,7 @@ use shorthorn_manager::model::{Backup, BackupState, BackupTarget};
 use crate::api_client::{ApiArgs, Client};
 use crate::daemon;
 use crate::output::{json_name, line};
-use crate::size::format_size;
+use shorthorn_block::size::format_size;
 
 /// How long `--wait` waits for a backup or its deletion.
 const WAIT_TIMEOUT: Duration = Duration::from_secs(6 * 3600);

@@ -9,24 +9,14 @@ use anyhow::{Context, bail};
 /// The environment variable naming the fail point to stop at.
 pub const CRASH_AT_VAR: &str = "SHORTHORN_CRASH_AT";
 
-/// Every fail point the store and the backupstore define (`fail_point!` in
-/// `crates/store/src` and `crates/backup/src`). Keep in sync: a name not listed here is refused, so a typo in a test fails at once instead of
-/// never reaching its crash point.
-pub const FAIL_POINTS: [&str; 13] = [
-    "store::meta::before-rename",
-    "store::meta::before-dir-sync",
-    "store::snapshot::after-new-head",
-    "store::revert::after-new-head",
-    "store::revert::before-delete",
-    "store::expand::after-intent",
-    "store::expand::after-resize",
-    "store::purge::mid-copy",
-    "store::purge::before-commit",
-    "store::purge::before-delete",
-    "backup::create::before-record",
-    "backup::restore::after-block",
-    "backup::delete::before-gc",
-];
+/// Every fail point the store and the backupstore define, from their own lists: a name
+/// not among them is refused, so a typo in a test fails at once instead of never
+/// reaching its crash point.
+fn known_fail_points() -> impl Iterator<Item = &'static str> {
+    shorthorn_store::fail_points::ALL
+        .into_iter()
+        .chain(shorthorn_backup::fail_points::ALL)
+}
 
 /// Installs the crash point named by `SHORTHORN_CRASH_AT`, if the variable is set.
 pub fn install_from_env() -> anyhow::Result<()> {
@@ -36,10 +26,11 @@ pub fn install_from_env() -> anyhow::Result<()> {
     let Some(name) = value.to_str().map(str::to_owned) else {
         bail!("{CRASH_AT_VAR} is not valid UTF-8");
     };
-    if !FAIL_POINTS.contains(&name.as_str()) {
+    if !known_fail_points().any(|known| known == name) {
+        let known: Vec<&str> = known_fail_points().collect();
         bail!(
             "{CRASH_AT_VAR}={name:?} names no known fail point; known points: {}",
-            FAIL_POINTS.join(", ")
+            known.join(", ")
         );
     }
     let marker = name.clone();

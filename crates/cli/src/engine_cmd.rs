@@ -9,7 +9,7 @@ use shorthorn_engine::{EngineConfig, SlowReplicaPolicy, SnapshotLimits};
 use shorthorn_wire::{ClientOptions, ReplicaAddr};
 
 use crate::daemon;
-use crate::size::parse_size;
+use shorthorn_block::size::parse_size;
 
 /// The frontends an engine can serve.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -10,7 +10,7 @@ use shorthorn_store::validate_name;
 use shorthorn_manager::process::Daemon;
 
 use crate::daemon;
-use crate::size::parse_size;
+use shorthorn_block::size::parse_size;
 
 /// Start a replicated volume on this host: N replicas and an engine with an NBD
 /// frontend, as separate processes. Prints the NBD URI; Ctrl-C stops the engine (after a

@@ -15,7 +15,6 @@ mod launch;
 mod manager_cmd;
 mod output;
 mod replica_cmd;
-mod size;
 mod store_cmd;
 mod volume_cmd;
 

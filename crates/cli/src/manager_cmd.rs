@@ -19,7 +19,7 @@ use shorthorn_manager::up::{NodeRole, UpConfig};
 use crate::api_client::{ApiArgs, Client};
 use crate::daemon;
 use crate::output::{json_name, line};
-use crate::size::{format_size, parse_size};
+use shorthorn_block::size::{format_size, parse_size};
 
 /// How long `volume attach` waits for the engine to serve.
 const ATTACH_TIMEOUT: Duration = Duration::from_secs(120);

@@ -8,7 +8,7 @@ use clap::{Args, Subcommand};
 use shorthorn_replica::ReplicaConfig;
 
 use crate::daemon;
-use crate::size::parse_size;
+use shorthorn_block::size::parse_size;
 
 /// Longest unix socket path the kernel accepts (sun_path is 108 bytes with its NUL).
 const MAX_SOCKET_PATH: usize = 107;

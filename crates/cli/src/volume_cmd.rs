@@ -11,8 +11,8 @@ use shorthorn_store::LayerInfo;
 use crate::client_cmd::connect;
 use crate::daemon;
 use crate::output::line;
-use crate::size::{format_size_exact, parse_size};
 use crate::store_cmd::snapshot::{parse_label, print_layers};
+use shorthorn_block::size::{format_size_exact, parse_size};
 
 /// Snapshots of a running volume, coordinated by its engine across every replica.
 #[derive(Debug, Subcommand)]

@@ -13,14 +13,16 @@
 //! recorded. See `docs/metrics.md`.
 
 use std::collections::HashMap;
-use std::fmt::{self, Write as _};
+use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use parking_lot::Mutex;
+use shorthorn_block::size::format_size;
 use shorthorn_block::{BlockDevice, BlockResult, Extent, WriteFlags, ZeroMode};
+use shorthorn_prometheus::{MetricKind, family_header, float, sample, sanitize_name};
 
 /// Length of the rotating window that "last second" figures describe.
 const WINDOW: Duration = Duration::from_secs(1);
@@ -559,7 +561,7 @@ impl fmt::Display for MetricsSnapshot {
                 f,
                 "{name:<12} last second: {:.0} IOPS, {}/s, latency avg {}, p99 {}, errors {}",
                 s.iops_last_second,
-                HumanBytes(s.bytes_per_second_last_second),
+                format_rate(s.bytes_per_second_last_second),
                 HumanLatency(s.latency_avg_last_second),
                 HumanLatency(s.latency_p99_last_second),
                 s.errors_last_second,
@@ -569,7 +571,7 @@ impl fmt::Display for MetricsSnapshot {
                 "{:<12} since start: {} ops, {}, latency avg {}, p99 {}, errors {}",
                 "",
                 s.ops_total,
-                HumanBytes(s.bytes_total as f64),
+                format_size(s.bytes_total),
                 HumanLatency(s.latency_avg_since_start),
                 HumanLatency(s.latency_p99_since_start),
                 s.errors_total,
@@ -580,7 +582,7 @@ impl fmt::Display for MetricsSnapshot {
             let s = self.op(kind);
             write!(f, "  {:<12} {} ops", kind.name(), s.ops_total)?;
             if kind != OpKind::Flush {
-                write!(f, ", {}", HumanBytes(s.bytes_total as f64))?;
+                write!(f, ", {}", format_size(s.bytes_total))?;
             }
             writeln!(
                 f,
@@ -594,23 +596,14 @@ impl fmt::Display for MetricsSnapshot {
     }
 }
 
-struct HumanBytes(f64);
-
-impl fmt::Display for HumanBytes {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
-        let mut value = self.0;
-        let mut unit = 0;
-        while value >= 1024.0 && unit + 1 < UNITS.len() {
-            value /= 1024.0;
-            unit += 1;
-        }
-        if unit == 0 {
-            write!(f, "{value:.0} B")
-        } else {
-            write!(f, "{value:.2} {}", UNITS[unit])
-        }
-    }
+/// A rate in bytes per second for people, as sizes are shown (`1.5 MiB`).
+#[allow(
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss,
+    reason = "a non-negative rate, shown to one decimal"
+)]
+fn format_rate(bytes_per_second: f64) -> String {
+    format_size(bytes_per_second.max(0.0) as u64)
 }
 
 struct HumanLatency(Duration);
@@ -816,64 +809,64 @@ pub fn render_prometheus(volume: &str, snapshot: &MetricsSnapshot, extra: &[Gaug
     let dirs = [("read", &snapshot.read), ("write", &snapshot.write)];
 
     type Field = fn(&OpSnapshot) -> String;
-    let direction_families: [(&str, &str, &str, Field); 10] = [
+    let direction_families: [(&str, MetricKind, &str, Field); 10] = [
         (
             "iops",
-            "gauge",
+            MetricKind::Gauge,
             "Successful {dir} requests per second, over the last completed second",
             |s| float(s.iops_last_second),
         ),
         (
             "bandwidth_bytes",
-            "gauge",
+            MetricKind::Gauge,
             "Bytes per second of successful {dir} requests, over the last completed second",
             |s| float(s.bytes_per_second_last_second),
         ),
         (
             "latency_seconds_avg",
-            "gauge",
+            MetricKind::Gauge,
             "Mean latency of successful {dir} requests over the last completed second (0 when idle)",
             |s| float(s.latency_avg_last_second.as_secs_f64()),
         ),
         (
             "latency_seconds_p99",
-            "gauge",
+            MetricKind::Gauge,
             "99th-percentile latency of successful {dir} requests over the last completed second (0 when idle)",
             |s| float(s.latency_p99_last_second.as_secs_f64()),
         ),
         (
             "latency_seconds_avg_since_start",
-            "gauge",
+            MetricKind::Gauge,
             "Mean latency of successful {dir} requests since the engine started",
             |s| float(s.latency_avg_since_start.as_secs_f64()),
         ),
         (
             "latency_seconds_p99_since_start",
-            "gauge",
+            MetricKind::Gauge,
             "99th-percentile latency of successful {dir} requests since the engine started",
             |s| float(s.latency_p99_since_start.as_secs_f64()),
         ),
         (
             "ops_total",
-            "counter",
+            MetricKind::Counter,
             "Successful {dir} requests since the engine started",
             |s| s.ops_total.to_string(),
         ),
         (
             "bytes_total",
-            "counter",
+            MetricKind::Counter,
             "Bytes of successful {dir} requests since the engine started",
             |s| s.bytes_total.to_string(),
         ),
         (
             "errors_total",
-            "counter",
+            MetricKind::Counter,
             "Failed {dir} requests since the engine started",
             |s| s.errors_total.to_string(),
         ),
         (
             "latency_seconds_total",
-            "counter",
+            MetricKind::Counter,
             "Sum of the latencies of successful {dir} requests since the engine started",
             |s| float(s.latency_total.as_secs_f64()),
         ),
@@ -885,7 +878,7 @@ pub fn render_prometheus(volume: &str, snapshot: &MetricsSnapshot, extra: &[Gaug
         };
         for (suffix, kind, help, field) in &direction_families {
             let name = format!("{BUILTIN_PREFIX}{dir}_{suffix}");
-            family_header(&mut out, &name, &help.replace("{dir}", what), kind);
+            family_header(&mut out, &name, &help.replace("{dir}", what), *kind);
             sample(&mut out, &name, &volume_label, &field(snap));
             builtin.push(name);
         }
@@ -915,7 +908,7 @@ pub fn render_prometheus(volume: &str, snapshot: &MetricsSnapshot, extra: &[Gaug
     ];
     for (suffix, help, field) in &op_families {
         let name = format!("{BUILTIN_PREFIX}{suffix}");
-        family_header(&mut out, &name, help, "counter");
+        family_header(&mut out, &name, help, MetricKind::Counter);
         for kind in OpKind::ALL {
             sample(
                 &mut out,
@@ -928,7 +921,12 @@ pub fn render_prometheus(volume: &str, snapshot: &MetricsSnapshot, extra: &[Gaug
     }
 
     let name = format!("{BUILTIN_PREFIX}uptime_seconds");
-    family_header(&mut out, &name, "Seconds since the engine started", "gauge");
+    family_header(
+        &mut out,
+        &name,
+        "Seconds since the engine started",
+        MetricKind::Gauge,
+    );
     sample(
         &mut out,
         &name,
@@ -962,7 +960,7 @@ fn render_extra(out: &mut String, volume: &str, extra: &[Gauge], builtin: &[Stri
             .map(|g| g.help.as_str())
             .find(|h| !h.is_empty())
             .unwrap_or("");
-        family_header(out, &name, help, "gauge");
+        family_header(out, &name, help, MetricKind::Gauge);
         for gauge in gauges {
             let mut labels: Vec<(String, &str)> = Vec::with_capacity(gauge.labels.len() + 1);
             if !gauge.labels.iter().any(|(k, _)| k == "volume") {
@@ -980,84 +978,12 @@ fn render_extra(out: &mut String, volume: &str, extra: &[Gauge], builtin: &[Stri
     }
 }
 
-fn family_header(out: &mut String, name: &str, help: &str, kind: &str) {
-    let _ = writeln!(out, "# HELP {name} {}", escape_help(help));
-    let _ = writeln!(out, "# TYPE {name} {kind}");
-}
-
-fn sample(out: &mut String, name: &str, labels: &[(&str, &str)], value: &str) {
-    out.push_str(name);
-    if !labels.is_empty() {
-        out.push('{');
-        for (i, (key, val)) in labels.iter().enumerate() {
-            if i > 0 {
-                out.push(',');
-            }
-            let _ = write!(out, "{key}=\"{}\"", escape_label_value(val));
-        }
-        out.push('}');
-    }
-    out.push(' ');
-    out.push_str(value);
-    out.push('\n');
-}
-
-/// A sample value as Prometheus parses it (`NaN`, `+Inf`, `-Inf`, or a decimal).
-fn float(value: f64) -> String {
-    if value.is_nan() {
-        "NaN".to_owned()
-    } else if value.is_infinite() {
-        if value > 0.0 { "+Inf" } else { "-Inf" }.to_owned()
-    } else {
-        format!("{value}")
-    }
-}
-
-/// Escapes `\`, `"` and newline in a label value.
-fn escape_label_value(value: &str) -> String {
-    let mut out = String::with_capacity(value.len());
-    for c in value.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '"' => out.push_str("\\\""),
-            '\n' => out.push_str("\\n"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
-/// Escapes `\` and newline in a HELP text.
-fn escape_help(help: &str) -> String {
-    help.replace('\\', "\\\\").replace('\n', "\\n")
-}
-
-/// Replaces characters not allowed in a metric (`[a-zA-Z_:][a-zA-Z0-9_:]*`) or label
-/// (`[a-zA-Z_][a-zA-Z0-9_]*`) name with `_`.
-fn sanitize_name(name: &str, metric: bool) -> String {
-    let mut out: String = name
-        .chars()
-        .enumerate()
-        .map(|(i, c)| {
-            let ok = c.is_ascii_alphabetic()
-                || c == '_'
-                || (metric && c == ':')
-                || (i > 0 && c.is_ascii_digit());
-            if ok { c } else { '_' }
-        })
-        .collect();
-    if out.is_empty() {
-        out.push('_');
-    }
-    out
-}
-
 // ---------------------------------------------------------------------------------------
 // HTTP endpoint
 // ---------------------------------------------------------------------------------------
 
 /// The content type of the Prometheus text format.
-pub const PROMETHEUS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+pub const PROMETHEUS_CONTENT_TYPE: &str = shorthorn_prometheus::CONTENT_TYPE;
 
 /// How long in-flight scrapes may take to finish once `shutdown` completes.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -1305,19 +1231,5 @@ mod tests {
         assert_eq!(figures.latency_avg_seconds_since_start, 0.002);
         assert_eq!((figures.ops_total, figures.bytes_total), (1, 4096));
         assert_eq!(figures.errors_total, 0);
-    }
-
-    #[test]
-    fn escaping_and_values() {
-        assert_eq!(escape_label_value("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
-        assert_eq!(escape_help("x\\y\nz\""), "x\\\\y\\nz\"");
-        assert_eq!(float(f64::NAN), "NaN");
-        assert_eq!(float(f64::INFINITY), "+Inf");
-        assert_eq!(float(f64::NEG_INFINITY), "-Inf");
-        assert_eq!(float(0.5), "0.5");
-        assert_eq!(float(3.0), "3");
-        assert_eq!(sanitize_name("a-b.c:d", true), "a_b_c:d");
-        assert_eq!(sanitize_name("9x:y", false), "_x_y");
-        assert_eq!(sanitize_name("", false), "_");
     }
 }

@@ -8,7 +8,6 @@
     reason = "test code"
 )]
 
-use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -21,6 +20,7 @@ use shorthorn_block::{
 use shorthorn_engine::{
     Gauge, MeteredDevice, Metrics, MetricsSnapshot, OpKind, render_prometheus, serve_metrics,
 };
+use shorthorn_prometheus::exposition::{self, Sample};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -255,165 +255,13 @@ async fn last_second_figures_follow_the_clock() {
 // Prometheus text
 // ---------------------------------------------------------------------------------------
 
-#[derive(Debug)]
-struct Sample {
-    name: String,
-    labels: Vec<(String, String)>,
-    value: f64,
-}
-
-#[derive(Debug, Default)]
-struct Family {
-    help: usize,
-    types: Vec<String>,
-    samples: usize,
-}
-
-fn is_metric_name(name: &str) -> bool {
-    let mut chars = name.chars();
-    chars
-        .next()
-        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_' || c == ':')
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
-}
-
-fn is_label_name(name: &str) -> bool {
-    let mut chars = name.chars();
-    chars
-        .next()
-        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
-}
-
-fn parse_value(text: &str) -> f64 {
-    match text {
-        "NaN" => f64::NAN,
-        "+Inf" => f64::INFINITY,
-        "-Inf" => f64::NEG_INFINITY,
-        _ => text
-            .parse()
-            .unwrap_or_else(|e| panic!("bad value {text:?}: {e}")),
-    }
-}
-
-/// Parses one sample line strictly: `name{label="value",…} value`.
-fn parse_sample(line: &str) -> Sample {
-    let name_end = line.find(['{', ' ']).expect("sample has a value");
-    let name = &line[..name_end];
-    assert!(is_metric_name(name), "bad metric name in {line:?}");
-    let mut rest = &line[name_end..];
-    let mut labels = Vec::new();
-    if let Some(after) = rest.strip_prefix('{') {
-        rest = after;
-        loop {
-            if let Some(after) = rest.strip_prefix('}') {
-                rest = after;
-                break;
-            }
-            let eq = rest.find('=').expect("label has =");
-            let key = &rest[..eq];
-            assert!(is_label_name(key), "bad label name {key:?} in {line:?}");
-            rest = rest[eq + 1..]
-                .strip_prefix('"')
-                .expect("label value quoted");
-            let mut value = String::new();
-            let mut chars = rest.char_indices();
-            let end = loop {
-                let (i, c) = chars.next().expect("label value terminated");
-                match c {
-                    '"' => break i,
-                    '\\' => match chars.next().expect("escape completed").1 {
-                        'n' => value.push('\n'),
-                        '\\' => value.push('\\'),
-                        '"' => value.push('"'),
-                        other => panic!("bad escape \\{other} in {line:?}"),
-                    },
-                    '\n' => panic!("raw newline in label value"),
-                    c => value.push(c),
-                }
-            };
-            labels.push((key.to_owned(), value));
-            rest = &rest[end + 1..];
-            if let Some(after) = rest.strip_prefix(',') {
-                rest = after;
-            } else {
-                assert!(rest.starts_with('}'), "labels separated by , in {line:?}");
-            }
-        }
-    }
-    let value = rest.strip_prefix(' ').expect("one space before the value");
-    assert!(!value.contains(' '), "no timestamp expected in {line:?}");
-    Sample {
-        name: name.to_owned(),
-        labels,
-        value: parse_value(value),
-    }
-}
-
-/// Checks the whole exposition and returns its samples.
+/// Checks the whole exposition strictly and returns its samples.
 fn parse_exposition(text: &str) -> Vec<Sample> {
-    assert!(text.ends_with('\n'), "ends with a newline");
-    let mut families: HashMap<String, Family> = HashMap::new();
-    let mut finished: HashSet<String> = HashSet::new();
-    let mut current: Option<String> = None;
-    let mut series: HashSet<String> = HashSet::new();
-    let mut samples = Vec::new();
-    let mut open = |name: &str, current: &mut Option<String>| {
-        if current.as_deref() != Some(name) {
-            if let Some(previous) = current.take() {
-                finished.insert(previous);
-            }
-            assert!(!finished.contains(name), "family {name} is not contiguous");
-            *current = Some(name.to_owned());
-        }
-    };
-    for line in text.lines() {
-        assert!(!line.is_empty(), "no empty lines");
-        if let Some(rest) = line.strip_prefix("# HELP ") {
-            let (name, _help) = rest.split_once(' ').unwrap_or((rest, ""));
-            assert!(is_metric_name(name), "{line:?}");
-            open(name, &mut current);
-            let family = families.entry(name.to_owned()).or_default();
-            assert_eq!(family.samples, 0, "HELP before samples of {name}");
-            family.help += 1;
-        } else if let Some(rest) = line.strip_prefix("# TYPE ") {
-            let (name, kind) = rest.split_once(' ').expect("TYPE has a type");
-            assert!(matches!(kind, "gauge" | "counter"), "{line:?}");
-            open(name, &mut current);
-            let family = families.entry(name.to_owned()).or_default();
-            assert_eq!(family.samples, 0, "TYPE before samples of {name}");
-            family.types.push(kind.to_owned());
-        } else {
-            assert!(!line.starts_with('#'), "unexpected comment {line:?}");
-            let sample = parse_sample(line);
-            open(&sample.name, &mut current);
-            let family = families.entry(sample.name.clone()).or_default();
-            family.samples += 1;
-            let key = format!("{}{:?}", sample.name, sample.labels);
-            assert!(series.insert(key), "duplicate series in {line:?}");
-            samples.push(sample);
-        }
-    }
-    for (name, family) in &families {
-        assert_eq!(family.help, 1, "{name}: HELP once");
-        assert_eq!(family.types.len(), 1, "{name}: TYPE once");
-        assert!(family.samples > 0, "{name}: has samples");
-        if family.types[0] == "counter" {
-            assert!(name.ends_with("_total"), "counter {name} ends in _total");
-        }
-    }
-    samples
+    exposition::parse(text).unwrap_or_else(|e| panic!("{e}\n{text}"))
 }
 
 fn value_of(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> f64 {
-    samples
-        .iter()
-        .find(|s| {
-            s.name == name
-                && labels
-                    .iter()
-                    .all(|(k, v)| s.labels.iter().any(|(sk, sv)| sk == k && sv == v))
-        })
+    exposition::find(samples, name, labels)
         .unwrap_or_else(|| panic!("no sample {name} {labels:?}"))
         .value
 }

@@ -11,9 +11,9 @@
 
 use std::cmp::Reverse;
 use std::collections::HashMap;
-use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
+use shorthorn_block::size::format_size;
 
 /// Scheduling settings (Longhorn's names and defaults).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -381,19 +381,16 @@ fn storage_problem(
     if usage.scheduled.saturating_add(size_wide) > limit {
         details.push(format!(
             "{} of {} over-provisioning limit already scheduled",
-            human_bytes(usage.scheduled),
-            human_bytes(limit)
+            format_size(usage.scheduled),
+            format_size(limit)
         ));
     }
     match usage.available.checked_sub(size) {
-        None => details.push(format!(
-            "only {} available",
-            human_bytes(usage.available.into())
-        )),
+        None => details.push(format!("only {} available", format_size(usage.available))),
         Some(left) if u128::from(left) < must_keep => details.push(format!(
             "{} available, must keep {}",
-            human_bytes(usage.available.into()),
-            human_bytes(must_keep)
+            format_size(usage.available),
+            format_size(must_keep)
         )),
         Some(_) => {}
     }
@@ -402,7 +399,7 @@ fn storage_problem(
     } else {
         Some(format!(
             "insufficient storage (needs {}: {})",
-            human_bytes(size_wide),
+            format_size(size_wide),
             details.join("; ")
         ))
     }
@@ -415,24 +412,6 @@ fn missing_tags<'s>(selector: &'s [String], tags: &[String]) -> Vec<&'s str> {
         .filter(|wanted| !tags.contains(wanted))
         .map(String::as_str)
         .collect()
-}
-
-/// Bytes for people: the largest binary unit with one decimal, e.g. "1.5 GiB".
-fn human_bytes(bytes: u128) -> String {
-    const UNITS: [&str; 7] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
-    let mut unit_index = 0;
-    while unit_index + 1 < UNITS.len() && bytes >= 1u128 << (10 * (unit_index + 1)) {
-        unit_index += 1;
-    }
-    let unit = 1u128 << (10 * unit_index);
-    let whole = bytes / unit;
-    // The remainder is below 2^60, so multiplying by ten cannot overflow.
-    let tenths = bytes % unit * 10 / unit;
-    let mut text = whole.to_string();
-    if tenths > 0 {
-        let _ = write!(text, ".{tenths}");
-    }
-    format!("{text} {}", UNITS[unit_index])
 }
 
 #[cfg(test)]
@@ -873,15 +852,6 @@ mod tests {
         let error = schedule(&huge, &nodes, &generous).unwrap_err();
         assert_eq!(error.placed, 1);
         assert_reason(&error, "node-a/disk-1", "only 0 B available");
-    }
-
-    #[test]
-    fn human_bytes_uses_the_largest_binary_unit() {
-        assert_eq!(human_bytes(0), "0 B");
-        assert_eq!(human_bytes(1023), "1023 B");
-        assert_eq!(human_bytes(10 * u128::from(GIB)), "10 GiB");
-        assert_eq!(human_bytes(3 * u128::from(GIB) / 2), "1.5 GiB");
-        assert_eq!(human_bytes(u128::MAX), format!("{}.9 EiB", u128::MAX >> 60));
     }
 
     #[test]

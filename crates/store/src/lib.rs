@@ -9,6 +9,7 @@ mod device;
 mod error;
 mod expand;
 mod extent_map;
+pub mod fail_points;
 mod layer_file;
 mod meta;
 mod name;

@@ -298,12 +298,12 @@ pub fn replace_file(dir: &Path, temp: &Path, path: &Path, text: &[u8]) -> Result
         .map_err(|e| io_error("writing", temp, e))?;
     file.sync_all().map_err(|e| io_error("syncing", temp, e))?;
     drop(file);
-    fail::fail_point!("store::meta::before-rename", |_| Err(StoreError::Injected(
-        "store::meta::before-rename"
-    )));
+    fail::fail_point!(crate::fail_points::META_BEFORE_RENAME, |_| Err(
+        StoreError::Injected(crate::fail_points::META_BEFORE_RENAME)
+    ));
     fs::rename(temp, path).map_err(|e| io_error("renaming into", path, e))?;
-    fail::fail_point!("store::meta::before-dir-sync", |_| Err(
-        StoreError::Injected("store::meta::before-dir-sync")
+    fail::fail_point!(crate::fail_points::META_BEFORE_DIR_SYNC, |_| Err(
+        StoreError::Injected(crate::fail_points::META_BEFORE_DIR_SYNC)
     ));
     sync_dir(dir)
 }

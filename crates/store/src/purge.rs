@@ -54,8 +54,8 @@ impl Store {
                 Some(child) if child == head => self.copy_into_head(removed)?,
                 Some(child) => self.copy_into_snapshot(removed, child)?,
             };
-            fail::fail_point!("store::purge::before-commit", |_| Err(
-                StoreError::Injected("store::purge::before-commit")
+            fail::fail_point!(crate::fail_points::PURGE_BEFORE_COMMIT, |_| Err(
+                StoreError::Injected(crate::fail_points::PURGE_BEFORE_COMMIT)
             ));
             self.drop_folded(removed, child)?;
             tracing::info!(dir = %self.dir.display(), snapshot = name, "purged snapshot");
@@ -104,9 +104,9 @@ impl Store {
                     self.map.write().set(seg.start, seg.end, Some(moved));
                 }
                 chunk_start = chunk_end;
-                fail::fail_point!("store::purge::mid-copy", |_| Err(StoreError::Injected(
-                    "store::purge::mid-copy"
-                )));
+                fail::fail_point!(crate::fail_points::PURGE_MID_COPY, |_| Err(
+                    StoreError::Injected(crate::fail_points::PURGE_MID_COPY)
+                ));
             }
         }
         target.sync_data()?;
@@ -133,9 +133,9 @@ impl Store {
                 let chunk_end = (chunk_start + COPY_CHUNK_BLOCKS).min(end);
                 copied += copy_blocks(&source, &target, chunk_start, chunk_end, &mut buf)?;
                 chunk_start = chunk_end;
-                fail::fail_point!("store::purge::mid-copy", |_| Err(StoreError::Injected(
-                    "store::purge::mid-copy"
-                )));
+                fail::fail_point!(crate::fail_points::PURGE_MID_COPY, |_| Err(
+                    StoreError::Injected(crate::fail_points::PURGE_MID_COPY)
+                ));
             }
         }
         target.sync_data()?;
@@ -159,8 +159,8 @@ impl Store {
             self.map.write().remove_layer(chain_index(position));
         }
         drop(state);
-        fail::fail_point!("store::purge::before-delete", |_| Err(
-            StoreError::Injected("store::purge::before-delete")
+        fail::fail_point!(crate::fail_points::PURGE_BEFORE_DELETE, |_| Err(
+            StoreError::Injected(crate::fail_points::PURGE_BEFORE_DELETE)
         ));
         self.delete_layer_file(removed);
         Ok(())

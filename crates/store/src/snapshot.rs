@@ -81,8 +81,8 @@ impl Store {
         let new_id = meta.next_layer_id;
         let new_path = layer_path(&self.dir, new_id);
         let file = Arc::new(self.new_layer_file(&new_path, meta.size)?);
-        fail::fail_point!("store::snapshot::after-new-head", |_| Err(
-            StoreError::Injected("store::snapshot::after-new-head")
+        fail::fail_point!(crate::fail_points::SNAPSHOT_AFTER_NEW_HEAD, |_| Err(
+            StoreError::Injected(crate::fail_points::SNAPSHOT_AFTER_NEW_HEAD)
         ));
         let now = now_rfc3339();
         let frozen = meta.layer_mut(old_head.id).ok_or(StoreError::Poisoned {
@@ -176,8 +176,8 @@ impl Store {
         let new_id = meta.next_layer_id;
         let new_path = layer_path(&self.dir, new_id);
         let file = Arc::new(self.new_layer_file(&new_path, meta.size)?);
-        fail::fail_point!("store::revert::after-new-head", |_| Err(
-            StoreError::Injected("store::revert::after-new-head")
+        fail::fail_point!(crate::fail_points::REVERT_AFTER_NEW_HEAD, |_| Err(
+            StoreError::Injected(crate::fail_points::REVERT_AFTER_NEW_HEAD)
         ));
         meta.layers.retain(|l| l.id != old_head);
         meta.layers.push(new_head_meta(
@@ -202,8 +202,8 @@ impl Store {
         }
         *self.map.write() = build_map(&chain)?;
         state.chain = chain;
-        fail::fail_point!("store::revert::before-delete", |_| Err(
-            StoreError::Injected("store::revert::before-delete")
+        fail::fail_point!(crate::fail_points::REVERT_BEFORE_DELETE, |_| Err(
+            StoreError::Injected(crate::fail_points::REVERT_BEFORE_DELETE)
         ));
         self.delete_layer_file(old_head);
         tracing::info!(dir = %self.dir.display(), snapshot = name, "reverted");

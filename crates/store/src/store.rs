@@ -61,14 +61,14 @@ impl State {
     /// Grows the head file to `target` and commits the new size, clearing the intent
     /// (the second half of [`Store::expand`], and what an open does with an intent it finds).
     pub(crate) fn finish_expand(&mut self, dir: &Path, target: u64) -> Result<(), StoreError> {
-        fail::fail_point!("store::expand::after-intent", |_| Err(
-            StoreError::Injected("store::expand::after-intent")
+        fail::fail_point!(crate::fail_points::EXPAND_AFTER_INTENT, |_| Err(
+            StoreError::Injected(crate::fail_points::EXPAND_AFTER_INTENT)
         ));
         let head = self.head().clone();
         head.file.set_len(target)?;
         head.file.sync_all()?;
-        fail::fail_point!("store::expand::after-resize", |_| Err(
-            StoreError::Injected("store::expand::after-resize")
+        fail::fail_point!(crate::fail_points::EXPAND_AFTER_RESIZE, |_| Err(
+            StoreError::Injected(crate::fail_points::EXPAND_AFTER_RESIZE)
         ));
         let mut meta = self.meta.clone();
         meta.size = target;

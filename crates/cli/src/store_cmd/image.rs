@@ -14,7 +14,7 @@ use shorthorn_store::{SnapshotView, Store, StoreError};
 
 use super::{open, size_arg};
 use crate::output::{self, outln};
-use crate::size::{format_size, format_size_exact};
+use shorthorn_block::size::{format_size, format_size_exact};
 
 /// Bytes read or written per step.
 const CHUNK: usize = 1 << 20;

@@ -14,7 +14,7 @@ use serde::Serialize;
 use shorthorn_store::{Store, validate_name};
 
 use crate::output::outln;
-use crate::size::{format_size, format_size_exact, parse_size};
+use shorthorn_block::size::{format_size, format_size_exact, parse_size};
 
 /// Work offline on a replica directory: create a volume, inspect it, take and manage
 /// snapshots, grow it, and copy raw images in and out.

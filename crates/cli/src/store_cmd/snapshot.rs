@@ -10,7 +10,7 @@ use shorthorn_store::{LayerInfo, SnapshotKind};
 
 use super::open;
 use crate::output::outln;
-use crate::size::{format_size, format_size_exact};
+use shorthorn_block::size::{format_size, format_size_exact};
 
 /// The snapshot commands.
 #[derive(Debug, Subcommand)]

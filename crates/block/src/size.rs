@@ -1,5 +1,6 @@
-//! Byte sizes on the command line: parsing `10G`, `512M`, `64KiB`, `4096`, and printing
-//! sizes for people.
+//! Byte sizes for people: parsing `10G`, `512M`, `64KiB`, `4096` (the command line, the
+//! benchmarks) and printing them (`1.5 GiB`). One copy, used by every crate that shows
+//! a size.
 
 /// Binary units, smallest first: the letter and its power of 1024.
 const UNITS: [(char, u32); 6] = [('K', 1), ('M', 2), ('G', 3), ('T', 4), ('P', 5), ('E', 6)];
@@ -57,17 +58,19 @@ fn unit_multiplier(suffix: &str) -> Option<u64> {
 
 /// Formats a byte count for people: `4096` → `4 KiB`, `1610612736` → `1.5 GiB`, with at
 /// most one decimal (rounded down), and plain bytes below 1 KiB.
-pub fn format_size(bytes: u64) -> String {
+/// Sums of sizes above 16 EiB (`u128`) are shown in EiB.
+pub fn format_size(bytes: impl Into<u128>) -> String {
+    let bytes: u128 = bytes.into();
     let Some(&(letter, power)) = UNITS
         .iter()
         .rev()
-        .find(|&&(_, power)| bytes >= 1u64 << (10 * power))
+        .find(|&&(_, power)| bytes >= 1u128 << (10 * power))
     else {
         return format!("{bytes} B");
     };
     let unit = 1u128 << (10 * power);
-    let tenths = u128::from(bytes) * 10 / unit;
-    let (whole, fraction) = (tenths / 10, tenths % 10);
+    // The remainder is below 2^60, so multiplying it by ten cannot overflow.
+    let (whole, fraction) = (bytes / unit, bytes % unit * 10 / unit);
     if fraction == 0 {
         format!("{whole} {letter}iB")
     } else {
@@ -145,13 +148,15 @@ mod tests {
 
     #[test]
     fn formatting_picks_the_largest_whole_unit() {
-        assert_eq!(format_size(0), "0 B");
-        assert_eq!(format_size(1023), "1023 B");
-        assert_eq!(format_size(4096), "4 KiB");
-        assert_eq!(format_size(1536 << 20), "1.5 GiB");
-        assert_eq!(format_size((1 << 30) - 1), "1023.9 MiB");
-        assert_eq!(format_size(10 << 40), "10 TiB");
+        assert_eq!(format_size(0u64), "0 B");
+        assert_eq!(format_size(1023u64), "1023 B");
+        assert_eq!(format_size(4096u64), "4 KiB");
+        assert_eq!(format_size(1536u64 << 20), "1.5 GiB");
+        assert_eq!(format_size((1u64 << 30) - 1), "1023.9 MiB");
+        assert_eq!(format_size(10u64 << 40), "10 TiB");
         assert_eq!(format_size(u64::MAX), "15.9 EiB");
+        // Sums of sizes (the scheduler's) may pass 16 EiB.
+        assert_eq!(format_size(u128::MAX), format!("{}.9 EiB", u128::MAX >> 60));
         assert_eq!(format_size_exact(512), "512 bytes");
         assert_eq!(format_size_exact(1 << 20), "1 MiB (1048576 bytes)");
     }
