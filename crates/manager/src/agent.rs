@@ -256,57 +256,128 @@ fn filesystem_space(path: &Path) -> anyhow::Result<(u64, u64)> {
     ))
 }
 
-/// The agent of some node: this process's own, or another node's over its API.
-#[derive(Clone)]
-pub enum AgentClient {
-    /// This node.
-    Local(Arc<Agent>),
-    /// Another node, at its API URL.
-    Remote {
-        /// `http://host:port` of that node's API.
-        url: String,
-        /// The cluster's node credential (agent routes take nothing else).
-        node_token: String,
-        /// HTTP client.
-        http: reqwest::Client,
-    },
+/// What the reconcilers ask of a node's agent. This process's own agent ([`Agent`]),
+/// another node's over its API ([`RemoteAgent`]), or a fake in the reconcilers' tests.
+#[async_trait::async_trait]
+pub trait NodeAgent: Send + Sync {
+    /// Starts a replica there.
+    async fn start_replica(&self, launch: &ReplicaLaunch) -> anyhow::Result<()>;
+    /// Starts an engine there.
+    async fn start_engine(&self, launch: &EngineLaunch) -> anyhow::Result<()>;
+    /// Starts a restore there.
+    async fn start_restore(&self, launch: &RestoreLaunch) -> anyhow::Result<()>;
+    /// Stops a process there.
+    async fn stop(&self, name: &str) -> anyhow::Result<()>;
+    /// Stops a replica there and removes its data (the agent finds its directory).
+    async fn remove_replica(&self, name: &str) -> anyhow::Result<()>;
+    /// A process's state there; `Unreachable` when the agent does not answer.
+    async fn state(&self, name: &str) -> ProcessState;
+}
+
+#[async_trait::async_trait]
+impl NodeAgent for Agent {
+    async fn start_replica(&self, launch: &ReplicaLaunch) -> anyhow::Result<()> {
+        Ok(Agent::start_replica(self, launch).await?)
+    }
+
+    async fn start_engine(&self, launch: &EngineLaunch) -> anyhow::Result<()> {
+        Ok(Agent::start_engine(self, launch).await?)
+    }
+
+    async fn start_restore(&self, launch: &RestoreLaunch) -> anyhow::Result<()> {
+        Ok(Agent::start_restore(self, launch).await?)
+    }
+
+    async fn stop(&self, name: &str) -> anyhow::Result<()> {
+        Agent::stop(self, name).await;
+        Ok(())
+    }
+
+    async fn remove_replica(&self, name: &str) -> anyhow::Result<()> {
+        Ok(Agent::remove_replica(self, name).await?)
+    }
+
+    async fn state(&self, name: &str) -> ProcessState {
+        Agent::state(self, name).await
+    }
+}
+
+/// How a manager reaches the agent of each node.
+pub trait NodeAgents: Send + Sync {
+    /// The agent of `node`; `record` is its node object, when registered.
+    fn agent_for(&self, node: &str, record: Option<&Node>) -> anyhow::Result<Arc<dyn NodeAgent>>;
+}
+
+/// A cluster's agents as `shorthorn up` reaches them: its own in this process, the
+/// others over their API with the node credential.
+pub struct ClusterAgents {
+    local_node: String,
+    local: Arc<Agent>,
+    node_token: String,
+}
+
+impl ClusterAgents {
+    /// Agents seen from node `local_node`, whose own agent is `local`.
+    pub fn new(local_node: &str, local: Arc<Agent>, node_token: &str) -> ClusterAgents {
+        ClusterAgents {
+            local_node: local_node.to_string(),
+            local,
+            node_token: node_token.to_string(),
+        }
+    }
+}
+
+impl NodeAgents for ClusterAgents {
+    fn agent_for(&self, node: &str, record: Option<&Node>) -> anyhow::Result<Arc<dyn NodeAgent>> {
+        if node == self.local_node {
+            return Ok(self.local.clone());
+        }
+        let record = record.with_context(|| format!("node {node} is not registered"))?;
+        Ok(Arc::new(RemoteAgent::new(
+            &record.spec.api_url,
+            &self.node_token,
+        )?))
+    }
+}
+
+/// Another node's agent, over its API.
+pub struct RemoteAgent {
+    /// `http://host:port` of that node's API.
+    url: String,
+    /// The cluster's node credential (agent routes take nothing else).
+    node_token: String,
+    http: reqwest::Client,
 }
 
 /// How long a call to another node's agent may take (starting a daemon included).
 const REMOTE_TIMEOUT: Duration = Duration::from_secs(40);
 
-impl AgentClient {
+impl RemoteAgent {
     /// A client for the agent at `url`, calling with the node credential.
-    pub fn remote(url: &str, node_token: &str) -> anyhow::Result<AgentClient> {
+    pub fn new(url: &str, node_token: &str) -> anyhow::Result<RemoteAgent> {
         let http = reqwest::Client::builder()
             .timeout(REMOTE_TIMEOUT)
             .connect_timeout(Duration::from_secs(3))
             .build()
             .context("HTTP client")?;
-        Ok(AgentClient::Remote {
+        Ok(RemoteAgent {
             url: url.trim_end_matches('/').to_string(),
             node_token: node_token.to_string(),
             http,
         })
     }
 
-    async fn call<T: Serialize>(
+    async fn call<T: Serialize + Sync>(
         &self,
         method: reqwest::Method,
         path: &str,
         body: Option<&T>,
     ) -> anyhow::Result<bytes::Bytes> {
-        let AgentClient::Remote {
-            url,
-            node_token,
-            http,
-        } = self
-        else {
-            bail!("not a remote agent");
-        };
-        let mut request = http
+        let url = &self.url;
+        let mut request = self
+            .http
             .request(method, format!("{url}{path}"))
-            .bearer_auth(node_token);
+            .bearer_auth(&self.node_token);
         if let Some(body) = body {
             request = request.json(body);
         }
@@ -324,95 +395,64 @@ impl AgentClient {
         }
         Ok(bytes)
     }
+}
 
-    /// Starts a replica there.
-    pub async fn start_replica(&self, launch: &ReplicaLaunch) -> anyhow::Result<()> {
-        match self {
-            AgentClient::Local(agent) => Ok(agent.start_replica(launch).await?),
-            AgentClient::Remote { .. } => self
-                .call(reqwest::Method::POST, "/agent/v1/replicas", Some(launch))
-                .await
-                .map(drop),
-        }
+#[async_trait::async_trait]
+impl NodeAgent for RemoteAgent {
+    async fn start_replica(&self, launch: &ReplicaLaunch) -> anyhow::Result<()> {
+        self.call(reqwest::Method::POST, "/agent/v1/replicas", Some(launch))
+            .await
+            .map(drop)
     }
 
-    /// Starts an engine there.
-    pub async fn start_engine(&self, launch: &EngineLaunch) -> anyhow::Result<()> {
-        match self {
-            AgentClient::Local(agent) => Ok(agent.start_engine(launch).await?),
-            AgentClient::Remote { .. } => self
-                .call(reqwest::Method::POST, "/agent/v1/engines", Some(launch))
-                .await
-                .map(drop),
-        }
+    async fn start_engine(&self, launch: &EngineLaunch) -> anyhow::Result<()> {
+        self.call(reqwest::Method::POST, "/agent/v1/engines", Some(launch))
+            .await
+            .map(drop)
     }
 
-    /// Starts a restore there.
-    pub async fn start_restore(&self, launch: &RestoreLaunch) -> anyhow::Result<()> {
-        match self {
-            AgentClient::Local(agent) => Ok(agent.start_restore(launch).await?),
-            AgentClient::Remote { .. } => self
-                .call(reqwest::Method::POST, "/agent/v1/restores", Some(launch))
-                .await
-                .map(drop),
-        }
+    async fn start_restore(&self, launch: &RestoreLaunch) -> anyhow::Result<()> {
+        self.call(reqwest::Method::POST, "/agent/v1/restores", Some(launch))
+            .await
+            .map(drop)
     }
 
-    /// Stops a process there.
-    pub async fn stop(&self, name: &str) -> anyhow::Result<()> {
-        match self {
-            AgentClient::Local(agent) => {
-                agent.stop(name).await;
-                Ok(())
-            }
-            AgentClient::Remote { .. } => self
-                .call::<()>(
-                    reqwest::Method::DELETE,
-                    &format!("/agent/v1/processes/{name}"),
-                    None,
-                )
-                .await
-                .map(drop),
-        }
+    async fn stop(&self, name: &str) -> anyhow::Result<()> {
+        self.call::<()>(
+            reqwest::Method::DELETE,
+            &format!("/agent/v1/processes/{name}"),
+            None,
+        )
+        .await
+        .map(drop)
     }
 
-    /// Stops a replica there and removes its data (the agent finds its directory).
-    pub async fn remove_replica(&self, name: &str) -> anyhow::Result<()> {
-        match self {
-            AgentClient::Local(agent) => Ok(agent.remove_replica(name).await?),
-            AgentClient::Remote { .. } => self
-                .call(
-                    reqwest::Method::POST,
-                    &format!("/agent/v1/replicas/{name}/remove"),
-                    Some(&RemoveReplica {}),
-                )
-                .await
-                .map(drop),
-        }
+    async fn remove_replica(&self, name: &str) -> anyhow::Result<()> {
+        self.call(
+            reqwest::Method::POST,
+            &format!("/agent/v1/replicas/{name}/remove"),
+            Some(&RemoveReplica {}),
+        )
+        .await
+        .map(drop)
     }
 
-    /// A process's state there; `Unreachable` when the agent does not answer.
-    pub async fn state(&self, name: &str) -> ProcessState {
-        match self {
-            AgentClient::Local(agent) => agent.state(name).await,
-            AgentClient::Remote { .. } => {
-                let answer = self
-                    .call::<()>(
-                        reqwest::Method::GET,
-                        &format!("/agent/v1/processes/{name}"),
-                        None,
-                    )
-                    .await
-                    .and_then(|bytes| {
-                        serde_json::from_slice::<ProcessReport>(&bytes).context("agent answer")
-                    });
-                match answer {
-                    Ok(report) if report.state == "running" => ProcessState::Running,
-                    Ok(report) if report.state == "exited" => ProcessState::Exited(report.status),
-                    Ok(_) => ProcessState::Absent,
-                    Err(e) => ProcessState::Unreachable(format!("{e:#}")),
-                }
-            }
+    async fn state(&self, name: &str) -> ProcessState {
+        let answer = self
+            .call::<()>(
+                reqwest::Method::GET,
+                &format!("/agent/v1/processes/{name}"),
+                None,
+            )
+            .await
+            .and_then(|bytes| {
+                serde_json::from_slice::<ProcessReport>(&bytes).context("agent answer")
+            });
+        match answer {
+            Ok(report) if report.state == "running" => ProcessState::Running,
+            Ok(report) if report.state == "exited" => ProcessState::Exited(report.status),
+            Ok(_) => ProcessState::Absent,
+            Err(e) => ProcessState::Unreachable(format!("{e:#}")),
         }
     }
 }

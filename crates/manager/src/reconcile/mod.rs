@@ -20,7 +20,7 @@ use shorthorn_proto::v1::engine_control_client::EngineControlClient;
 use tokio::sync::{Mutex, Notify};
 use tonic::transport::Channel;
 
-use crate::agent::{Agent, AgentClient};
+use crate::agent::{Agent, ClusterAgents, NodeAgent, NodeAgents};
 use crate::backups::{BackupRunner, VolumeLocks};
 use crate::clock::waited;
 use crate::engine_client::ENGINE_TIMEOUT;
@@ -35,6 +35,8 @@ mod expansion;
 mod nodes;
 mod replicas;
 mod status;
+#[cfg(test)]
+mod tests;
 
 pub use expansion::ExpandError;
 use status::volume_status;
@@ -57,8 +59,8 @@ pub struct Manager {
     state: Arc<dyn StateStore>,
     agent: Arc<Agent>,
     node: String,
-    /// The cluster's node credential, for calls to other nodes' agents.
-    node_token: String,
+    /// How the reconcilers reach each node's agent (this one's included).
+    agents: Arc<dyn NodeAgents>,
     /// Serialises reconciling and API changes that touch processes.
     busy: Mutex<()>,
     /// Wakes the loop early after an API change.
@@ -83,8 +85,9 @@ pub struct Manager {
 }
 
 impl Manager {
-    /// A manager over `state` driving `agent` on node `node`; with `reconciles` false it
-    /// only reports the node (an agent-only node).
+    /// A manager over `state` driving `agent` on node `node`, and other nodes' agents
+    /// over their API with `node_token`; with `reconciles` false it only reports the
+    /// node (an agent-only node).
     pub fn new(
         state: Arc<dyn StateStore>,
         agent: Arc<Agent>,
@@ -92,12 +95,25 @@ impl Manager {
         node_token: &str,
         reconciles: bool,
     ) -> Manager {
+        let agents = Arc::new(ClusterAgents::new(node, agent.clone(), node_token));
+        Manager::with_agents(state, agent, agents, node, reconciles)
+    }
+
+    /// A manager that reaches nodes' agents through `agents` (the reconcilers' tests
+    /// give it fakes); `agent` is still this node's own, which reports its disks.
+    pub fn with_agents(
+        state: Arc<dyn StateStore>,
+        agent: Arc<Agent>,
+        agents: Arc<dyn NodeAgents>,
+        node: &str,
+        reconciles: bool,
+    ) -> Manager {
         let volume_locks = VolumeLocks::default();
         Manager {
             state,
             agent,
             node: node.to_string(),
-            node_token: node_token.to_string(),
+            agents,
             busy: Mutex::new(()),
             wake: Notify::new(),
             adding: Arc::default(),
@@ -127,15 +143,13 @@ impl Manager {
     }
 
     /// The agent of `node`: this process's own, or the node's over its API.
-    fn agent_for(&self, node: &str) -> anyhow::Result<AgentClient> {
-        if node == self.node {
-            return Ok(AgentClient::Local(self.agent.clone()));
-        }
-        let spec = self
-            .state
-            .get::<Node>(Kind::Node, node)?
-            .with_context(|| format!("node {node} is not registered"))?;
-        AgentClient::remote(&spec.spec.api_url, &self.node_token)
+    fn agent_for(&self, node: &str) -> anyhow::Result<Arc<dyn NodeAgent>> {
+        let record = if node == self.node {
+            None
+        } else {
+            self.state.get::<Node>(Kind::Node, node)?
+        };
+        self.agents.agent_for(node, record.as_ref())
     }
 
     /// The cluster settings (defaults until someone sets them).

@@ -11,7 +11,7 @@ use chrono::Utc;
 
 use super::nodes::candidate;
 use super::{MAX_START_FAILURES, Manager, REPLACEMENT_BACKOFF};
-use crate::agent::AgentClient;
+use crate::agent::NodeAgent;
 use crate::agent_protocol::{
     PORT_RANGE, ProcessState, ReplicaLaunch, RestoreLaunch, exited_cleanly, restore_task_name,
 };
@@ -86,7 +86,7 @@ impl Manager {
             ReplicaState::Running | ReplicaState::Rebuilding => process == ProcessState::Absent,
             ReplicaState::Failed => recovering,
         };
-        if !start || !self.restore_first(&agent, replica).await? {
+        if !start || !self.restore_first(agent.as_ref(), replica).await? {
             return Ok(());
         }
         let address = self.node_address(&replica.spec.node)?;
@@ -140,7 +140,7 @@ impl Manager {
     /// restore on its node, or reads how it went. True once the replica may start.
     pub(super) async fn restore_first(
         &self,
-        agent: &AgentClient,
+        agent: &dyn NodeAgent,
         replica: &mut Replica,
     ) -> anyhow::Result<bool> {
         let Some(url) = replica.spec.restore_from.clone() else {
