@@ -17,6 +17,7 @@ mod lock;
 mod replica_source;
 mod restore;
 mod target;
+mod target_policy;
 
 pub use create::{BackupOptions, Progress, SnapshotId, SnapshotSource, SourceInfo, create_backup};
 pub use delete::{DeleteSummary, delete_backup};
@@ -26,6 +27,7 @@ pub use lock::{LockGuard, LockKind, LockOptions, acquire, with_lock};
 pub use replica_source::ReplicaSource;
 pub use restore::{RESTORE_FILE, RestoreOptions, RestoreState, RestoreSummary, restore_backup};
 pub use target::{Target, TargetOptions};
+pub use target_policy::TargetPolicy;
 
 /// Now, as RFC 3339 UTC with milliseconds.
 fn now_rfc3339() -> String {

@@ -47,6 +47,15 @@ pub struct UpArgs {
     /// it: a single node with an embedded store.
     #[arg(long, value_delimiter = ',')]
     etcd: Vec<String>,
+    /// A directory under which `file://` backup targets may live (repeatable). The
+    /// daemon opens targets that API callers name, as root, so only these directories
+    /// (after symlinks) are allowed [default: DATA_DIR/backups].
+    #[arg(long = "file-target-root", value_name = "DIR")]
+    file_target_roots: Vec<PathBuf>,
+    /// A host whose NFS exports `nfs://` backup targets may mount (repeatable); none
+    /// by default.
+    #[arg(long = "nfs-target-host", value_name = "HOST")]
+    nfs_target_hosts: Vec<String>,
 }
 
 /// Volumes of the cluster.
@@ -269,6 +278,12 @@ pub fn up(args: UpArgs, role: NodeRole) -> anyhow::Result<()> {
         address: args.address,
         etcd: args.etcd,
         role,
+        file_target_roots: if args.file_target_roots.is_empty() {
+            vec![args.data_dir.join("backups")]
+        } else {
+            args.file_target_roots
+        },
+        nfs_target_hosts: args.nfs_target_hosts,
     };
     daemon::runtime()?.block_on(async {
         let shutdown = daemon::shutdown_token(false)?;

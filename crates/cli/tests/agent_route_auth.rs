@@ -9,7 +9,8 @@
 //! - With the node credential: a removal whose body names a `data_dir` is refused (400)
 //!   and the victim directory outside the disks survives; removing a name that is no
 //!   replica of the agent deletes nothing; a path smuggled in as the name gets 400; a
-//!   directory under the disk without the agent's marker survives (409).
+//!   directory under the disk without the agent's marker survives (409); a restore
+//!   from a target outside the node's target policy is refused (400, naming the flag).
 //! - A replica started through the agent route gets a marked directory on the disk, and
 //!   removing it by name stops it and removes the directory. A replica of a volume made
 //!   the normal way (`volume create`) has its marker, and deleting the volume removes
@@ -306,6 +307,28 @@ fn agent_routes_take_only_the_node_credential_and_never_a_path() {
         Some(&with_dir),
     );
     assert_eq!(answer.status, 400, "{answer:?}");
+    // A restore reads its backup as root: only from targets under this node's file
+    // target roots (DATA_DIR/backups by default) or NFS hosts it lists.
+    for (target, flag) in [
+        ("file:///etc".to_string(), "--file-target-root"),
+        (
+            format!("file://{}", path_str(outside.path())),
+            "--file-target-root",
+        ),
+        ("nfs://nfs.example/export".into(), "--nfs-target-host"),
+    ] {
+        let restore = json!({"replica": "restored-r-0123abcd", "disk": "default",
+            "volume": "restored", "url": format!("{target}?backup=b&volume=v")});
+        let answer = call(
+            &url,
+            "POST",
+            "/agent/v1/restores",
+            Some(node_token),
+            Some(&restore),
+        );
+        assert_eq!(answer.status, 400, "{target}: {answer:?}");
+        assert!(answer.message().contains(flag), "{target}: {answer:?}");
+    }
 
     // The normal volume flow: a marked directory, removed by name when the volume goes.
     node.cli_ok(&["setting", "set", "minimal_available_percentage", "0"]);

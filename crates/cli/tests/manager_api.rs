@@ -433,6 +433,9 @@ impl Up {
             let data_dir = dir.path().join(format!("data{attempt}"));
             let log = dir.path().join(format!("up{attempt}.log"));
             let log_file = std::fs::File::create(&log).unwrap();
+            // Backup targets live in the test's directory, outside the data directory
+            // of any one attempt: the flag replaces the default root DATA_DIR/backups.
+            let backups = dir.path().join("backups");
             let mut child = Command::new(BIN)
                 .args([
                     "up",
@@ -442,6 +445,8 @@ impl Up {
                     &format!("127.0.0.1:{port}"),
                     "--node",
                     NODE,
+                    "--file-target-root",
+                    path_str(&backups),
                 ])
                 .env_remove("SHORTHORN_CRASH_AT")
                 .env_remove("SHORTHORN_ENGINE")
@@ -1583,6 +1588,10 @@ fn bad_requests_get_4xx_with_a_message_and_change_nothing() {
             create(r#","from_backup":"file:///t?backup=../x&volume=v""#),
             "backup",
         ),
+        (
+            create(r#","from_backup":"file:///etc/t?backup=b&volume=v""#),
+            "--file-target-root",
+        ),
         // Unknown, duplicate and missing fields.
         (create(r#","bogus":1"#), "bogus"),
         (create(r#","Name":"x""#), "Name"),
@@ -1634,6 +1643,9 @@ fn bad_requests_get_4xx_with_a_message_and_change_nothing() {
     ];
 
     // PUT /v1/backup-targets/bad-target: (body, what the message mentions); all 400.
+    let backups = up.dir.path().join("backups");
+    std::fs::create_dir_all(&backups).unwrap();
+    std::os::unix::fs::symlink("/etc", backups.join("to-etc")).unwrap();
     let url = |rest: &str| format!(r#"{{"url":"file:///tmp/shorthorn-bad-target"{rest}}}"#);
     let bad_targets: Vec<(String, &str)> = vec![
         // Not JSON, or not an object.
@@ -1675,6 +1687,25 @@ fn bad_requests_get_4xx_with_a_message_and_change_nothing() {
         (r#"{"url":"file://relative/path"}"#.into(), "file:///"),
         (r#"{"url":"s3://"}"#.into(), "bucket"),
         (r#"{"url":"nfs:///export"}"#.into(), "host"),
+        // Targets this node's policy does not allow: outside its file target roots
+        // (DATA_DIR/backups by default), through a symlink out of one, or an NFS host
+        // not listed.
+        (
+            r#"{"url":"file:///etc/shorthorn-target"}"#.into(),
+            "--file-target-root",
+        ),
+        (
+            json!({ "url": format!("file://{}/../escape", path_str(&backups)) }).to_string(),
+            "--file-target-root",
+        ),
+        (
+            json!({ "url": format!("file://{}/to-etc/x", path_str(&backups)) }).to_string(),
+            "--file-target-root",
+        ),
+        (
+            r#"{"url":"nfs://nfs.example/export"}"#.into(),
+            "--nfs-target-host",
+        ),
         (
             json!({ "url": format!("file:///tmp/{}", "a".repeat(2000)) }).to_string(),
             "longer than 1024",

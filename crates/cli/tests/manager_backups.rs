@@ -62,7 +62,7 @@ fn restore_sha(node: &Node, url: &str, label: &str) -> String {
 #[test]
 fn the_manager_backs_up_lists_and_deletes_backups_in_its_targets() {
     let node = Node::start();
-    let store = node.dir.path().join("backups");
+    let store = node.data_dir().join("backups");
     let target = format!("file://{}", path_str(&store));
     node.cli_ok(&["setting", "set", "minimal_available_percentage", "0"]);
     node.cli_ok(&[

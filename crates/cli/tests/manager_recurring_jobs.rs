@@ -34,7 +34,7 @@ fn job_snapshots(engine: &str, job: &str) -> Vec<String> {
 #[test]
 fn recurring_snapshot_and_backup_jobs_run_and_prune() {
     let node = Node::start();
-    let backups = node.dir.path().join("backups");
+    let backups = node.data_dir().join("backups");
     let target = format!("file://{}", path_str(&backups));
     node.cli_ok(&["setting", "set", "minimal_available_percentage", "0"]);
     node.cli_ok(&[

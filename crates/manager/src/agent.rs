@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use serde::Serialize;
+use shorthorn_backup::TargetPolicy;
 use tokio::sync::Mutex;
 
 use crate::agent_protocol::{
@@ -32,6 +33,9 @@ pub struct Agent {
     node: String,
     state: Arc<dyn StateStore>,
     processes: Mutex<HashMap<String, Tracked>>,
+    /// Which backup targets this node may open for a caller (restores here; backups
+    /// and target reads by this node's manager).
+    target_policy: Arc<TargetPolicy>,
 }
 
 struct Tracked {
@@ -41,12 +45,18 @@ struct Tracked {
 
 impl Agent {
     /// The agent of node `node`, whose record (address, disks) is in `state`.
-    pub fn new(node: &str, state: Arc<dyn StateStore>) -> Agent {
+    pub fn new(node: &str, state: Arc<dyn StateStore>, target_policy: Arc<TargetPolicy>) -> Agent {
         Agent {
             node: node.to_string(),
             state,
             processes: Mutex::default(),
+            target_policy,
         }
+    }
+
+    /// The backup targets this node may open for a caller.
+    pub fn target_policy(&self) -> &Arc<TargetPolicy> {
+        &self.target_policy
     }
 
     /// This node's record, read fresh: disks change through the API.
@@ -113,7 +123,7 @@ impl Agent {
     /// environment.
     pub async fn start_restore(&self, launch: &RestoreLaunch) -> Result<(), AgentError> {
         let node = self.own_node()?;
-        let disk = check_restore_launch(launch, &node)?;
+        let disk = check_restore_launch(launch, &node, &self.target_policy)?;
         let dir = replica_dir::prepare(&disk.path, &launch.replica, &launch.volume)?;
         let args = vec![
             "backup".to_string(),

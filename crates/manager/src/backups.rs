@@ -11,11 +11,11 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use chrono::Utc;
 use shorthorn_backup::{
     BackupOptions, BackupRecord, BackupUrl, LockOptions, Progress, ReplicaSource, Target,
-    TargetOptions, create_backup, delete_backup, list_backups, list_volumes,
+    TargetOptions, TargetPolicy, create_backup, delete_backup, list_backups, list_volumes,
 };
 use shorthorn_proto::v1 as pb;
 
@@ -33,15 +33,26 @@ const MAX_NAME: usize = 63;
 /// How often a running backup's progress is written to its status.
 const PROGRESS_PERIOD: Duration = Duration::from_secs(2);
 
-/// The URL of the backup target `target`: a URL as it is, or a backup target object's.
-pub fn target_url(state: &dyn StateStore, target: &str) -> anyhow::Result<String> {
-    if target.contains("://") {
-        return Ok(target.to_string());
-    }
-    let object: BackupTarget = state.get(Kind::BackupTarget, target)?.with_context(|| {
-        format!("no backup target {target:?} (set one: shorthorn backup-target set {target} URL)")
-    })?;
-    Ok(object.spec.url)
+/// The URL of the backup target `target` (a URL as it is, or a backup target object's),
+/// if `policy` lets this node open it: a target stored before the node's policy changed
+/// is refused here, not only when it was set.
+pub fn target_url(
+    state: &dyn StateStore,
+    policy: &TargetPolicy,
+    target: &str,
+) -> anyhow::Result<String> {
+    let url = if target.contains("://") {
+        target.to_string()
+    } else {
+        let object: BackupTarget = state.get(Kind::BackupTarget, target)?.with_context(|| {
+            format!(
+                "no backup target {target:?} (set one: shorthorn backup-target set {target} URL)"
+            )
+        })?;
+        object.spec.url
+    };
+    policy.check(&url)?;
+    Ok(url)
 }
 
 /// A new backup's object name: the volume, the time, and a random suffix; for a volume
@@ -88,13 +99,17 @@ pub struct BackupRunner {
     read_urls: Mutex<HashMap<String, String>>,
     /// Shared with the recurring jobs.
     volume_locks: VolumeLocks,
+    /// Which targets this node may open.
+    target_policy: Arc<TargetPolicy>,
 }
 
 impl BackupRunner {
-    /// A runner whose backups take `volume_locks` (shared with the recurring jobs).
-    pub fn new(volume_locks: VolumeLocks) -> BackupRunner {
+    /// A runner whose backups take `volume_locks` (shared with the recurring jobs) and
+    /// open only the targets `target_policy` allows.
+    pub fn new(volume_locks: VolumeLocks, target_policy: Arc<TargetPolicy>) -> BackupRunner {
         BackupRunner {
             volume_locks,
+            target_policy,
             ..BackupRunner::default()
         }
     }
@@ -125,10 +140,11 @@ impl BackupRunner {
             }
             let (state, backup) = (state.clone(), backup.clone());
             let volume_locks = self.volume_locks.clone();
+            let policy = self.target_policy.clone();
             self.spawn(backup.name.clone(), async move {
                 let name = backup.name.clone();
                 let _volume = volume_locks.lock(&backup.spec.volume).await;
-                if let Err(e) = run_backup(state.as_ref(), backup).await {
+                if let Err(e) = run_backup(state.as_ref(), &policy, backup).await {
                     tracing::warn!(backup = %name, error = %format!("{e:#}"), "backup failed");
                     let _ = update_status(state.as_ref(), &name, |status| {
                         status.state = BackupState::Error;
@@ -143,10 +159,10 @@ impl BackupRunner {
         for backup in backups {
             let settled = !matches!(backup.status.state, BackupState::InProgress);
             if backup.spec.delete_requested && settled && !self.is_running(&backup.name) {
-                let state = state.clone();
+                let (state, policy) = (state.clone(), self.target_policy.clone());
                 self.spawn(backup.name.clone(), async move {
                     let name = backup.name.clone();
-                    if let Err(e) = remove_backup(state.as_ref(), &backup).await {
+                    if let Err(e) = remove_backup(state.as_ref(), &policy, &backup).await {
                         tracing::warn!(backup = %name, error = %format!("{e:#}"), "backup deletion failed");
                         let _ = update_status(state.as_ref(), &name, |status| {
                             status.message = format!("deletion failed: {e:#}");
@@ -164,8 +180,9 @@ impl BackupRunner {
                 urls.insert(target.name.clone(), target.spec.url.clone());
             }
             let (state, running) = (state.clone(), self.running.clone());
+            let policy = self.target_policy.clone();
             self.spawn(key, async move {
-                read_target(state.as_ref(), &target, &running).await;
+                read_target(state.as_ref(), &policy, &target, &running).await;
             });
         }
         Ok(())
@@ -229,9 +246,13 @@ fn update_status(
 }
 
 /// Takes the snapshot (if none is named) and uploads it.
-async fn run_backup(state: &dyn StateStore, backup: Backup) -> anyhow::Result<()> {
+async fn run_backup(
+    state: &dyn StateStore,
+    policy: &TargetPolicy,
+    backup: Backup,
+) -> anyhow::Result<()> {
     let volume = backup.spec.volume.as_str();
-    let url = target_url(state, &backup.spec.target)?;
+    let url = target_url(state, policy, &backup.spec.target)?;
     let engine = state
         .get::<Engine>(Kind::Engine, &Engine::name_for(volume))?
         .and_then(|engine| engine.status.address)
@@ -331,9 +352,13 @@ fn completed_status(url: &str, record: &BackupRecord) -> BackupStatus {
 }
 
 /// Deletes a backup from its target (if it got there), then its object.
-async fn remove_backup(state: &dyn StateStore, backup: &Backup) -> anyhow::Result<()> {
+async fn remove_backup(
+    state: &dyn StateStore,
+    policy: &TargetPolicy,
+    backup: &Backup,
+) -> anyhow::Result<()> {
     if backup.status.state == BackupState::Completed {
-        let url = target_url(state, &backup.spec.target)?;
+        let url = target_url(state, policy, &backup.spec.target)?;
         let target = Target::open(&url, &TargetOptions::default())?;
         let summary = delete_backup(
             &target,
@@ -352,11 +377,13 @@ async fn remove_backup(state: &dyn StateStore, backup: &Backup) -> anyhow::Resul
 /// `running`: backups and deletions this manager has under way, left alone.
 async fn read_target(
     state: &dyn StateStore,
+    policy: &TargetPolicy,
     target: &BackupTarget,
     running: &Mutex<HashSet<String>>,
 ) {
     let started = Utc::now();
     let read = async {
+        policy.check(&target.spec.url)?;
         let opened = Target::open(
             &target.spec.url,
             &TargetOptions {
@@ -470,17 +497,5 @@ fn adopt_backups(
             tracing::info!(backup = %object.name, "backup no longer in its target");
         }
     }
-    Ok(())
-}
-
-/// Checks a backup request against the state: the volume and target exist.
-pub fn check_request(state: &dyn StateStore, spec: &BackupSpec) -> anyhow::Result<()> {
-    if state
-        .get::<crate::model::Volume>(Kind::Volume, &spec.volume)?
-        .is_none()
-    {
-        bail!("no volume {:?}", spec.volume);
-    }
-    target_url(state, &spec.target)?;
     Ok(())
 }

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use anyhow::{Context, bail};
 use chrono::{DateTime, Utc};
 use shorthorn_backup::{
-    BackupOptions, LockOptions, Target, TargetOptions, delete_backup, list_backups,
+    BackupOptions, LockOptions, Target, TargetOptions, TargetPolicy, delete_backup, list_backups,
 };
 use shorthorn_proto::v1 as pb;
 
@@ -52,14 +52,18 @@ pub struct JobRunner {
     running: Arc<Mutex<HashSet<String>>>,
     /// Shared with the backups.
     volume_locks: VolumeLocks,
+    /// Which targets a backup job may open.
+    target_policy: Arc<TargetPolicy>,
 }
 
 impl JobRunner {
-    /// A runner whose jobs take `volume_locks` (shared with the backups) for each volume.
-    pub fn new(volume_locks: VolumeLocks) -> JobRunner {
+    /// A runner whose jobs take `volume_locks` (shared with the backups) for each volume
+    /// and back up only to targets `target_policy` allows.
+    pub fn new(volume_locks: VolumeLocks, target_policy: Arc<TargetPolicy>) -> JobRunner {
         JobRunner {
             running: Arc::default(),
             volume_locks,
+            target_policy,
         }
     }
 
@@ -105,8 +109,9 @@ impl JobRunner {
         }
         let running = self.running.clone();
         let volume_locks = self.volume_locks.clone();
+        let policy = self.target_policy.clone();
         tokio::spawn(async move {
-            let result = run_job(&state, &job, &volume_locks).await;
+            let result = run_job(&state, &policy, &job, &volume_locks).await;
             let summary = match result {
                 // No volume of this manager's selects it: another manager's run (with
                 // etcd) says what happened, not this one.
@@ -135,6 +140,7 @@ impl JobRunner {
 /// Runs `job` once for every volume that selects it; one line per volume.
 async fn run_job(
     state: &Arc<dyn StateStore>,
+    policy: &TargetPolicy,
     job: &RecurringJob,
     volume_locks: &VolumeLocks,
 ) -> anyhow::Result<Vec<String>> {
@@ -164,7 +170,7 @@ async fn run_job(
             }
         };
         let _volume = volume_locks.lock(&volume.name).await;
-        let line = match run_for_volume(state.as_ref(), job, &volume.name, &engine).await {
+        let line = match run_for_volume(state.as_ref(), policy, job, &volume.name, &engine).await {
             Ok(done) => format!("{}: {done}", volume.name),
             Err(e) => format!("{}: failed: {e:#}", volume.name),
         };
@@ -175,6 +181,7 @@ async fn run_job(
 
 async fn run_for_volume(
     state: &dyn StateStore,
+    policy: &TargetPolicy,
     job: &RecurringJob,
     volume: &str,
     engine: &str,
@@ -196,7 +203,11 @@ async fn run_for_volume(
         .name;
     let mut done = format!("snapshot {snapshot}");
     if job.spec.task == JobTask::Backup {
-        let url = target_url(state, job.spec.target.as_deref().unwrap_or(DEFAULT_TARGET))?;
+        let url = target_url(
+            state,
+            policy,
+            job.spec.target.as_deref().unwrap_or(DEFAULT_TARGET),
+        )?;
         let mut backup_labels: BTreeMap<String, String> = job.spec.labels.clone();
         backup_labels.insert(JOB_LABEL.into(), job.name.clone());
         let options = BackupOptions {

@@ -8,6 +8,7 @@ use std::net::{IpAddr, SocketAddr};
 use crate::agent_protocol::{AgentError, EngineLaunch, PORT_RANGE, ReplicaLaunch, RestoreLaunch};
 use crate::model::{DiskSpec, Engine, Node, Replica};
 use crate::validate::{MAX_SIZE, MAX_URL_LENGTH};
+use shorthorn_backup::TargetPolicy;
 
 /// Most replicas an engine may be given (the API's limit on a volume's replica count).
 const MAX_ENGINE_REPLICAS: usize = 16;
@@ -82,10 +83,11 @@ pub fn check_engine_launch(
 }
 
 /// A restore is into a replica of its volume on one of this node's disks (returned),
-/// from a well-formed backup URL.
+/// from a well-formed backup URL that this node's target policy allows.
 pub fn check_restore_launch<'a>(
     launch: &RestoreLaunch,
     node: &'a Node,
+    target_policy: &TargetPolicy,
 ) -> Result<&'a DiskSpec, AgentError> {
     check_replica_of(&launch.replica, &launch.volume)?;
     let bad_url = |why: String| {
@@ -99,7 +101,9 @@ pub fn check_restore_launch<'a>(
     }
     let parsed =
         shorthorn_backup::BackupUrl::parse(&launch.url).map_err(|e| bad_url(format!("{e:#}")))?;
-    shorthorn_backup::Target::check_url(&parsed.target).map_err(|e| bad_url(format!("{e:#}")))?;
+    target_policy
+        .check(&parsed.target)
+        .map_err(|e| bad_url(format!("{e:#}")))?;
     find_disk(&launch.replica, &launch.disk, node)
 }
 
@@ -350,24 +354,35 @@ mod tests {
     }
 
     #[test]
-    fn a_restore_needs_a_backup_url() {
+    fn a_restore_needs_a_backup_url_the_policy_allows() {
         let node = node();
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("backups");
+        let policy =
+            TargetPolicy::new(std::slice::from_ref(&root), &["nfs.example".into()]).unwrap();
+        let root = root.display();
         let launch = RestoreLaunch {
             replica: "vol-r-0123abcd".into(),
             volume: "vol".into(),
             disk: "default".into(),
-            url: "file:///backups?backup=b1&volume=old".into(),
+            url: format!("file://{root}?backup=b1&volume=old"),
         };
-        check_restore_launch(&launch, &node).unwrap();
+        check_restore_launch(&launch, &node, &policy).unwrap();
+        let mut nfs = launch.clone();
+        nfs.url = "nfs://nfs.example/export?backup=b1&volume=old".into();
+        check_restore_launch(&nfs, &node, &policy).unwrap();
         for url in [
-            "--help",
-            "file:///backups",
-            "ftp://x?backup=b1&volume=v",
-            "file:///b?backup=../x&volume=v",
+            "--help".to_string(),
+            format!("file://{root}"),
+            "ftp://x?backup=b1&volume=v".into(),
+            format!("file://{root}?backup=../x&volume=v"),
+            "file:///etc?backup=b1&volume=v".into(),
+            format!("file://{root}/../elsewhere?backup=b1&volume=v"),
+            "nfs://other.example/export?backup=b1&volume=v".into(),
         ] {
             let mut bad = launch.clone();
-            bad.url = url.into();
-            invalid(check_restore_launch(&bad, &node));
+            bad.url = url;
+            invalid(check_restore_launch(&bad, &node, &policy));
         }
     }
 

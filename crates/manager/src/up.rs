@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
+use shorthorn_backup::TargetPolicy;
 
 use crate::agent::Agent;
 use crate::etcd::EtcdStore;
@@ -44,6 +45,10 @@ pub struct UpConfig {
     pub etcd: Vec<String>,
     /// What runs on this node.
     pub role: NodeRole,
+    /// Directories `file://` backup targets named through the API may live under.
+    pub file_target_roots: Vec<PathBuf>,
+    /// Hosts `nfs://` backup targets named through the API may mount.
+    pub nfs_target_hosts: Vec<String>,
 }
 
 /// What a node runs.
@@ -130,9 +135,10 @@ pub async fn up(
     }
     let url = format!("http://{api}");
     register_node(state.as_ref(), &config, &url)?;
+    let target_policy = TargetPolicy::new(&config.file_target_roots, &config.nfs_target_hosts)?;
     let manager = Arc::new(Manager::new(
         state.clone(),
-        Arc::new(Agent::new(&config.node, state)),
+        Arc::new(Agent::new(&config.node, state, Arc::new(target_policy))),
         &config.node,
         &node_token,
         config.role == NodeRole::Full,

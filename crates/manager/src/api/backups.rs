@@ -86,7 +86,10 @@ pub(super) async fn set_backup_target(
     JsonObject(request): JsonObject<SetBackupTarget>,
 ) -> ApiResult<BackupTarget> {
     shorthorn_block::validate_name(&name).map_err(|e| ApiError::bad_request(e.to_string()))?;
-    shorthorn_backup::Target::check_url(&request.url)
+    state
+        .manager
+        .target_policy()
+        .check(&request.url)
         .map_err(|e| ApiError::bad_request(format!("url: {e:#}")))?;
     let poll_interval = request.poll_interval.unwrap_or(300);
     let store = state.manager.state();

@@ -48,7 +48,10 @@ pub(super) async fn create_job(
     if request.spec.task == JobTask::Backup {
         // A URL must parse; a target named (or `default`) may be set later.
         if let Some(target) = request.spec.target.as_deref().filter(|t| t.contains("://")) {
-            shorthorn_backup::Target::check_url(target)
+            state
+                .manager
+                .target_policy()
+                .check(target)
                 .map_err(|e| ApiError::bad_request(format!("spec.target: {e:#}")))?;
         }
     }

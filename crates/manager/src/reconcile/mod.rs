@@ -16,6 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use shorthorn_backup::TargetPolicy;
 use shorthorn_proto::v1::engine_control_client::EngineControlClient;
 use tokio::sync::{Mutex, Notify};
 use tonic::transport::Channel;
@@ -109,6 +110,7 @@ impl Manager {
         reconciles: bool,
     ) -> Manager {
         let volume_locks = VolumeLocks::default();
+        let target_policy = agent.target_policy().clone();
         Manager {
             state,
             agent,
@@ -118,8 +120,8 @@ impl Manager {
             wake: Notify::new(),
             adding: Arc::default(),
             add_failures: Arc::default(),
-            jobs: JobRunner::new(volume_locks.clone()),
-            backups: BackupRunner::new(volume_locks),
+            jobs: JobRunner::new(volume_locks.clone(), target_policy.clone()),
+            backups: BackupRunner::new(volume_locks, target_policy),
             unreachable: std::sync::Mutex::default(),
             replaced: std::sync::Mutex::default(),
             engine_clients: std::sync::Mutex::default(),
@@ -130,6 +132,11 @@ impl Manager {
     /// The state store.
     pub fn state(&self) -> &Arc<dyn StateStore> {
         &self.state
+    }
+
+    /// Which backup targets this node may open for an API caller.
+    pub fn target_policy(&self) -> &TargetPolicy {
+        self.agent.target_policy()
     }
 
     /// This manager's node.

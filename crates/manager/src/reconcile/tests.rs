@@ -184,7 +184,7 @@ impl Cluster {
             state.put(Kind::Node, &name, &node).unwrap();
             agents.insert(name, Arc::new(FakeAgent::default()));
         }
-        let own = Arc::new(Agent::new("manager", state.clone()));
+        let own = Arc::new(Agent::new("manager", state.clone(), Arc::default()));
         let manager = Manager::with_agents(
             state.clone(),
             own,
