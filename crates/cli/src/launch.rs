@@ -7,7 +7,7 @@ use anyhow::Context;
 use clap::Args;
 use shorthorn_store::validate_name;
 
-use shorthorn_manager::process::Daemon;
+use shorthorn_agent::process::Daemon;
 
 use crate::daemon;
 use shorthorn_block::size::parse_size;

@@ -3,20 +3,17 @@
 //! that runs engine and replica processes, the reconcilers that move status toward
 //! spec, and the REST API.
 
-pub mod agent;
-pub mod agent_protocol;
 pub mod api;
 pub mod backups;
 mod clock;
+pub mod cluster_agents;
 mod engine_client;
 pub mod etcd;
 pub mod jobs;
-pub mod launch_checks;
 pub mod model;
-pub mod process;
 pub mod reconcile;
-pub mod replica_dir;
 pub mod scheduler;
 pub mod state;
 pub mod up;
-pub mod validate;
+/// The request field rules, shared with the agent's API (which sits below the manager).
+pub use shorthorn_agent::validate;

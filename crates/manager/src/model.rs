@@ -8,6 +8,7 @@ use utoipa::ToSchema;
 
 use crate::scheduler::SchedulingSettings;
 use crate::validate::{self, FieldError, schema};
+pub use shorthorn_agent::{DiskSpec, DiskStatus, EngineTuning};
 
 /// How healthy a volume's data is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema, Default)]
@@ -179,7 +180,7 @@ pub struct Engine {
 impl Engine {
     /// The engine object's name for `volume`.
     pub fn name_for(volume: &str) -> String {
-        format!("{volume}-e")
+        shorthorn_agent::naming::engine_name(volume)
     }
 }
 
@@ -256,72 +257,14 @@ pub struct Replica {
 impl Replica {
     /// A new, unique replica name for `volume`: `<volume>-r-<8 hex digits>`.
     pub fn new_name(volume: &str) -> String {
-        format!("{volume}-r-{:08x}", rand::random::<u32>())
+        shorthorn_agent::naming::new_replica_name(volume)
     }
 
-    /// The volume a replica name belongs to, if it is a replica name at all: `<volume>-r-`
-    /// and 8 lowercase hex digits, the volume following the name rule. Names reach the
-    /// agent from other nodes and become directory names, so nothing looser passes.
+    /// The volume a replica name belongs to, if it is a replica name at all
+    /// ([`shorthorn_agent::naming::replica_volume`]).
     pub fn volume_of(name: &str) -> Option<&str> {
-        let (volume, suffix) = name.rsplit_once("-r-")?;
-        let hex = suffix.len() == 8
-            && suffix
-                .bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
-        (hex && shorthorn_block::validate_name(volume).is_ok()).then_some(volume)
+        shorthorn_agent::naming::replica_volume(name)
     }
-}
-
-/// A disk of a node.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-pub struct DiskSpec {
-    /// Name, unique on the node.
-    #[schema(schema_with = schema::name)]
-    pub name: String,
-    /// Directory replicas are created under: absolute, without `.` or `..` components.
-    #[schema(
-        min_length = 2,
-        max_length = 4096,
-        pattern = r"^/[^\x00-\x1f\x7f-\x9f]*[^/\x00-\x1f\x7f-\x9f]"
-    )]
-    pub path: String,
-    /// Tags for disk selectors.
-    #[serde(default)]
-    #[schema(schema_with = schema::names)]
-    pub tags: Vec<String>,
-    /// Bytes kept back from scheduling.
-    #[serde(default)]
-    #[schema(maximum = 1152921504606846976_u64)] // validate::MAX_RESERVED
-    pub reserved: u64,
-    /// Whether new replicas may be placed here.
-    pub allow_scheduling: bool,
-}
-
-impl DiskSpec {
-    /// The field rules, for a disk at `field` of a request body.
-    pub fn validate_as(&self, field: &str) -> Result<(), FieldError> {
-        validate::name(format_args!("{field}.name"), &self.name)?;
-        validate::disk_path(format_args!("{field}.path"), &self.path)?;
-        validate::names(&format!("{field}.tags"), &self.tags)?;
-        validate::range(
-            format_args!("{field}.reserved"),
-            self.reserved,
-            0..=validate::MAX_RESERVED,
-        )
-    }
-}
-
-/// A disk's observed space.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-pub struct DiskStatus {
-    /// Its name.
-    pub name: String,
-    /// Filesystem size.
-    pub capacity: u64,
-    /// Bytes free.
-    pub available: u64,
-    /// Sum of the sizes of replicas placed here.
-    pub scheduled: u64,
 }
 
 /// A node: a host running an agent.
@@ -582,50 +525,6 @@ impl Default for Settings {
             auto_salvage: true,
             engine: EngineTuning::default(),
         }
-    }
-}
-
-/// How an engine treats slow replicas: its `--request-timeout`,
-/// `--slow-replica-ratio` and `--slow-replica-window` (docs/benchmarks.md has the
-/// measurements behind the defaults).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(default)]
-pub struct EngineTuning {
-    /// Seconds an engine waits for a replica's answer before it fails the replica
-    /// (1 to 300).
-    #[schema(minimum = 1, maximum = 300)]
-    pub engine_replica_timeout: u64,
-    /// A replica whose average write latency stays this many times above every other
-    /// RW replica's (and above 20 ms) for `slow_replica_window` seconds leaves the
-    /// write set and is rebuilt later; never the last RW one. 0: never (0 to 1000).
-    #[schema(maximum = 1000)]
-    pub slow_replica_ratio: u32,
-    /// Seconds a replica must stay that slow (1 to 3600).
-    #[schema(minimum = 1, maximum = 3600)]
-    pub slow_replica_window: u64,
-}
-
-impl Default for EngineTuning {
-    /// The engine's own defaults.
-    fn default() -> Self {
-        EngineTuning {
-            engine_replica_timeout: 8,
-            slow_replica_ratio: 8,
-            slow_replica_window: 5,
-        }
-    }
-}
-
-impl EngineTuning {
-    /// The field rules.
-    pub fn validate(&self) -> Result<(), FieldError> {
-        validate::range(
-            "engine_replica_timeout",
-            self.engine_replica_timeout,
-            1..=300,
-        )?;
-        validate::range("slow_replica_ratio", self.slow_replica_ratio, 0..=1000)?;
-        validate::range("slow_replica_window", self.slow_replica_window, 1..=3600)
     }
 }
 

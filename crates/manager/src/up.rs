@@ -10,7 +10,9 @@ use anyhow::Context;
 use serde::{Deserialize, Serialize};
 use shorthorn_backup::TargetPolicy;
 
-use crate::agent::Agent;
+use shorthorn_agent::Agent;
+
+use crate::cluster_agents::StoredNodes;
 use crate::etcd::EtcdStore;
 use crate::model::{DiskSpec, Node, NodeSpec, NodeStatus, Settings};
 use crate::reconcile::{Manager, SETTINGS_NAME};
@@ -138,7 +140,11 @@ pub async fn up(
     let target_policy = TargetPolicy::new(&config.file_target_roots, &config.nfs_target_hosts)?;
     let manager = Arc::new(Manager::new(
         state.clone(),
-        Arc::new(Agent::new(&config.node, state, Arc::new(target_policy))),
+        Arc::new(Agent::new(
+            &config.node,
+            Arc::new(StoredNodes(state)),
+            Arc::new(target_policy),
+        )),
         &config.node,
         &node_token,
         config.role == NodeRole::Full,

@@ -4,26 +4,21 @@
 //! agent's routes (`/agent/v1/…`, for other nodes' managers) take the node credential
 //! instead, and never the user token: they start root processes on this node.
 //!
-//! This file holds what every route shares (errors, the JSON body extractor, the token
-//! checks, the router and the two OpenAPI documents); each resource's request types and
-//! handlers are in a file of its own.
+//! This file holds the token checks, the router and the user API's OpenAPI document;
+//! each resource's request types and handlers are in a file of its own. The error shape
+//! and the JSON body extractor are shared with the agent's routes
+//! ([`shorthorn_agent::http`]), which the agent crate serves ([`shorthorn_agent::routes`]).
 
 use std::sync::Arc;
 
-use axum::body::Bytes;
-use axum::extract::{FromRequest, Request, State};
+use axum::Router;
+use axum::extract::{Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
-use axum::{Json, Router};
-use serde::{Deserialize, Serialize};
-use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::{Modify, OpenApi, ToSchema};
+use utoipa::OpenApi;
 
-use crate::agent_protocol::{
-    AgentError, EngineLaunch, ProcessReport, RemoveReplica, ReplicaLaunch, RestoreLaunch,
-};
 use crate::model::{
     Backup, BackupSpec, BackupState, BackupStatus, BackupTarget, BackupTargetSpec,
     BackupTargetStatus, DiskSpec, DiskStatus, Engine, EngineReplicaStatus, EngineSpec, EngineState,
@@ -33,9 +28,10 @@ use crate::model::{
 };
 use crate::reconcile::Manager;
 use crate::scheduler::SchedulingSettings;
-use crate::validate::Validate;
+use shorthorn_agent::http::BearerAuth;
+pub use shorthorn_agent::http::{ApiError, ApiResult, ErrorBody, JsonObject};
+use shorthorn_agent::routes::{AGENT_OPENAPI_PATH, agent_openapi_json};
 
-mod agent_routes;
 mod backups;
 mod cluster;
 mod engines;
@@ -54,117 +50,6 @@ pub use volumes::{AttachVolume, CreateVolume, ExpandVolume, VolumeDetail, Volume
 
 /// Where the OpenAPI document is served.
 pub const OPENAPI_PATH: &str = "/v1/openapi.json";
-/// Where the node agent's OpenAPI document is served.
-pub const AGENT_OPENAPI_PATH: &str = "/agent/v1/openapi.json";
-
-/// An error as the API returns it.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct ErrorBody {
-    /// What went wrong.
-    pub message: String,
-}
-
-/// An API error: a status code and a message.
-#[derive(Debug)]
-pub struct ApiError {
-    status: StatusCode,
-    message: String,
-}
-
-impl ApiError {
-    fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
-        ApiError {
-            status,
-            message: message.into(),
-        }
-    }
-
-    fn not_found(what: &str, name: &str) -> ApiError {
-        ApiError::new(StatusCode::NOT_FOUND, format!("no {what} {name:?}"))
-    }
-
-    fn bad_request(message: impl Into<String>) -> ApiError {
-        ApiError::new(StatusCode::BAD_REQUEST, message)
-    }
-}
-
-impl From<AgentError> for ApiError {
-    fn from(e: AgentError) -> ApiError {
-        match e {
-            AgentError::Invalid(message) => ApiError::bad_request(message),
-            AgentError::Refused(message) => ApiError::new(StatusCode::CONFLICT, message),
-            AgentError::Failed(e) => e.into(),
-        }
-    }
-}
-
-impl From<anyhow::Error> for ApiError {
-    fn from(e: anyhow::Error) -> ApiError {
-        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}"))
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        (
-            self.status,
-            Json(ErrorBody {
-                message: self.message,
-            }),
-        )
-            .into_response()
-    }
-}
-
-type ApiResult<T> = Result<Json<T>, ApiError>;
-
-/// A request body: a JSON object, decoded into `T`. (axum's `Json` would also take an
-/// array, which serde reads into a struct positionally.)
-pub struct JsonObject<T>(pub T);
-
-impl<S: Send + Sync, T: serde::de::DeserializeOwned + Validate> FromRequest<S> for JsonObject<T> {
-    type Rejection = ApiError;
-
-    async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
-        let json = request
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(';').next())
-            .is_some_and(|ct| {
-                let ct = ct.trim();
-                ct.eq_ignore_ascii_case("application/json") || ct.ends_with("+json")
-            });
-        if !json {
-            return Err(ApiError::bad_request(
-                "expected a JSON body with Content-Type: application/json",
-            ));
-        }
-        let bytes = Bytes::from_request(request, state)
-            .await
-            .map_err(|e| ApiError::bad_request(e.body_text()))?;
-        if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
-            return Err(ApiError::bad_request(
-                "the request body must be a JSON object",
-            ));
-        }
-        let mut deserializer = serde_json::Deserializer::from_slice(&bytes);
-        let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
-            let path = e.path().to_string();
-            let field = if path == "." {
-                String::new()
-            } else {
-                format!("{path}: ")
-            };
-            ApiError::bad_request(format!("invalid JSON body: {field}{}", e.inner()))
-        })?;
-        deserializer
-            .end()
-            .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))?;
-        T::validate(&value).map_err(|e| ApiError::bad_request(e.to_string()))?;
-        Ok(JsonObject(value))
-    }
-}
 
 #[derive(OpenApi)]
 #[openapi(
@@ -190,44 +75,9 @@ impl<S: Send + Sync, T: serde::de::DeserializeOwned + Validate> FromRequest<S> f
 )]
 struct ApiDoc;
 
-struct BearerAuth;
-
-impl Modify for BearerAuth {
-    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        let components = openapi.components.get_or_insert_with(Default::default);
-        components.add_security_scheme(
-            "bearer",
-            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
-        );
-    }
-}
-
 /// The OpenAPI document as JSON.
 pub fn openapi_json() -> String {
     ApiDoc::openapi().to_pretty_json().unwrap_or_default()
-}
-
-/// The node agent's routes: for the managers of the cluster's nodes, with the node
-/// credential; documented apart from the user API.
-#[derive(OpenApi)]
-#[openapi(
-    info(title = "Shorthorn node agent API", version = "1"),
-    paths(
-        agent_routes::agent_start_replica, agent_routes::agent_remove_replica, agent_routes::agent_start_engine, agent_routes::agent_start_restore,
-        agent_routes::agent_process, agent_routes::agent_stop
-    ),
-    components(schemas(
-        ErrorBody, ReplicaLaunch, EngineLaunch, EngineTuning, RestoreLaunch, RemoveReplica,
-        ProcessReport
-    )),
-    modifiers(&BearerAuth),
-    security(("bearer" = []))
-)]
-struct AgentApiDoc;
-
-/// The node agent's OpenAPI document as JSON.
-pub fn agent_openapi_json() -> String {
-    AgentApiDoc::openapi().to_pretty_json().unwrap_or_default()
 }
 
 #[derive(Clone)]
@@ -298,28 +148,9 @@ pub fn router(manager: Arc<Manager>, user_token: &str, node_token: &str) -> Rout
             require_user_token,
         ));
     // This node's agent, for the managers of other nodes (not in the public API).
-    let agent_routes = Router::new()
-        .route(
-            "/agent/v1/replicas",
-            post(agent_routes::agent_start_replica),
-        )
-        .route(
-            "/agent/v1/replicas/{name}/remove",
-            post(agent_routes::agent_remove_replica),
-        )
-        .route("/agent/v1/engines", post(agent_routes::agent_start_engine))
-        .route(
-            "/agent/v1/restores",
-            post(agent_routes::agent_start_restore),
-        )
-        .route(
-            "/agent/v1/processes/{name}",
-            get(agent_routes::agent_process).delete(agent_routes::agent_stop),
-        )
-        .layer(middleware::from_fn_with_state(
-            state.clone(),
-            require_node_token,
-        ));
+    let agent_routes = shorthorn_agent::routes::router(state.manager.agent().clone()).layer(
+        middleware::from_fn_with_state(state.clone(), require_node_token),
+    );
     Router::new()
         .route(
             OPENAPI_PATH,
@@ -335,6 +166,7 @@ pub fn router(manager: Arc<Manager>, user_token: &str, node_token: &str) -> Rout
             }),
         )
         .merge(user_routes)
+        .with_state(state)
         .merge(agent_routes)
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") })
         .method_not_allowed_fallback(|| async {
@@ -343,7 +175,6 @@ pub fn router(manager: Arc<Manager>, user_token: &str, node_token: &str) -> Rout
                 "method not allowed on this endpoint",
             )
         })
-        .with_state(state)
 }
 
 /// The user routes take the user token; the node credential is refused there too, so

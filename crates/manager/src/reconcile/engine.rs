@@ -10,12 +10,12 @@ use tonic::transport::Channel;
 
 use super::replicas::{free_port_pair, mark_failed};
 use super::{ENGINE_TIMEOUT, Manager};
-use crate::agent_protocol::{EngineLaunch, ProcessState};
 use crate::engine_client::connect_engine;
 use crate::model::{
     Engine, EngineReplicaStatus, EngineState, EngineStatus, Replica, ReplicaState, Settings,
 };
 use crate::state::{Kind, StateStoreExt};
+use shorthorn_agent::protocol::{EngineLaunch, ProcessState};
 
 impl Manager {
     /// The engine's members from its replicas: those meant to run whose process runs

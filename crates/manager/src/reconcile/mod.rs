@@ -21,15 +21,16 @@ use shorthorn_proto::v1::engine_control_client::EngineControlClient;
 use tokio::sync::{Mutex, Notify};
 use tonic::transport::Channel;
 
-use crate::agent::{Agent, ClusterAgents, NodeAgent, NodeAgents};
 use crate::backups::{BackupRunner, VolumeLocks};
 use crate::clock::waited;
+use crate::cluster_agents::{ClusterAgents, NodeAgents};
 use crate::engine_client::ENGINE_TIMEOUT;
 use crate::jobs::JobRunner;
 use crate::model::{
     Engine, EngineSpec, EngineStatus, Node, Replica, ReplicaState, Settings, Volume,
 };
 use crate::state::{Kind, StateStore, StateStoreExt};
+use shorthorn_agent::{Agent, NodeAgent};
 
 mod engine;
 mod expansion;

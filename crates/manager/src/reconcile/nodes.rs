@@ -9,7 +9,6 @@ use anyhow::Context;
 use chrono::Utc;
 
 use super::{HEARTBEAT_PERIOD, Manager, NODE_TIMEOUT};
-use crate::agent::Agent;
 use crate::clock::waited;
 use crate::model::{Node, Replica, Volume};
 use crate::scheduler::{DiskCandidate, NodeCandidate};
@@ -30,7 +29,7 @@ impl Manager {
             if node.name != self.node {
                 continue;
             }
-            let mut disks = Agent::disk_status(&node.spec.disks);
+            let mut disks = shorthorn_agent::disk_status(&node.spec.disks);
             for disk in &mut disks {
                 disk.scheduled = replicas
                     .iter()

@@ -11,17 +11,17 @@ use chrono::Utc;
 
 use super::nodes::candidate;
 use super::{MAX_START_FAILURES, Manager, REPLACEMENT_BACKOFF};
-use crate::agent::NodeAgent;
-use crate::agent_protocol::{
-    PORT_RANGE, ProcessState, ReplicaLaunch, RestoreLaunch, exited_cleanly, restore_task_name,
-};
 use crate::clock::waited;
 use crate::model::{
     Engine, Node, Replica, ReplicaSpec, ReplicaState, ReplicaStatus, Settings, Volume, VolumeState,
 };
-use crate::replica_dir::replica_dir;
 use crate::scheduler::{NodeCandidate, Placement, ScheduleRequest, schedule};
 use crate::state::{Kind, StateStoreExt};
+use shorthorn_agent::NodeAgent;
+use shorthorn_agent::protocol::{
+    PORT_RANGE, ProcessState, ReplicaLaunch, RestoreLaunch, exited_cleanly, restore_task_name,
+};
+use shorthorn_agent::replica_dir::replica_dir;
 
 impl Manager {
     /// Starts a replica that should run and does not (first start, or after a manager

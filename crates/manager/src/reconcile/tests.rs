@@ -11,15 +11,16 @@ use std::sync::{Arc, Mutex};
 use chrono::Utc;
 
 use super::{ExpandError, Manager, SETTINGS_NAME};
-use crate::agent::{Agent, NodeAgent, NodeAgents};
-use crate::agent_protocol::{
-    EngineLaunch, ProcessState, ReplicaLaunch, RestoreLaunch, restore_task_name,
-};
+use crate::cluster_agents::{NodeAgents, StoredNodes};
 use crate::model::{
     DiskSpec, DiskStatus, Engine, Node, NodeSpec, NodeStatus, Replica, ReplicaState, Settings,
     Volume, VolumeSpec, VolumeStatus,
 };
 use crate::state::{EmbeddedStore, Kind, StateStore, StateStoreExt};
+use shorthorn_agent::protocol::{
+    EngineLaunch, ProcessState, ReplicaLaunch, RestoreLaunch, restore_task_name,
+};
+use shorthorn_agent::{Agent, NodeAgent};
 
 const GIB: u64 = 1 << 30;
 
@@ -184,7 +185,11 @@ impl Cluster {
             state.put(Kind::Node, &name, &node).unwrap();
             agents.insert(name, Arc::new(FakeAgent::default()));
         }
-        let own = Arc::new(Agent::new("manager", state.clone(), Arc::default()));
+        let own = Arc::new(Agent::new(
+            "manager",
+            Arc::new(StoredNodes(state.clone())),
+            Arc::default(),
+        ));
         let manager = Manager::with_agents(
             state.clone(),
             own,

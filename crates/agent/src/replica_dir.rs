@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
 
-use crate::agent_protocol::AgentError;
+use crate::protocol::AgentError;
 
 /// The file in each replica directory saying which replica the agent created it for.
 pub const MARKER_FILE: &str = ".shorthorn-replica";

@@ -5,33 +5,29 @@
 //! directories it derives, marks and removes itself ([`crate::replica_dir`]).
 
 use std::collections::HashMap;
-use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
-use anyhow::{Context, bail};
-use serde::Serialize;
+use anyhow::Context;
 use shorthorn_backup::TargetPolicy;
 use tokio::sync::Mutex;
 
-use crate::agent_protocol::{
-    AgentError, EngineLaunch, ProcessReport, ProcessState, RemoveReplica, ReplicaLaunch,
-    RestoreLaunch, restore_task_name,
-};
 use crate::launch_checks::{
     check_engine_launch, check_process_name, check_replica_launch, check_replica_name,
     check_restore_launch,
 };
-use crate::model::{DiskSpec, DiskStatus, Node};
+use crate::node::{NodeFacts, NodeRecords};
 use crate::process::Daemon;
+use crate::protocol::{
+    AgentError, EngineLaunch, ProcessState, ReplicaLaunch, RestoreLaunch, restore_task_name,
+};
+use crate::remote::NodeAgent;
 use crate::replica_dir;
-use crate::state::{Kind, StateStore, StateStoreExt};
 
 /// One node's agent.
 pub struct Agent {
-    /// This node's name: its record in `state` holds its address and disks.
+    /// This node's name: its record holds its address and disks.
     node: String,
-    state: Arc<dyn StateStore>,
+    records: Arc<dyn NodeRecords>,
     processes: Mutex<HashMap<String, Tracked>>,
     /// Which backup targets this node may open for a caller (restores here; backups
     /// and target reads by this node's manager).
@@ -44,11 +40,15 @@ struct Tracked {
 }
 
 impl Agent {
-    /// The agent of node `node`, whose record (address, disks) is in `state`.
-    pub fn new(node: &str, state: Arc<dyn StateStore>, target_policy: Arc<TargetPolicy>) -> Agent {
+    /// The agent of node `node`, whose record (address, disks) is in `records`.
+    pub fn new(
+        node: &str,
+        records: Arc<dyn NodeRecords>,
+        target_policy: Arc<TargetPolicy>,
+    ) -> Agent {
         Agent {
             node: node.to_string(),
-            state,
+            records,
             processes: Mutex::default(),
             target_policy,
         }
@@ -60,9 +60,9 @@ impl Agent {
     }
 
     /// This node's record, read fresh: disks change through the API.
-    fn own_node(&self) -> Result<Node, AgentError> {
-        self.state
-            .get::<Node>(Kind::Node, &self.node)?
+    fn own_node(&self) -> Result<NodeFacts, AgentError> {
+        self.records
+            .node(&self.node)?
             .with_context(|| format!("node {} is not registered", self.node))
             .map_err(AgentError::from)
     }
@@ -89,7 +89,7 @@ impl Agent {
     /// Starts an engine and waits until it serves.
     pub async fn start_engine(&self, launch: &EngineLaunch) -> Result<(), AgentError> {
         let node = self.own_node()?;
-        let nodes: Vec<Node> = self.state.list(Kind::Node)?;
+        let nodes = self.records.nodes()?;
         check_engine_launch(launch, &node, &nodes)?;
         let mut args = vec![
             "engine".to_string(),
@@ -218,7 +218,7 @@ impl Agent {
         check_replica_name(name)?;
         let node = self.own_node()?;
         self.stop(name).await;
-        let disks: Vec<&str> = node.spec.disks.iter().map(|d| d.path.as_str()).collect();
+        let disks: Vec<&str> = node.disks.iter().map(|d| d.path.as_str()).collect();
         let removed = replica_dir::remove(&disks, name)?;
         if removed.is_empty() {
             tracing::info!(replica = name, "no directory to remove");
@@ -236,52 +236,6 @@ impl Agent {
             tracked.daemon.stop().await;
         }
     }
-
-    /// Space of each disk (of the filesystem holding its path).
-    pub fn disk_status(disks: &[DiskSpec]) -> Vec<DiskStatus> {
-        disks
-            .iter()
-            .map(|disk| {
-                let (capacity, available) = filesystem_space(Path::new(&disk.path)).unwrap_or_else(|e| {
-                    tracing::warn!(disk = %disk.path, error = %format!("{e:#}"), "disk unreadable");
-                    (0, 0)
-                });
-                DiskStatus {
-                    name: disk.name.clone(),
-                    capacity,
-                    available,
-                    scheduled: 0,
-                }
-            })
-            .collect()
-    }
-}
-
-/// Total and available bytes of the filesystem holding `path`.
-fn filesystem_space(path: &Path) -> anyhow::Result<(u64, u64)> {
-    let stat = rustix::fs::statvfs(path).with_context(|| format!("statvfs {}", path.display()))?;
-    Ok((
-        stat.f_blocks.saturating_mul(stat.f_frsize),
-        stat.f_bavail.saturating_mul(stat.f_frsize),
-    ))
-}
-
-/// What the reconcilers ask of a node's agent. This process's own agent ([`Agent`]),
-/// another node's over its API ([`RemoteAgent`]), or a fake in the reconcilers' tests.
-#[async_trait::async_trait]
-pub trait NodeAgent: Send + Sync {
-    /// Starts a replica there.
-    async fn start_replica(&self, launch: &ReplicaLaunch) -> anyhow::Result<()>;
-    /// Starts an engine there.
-    async fn start_engine(&self, launch: &EngineLaunch) -> anyhow::Result<()>;
-    /// Starts a restore there.
-    async fn start_restore(&self, launch: &RestoreLaunch) -> anyhow::Result<()>;
-    /// Stops a process there.
-    async fn stop(&self, name: &str) -> anyhow::Result<()>;
-    /// Stops a replica there and removes its data (the agent finds its directory).
-    async fn remove_replica(&self, name: &str) -> anyhow::Result<()>;
-    /// A process's state there; `Unreachable` when the agent does not answer.
-    async fn state(&self, name: &str) -> ProcessState;
 }
 
 #[async_trait::async_trait]
@@ -309,160 +263,5 @@ impl NodeAgent for Agent {
 
     async fn state(&self, name: &str) -> ProcessState {
         Agent::state(self, name).await
-    }
-}
-
-/// How a manager reaches the agent of each node.
-pub trait NodeAgents: Send + Sync {
-    /// The agent of `node`; `record` is its node object, when registered.
-    fn agent_for(&self, node: &str, record: Option<&Node>) -> anyhow::Result<Arc<dyn NodeAgent>>;
-}
-
-/// A cluster's agents as `shorthorn up` reaches them: its own in this process, the
-/// others over their API with the node credential.
-pub struct ClusterAgents {
-    local_node: String,
-    local: Arc<Agent>,
-    node_token: String,
-}
-
-impl ClusterAgents {
-    /// Agents seen from node `local_node`, whose own agent is `local`.
-    pub fn new(local_node: &str, local: Arc<Agent>, node_token: &str) -> ClusterAgents {
-        ClusterAgents {
-            local_node: local_node.to_string(),
-            local,
-            node_token: node_token.to_string(),
-        }
-    }
-}
-
-impl NodeAgents for ClusterAgents {
-    fn agent_for(&self, node: &str, record: Option<&Node>) -> anyhow::Result<Arc<dyn NodeAgent>> {
-        if node == self.local_node {
-            return Ok(self.local.clone());
-        }
-        let record = record.with_context(|| format!("node {node} is not registered"))?;
-        Ok(Arc::new(RemoteAgent::new(
-            &record.spec.api_url,
-            &self.node_token,
-        )?))
-    }
-}
-
-/// Another node's agent, over its API.
-pub struct RemoteAgent {
-    /// `http://host:port` of that node's API.
-    url: String,
-    /// The cluster's node credential (agent routes take nothing else).
-    node_token: String,
-    http: reqwest::Client,
-}
-
-/// How long a call to another node's agent may take (starting a daemon included).
-const REMOTE_TIMEOUT: Duration = Duration::from_secs(40);
-
-impl RemoteAgent {
-    /// A client for the agent at `url`, calling with the node credential.
-    pub fn new(url: &str, node_token: &str) -> anyhow::Result<RemoteAgent> {
-        let http = reqwest::Client::builder()
-            .timeout(REMOTE_TIMEOUT)
-            .connect_timeout(Duration::from_secs(3))
-            .build()
-            .context("HTTP client")?;
-        Ok(RemoteAgent {
-            url: url.trim_end_matches('/').to_string(),
-            node_token: node_token.to_string(),
-            http,
-        })
-    }
-
-    async fn call<T: Serialize + Sync>(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        body: Option<&T>,
-    ) -> anyhow::Result<bytes::Bytes> {
-        let url = &self.url;
-        let mut request = self
-            .http
-            .request(method, format!("{url}{path}"))
-            .bearer_auth(&self.node_token);
-        if let Some(body) = body {
-            request = request.json(body);
-        }
-        let response = request
-            .send()
-            .await
-            .with_context(|| format!("agent at {url} unreachable"))?;
-        let status = response.status();
-        let bytes = response.bytes().await.context("agent answer")?;
-        if !status.is_success() {
-            bail!(
-                "agent at {url}: {status}: {}",
-                String::from_utf8_lossy(&bytes)
-            );
-        }
-        Ok(bytes)
-    }
-}
-
-#[async_trait::async_trait]
-impl NodeAgent for RemoteAgent {
-    async fn start_replica(&self, launch: &ReplicaLaunch) -> anyhow::Result<()> {
-        self.call(reqwest::Method::POST, "/agent/v1/replicas", Some(launch))
-            .await
-            .map(drop)
-    }
-
-    async fn start_engine(&self, launch: &EngineLaunch) -> anyhow::Result<()> {
-        self.call(reqwest::Method::POST, "/agent/v1/engines", Some(launch))
-            .await
-            .map(drop)
-    }
-
-    async fn start_restore(&self, launch: &RestoreLaunch) -> anyhow::Result<()> {
-        self.call(reqwest::Method::POST, "/agent/v1/restores", Some(launch))
-            .await
-            .map(drop)
-    }
-
-    async fn stop(&self, name: &str) -> anyhow::Result<()> {
-        self.call::<()>(
-            reqwest::Method::DELETE,
-            &format!("/agent/v1/processes/{name}"),
-            None,
-        )
-        .await
-        .map(drop)
-    }
-
-    async fn remove_replica(&self, name: &str) -> anyhow::Result<()> {
-        self.call(
-            reqwest::Method::POST,
-            &format!("/agent/v1/replicas/{name}/remove"),
-            Some(&RemoveReplica {}),
-        )
-        .await
-        .map(drop)
-    }
-
-    async fn state(&self, name: &str) -> ProcessState {
-        let answer = self
-            .call::<()>(
-                reqwest::Method::GET,
-                &format!("/agent/v1/processes/{name}"),
-                None,
-            )
-            .await
-            .and_then(|bytes| {
-                serde_json::from_slice::<ProcessReport>(&bytes).context("agent answer")
-            });
-        match answer {
-            Ok(report) if report.state == "running" => ProcessState::Running,
-            Ok(report) if report.state == "exited" => ProcessState::Exited(report.status),
-            Ok(_) => ProcessState::Absent,
-            Err(e) => ProcessState::Unreachable(format!("{e:#}")),
-        }
     }
 }

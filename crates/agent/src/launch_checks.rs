@@ -5,8 +5,9 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use crate::agent_protocol::{AgentError, EngineLaunch, PORT_RANGE, ReplicaLaunch, RestoreLaunch};
-use crate::model::{DiskSpec, Engine, Node, Replica};
+use crate::naming::{engine_name, replica_volume};
+use crate::node::{DiskSpec, NodeFacts};
+use crate::protocol::{AgentError, EngineLaunch, PORT_RANGE, ReplicaLaunch, RestoreLaunch};
 use crate::validate::{MAX_SIZE, MAX_URL_LENGTH};
 use shorthorn_backup::TargetPolicy;
 
@@ -17,7 +18,7 @@ const MAX_ENGINE_REPLICAS: usize = 16;
 /// address, ports of the daemon range and one of this node's disks (returned).
 pub fn check_replica_launch<'a>(
     launch: &ReplicaLaunch,
-    node: &'a Node,
+    node: &'a NodeFacts,
 ) -> Result<&'a DiskSpec, AgentError> {
     check_replica_of(&launch.name, &launch.volume)?;
     check_size(&launch.name, launch.size)?;
@@ -29,16 +30,16 @@ pub fn check_replica_launch<'a>(
 /// ports (control and NBD apart), and names replicas on registered nodes' addresses.
 pub fn check_engine_launch(
     launch: &EngineLaunch,
-    node: &Node,
-    nodes: &[Node],
+    node: &NodeFacts,
+    nodes: &[NodeFacts],
 ) -> Result<(), AgentError> {
     check_volume(&launch.name, &launch.volume)?;
-    if launch.name != Engine::name_for(&launch.volume) {
+    if launch.name != engine_name(&launch.volume) {
         return Err(AgentError::Invalid(format!(
             "engine {:?}: an engine of volume {} is named {}",
             launch.name,
             launch.volume,
-            Engine::name_for(&launch.volume)
+            engine_name(&launch.volume)
         )));
     }
     check_size(&launch.name, launch.size)?;
@@ -63,7 +64,7 @@ pub fn check_engine_launch(
     }
     let addresses: Vec<IpAddr> = nodes
         .iter()
-        .filter_map(|n| n.spec.address.parse().ok())
+        .filter_map(|n| n.address.parse().ok())
         .collect();
     for replica in &launch.replicas {
         let address = parse_tcp_address(replica).ok_or_else(|| {
@@ -86,7 +87,7 @@ pub fn check_engine_launch(
 /// from a well-formed backup URL that this node's target policy allows.
 pub fn check_restore_launch<'a>(
     launch: &RestoreLaunch,
-    node: &'a Node,
+    node: &'a NodeFacts,
     target_policy: &TargetPolicy,
 ) -> Result<&'a DiskSpec, AgentError> {
     check_replica_of(&launch.replica, &launch.volume)?;
@@ -109,7 +110,7 @@ pub fn check_restore_launch<'a>(
 
 /// A replica name: `<volume>-r-<8 hex digits>` with the volume by the name rule.
 pub fn check_replica_name(name: &str) -> Result<(), AgentError> {
-    match Replica::volume_of(name) {
+    match replica_volume(name) {
         Some(_) => Ok(()),
         None => Err(AgentError::Invalid(format!(
             "{name:?} is not a replica name (<volume>-r-<8 hex digits>, the volume 1-63 letters, digits, '-', '_', '.')"
@@ -120,13 +121,13 @@ pub fn check_replica_name(name: &str) -> Result<(), AgentError> {
 /// The name of a process the agent runs: a replica's, an engine's (`<volume>-e`) or a
 /// restore's (`<replica>-restore`).
 pub fn check_process_name(name: &str) -> Result<(), AgentError> {
-    let known = Replica::volume_of(name).is_some()
+    let known = replica_volume(name).is_some()
         || name
             .strip_suffix("-e")
             .is_some_and(|volume| shorthorn_block::validate_name(volume).is_ok())
         || name
-            .strip_suffix(crate::agent_protocol::RESTORE_SUFFIX)
-            .is_some_and(|replica| Replica::volume_of(replica).is_some());
+            .strip_suffix(crate::protocol::RESTORE_SUFFIX)
+            .is_some_and(|replica| replica_volume(replica).is_some());
     if known {
         Ok(())
     } else {
@@ -139,7 +140,7 @@ pub fn check_process_name(name: &str) -> Result<(), AgentError> {
 fn check_replica_of(name: &str, volume: &str) -> Result<(), AgentError> {
     check_replica_name(name)?;
     check_volume(name, volume)?;
-    if Replica::volume_of(name) != Some(volume) {
+    if replica_volume(name) != Some(volume) {
         return Err(AgentError::Invalid(format!(
             "replica {name} is not a replica of volume {volume}"
         )));
@@ -167,14 +168,14 @@ fn check_listen(
     process: &str,
     what: &str,
     address: SocketAddr,
-    node: &Node,
+    node: &NodeFacts,
     ports: u16,
 ) -> Result<(), AgentError> {
-    let own: Option<IpAddr> = node.spec.address.parse().ok();
+    let own: Option<IpAddr> = node.address.parse().ok();
     if own != Some(address.ip()) {
         return Err(AgentError::Invalid(format!(
             "{process}: {what} address {address} is not this node's address {}",
-            node.spec.address
+            node.address
         )));
     }
     let last = address.port().checked_add(ports - 1);
@@ -188,17 +189,17 @@ fn check_listen(
     Ok(())
 }
 
-fn find_disk<'a>(process: &str, disk: &str, node: &'a Node) -> Result<&'a DiskSpec, AgentError> {
-    node.spec
-        .disks
-        .iter()
-        .find(|d| d.name == disk)
-        .ok_or_else(|| {
-            AgentError::Invalid(format!(
-                "{process}: node {} has no disk {disk:?}",
-                node.name
-            ))
-        })
+fn find_disk<'a>(
+    process: &str,
+    disk: &str,
+    node: &'a NodeFacts,
+) -> Result<&'a DiskSpec, AgentError> {
+    node.disks.iter().find(|d| d.name == disk).ok_or_else(|| {
+        AgentError::Invalid(format!(
+            "{process}: node {} has no disk {disk:?}",
+            node.name
+        ))
+    })
 }
 
 /// `tcp://IP:PORT` (an IPv6 IP bare, as the reconciler writes it).
@@ -211,26 +212,18 @@ fn parse_tcp_address(address: &str) -> Option<SocketAddr> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{NodeSpec, NodeStatus};
 
-    fn node() -> Node {
-        Node {
+    fn node() -> NodeFacts {
+        NodeFacts {
             name: "n1".into(),
-            spec: NodeSpec {
-                address: "10.0.0.1".into(),
-                api_url: "http://10.0.0.1:9600".into(),
-                zone: String::new(),
+            address: "10.0.0.1".into(),
+            disks: vec![DiskSpec {
+                name: "default".into(),
+                path: "/var/lib/shorthorn/disks/default".into(),
                 tags: Vec::new(),
+                reserved: 0,
                 allow_scheduling: true,
-                disks: vec![DiskSpec {
-                    name: "default".into(),
-                    path: "/var/lib/shorthorn/disks/default".into(),
-                    tags: Vec::new(),
-                    reserved: 0,
-                    allow_scheduling: true,
-                }],
-            },
-            status: NodeStatus::default(),
+            }],
         }
     }
 
@@ -301,7 +294,7 @@ mod tests {
             nbd: "10.0.0.1:20011".parse().unwrap(),
             replicas: vec!["tcp://10.0.0.1:20000".into()],
             salvage: false,
-            tuning: crate::model::EngineTuning::default(),
+            tuning: crate::node::EngineTuning::default(),
         };
         check_engine_launch(&launch, &node, std::slice::from_ref(&node)).unwrap();
         for replica in [

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::EngineTuning;
+use crate::node::EngineTuning;
 
 /// Ports the agent lets daemons listen on; the scheduler picks theirs from this range.
 pub const PORT_RANGE: std::ops::Range<u16> = 20000..30000;
