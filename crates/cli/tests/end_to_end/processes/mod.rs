@@ -1,0 +1,26 @@
+//! End-to-end tests that drive the real `shorthorn` binary and real clients as plain
+//! processes on loopback: volumes through `launch-simple`, the offline store commands,
+//! backups, and managers (`shorthorn up`) on one host. Each behaviour is one module.
+
+mod agent_route_auth;
+mod backup_bad_input;
+mod backup_delete_gc;
+mod backup_restore;
+mod manager_api;
+mod manager_backups;
+mod manager_recurring_jobs;
+mod manager_single_node;
+mod manager_stale_open;
+mod store_cli;
+mod volume_bad_input;
+mod volume_expand_online;
+mod volume_fio_verify;
+mod volume_metrics;
+mod volume_nbdcopy;
+mod volume_nbdinfo_map;
+mod volume_purge_under_load;
+mod volume_qemu_io;
+mod volume_replica_failure;
+mod volume_slow_replica;
+mod volume_snapshot_limits;
+mod volume_snapshot_under_load;
