@@ -1,22 +1,18 @@
 //! The `shorthorn` binary: every Shorthorn daemon and client command, as subcommands.
 //!
-//! This file only parses the command line, sets up logging and reports errors; each
-//! command group lives in its own module.
+//! This file only parses the command line, sets up logging and reports errors. The
+//! commands are grouped by what they talk to: [`daemons`] (the long-running processes),
+//! [`direct`] (a running engine or a backup target, no manager), [`cluster`] (the
+//! manager's REST API) and [`offline_store`] (a replica directory, nothing running).
 
-mod api_client;
-mod backup_cmd;
-mod client_cmd;
-mod cluster_backup_cmd;
+mod cluster;
 #[cfg(feature = "failpoints")]
 mod crash;
 mod daemon;
-mod engine_cmd;
-mod launch;
-mod manager_cmd;
+mod daemons;
+mod direct;
+mod offline_store;
 mod output;
-mod replica_cmd;
-mod store_cmd;
-mod volume_cmd;
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -48,17 +44,17 @@ struct Cli {
 /// The command groups; each one's help text is on its arguments struct.
 #[derive(Debug, Subcommand)]
 enum Command {
-    Store(store_cmd::StoreArgs),
-    Replica(replica_cmd::ReplicaArgs),
-    Engine(engine_cmd::EngineArgs),
-    LaunchSimple(launch::LaunchArgs),
+    Store(offline_store::StoreArgs),
+    Replica(daemons::replica::ReplicaArgs),
+    Engine(daemons::engine::EngineArgs),
+    LaunchSimple(daemons::launch_simple::LaunchArgs),
     /// List the engine's replicas: address, mode (RW, WO, ERR) and snapshot chain.
     Ls,
     /// Show the engine's volume: size, state, frontend endpoint, replicas.
     Info,
     /// Snapshots of the engine's volume: create, ls, rm, purge, revert.
     #[command(subcommand)]
-    Snapshot(volume_cmd::SnapshotCommand),
+    Snapshot(direct::engine_ops::SnapshotCommand),
     /// Grow the engine's volume to SIZE (e.g. 20G) on every replica.
     Expand {
         /// The new size.
@@ -66,7 +62,7 @@ enum Command {
     },
     /// Start or stop the engine's frontend (NBD server).
     #[command(subcommand)]
-    Frontend(volume_cmd::FrontendCommand),
+    Frontend(direct::engine_ops::FrontendCommand),
     /// Bring back a volume whose replicas all failed: the engine reconnects to every
     /// replica it had and resumes from the most up-to-date ones (highest epoch in their
     /// consistency records; see docs/consistency.md). Restart the replica processes first.
@@ -74,49 +70,49 @@ enum Command {
     /// Backups to S3 or a filesystem: create (of the engine's volume), ls, inspect, rm,
     /// restore.
     #[command(subcommand)]
-    Backup(backup_cmd::BackupCommand),
-    Up(manager_cmd::UpArgs),
+    Backup(direct::backup::BackupCommand),
+    Up(daemons::up::UpArgs),
     /// Start a node agent only (no manager): it joins the cluster in etcd (--etcd is
     /// required), reports this node and its disks, and starts, stops and watches the
     /// engines and replicas the cluster's managers ask for; it restarts nothing by
     /// itself. Same options as `up`.
-    Agent(manager_cmd::UpArgs),
+    Agent(daemons::up::UpArgs),
     /// Volumes of a cluster run by `shorthorn up`: create (also from a backup), ls, get,
     /// attach, detach, expand, rm, jobs, backup, backups, backup-rm.
     Volume {
         #[command(flatten)]
-        api: api_client::ApiArgs,
+        api: cluster::api_client::ApiArgs,
         #[command(subcommand)]
-        command: manager_cmd::VolumeCommand,
+        command: cluster::volumes::VolumeCommand,
     },
     /// Nodes of a cluster run by `shorthorn up`.
     Node {
         #[command(flatten)]
-        api: api_client::ApiArgs,
+        api: cluster::api_client::ApiArgs,
         #[command(subcommand)]
-        command: manager_cmd::NodeCommand,
+        command: cluster::nodes::NodeCommand,
     },
     /// Recurring snapshot and backup jobs of a cluster run by `shorthorn up`.
     Job {
         #[command(flatten)]
-        api: api_client::ApiArgs,
+        api: cluster::api_client::ApiArgs,
         #[command(subcommand)]
-        command: manager_cmd::JobCommand,
+        command: cluster::jobs::JobCommand,
     },
     /// Backup targets of a cluster run by `shorthorn up`: set, ls, rm. Back up with
     /// `volume backup`.
     BackupTarget {
         #[command(flatten)]
-        api: api_client::ApiArgs,
+        api: cluster::api_client::ApiArgs,
         #[command(subcommand)]
-        command: cluster_backup_cmd::BackupTargetCommand,
+        command: cluster::backups::BackupTargetCommand,
     },
     /// Settings of a cluster run by `shorthorn up`: get, set.
     Setting {
         #[command(flatten)]
-        api: api_client::ApiArgs,
+        api: cluster::api_client::ApiArgs,
         #[command(subcommand)]
-        command: manager_cmd::SettingCommand,
+        command: cluster::settings::SettingCommand,
     },
 }
 
@@ -158,28 +154,28 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     #[cfg(feature = "failpoints")]
     crash::install_from_env()?;
     match cli.command {
-        Command::Store(args) => store_cmd::run(args),
-        Command::Replica(replica_cmd::ReplicaArgs {
+        Command::Store(args) => offline_store::run(args),
+        Command::Replica(daemons::replica::ReplicaArgs {
             action: Some(action),
             ..
-        }) => volume_cmd::replica(&cli.engine, action),
-        Command::Replica(args) => replica_cmd::run(args),
-        Command::Salvage => volume_cmd::salvage(&cli.engine),
-        Command::Backup(command) => backup_cmd::run(&cli.engine, command),
-        Command::Up(args) => manager_cmd::up(args, NodeRole::Full),
-        Command::Agent(args) => manager_cmd::up(args, NodeRole::Agent),
-        Command::Volume { api, command } => manager_cmd::volume(&api, command),
-        Command::Node { api, command } => manager_cmd::node(&api, command),
-        Command::Setting { api, command } => manager_cmd::setting(&api, command),
-        Command::Job { api, command } => manager_cmd::job(&api, command),
-        Command::BackupTarget { api, command } => cluster_backup_cmd::backup_target(&api, command),
-        Command::Engine(args) => engine_cmd::run(args),
-        Command::LaunchSimple(args) => launch::run(args),
-        Command::Ls => client_cmd::ls(&cli.engine),
-        Command::Info => client_cmd::info(&cli.engine),
-        Command::Snapshot(command) => volume_cmd::snapshot(&cli.engine, command),
-        Command::Expand { size } => volume_cmd::expand(&cli.engine, &size),
-        Command::Frontend(command) => volume_cmd::frontend(&cli.engine, command),
+        }) => direct::engine_ops::replica(&cli.engine, action),
+        Command::Replica(args) => daemons::replica::run(args),
+        Command::Salvage => direct::engine_ops::salvage(&cli.engine),
+        Command::Backup(command) => direct::backup::run(&cli.engine, command),
+        Command::Up(args) => daemons::up::up(args, NodeRole::Full),
+        Command::Agent(args) => daemons::up::up(args, NodeRole::Agent),
+        Command::Volume { api, command } => cluster::volumes::volume(&api, command),
+        Command::Node { api, command } => cluster::nodes::node(&api, command),
+        Command::Setting { api, command } => cluster::settings::setting(&api, command),
+        Command::Job { api, command } => cluster::jobs::job(&api, command),
+        Command::BackupTarget { api, command } => cluster::backups::backup_target(&api, command),
+        Command::Engine(args) => daemons::engine::run(args),
+        Command::LaunchSimple(args) => daemons::launch_simple::run(args),
+        Command::Ls => direct::engine_info::ls(&cli.engine),
+        Command::Info => direct::engine_info::info(&cli.engine),
+        Command::Snapshot(command) => direct::engine_ops::snapshot(&cli.engine, command),
+        Command::Expand { size } => direct::engine_ops::expand(&cli.engine, &size),
+        Command::Frontend(command) => direct::engine_ops::frontend(&cli.engine, command),
     }
 }
 

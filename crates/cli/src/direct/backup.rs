@@ -16,8 +16,8 @@ use shorthorn_backup::{
 };
 
 use crate::daemon;
+use crate::offline_store::snapshot::parse_label;
 use crate::output::{line, note};
-use crate::store_cmd::snapshot::parse_label;
 use shorthorn_block::size::{format_size, parse_size};
 
 /// Backups of volumes to S3 or a filesystem: create, ls, inspect, rm, restore.

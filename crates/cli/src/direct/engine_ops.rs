@@ -8,10 +8,10 @@ use clap::{Args, Subcommand};
 use shorthorn_proto::v1 as pb;
 use shorthorn_store::LayerInfo;
 
-use crate::client_cmd::connect;
+use super::engine_info::connect;
 use crate::daemon;
+use crate::offline_store::snapshot::{parse_label, print_layers};
 use crate::output::line;
-use crate::store_cmd::snapshot::{parse_label, print_layers};
 use shorthorn_block::size::{format_size_exact, parse_size};
 
 /// Snapshots of a running volume, coordinated by its engine across every replica.
@@ -222,8 +222,8 @@ fn status_error(status: tonic::Status) -> anyhow::Error {
 
 /// `replica add|rm`: changes the replicas of the volume; `add` waits for the rebuild and
 /// reports its progress on stderr every second.
-pub fn replica(engine: &str, action: crate::replica_cmd::ReplicaAction) -> anyhow::Result<()> {
-    use crate::replica_cmd::ReplicaAction;
+pub fn replica(engine: &str, action: crate::daemons::replica::ReplicaAction) -> anyhow::Result<()> {
+    use crate::daemons::replica::ReplicaAction;
     daemon::runtime()?.block_on(async {
         let mut client = connect(engine).await?;
         match action {
@@ -253,7 +253,7 @@ pub fn replica(engine: &str, action: crate::replica_cmd::ReplicaAction) -> anyho
                             if let Some(progress) = progress {
                                 eprintln!(
                                     "rebuild {address}: {}",
-                                    crate::client_cmd::rebuild_text(&progress)
+                                    super::engine_info::rebuild_text(&progress)
                                 );
                             }
                         }

@@ -79,7 +79,7 @@ pub fn run(args: ReplicaArgs) -> anyhow::Result<()> {
     };
     let volume = match args.volume {
         Some(volume) => volume,
-        None => crate::store_cmd::default_name(&dir, "--volume")?,
+        None => crate::offline_store::default_name(&dir, "--volume")?,
     };
     let unix_socket = if args.no_unix_socket {
         None

@@ -11,7 +11,7 @@ use reqwest::Method;
 use shorthorn_manager::api::{CreateBackup, SetBackupTarget};
 use shorthorn_manager::model::{Backup, BackupState, BackupTarget};
 
-use crate::api_client::{ApiArgs, Client};
+use super::api_client::{ApiArgs, Client};
 use crate::daemon;
 use crate::output::{json_name, line};
 use shorthorn_block::size::format_size;

@@ -1,0 +1,9 @@
+//! Commands for a cluster run by `shorthorn up`: everything here goes through the
+//! manager's REST API ([`api_client`]), never to an engine or replica directly.
+
+pub mod api_client;
+pub mod backups;
+pub mod jobs;
+pub mod nodes;
+pub mod settings;
+pub mod volumes;

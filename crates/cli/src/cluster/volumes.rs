@@ -1,0 +1,339 @@
+//! `shorthorn volume …`: volumes of a cluster, through the manager's API.
+
+use std::time::{Duration, Instant};
+
+use anyhow::bail;
+use clap::Subcommand;
+use shorthorn_manager::api::{AttachVolume, CreateVolume, ExpandVolume, VolumeDetail, VolumeJobs};
+use shorthorn_manager::model::Volume;
+
+use super::api_client::{ApiArgs, Client};
+use crate::daemon;
+use crate::output::{json_name, line};
+use shorthorn_block::size::{format_size, parse_size};
+
+/// How long `volume attach` waits for the engine to serve.
+const ATTACH_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Volumes of the cluster.
+#[derive(Debug, Subcommand)]
+pub enum VolumeCommand {
+    /// Create a volume: its replicas are placed by the scheduler and started.
+    Create {
+        /// Name (also the NBD export name).
+        name: String,
+        /// Size, e.g. 10G.
+        #[arg(long, value_parser = parse_size)]
+        size: u64,
+        /// Replica count [default: the default_replica_count setting].
+        #[arg(long)]
+        replicas: Option<usize>,
+        /// A tag every replica's node must have; repeat for more.
+        #[arg(long = "node-selector")]
+        node_selector: Vec<String>,
+        /// A tag every replica's disk must have; repeat for more.
+        #[arg(long = "disk-selector")]
+        disk_selector: Vec<String>,
+        /// A recurring job to run for it; repeat for more.
+        #[arg(long = "recurring-job")]
+        recurring_jobs: Vec<String>,
+        /// A group of recurring jobs to run for it; repeat for more.
+        #[arg(long = "recurring-job-group")]
+        recurring_job_groups: Vec<String>,
+        /// Restore it from this backup (a URL as `volume backups --json` or `backup ls`
+        /// print it); --size must be the backup's volume size.
+        #[arg(long)]
+        from_backup: Option<String>,
+    },
+    /// Set which recurring jobs run for a volume (replaces the lists; none: no jobs).
+    Jobs {
+        /// The volume.
+        name: String,
+        /// A job, by name; repeat for more.
+        #[arg(long = "job")]
+        jobs: Vec<String>,
+        /// A job group; repeat for more.
+        #[arg(long = "group")]
+        groups: Vec<String>,
+    },
+    /// List volumes: state, robustness, size, replicas, endpoint.
+    Ls {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show a volume and its replicas; when attached, its NBD URI.
+    Get {
+        /// The volume.
+        name: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Attach a volume to a node (its engine starts there); waits until it serves and
+    /// prints the NBD URI.
+    Attach {
+        /// The volume.
+        name: String,
+        /// The node [default: the node serving the API].
+        #[arg(long)]
+        node: Option<String>,
+    },
+    /// Detach a volume (its engine stops after a flush; replicas keep running).
+    Detach {
+        /// The volume.
+        name: String,
+    },
+    /// Grow a volume to SIZE on every replica: attached, through its engine (new NBD
+    /// connections see it); detached, directly (every replica must run).
+    Expand {
+        /// The volume.
+        name: String,
+        /// The new size, e.g. 20G.
+        #[arg(value_parser = parse_size)]
+        size: u64,
+    },
+    /// Delete a detached volume and its replicas' data.
+    Rm {
+        /// The volume.
+        name: String,
+    },
+    /// Back up an attached volume to a backup target (see `backup-target set`): a new
+    /// snapshot, or --snapshot. Prints the backup's name; --wait waits for it and prints
+    /// its URL (for `backup restore`).
+    Backup {
+        /// The volume.
+        name: String,
+        /// An existing snapshot to back up [default: a new one].
+        #[arg(long)]
+        snapshot: Option<String>,
+        /// The backup target's name.
+        #[arg(long, default_value = "default")]
+        target: String,
+        /// A label KEY=VALUE recorded with the backup; repeat for more.
+        #[arg(long = "label")]
+        labels: Vec<String>,
+        /// Wait until the backup completes (or fails), printing progress.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// List backups (of every volume, or one) in the cluster's backup targets.
+    Backups {
+        /// Only this volume's.
+        name: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete a backup from its target (its record, then blocks no other backup uses).
+    BackupRm {
+        /// The backup's name (as `volume backups` lists it).
+        backup: String,
+        /// Wait until it is gone.
+        #[arg(long)]
+        wait: bool,
+    },
+}
+
+/// `shorthorn volume …`.
+pub fn volume(api: &ApiArgs, command: VolumeCommand) -> anyhow::Result<()> {
+    let client = Client::new(api)?;
+    daemon::runtime()?.block_on(async {
+        use reqwest::Method;
+        match command {
+            VolumeCommand::Create {
+                name,
+                size,
+                replicas,
+                node_selector,
+                disk_selector,
+                recurring_jobs,
+                recurring_job_groups,
+                from_backup,
+            } => {
+                let body = serde_json::to_value(CreateVolume {
+                    name,
+                    size,
+                    replicas,
+                    node_selector,
+                    disk_selector,
+                    recurring_jobs,
+                    recurring_job_groups,
+                    from_backup,
+                })?;
+                let volume: Volume = client.call(Method::POST, "/v1/volumes", Some(body)).await?;
+                line(format_args!(
+                    "created {} ({}, {} replicas)",
+                    volume.name,
+                    format_size(volume.spec.size),
+                    volume.spec.replicas
+                ))
+            }
+            VolumeCommand::Ls { json } => {
+                let volumes: Vec<Volume> = client.call(Method::GET, "/v1/volumes", None).await?;
+                if json {
+                    return line(format_args!("{}", serde_json::to_string_pretty(&volumes)?));
+                }
+                line(format_args!(
+                    "{:<24} {:<10} {:<10} {:>10} {:>8}  ENDPOINT",
+                    "NAME", "STATE", "ROBUSTNESS", "SIZE", "REPLICAS"
+                ))?;
+                for v in volumes {
+                    line(format_args!(
+                        "{:<24} {:<10} {:<10} {:>10} {:>8}  {}",
+                        v.name,
+                        json_name(&v.status.state),
+                        json_name(&v.status.robustness),
+                        format_size(v.spec.size),
+                        v.spec.replicas,
+                        v.status.endpoint.as_deref().unwrap_or("-")
+                    ))?;
+                }
+                Ok(())
+            }
+            VolumeCommand::Get { name, json } => {
+                let detail: VolumeDetail = client
+                    .call(Method::GET, &format!("/v1/volumes/{name}"), None)
+                    .await?;
+                if json {
+                    return line(format_args!("{}", serde_json::to_string_pretty(&detail)?));
+                }
+                print_volume(&detail)
+            }
+            VolumeCommand::Attach { name, node } => {
+                let body = serde_json::to_value(AttachVolume { node })?;
+                let _: Volume = client
+                    .call(
+                        Method::POST,
+                        &format!("/v1/volumes/{name}/attach"),
+                        Some(body),
+                    )
+                    .await?;
+                let started = Instant::now();
+                loop {
+                    let detail: VolumeDetail = client
+                        .call(Method::GET, &format!("/v1/volumes/{name}"), None)
+                        .await?;
+                    if let Some(endpoint) = &detail.volume.status.endpoint {
+                        return line(format_args!("{endpoint}"));
+                    }
+                    if started.elapsed() > ATTACH_TIMEOUT {
+                        bail!(
+                            "volume {name} is not attached after {ATTACH_TIMEOUT:?}: {}",
+                            detail.volume.status.message
+                        );
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+            VolumeCommand::Expand { name, size } => {
+                let body = serde_json::to_value(ExpandVolume { size })?;
+                let volume: Volume = client
+                    .call(
+                        Method::POST,
+                        &format!("/v1/volumes/{name}/expand"),
+                        Some(body),
+                    )
+                    .await?;
+                line(format_args!(
+                    "expanded {name} to {}",
+                    format_size(volume.spec.size)
+                ))
+            }
+            VolumeCommand::Jobs { name, jobs, groups } => {
+                let body = serde_json::to_value(VolumeJobs { jobs, groups })?;
+                let volume: Volume = client
+                    .call(
+                        Method::PUT,
+                        &format!("/v1/volumes/{name}/recurring-jobs"),
+                        Some(body),
+                    )
+                    .await?;
+                line(format_args!(
+                    "{name}: jobs [{}], groups [{}]",
+                    volume.spec.recurring_jobs.join(", "),
+                    volume.spec.recurring_job_groups.join(", ")
+                ))
+            }
+            VolumeCommand::Detach { name } => {
+                let _: Volume = client
+                    .call(Method::POST, &format!("/v1/volumes/{name}/detach"), None)
+                    .await?;
+                line(format_args!("detaching {name}"))
+            }
+            VolumeCommand::Backup {
+                name,
+                snapshot,
+                target,
+                labels,
+                wait,
+            } => super::backups::create(&client, name, snapshot, target, &labels, wait).await,
+            VolumeCommand::Backups { name, json } => {
+                super::backups::list(&client, name.as_deref(), json).await
+            }
+            VolumeCommand::BackupRm { backup, wait } => {
+                super::backups::remove(&client, &backup, wait).await
+            }
+            VolumeCommand::Rm { name } => {
+                let _: serde_json::Value = client
+                    .call(Method::DELETE, &format!("/v1/volumes/{name}"), None)
+                    .await?;
+                line(format_args!("removed {name}"))
+            }
+        }
+    })
+}
+
+fn print_volume(detail: &VolumeDetail) -> anyhow::Result<()> {
+    let v = &detail.volume;
+    line(format_args!("volume:      {}", v.name))?;
+    line(format_args!("size:        {}", format_size(v.spec.size)))?;
+    line(format_args!("state:       {}", json_name(&v.status.state)))?;
+    line(format_args!(
+        "robustness:  {}",
+        json_name(&v.status.robustness)
+    ))?;
+    line(format_args!(
+        "attached:    {}",
+        v.spec.attached_node.as_deref().unwrap_or("-")
+    ))?;
+    line(format_args!(
+        "endpoint:    {}",
+        v.status.endpoint.as_deref().unwrap_or("-")
+    ))?;
+    if let Some(engine) = detail.engine.as_ref().filter(|e| e.status.node.is_some()) {
+        line(format_args!(
+            "engine:      {} {} on {} (control {})",
+            engine.name,
+            json_name(&engine.status.state),
+            engine.status.node.as_deref().unwrap_or("-"),
+            engine.status.address.as_deref().unwrap_or("-"),
+        ))?;
+    }
+    if !v.status.message.is_empty() {
+        line(format_args!("message:     {}", v.status.message))?;
+    }
+    line(format_args!("replicas:    {} wanted", v.spec.replicas))?;
+    for r in &detail.replicas {
+        line(format_args!(
+            "  {:<28} {:<8} {:<4} {}:{} port {}{}{}",
+            r.name,
+            json_name(&r.status.state),
+            r.status.mode.as_deref().unwrap_or("-"),
+            r.spec.node,
+            r.spec.disk,
+            r.spec.port,
+            r.status
+                .rebuild
+                .as_deref()
+                .map(|p| format!(" rebuild {p}"))
+                .unwrap_or_default(),
+            if r.status.message.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", r.status.message)
+            }
+        ))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,7 @@
+//! Commands that need no manager: against a running engine (`--engine ADDR`: `ls`,
+//! `info`, snapshots, expand, frontend, salvage, replica add/rm) and on backup targets
+//! directly (`backup …`).
+
+pub mod backup;
+pub mod engine_info;
+pub mod engine_ops;
