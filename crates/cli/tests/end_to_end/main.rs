@@ -19,6 +19,7 @@
 mod backupstore;
 mod blockdev;
 mod common;
+mod http;
 mod netns;
 mod ops;
 mod upnode;

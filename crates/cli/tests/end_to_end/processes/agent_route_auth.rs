@@ -16,8 +16,6 @@
 //!   the normal way (`volume create`) has its marker, and deleting the volume removes
 //!   its directory (the reconciler removes by name).
 
-use std::io::{Read as _, Write as _};
-use std::net::TcpStream;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -25,6 +23,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use crate::common::{free_port_range, path_str, processes_mentioning};
+use crate::http::{Response, request};
 use crate::upnode::Node;
 
 /// Ports the agent lets daemons use (its `PORT_RANGE`).
@@ -32,53 +31,33 @@ const DAEMON_PORTS: std::ops::Range<u16> = 20000..30000;
 /// A replica name no volume of the node has.
 const STRANGER: &str = "stranger-r-0000abcd";
 
-/// What the API answered.
-#[derive(Debug)]
-struct Answer {
-    status: u16,
-    body: String,
-}
-
-impl Answer {
-    fn message(&self) -> String {
-        let body: Value =
-            serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {self:?}"));
-        body["message"].as_str().unwrap_or_default().to_string()
+/// One request with an optional bearer token and JSON body, answered without chunking.
+fn call(
+    url: &str,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&Value>,
+) -> Response {
+    let addr = url.strip_prefix("http://").unwrap().parse().unwrap();
+    let bearer = token.map(|t| format!("Bearer {t}"));
+    let mut headers = Vec::new();
+    if let Some(bearer) = &bearer {
+        headers.push(("Authorization", bearer.as_str()));
     }
-}
-
-/// One HTTP/1.1 request (`Connection: close`) with an optional bearer token and body.
-fn call(url: &str, method: &str, path: &str, token: Option<&str>, body: Option<&Value>) -> Answer {
-    let host = url.strip_prefix("http://").unwrap();
-    let mut stream = TcpStream::connect(host).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(60)))
-        .unwrap();
-    let body = body.map(Value::to_string).unwrap_or_default();
-    let mut request = format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n");
-    if let Some(token) = token {
-        request.push_str(&format!("Authorization: Bearer {token}\r\n"));
+    let body = body.map(Value::to_string);
+    if body.is_some() {
+        headers.push(("Content-Type", "application/json"));
     }
-    if !body.is_empty() {
-        request.push_str("Content-Type: application/json\r\n");
-    }
-    request.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
-    stream.write_all(request.as_bytes()).unwrap();
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response).unwrap();
-    let response = String::from_utf8(response).unwrap();
-    let (head, body) = response.split_once("\r\n\r\n").unwrap();
-    assert!(
-        !head
-            .to_ascii_lowercase()
-            .contains("transfer-encoding: chunked"),
-        "{head}"
+    let answer = request(
+        addr,
+        method,
+        path,
+        &headers,
+        body.as_deref().map(str::as_bytes),
     );
-    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
-    Answer {
-        status,
-        body: body.to_string(),
-    }
+    assert!(!answer.chunked, "{answer}");
+    answer
 }
 
 /// The agent routes, each with a body it would take.

@@ -21,11 +21,10 @@
 //!   the counter, and an idle second shows 0 IOPS.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use crate::common::{MIB, path_str, require};
+use crate::http::{Response, request};
 use crate::ops::Background;
 
 const VOLUME: &str = "metered";
@@ -203,41 +202,19 @@ fn parse_exposition(text: &str) -> Vec<Sample> {
     samples
 }
 
-/// `GET PATH` on `addr` over a fresh TCP connection: (status line, headers lowercased,
-/// body).
-fn http_get(addr: &str, path: &str) -> (String, String, String) {
-    let mut stream = TcpStream::connect(addr).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response).unwrap();
-    let response = String::from_utf8(response).unwrap();
-    let (head, body) = response
-        .split_once("\r\n\r\n")
-        .unwrap_or_else(|| panic!("malformed HTTP response: {response:?}"));
-    let (status, headers) = head.split_once("\r\n").unwrap_or((head, ""));
-    let headers = headers.to_lowercase();
-    if let Some(len) = headers
-        .lines()
-        .find_map(|l| l.strip_prefix("content-length:"))
-    {
+/// `GET PATH` on `addr`, which must answer with a body of the length it announces and
+/// without chunking.
+fn http_get(addr: &str, path: &str) -> Response {
+    let response = request(addr.parse().unwrap(), "GET", path, &[], None);
+    if let Some(len) = response.header("content-length") {
         assert_eq!(
             len.trim().parse::<usize>().unwrap(),
-            body.len(),
+            response.body.len(),
             "content-length does not match the body"
         );
     }
-    assert!(
-        !headers.contains("transfer-encoding: chunked"),
-        "unexpected chunked response"
-    );
-    (status.to_owned(), headers, body.to_owned())
+    assert!(!response.chunked, "unexpected chunked response");
+    response
 }
 
 /// One scrape: local time (s since fio started), and the write figures.
@@ -260,14 +237,16 @@ fn value_of(samples: &[Sample], name: &str) -> f64 {
 }
 
 fn scrape(addr: &str, since: Instant) -> (Scrape, Vec<Sample>) {
-    let (status, headers, body) = http_get(addr, "/metrics");
+    let response = http_get(addr, "/metrics");
     let at = since.elapsed().as_secs_f64();
-    assert!(status.contains(" 200 "), "GET /metrics: {status}");
+    assert_eq!(response.status, 200, "GET /metrics: {response}");
     assert!(
-        headers.contains("content-type: text/plain; version=0.0.4"),
-        "content type of /metrics: {headers}"
+        response
+            .header("content-type")
+            .is_some_and(|t| t.starts_with("text/plain; version=0.0.4")),
+        "content type of /metrics: {response:?}"
     );
-    let samples = parse_exposition(&body);
+    let samples = parse_exposition(&response.text());
     let scrape = Scrape {
         at,
         uptime: value_of(&samples, "shorthorn_volume_uptime_seconds"),
@@ -350,8 +329,8 @@ fn metrics_match_what_fio_measured() {
         .and_then(|u| u.strip_suffix("/metrics"))
         .unwrap_or_else(|| panic!("unexpected metrics URL {url}"))
         .to_owned();
-    let (status, _, _) = http_get(&addr, "/nothing");
-    assert!(status.contains(" 404 "), "GET /nothing: {status}");
+    let nothing = http_get(&addr, "/nothing");
+    assert_eq!(nothing.status, 404, "GET /nothing: {nothing}");
     let (idle, samples) = scrape(&addr, Instant::now());
     assert_eq!(idle.ops_total, 0.0, "no I/O yet");
     for replica in 1..=volume.replicas {
