@@ -17,7 +17,7 @@ use super::*;
 
 #[test]
 fn bad_requests_get_4xx_with_a_message_and_change_nothing() {
-    let mut up = Up::start();
+    let mut up = start_up();
     let api = up.api.clone();
     api.create(VOLUME, 1);
     let settings = api.settings();

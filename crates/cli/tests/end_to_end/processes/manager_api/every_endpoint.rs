@@ -77,7 +77,7 @@ fn nbd_address(endpoint: &str, name: &str) -> SocketAddr {
 
 #[test]
 fn every_documented_endpoint_requires_the_token_and_works() {
-    let mut up = Up::start();
+    let mut up = start_up();
     let api = up.api.clone();
 
     // The document, without a token.
@@ -201,7 +201,7 @@ fn every_documented_endpoint_requires_the_token_and_works() {
     }
     assert_eq!(
         settings["minimal_available_percentage"], 0,
-        "set by Up::start"
+        "set by start_up"
     );
     assert_eq!(
         settings["replica_soft_anti_affinity"], true,
@@ -241,7 +241,7 @@ fn every_documented_endpoint_requires_the_token_and_works() {
     assert_eq!(disk["name"], "default", "{node:#}");
     let disk_path = PathBuf::from(disk["path"].as_str().unwrap());
     assert!(
-        disk_path.starts_with(up.data_dir.canonicalize().unwrap()) && disk_path.is_dir(),
+        disk_path.starts_with(up.data_dir().canonicalize().unwrap()) && disk_path.is_dir(),
         "the default disk is under the data directory: {node:#}"
     );
     // Zone and tags change; the disk list stays (it was not given).

@@ -6,7 +6,7 @@ use super::*;
 
 #[test]
 fn json_arrays_are_not_accepted_as_objects() {
-    let mut up = Up::start();
+    let mut up = start_up();
     let api = up.api.clone();
     api.create(VOLUME, 1);
     let settings = api.settings();

@@ -37,7 +37,7 @@ struct SchemathesisRun {
 
 /// Runs schemathesis over the document at `document`, calling with `token`, and
 /// checks it tested every operation the document has.
-fn run_schemathesis(up: &Up, document: &'static str, token: &str) -> SchemathesisRun {
+fn run_schemathesis(up: &Node, document: &'static str, token: &str) -> SchemathesisRun {
     let url = up.url();
     let report_dir = up
         .dir
@@ -107,20 +107,19 @@ fn run_schemathesis(up: &Up, document: &'static str, token: &str) -> Schemathesi
 
 #[test]
 fn schemathesis_finds_no_server_errors() {
-    let mut up = Up::start();
+    let mut up = start_up();
     let api = up.api.clone();
     // Volumes it creates get one replica each.
     api.set("default_replica_count", json!(1));
-    let node_token = std::fs::read_to_string(up.data_dir.join("node-token")).unwrap();
+    let node_token = std::fs::read_to_string(up.data_dir().join("node-token")).unwrap();
     let runs = [
         run_schemathesis(&up, OPENAPI, &api.token),
         run_schemathesis(&up, AGENT_OPENAPI, node_token.trim()),
     ];
 
     // The manager survived it.
-    let child = up.child.as_mut().unwrap();
     assert!(
-        matches!(child.try_wait(), Ok(None)),
+        up.running(),
         "shorthorn up died under schemathesis:\n{}",
         up.log_tail(60)
     );
