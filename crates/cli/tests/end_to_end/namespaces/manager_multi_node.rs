@@ -30,7 +30,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::common::{BIN, Outcome, path_str, run_command};
-use crate::netns::{delete_namespace, ip, kill_namespace_pids};
+use crate::netns::{Namespaces, ip, kill_namespace_pids};
 use tempfile::TempDir;
 
 const NODES: usize = 4;
@@ -47,6 +47,8 @@ struct Cluster {
     token: String,
     /// Nodes that run `shorthorn agent` instead of `up`.
     agents: Vec<usize>,
+    /// The hub's and the nodes' namespaces; deleted after the processes are killed.
+    namespaces: Namespaces,
 }
 
 fn address(node: usize) -> String {
@@ -68,10 +70,10 @@ impl Cluster {
             processes: Vec::new(),
             token: String::new(),
             agents: agents.to_vec(),
+            namespaces: Namespaces::default(),
         };
         let hub = cluster.hub.clone();
-        ip(&["netns", "add", &hub]);
-        ip(&["-n", &hub, "link", "set", "lo", "up"]);
+        cluster.namespaces.add(&hub);
         let forward = run_command(
             cluster.in_ns(&hub, "sysctl", &["-w", "net.ipv4.ip_forward=1"]),
             Duration::from_secs(10),
@@ -79,33 +81,11 @@ impl Cluster {
         assert!(forward.success(), "{forward:?}");
         for (i, ns) in cluster.nodes.clone().iter().enumerate() {
             let i = i + 1;
-            ip(&["netns", "add", ns]);
-            ip(&["-n", ns, "link", "set", "lo", "up"]);
-            let hub_end = format!("h{i}");
-            ip(&[
-                "-n", &hub, "link", "add", &hub_end, "type", "veth", "peer", "name", "eth0",
-                "netns", ns,
-            ]);
-            ip(&[
-                "-n",
-                &hub,
-                "addr",
-                "add",
-                &format!("10.78.{i}.1/24"),
-                "dev",
-                &hub_end,
-            ]);
-            ip(&["-n", &hub, "link", "set", &hub_end, "up"]);
-            ip(&[
-                "-n",
-                ns,
-                "addr",
-                "add",
-                &format!("{}/24", address(i)),
-                "dev",
-                "eth0",
-            ]);
-            ip(&["-n", ns, "link", "set", "eth0", "up"]);
+            cluster.namespaces.add(ns);
+            cluster.namespaces.link(
+                (&hub, &format!("h{i}"), &format!("10.78.{i}.1/24")),
+                (ns, "eth0", &format!("{}/24", address(i))),
+            );
             ip(&[
                 "-n",
                 ns,
@@ -295,9 +275,7 @@ impl Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
-        for ns in self.nodes.iter().chain([&self.hub]) {
-            delete_namespace(ns);
-        }
+        self.namespaces.delete_all();
         for child in &mut self.processes {
             let _ = child.kill();
             let _ = child.wait();

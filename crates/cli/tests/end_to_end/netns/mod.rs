@@ -154,6 +154,58 @@ fn namespace_exists(ns: &str) -> bool {
     Path::new("/run/netns").join(ns).exists()
 }
 
+/// Network namespaces and the veth links between them, made for one test and deleted
+/// (with whatever runs in them) on drop, also when a test fails half-way: the one way
+/// the tests build hosts, for the engine/replica clusters here and the manager clusters.
+#[derive(Default)]
+pub struct Namespaces {
+    names: Vec<String>,
+}
+
+impl Namespaces {
+    /// Adds namespace `name` with its loopback up. One left by an earlier test process
+    /// with our pid (killed before its clean-up) is replaced: the names carry the pid,
+    /// so nothing alive uses it.
+    pub fn add(&mut self, name: &str) {
+        if namespace_exists(name) {
+            delete_namespace(name);
+        }
+        ip(&["netns", "add", name]);
+        // Recorded at once, so a failure from here on still deletes it.
+        self.names.push(name.to_owned());
+        ip(&["-n", name, "link", "set", "lo", "up"]);
+    }
+
+    /// Links namespaces `a` and `b` by a veth pair, `a_dev` in `a` with address
+    /// `a_addr` and `b_dev` in `b` with `b_addr` (both `IP/PREFIX`), and sets both up.
+    pub fn link(
+        &self,
+        (a, a_dev, a_addr): (&str, &str, &str),
+        (b, b_dev, b_addr): (&str, &str, &str),
+    ) {
+        ip(&[
+            "-n", a, "link", "add", a_dev, "type", "veth", "peer", "name", b_dev, "netns", b,
+        ]);
+        ip(&["-n", a, "addr", "add", a_addr, "dev", a_dev]);
+        ip(&["-n", b, "addr", "add", b_addr, "dev", b_dev]);
+        ip(&["-n", a, "link", "set", a_dev, "up"]);
+        ip(&["-n", b, "link", "set", b_dev, "up"]);
+    }
+
+    /// Deletes every namespace (last made first), killing what runs in them.
+    pub fn delete_all(&mut self) {
+        for ns in self.names.drain(..).rev() {
+            delete_namespace(&ns);
+        }
+    }
+}
+
+impl Drop for Namespaces {
+    fn drop(&mut self) {
+        self.delete_all();
+    }
+}
+
 /// A daemon (replica or engine) started in a namespace.
 struct Proc {
     label: String,
@@ -397,7 +449,7 @@ pub struct Cluster {
     pub size: u64,
     prefix: String,
     dir: TempDir,
-    namespaces: Vec<String>,
+    namespaces: Namespaces,
     replica_dirs: Vec<PathBuf>,
     replicas: Vec<Option<Proc>>,
     engine: Option<Proc>,
@@ -431,53 +483,30 @@ impl Cluster {
             size,
             prefix,
             dir,
-            namespaces: Vec::new(),
+            namespaces: Namespaces::default(),
             replica_dirs,
             replicas: (0..replicas).map(|_| None).collect(),
             engine: None,
             logs: Vec::new(),
             mounts: Vec::new(),
         };
-        // Namespaces are recorded as they are made, so a failure half-way cleans up.
         let client = cluster.client_ns();
         let engine = cluster.engine_ns();
-        cluster.add_namespace(&client);
-        cluster.add_namespace(&engine);
-        ip(&[
-            "-n", &engine, "link", "add", "c0", "type", "veth", "peer", "name", "e0", "netns",
-            &client,
-        ]);
-        ip(&["-n", &engine, "addr", "add", "10.77.0.2/24", "dev", "c0"]);
-        ip(&["-n", &client, "addr", "add", "10.77.0.1/24", "dev", "e0"]);
-        ip(&["-n", &engine, "link", "set", "c0", "up"]);
-        ip(&["-n", &client, "link", "set", "e0", "up"]);
+        cluster.namespaces.add(&client);
+        cluster.namespaces.add(&engine);
+        cluster.namespaces.link(
+            (&engine, "c0", "10.77.0.2/24"),
+            (&client, "e0", "10.77.0.1/24"),
+        );
         for i in 0..replicas {
             let ns = cluster.replica_ns(i);
-            cluster.add_namespace(&ns);
-            let dev = format!("r{i}");
-            ip(&[
-                "-n", &engine, "link", "add", &dev, "type", "veth", "peer", "name", "e0", "netns",
-                &ns,
-            ]);
-            let engine_side = format!("10.77.{}.1/24", i + 1);
-            let replica_side = format!("10.77.{}.2/24", i + 1);
-            ip(&["-n", &engine, "addr", "add", &engine_side, "dev", &dev]);
-            ip(&["-n", &ns, "addr", "add", &replica_side, "dev", "e0"]);
-            ip(&["-n", &engine, "link", "set", &dev, "up"]);
-            ip(&["-n", &ns, "link", "set", "e0", "up"]);
+            cluster.namespaces.add(&ns);
+            cluster.namespaces.link(
+                (&engine, &format!("r{i}"), &format!("10.77.{}.1/24", i + 1)),
+                (&ns, "e0", &format!("10.77.{}.2/24", i + 1)),
+            );
         }
         cluster
-    }
-
-    fn add_namespace(&mut self, ns: &str) {
-        if namespace_exists(ns) {
-            // Left by an earlier test process with our pid that was killed before its
-            // clean-up: the name carries our pid, so nothing alive uses it.
-            delete_namespace(ns);
-        }
-        ip(&["netns", "add", ns]);
-        self.namespaces.push(ns.to_owned());
-        ip(&["-n", ns, "link", "set", "lo", "up"]);
     }
 
     /// The client's namespace.
@@ -1253,9 +1282,7 @@ impl Drop for Cluster {
             let _ = proc.child.kill();
             let _ = wait_bounded(&mut proc.child, Duration::from_secs(10));
         }
-        for ns in self.namespaces.iter().rev() {
-            delete_namespace(ns);
-        }
+        self.namespaces.delete_all();
         for mount in self.mounts.iter().rev() {
             let mut command = Command::new("umount");
             command.arg(&mount.mountpoint);
