@@ -12,9 +12,9 @@ use shorthorn_proto::v1::{CloseDataConnectionsRequest, ReplicaInfoRequest};
 use shorthorn_wire::{ClientOptions, ReplicaAddr, WireClient};
 use tonic::transport::Endpoint;
 
-use crate::recovery::Candidate;
 use crate::remote::RemoteReplica;
 use crate::replica::Replica;
+use crate::replicator::recovery::Candidate;
 
 /// How long the engine waits for a replica's control API at start.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);

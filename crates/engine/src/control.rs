@@ -11,8 +11,8 @@ use shorthorn_proto::v1::engine_control_server::EngineControl;
 use tonic::{Request, Response, Status};
 
 use crate::engine::{Engine, PurgeState};
-use crate::operations::OperationError;
 use crate::replica::{Replica, SnapshotInfo, snapshot_chain};
+use crate::replicator::operations::OperationError;
 use crate::status::ReplicaMode;
 
 /// How long `ls` waits for a replica's chain before showing it as unknown.

@@ -17,10 +17,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::connect::Connector;
 use crate::metrics::{Gauge, MeteredDevice, Metrics, render_prometheus};
-use crate::operations::{OperationError, SnapshotLimits};
 use crate::remote::RemoteReplica;
 use crate::replica::PurgeOutcome;
 use crate::replicator::Replicator;
+use crate::replicator::operations::{OperationError, SnapshotLimits};
 use crate::status::{RebuildFigures, ReplicaMode};
 
 /// The replicator of a volume whose replicas are reached over the network.

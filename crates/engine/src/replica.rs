@@ -53,7 +53,7 @@ pub fn snapshot_chain(layers: &[SnapshotInfo]) -> Vec<&SnapshotInfo> {
     chain
 }
 
-/// A replica's consistency record (see `crate::activity_log`).
+/// A replica's consistency record (see `crate::replicator::activity_log`).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ReplicaRecord {
     /// The replica directory's identity.

@@ -15,7 +15,7 @@ use crate::connect::Connector;
 use crate::control::EngineControlService;
 use crate::engine::Engine;
 use crate::metrics::serve_metrics;
-use crate::operations::SnapshotLimits;
+use crate::replicator::operations::SnapshotLimits;
 
 use crate::replicator::Replicator;
 

@@ -25,8 +25,8 @@ use bytes::Bytes;
 use futures::StreamExt;
 use shorthorn_block::{BLOCK_SIZE, BlockDevice, WriteFlags, ZeroMode, chunk_digest, zero_digest};
 
-use crate::activity_log::{REGION_SIZE, regions_covering};
 use crate::replica::{Replica, ReplicaOpError, snapshot_chain};
+use crate::replicator::activity_log::{REGION_SIZE, regions_covering};
 use crate::replicator::{Replicator, Slot};
 use crate::status::{RebuildFigures, RebuildProgress, ReplicaMode};
 

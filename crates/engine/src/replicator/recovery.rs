@@ -6,8 +6,8 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use crate::activity_log::{REGION_SIZE, regions_covering};
 use crate::replica::{Replica, ReplicaRecord, snapshot_chain};
+use crate::replicator::activity_log::{REGION_SIZE, regions_covering};
 use crate::replicator::{OpenSlot, Replicator, ReplicatorError, Slot};
 use crate::status::ReplicaMode;
 

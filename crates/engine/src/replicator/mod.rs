@@ -3,7 +3,16 @@
 //! the one expected to answer soonest (recent latency times reads in flight). Any error from a replica moves it to ERR at once, before the
 //! request that saw the error completes, so no later read can reach a replica that
 //! missed a write; the change of members is persisted on the survivors before any
-//! request is acknowledged (see `crate::activity_log`).
+//! request is acknowledged (see `crate::replicator::activity_log`).
+//!
+//! The rest of `impl Replicator` is here by behaviour: [`operations`] (snapshots,
+//! expansion, purge), [`rebuild`], [`recovery`] (the open rule) and [`activity_log`]
+//! (the consistency records).
+
+pub(crate) mod activity_log;
+pub(crate) mod operations;
+pub(crate) mod rebuild;
+pub(crate) mod recovery;
 
 use std::collections::BTreeSet;
 use std::future::Future;
@@ -17,9 +26,9 @@ use shorthorn_block::{
     BlockDevice, BlockError, BlockResult, Extent, WriteFlags, ZeroMode, check_range,
 };
 
-use crate::activity_log::{ActivityLog, WriteTicket};
 use crate::range_lock::AsyncRangeLock;
 use crate::replica::{Replica, ReplicaRecord};
+use crate::replicator::activity_log::{ActivityLog, WriteTicket};
 use crate::status::{RebuildProgress, ReplicaMode, ReplicaStatus, VolumeState};
 
 /// One read in this many goes round robin instead of to the fastest replica.
