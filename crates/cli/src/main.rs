@@ -29,13 +29,11 @@ use tracing_subscriber::EnvFilter;
 #[derive(Debug, Parser)]
 #[command(name = "shorthorn", version)]
 struct Cli {
-    /// Engine control address for `ls` and `info`.
-    #[arg(
-        long,
-        global = true,
-        env = "SHORTHORN_ENGINE",
-        default_value = "127.0.0.1:9501"
-    )]
+    /// Engine control address for the commands that talk to one engine directly: `ls`,
+    /// `info`, `snapshot`, `expand`, `frontend`, `salvage`, `replica add|rm`, `backup
+    /// create`. Give it before the command (`shorthorn --engine ADDR ls`); the cluster
+    /// commands (`volume`, `node`, …) never use it.
+    #[arg(long, env = "SHORTHORN_ENGINE", default_value = "127.0.0.1:9501")]
     engine: String,
     #[command(subcommand)]
     command: Command,
@@ -107,7 +105,7 @@ enum Command {
         #[command(subcommand)]
         command: cluster::backups::BackupTargetCommand,
     },
-    /// Settings of a cluster run by `shorthorn up`: get, set.
+    /// Settings of a cluster run by `shorthorn up`: ls, get, set.
     Setting {
         #[command(flatten)]
         api: cluster::api_client::ApiArgs,

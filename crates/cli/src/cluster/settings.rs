@@ -12,7 +12,9 @@ use crate::output::line;
 /// Cluster settings.
 #[derive(Debug, Subcommand)]
 pub enum SettingCommand {
-    /// Print every setting, or one.
+    /// Print every setting as `name = value`.
+    Ls,
+    /// Print one setting's value, or every setting (as `ls`) without a name.
     Get {
         /// The setting.
         name: Option<String>,
@@ -32,13 +34,14 @@ pub fn setting(api: &ApiArgs, command: SettingCommand) -> anyhow::Result<()> {
     daemon::runtime()?.block_on(async {
         use reqwest::Method;
         let settings: Settings = match command {
+            SettingCommand::Ls => client.call(Method::GET, "/v1/settings", None).await?,
             SettingCommand::Get { name } => {
                 let settings: Settings = client.call(Method::GET, "/v1/settings", None).await?;
                 if let Some(name) = name {
                     let map = settings.to_map();
-                    let value = map.get(&name).with_context(|| {
-                        format!("no setting {name:?}; `setting get` lists them")
-                    })?;
+                    let value = map
+                        .get(&name)
+                        .with_context(|| format!("no setting {name:?}; `setting ls` lists them"))?;
                     return line(format_args!("{value}"));
                 }
                 settings

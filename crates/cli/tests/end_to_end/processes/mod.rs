@@ -6,6 +6,7 @@ mod agent_route_auth;
 mod backup_bad_input;
 mod backup_delete_gc;
 mod backup_restore;
+mod cli_usage;
 mod manager_api;
 mod manager_backups;
 mod manager_recurring_jobs;
