@@ -10,7 +10,7 @@
 //! count is the number of replicas on that node).
 
 use std::cmp::Reverse;
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 
 use serde::{Deserialize, Serialize};
 use shorthorn_block::size::format_size;
@@ -128,6 +128,66 @@ pub struct ScheduleError {
     pub wanted: usize,
     /// One entry per excluded node (`node: why`) or disk (`node/disk: why`).
     pub reasons: Vec<String>,
+    /// The kinds of those reasons, for [`ScheduleError::remedies`].
+    pub causes: BTreeSet<Cause>,
+}
+
+/// A kind of reason a node or disk was excluded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Cause {
+    /// The cluster has no nodes, or a node no disks.
+    NoCapacity,
+    /// A node is down.
+    NotReady,
+    /// A node or disk has scheduling turned off.
+    SchedulingDisabled,
+    /// The volume's node or disk selector names tags it lacks.
+    MissingTags,
+    /// Hard node anti-affinity: the node holds a replica of the volume.
+    NodeAntiAffinity,
+    /// Hard zone anti-affinity.
+    ZoneAntiAffinity,
+    /// Hard disk anti-affinity.
+    DiskAntiAffinity,
+    /// Too little space would be left, or scheduled bytes would pass the
+    /// over-provisioning limit.
+    Storage,
+}
+
+impl ScheduleError {
+    /// What would let the replicas be placed, one line per kind of reason: the setting
+    /// (with its value now) or the command that changes it.
+    pub fn remedies(&self, settings: &SchedulingSettings) -> Vec<String> {
+        self.causes
+            .iter()
+            .map(|cause| match cause {
+                Cause::NoCapacity => "register a node with a disk (`node update NODE --disk NAME=PATH`)".to_owned(),
+                Cause::NotReady => "wait for the nodes that are down, or use fewer replicas".to_owned(),
+                Cause::SchedulingDisabled => {
+                    "allow scheduling on a node (`node update NODE --scheduling true`)".to_owned()
+                }
+                Cause::MissingTags => {
+                    "give nodes or disks the selected tags (`node update NODE --tag T`), or select fewer".to_owned()
+                }
+                Cause::NodeAntiAffinity => format!(
+                    "fewer replicas, more nodes, or setting replica_soft_anti_affinity true (now {}) to let replicas share a node",
+                    settings.replica_soft_anti_affinity
+                ),
+                Cause::ZoneAntiAffinity => format!(
+                    "setting replica_zone_soft_anti_affinity true (now {})",
+                    settings.replica_zone_soft_anti_affinity
+                ),
+                Cause::DiskAntiAffinity => format!(
+                    "setting replica_disk_soft_anti_affinity true (now {})",
+                    settings.replica_disk_soft_anti_affinity
+                ),
+                Cause::Storage => format!(
+                    "a smaller size, more disk space, or settings minimal_available_percentage (now {}) and over_provisioning_percentage (now {})",
+                    settings.minimal_available_percentage, settings.over_provisioning_percentage
+                ),
+            })
+            .collect()
+    }
 }
 
 /// Places `request.count` new replicas; returns their placements in order, or an error
@@ -149,11 +209,12 @@ pub fn schedule(
     let mut placed = Vec::with_capacity(request.count);
     while placed.len() < request.count {
         let (node_index, disk_index) = choose_disk(request, nodes, &usage, &replicas, settings)
-            .map_err(|reasons| ScheduleError {
+            .map_err(|problems| ScheduleError {
                 volume: request.volume.to_owned(),
                 placed: placed.len(),
                 wanted: request.count,
-                reasons,
+                reasons: problems.reasons,
+                causes: problems.causes,
             })?;
         let node = &nodes[node_index];
         let disk = &node.disks[disk_index];
@@ -253,35 +314,30 @@ fn choose_disk(
     usage: &[Vec<DiskUsage>],
     replicas: &VolumeReplicas<'_>,
     settings: &SchedulingSettings,
-) -> Result<(usize, usize), Vec<String>> {
+) -> Result<(usize, usize), Problems> {
     // Smallest wins: fewest replicas in zone, node, disk; most bytes left; then names.
     type Rank<'a> = (usize, usize, usize, Reverse<u64>, &'a str, &'a str);
     let mut best: Option<(Rank<'_>, usize, usize)> = None;
-    let mut reasons = Vec::new();
+    let mut excluded = Problems::default();
 
     if nodes.is_empty() {
-        reasons.push("no nodes".to_owned());
+        excluded.add("no nodes", [Cause::NoCapacity]);
     }
     for (node_index, node) in nodes.iter().enumerate() {
         let problems = node_problems(request, node, replicas, settings);
         if !problems.is_empty() {
-            reasons.push(format!("{}: {}", node.name, problems.join(", ")));
+            excluded.add_all(&node.name, &problems);
             continue;
         }
         if node.disks.is_empty() {
-            reasons.push(format!("{}: no disks", node.name));
+            excluded.add(format!("{}: no disks", node.name), [Cause::NoCapacity]);
             continue;
         }
         for (disk_index, disk) in node.disks.iter().enumerate() {
             let disk_usage = usage[node_index][disk_index];
             let problems = disk_problems(request, node, disk, disk_usage, replicas, settings);
             if !problems.is_empty() {
-                reasons.push(format!(
-                    "{}/{}: {}",
-                    node.name,
-                    disk.name,
-                    problems.join(", ")
-                ));
+                excluded.add_all(&format!("{}/{}", node.name, disk.name), &problems);
                 continue;
             }
             let rank = (
@@ -301,7 +357,30 @@ fn choose_disk(
         }
     }
     best.map(|(_, node_index, disk_index)| (node_index, disk_index))
-        .ok_or(reasons)
+        .ok_or(excluded)
+}
+
+/// Why every node and disk was excluded: a line each, and the kinds of reason.
+#[derive(Default)]
+struct Problems {
+    reasons: Vec<String>,
+    causes: BTreeSet<Cause>,
+}
+
+impl Problems {
+    fn add(&mut self, reason: impl Into<String>, causes: impl IntoIterator<Item = Cause>) {
+        self.reasons.push(reason.into());
+        self.causes.extend(causes);
+    }
+
+    /// `subject: why, why` for the problems of one node or disk.
+    fn add_all(&mut self, subject: &str, problems: &[(Cause, String)]) {
+        let whys: Vec<&str> = problems.iter().map(|(_, why)| why.as_str()).collect();
+        self.add(
+            format!("{subject}: {}", whys.join(", ")),
+            problems.iter().map(|(cause, _)| *cause),
+        );
+    }
 }
 
 /// Why no disk of this node may take the replica; empty if the node is fine.
@@ -310,28 +389,37 @@ fn node_problems(
     node: &NodeCandidate,
     replicas: &VolumeReplicas<'_>,
     settings: &SchedulingSettings,
-) -> Vec<String> {
+) -> Vec<(Cause, String)> {
     let mut problems = Vec::new();
     if !node.ready {
-        problems.push("not ready".to_owned());
+        problems.push((Cause::NotReady, "not ready".to_owned()));
     }
     if !node.allow_scheduling {
-        problems.push("scheduling disabled".to_owned());
+        problems.push((Cause::SchedulingDisabled, "scheduling disabled".to_owned()));
     }
     let missing = missing_tags(request.node_selector, &node.tags);
     if !missing.is_empty() {
-        problems.push(format!("missing node tags [{}]", missing.join(", ")));
+        problems.push((
+            Cause::MissingTags,
+            format!("missing node tags [{}]", missing.join(", ")),
+        ));
     }
     if !settings.replica_soft_anti_affinity && replicas.on_node(&node.name) > 0 {
-        problems.push("already holds a replica (hard node anti-affinity)".to_owned());
+        problems.push((
+            Cause::NodeAntiAffinity,
+            "already holds a replica (hard node anti-affinity)".to_owned(),
+        ));
     }
     if !settings.replica_zone_soft_anti_affinity
         && !node.zone.is_empty()
         && replicas.in_zone_of(node) > 0
     {
-        problems.push(format!(
-            "zone {} already holds a replica (hard zone anti-affinity)",
-            node.zone
+        problems.push((
+            Cause::ZoneAntiAffinity,
+            format!(
+                "zone {} already holds a replica (hard zone anti-affinity)",
+                node.zone
+            ),
         ));
     }
     problems
@@ -345,17 +433,23 @@ fn disk_problems(
     usage: DiskUsage,
     replicas: &VolumeReplicas<'_>,
     settings: &SchedulingSettings,
-) -> Vec<String> {
+) -> Vec<(Cause, String)> {
     let mut problems = Vec::new();
     if !disk.allow_scheduling {
-        problems.push("scheduling disabled".to_owned());
+        problems.push((Cause::SchedulingDisabled, "scheduling disabled".to_owned()));
     }
     let missing = missing_tags(request.disk_selector, &disk.tags);
     if !missing.is_empty() {
-        problems.push(format!("missing disk tags [{}]", missing.join(", ")));
+        problems.push((
+            Cause::MissingTags,
+            format!("missing disk tags [{}]", missing.join(", ")),
+        ));
     }
     if !settings.replica_disk_soft_anti_affinity && replicas.on_disk(&node.name, &disk.name) > 0 {
-        problems.push("already holds a replica (hard disk anti-affinity)".to_owned());
+        problems.push((
+            Cause::DiskAntiAffinity,
+            "already holds a replica (hard disk anti-affinity)".to_owned(),
+        ));
     }
     if let Some(problem) = storage_problem(request.size, disk, usage, settings) {
         problems.push(problem);
@@ -370,7 +464,7 @@ fn storage_problem(
     disk: &DiskCandidate,
     usage: DiskUsage,
     settings: &SchedulingSettings,
-) -> Option<String> {
+) -> Option<(Cause, String)> {
     let size_wide = u128::from(size);
     let schedulable = u128::from(disk.capacity.saturating_sub(disk.reserved));
     let limit = schedulable * u128::from(settings.over_provisioning_percentage) / 100;
@@ -397,10 +491,13 @@ fn storage_problem(
     if details.is_empty() {
         None
     } else {
-        Some(format!(
-            "insufficient storage (needs {}: {})",
-            format_size(size_wide),
-            details.join("; ")
+        Some((
+            Cause::Storage,
+            format!(
+                "insufficient storage (needs {}: {})",
+                format_size(size_wide),
+                details.join("; ")
+            ),
         ))
     }
 }

@@ -210,12 +210,22 @@ pub fn volume(api: &ApiArgs, command: VolumeCommand) -> anyhow::Result<()> {
                     )
                     .await?;
                 let started = Instant::now();
+                let mut said = String::new();
                 loop {
                     let detail: VolumeDetail = client
                         .call(Method::GET, &format!("/v1/volumes/{name}"), None)
                         .await?;
                     if let Some(endpoint) = &detail.volume.status.endpoint {
                         return line(format_args!("{endpoint}"));
+                    }
+                    // Progress on stderr, so stdout stays the URI alone.
+                    let message = &detail.volume.status.message;
+                    if !message.is_empty() && *message != said {
+                        crate::output::note(format_args!(
+                            "waiting for {name} ({:.0?}): {message}",
+                            started.elapsed()
+                        ));
+                        said.clone_from(message);
                     }
                     if started.elapsed() > ATTACH_TIMEOUT {
                         bail!(

@@ -171,6 +171,10 @@ pub(super) async fn create_volume(
         },
         status: VolumeStatus::default(),
     };
+    // Say now what would otherwise be a volume waiting for replicas forever.
+    if let Some(why) = state.manager.unschedulable(&volume)? {
+        return Err(ApiError::new(StatusCode::CONFLICT, why));
+    }
     store.put(Kind::Volume, &volume.name, &volume)?;
     state.manager.poke();
     Ok((StatusCode::CREATED, Json(volume)))
@@ -273,7 +277,18 @@ pub(super) async fn attach_volume(
     {
         return Err(ApiError::bad_request(format!("no node {node:?}")));
     }
-    exists(&state, &name)?;
+    let current = exists(&state, &name)?;
+    // A volume none of whose replicas could be placed (the cluster changed since it was
+    // created) would wait for ever: say why now.
+    let placed = state
+        .manager
+        .state()
+        .list::<Replica>(Kind::Replica)?
+        .iter()
+        .any(|r| r.spec.volume == name && r.spec.desire_running);
+    if !placed && let Some(why) = state.manager.unschedulable(&current)? {
+        return Err(ApiError::new(StatusCode::CONFLICT, why));
+    }
     let volume = state
         .manager
         .update_volume(&name, |volume| match &volume.spec.attached_node {
@@ -308,11 +323,13 @@ pub(super) async fn detach_volume(
     Ok(Json(volume))
 }
 
-pub(super) fn exists(state: &AppState, name: &str) -> Result<(), ApiError> {
-    match state.manager.state().get::<Volume>(Kind::Volume, name)? {
-        Some(_) => Ok(()),
-        None => Err(ApiError::not_found("volume", name)),
-    }
+/// The volume `name`, or 404.
+pub(super) fn exists(state: &AppState, name: &str) -> Result<Volume, ApiError> {
+    state
+        .manager
+        .state()
+        .get::<Volume>(Kind::Volume, name)?
+        .ok_or_else(|| ApiError::not_found("volume", name))
 }
 
 #[utoipa::path(post, path = "/v1/volumes/{name}/expand", params(("name" = String, Path)),

@@ -15,13 +15,16 @@ use crate::clock::waited;
 use crate::model::{
     Engine, Node, Replica, ReplicaSpec, ReplicaState, ReplicaStatus, Settings, Volume, VolumeState,
 };
-use crate::scheduler::{NodeCandidate, Placement, ScheduleRequest, schedule};
+use crate::scheduler::{NodeCandidate, Placement, ScheduleError, ScheduleRequest, schedule};
 use crate::state::{Kind, StateStoreExt};
 use shorthorn_agent::NodeAgent;
 use shorthorn_agent::protocol::{
     PORT_RANGE, ProcessState, ReplicaLaunch, RestoreLaunch, exited_cleanly, restore_task_name,
 };
 use shorthorn_agent::replica_dir::replica_dir;
+
+/// Where the scheduler put new replicas, or why it could not.
+type Placed = Result<Vec<Placement>, ScheduleError>;
 
 impl Manager {
     /// Starts a replica that should run and does not (first start, or after a manager
@@ -188,13 +191,14 @@ impl Manager {
         }
     }
 
-    /// Places `count` new replicas of `volume` and stores them (pending).
-    pub(super) fn schedule_replicas(
+    /// Where `count` new replicas of `volume` would go beside `existing`, with the
+    /// nodes they were chosen from; nothing is stored.
+    fn place(
         &self,
         volume: &Volume,
         existing: &[Replica],
         count: usize,
-    ) -> anyhow::Result<Vec<Replica>> {
+    ) -> anyhow::Result<(Vec<Node>, Placed)> {
         let settings = self.settings()?;
         let nodes: Vec<Node> = self.state.list(Kind::Node)?;
         let mut candidates: Vec<NodeCandidate> = nodes.iter().map(candidate).collect();
@@ -220,7 +224,43 @@ impl Manager {
             disk_selector: &volume.spec.disk_selector,
             existing: &placements,
         };
-        let chosen = schedule(&request, &candidates, &settings.scheduling)?;
+        let chosen = schedule(&request, &candidates, &settings.scheduling);
+        Ok((nodes, chosen))
+    }
+
+    /// Why `volume`'s replicas could not all be placed now, with what would change that
+    /// (the API refuses such a create at once instead of accepting a volume that waits).
+    pub fn unschedulable(&self, volume: &Volume) -> anyhow::Result<Option<String>> {
+        let replicas: Vec<Replica> = self
+            .state
+            .list::<Replica>(Kind::Replica)?
+            .into_iter()
+            .filter(|r| r.spec.volume == volume.name && r.spec.desire_running)
+            .collect();
+        let missing = volume.spec.replicas.saturating_sub(replicas.len());
+        if missing == 0 {
+            return Ok(None);
+        }
+        let (_, chosen) = self.place(volume, &replicas, missing)?;
+        let Err(error) = chosen else {
+            return Ok(None);
+        };
+        let remedies = error.remedies(&self.settings()?.scheduling);
+        Ok(Some(format!(
+            "{error}. To place them: {}",
+            remedies.join("; or ")
+        )))
+    }
+
+    /// Places `count` new replicas of `volume` and stores them (pending).
+    pub(super) fn schedule_replicas(
+        &self,
+        volume: &Volume,
+        existing: &[Replica],
+        count: usize,
+    ) -> anyhow::Result<Vec<Replica>> {
+        let (nodes, chosen) = self.place(volume, existing, count)?;
+        let chosen = chosen?;
         let mut used = self.ports_in_use()?;
         let mut created = Vec::new();
         for placement in chosen {

@@ -615,3 +615,49 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn each_kind_of_reason_names_what_would_place_the_replicas() {
+    let mut nodes = cluster(&[
+        ("node-a", "", &[], ONE_DISK),
+        ("node-b", "", &[], &[("disk-1", 100, 10, 0, 0, &[])]),
+        ("node-c", "", &[], ONE_DISK),
+    ]);
+    nodes[2].ready = false;
+    let settings = SchedulingSettings::default();
+    let error = schedule(&request(20, 3), &nodes, &settings).unwrap_err();
+    assert_eq!(
+        error.causes,
+        BTreeSet::from([Cause::NotReady, Cause::NodeAntiAffinity, Cause::Storage]),
+        "{:?}",
+        error.reasons
+    );
+    let remedies = error.remedies(&settings);
+    assert_eq!(remedies.len(), 3, "{remedies:?}");
+    assert!(
+        remedies
+            .iter()
+            .any(|r| r.contains("replica_soft_anti_affinity true (now false)")),
+        "{remedies:?}"
+    );
+    assert!(
+        remedies
+            .iter()
+            .any(|r| r.contains("minimal_available_percentage (now 25)")),
+        "{remedies:?}"
+    );
+
+    let tagged = ScheduleRequest {
+        node_selector: &[String::new()],
+        ..request(1, 1)
+    };
+    let error = schedule(
+        &tagged,
+        &cluster(&[("node-a", "", &[], ONE_DISK)]),
+        &settings,
+    )
+    .unwrap_err();
+    assert_eq!(error.causes, BTreeSet::from([Cause::MissingTags]));
+    let error = schedule(&request(1, 1), &[], &settings).unwrap_err();
+    assert_eq!(error.causes, BTreeSet::from([Cause::NoCapacity]));
+}

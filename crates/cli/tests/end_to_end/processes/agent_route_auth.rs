@@ -305,7 +305,6 @@ fn agent_routes_take_only_the_node_credential_and_never_a_path() {
     }
 
     // The normal volume flow: a marked directory, removed by name when the volume goes.
-    node.cli_ok(&["setting", "set", "minimal_available_percentage", "0"]);
     node.cli_ok(&[
         "volume",
         "create",

@@ -62,7 +62,6 @@ fn wait_failed(node: &Node, volume: &str, index: usize) {
 #[test]
 fn the_manager_brings_back_the_newest_writes_after_the_rollback_sequence() {
     let node = Node::start();
-    node.cli_ok(&["setting", "set", "minimal_available_percentage", "0"]);
     node.cli_ok(&[
         "setting",
         "set",
@@ -115,7 +114,6 @@ fn the_manager_brings_back_the_newest_writes_after_the_rollback_sequence() {
 fn auto_salvage_brings_a_volume_back_from_its_most_recent_replica() {
     const SALVAGED: &str = "salvaged";
     let node = Node::start();
-    node.cli_ok(&["setting", "set", "minimal_available_percentage", "0"]);
     node.cli_ok(&[
         "setting",
         "set",

@@ -12,6 +12,7 @@ mod manager_backups;
 mod manager_recurring_jobs;
 mod manager_single_node;
 mod manager_stale_open;
+mod manager_unschedulable;
 mod store_cli;
 mod volume_bad_input;
 mod volume_expand_online;

@@ -104,7 +104,9 @@ impl Node {
 
     /// `up --node NAME` with more arguments, made from the node's directory (e.g. a
     /// backup target root in it). Waits for `shorthorn is up: API …`, checks the
-    /// connection file and the token file against what it printed, and reads the token.
+    /// connection file and the token file against what it printed, reads the token, and
+    /// sets `minimal_available_percentage` to 0 (the test machine's disk may be fuller
+    /// than the default allows).
     pub fn start_with(name: &str, extra: impl Fn(&Path) -> Vec<String>) -> Node {
         let mut failures = String::new();
         for attempt in 1..=START_ATTEMPTS {
@@ -125,6 +127,8 @@ impl Node {
             match node.spawn_and_wait() {
                 Ok(()) => {
                     node.check_connection_files();
+                    // The test machine's disk may be fuller than the default allows.
+                    node.cli_ok(&["setting", "set", "minimal_available_percentage", "0"]);
                     return node;
                 }
                 Err(why) => {

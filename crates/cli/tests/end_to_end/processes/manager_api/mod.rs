@@ -95,7 +95,7 @@ impl Api {
     }
 
     /// Creates a small volume (the scheduler needs `minimal_available_percentage` 0 on a
-    /// full disk, set by [`start_up`]).
+    /// full disk, set by [`Node::start_with`]).
     fn create(&self, name: &str, replicas: u64) -> Value {
         self.call(
             "POST",
@@ -141,18 +141,14 @@ fn documented_operations(doc: &Value) -> BTreeSet<(String, String)> {
     operations
 }
 
-/// `up` as these tests use it: node [`NODE`], backup targets under DIR/backups, and
-/// `minimal_available_percentage` 0 (the test machine's disk may be fuller than the
-/// default allows).
+/// `up` as these tests use it: node [`NODE`], backup targets under DIR/backups.
 fn start_up() -> Node {
-    let node = Node::start_with(NODE, |dir| {
+    Node::start_with(NODE, |dir| {
         vec![
             "--file-target-root".to_owned(),
             path_str(&dir.join("backups")).to_owned(),
         ]
-    });
-    node.api.set("minimal_available_percentage", json!(0));
-    node
+    })
 }
 
 impl Node {
