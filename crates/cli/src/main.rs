@@ -76,7 +76,7 @@ enum Command {
     /// itself. Same options as `up`.
     Agent(daemons::up::UpArgs),
     /// Volumes of a cluster run by `shorthorn up`: create (also from a backup), ls, get,
-    /// attach, detach, expand, rm, jobs, backup, backups, backup-rm.
+    /// attach, detach, expand, rm, snapshot, jobs, backup, backups, backup-rm.
     Volume {
         #[command(flatten)]
         api: cluster::api_client::ApiArgs,

@@ -79,6 +79,7 @@ fn chain_of(layers: &[SnapshotInfo]) -> Vec<String> {
 fn status_of(error: OperationError) -> Status {
     match error {
         OperationError::Invalid(message) => Status::invalid_argument(message),
+        OperationError::Exists(message) => Status::already_exists(message),
         e @ OperationError::Failed { .. } => Status::unavailable(e.to_string()),
     }
 }

@@ -102,6 +102,18 @@ pub fn backup_target(api: &ApiArgs, command: BackupTargetCommand) -> anyhow::Res
     })
 }
 
+/// `--label KEY=VALUE` arguments as a map.
+pub fn parse_labels(labels: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
+    labels
+        .iter()
+        .map(|l| {
+            l.split_once('=')
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .with_context(|| format!("--label {l:?}: write KEY=VALUE"))
+        })
+        .collect()
+}
+
 /// `volume backup`.
 pub async fn create(
     client: &Client,
@@ -111,14 +123,7 @@ pub async fn create(
     labels: &[String],
     wait: bool,
 ) -> anyhow::Result<()> {
-    let labels = labels
-        .iter()
-        .map(|l| {
-            l.split_once('=')
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .with_context(|| format!("--label {l:?}: write KEY=VALUE"))
-        })
-        .collect::<anyhow::Result<BTreeMap<_, _>>>()?;
+    let labels = parse_labels(labels)?;
     let body = serde_json::to_value(CreateBackup {
         volume,
         snapshot,

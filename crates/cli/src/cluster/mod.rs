@@ -6,4 +6,5 @@ pub mod backups;
 pub mod jobs;
 pub mod nodes;
 pub mod settings;
+pub mod snapshots;
 pub mod volumes;

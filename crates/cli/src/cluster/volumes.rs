@@ -98,6 +98,9 @@ pub enum VolumeCommand {
         /// The volume.
         name: String,
     },
+    /// Snapshots of a volume: create, ls, rm, revert (detached only), purge.
+    #[command(subcommand)]
+    Snapshot(super::snapshots::SnapshotCommand),
     /// Back up an attached volume to a backup target (see `backup-target set`): a new
     /// snapshot, or --snapshot. Prints the backup's name; --wait waits for it and prints
     /// its URL (for `backup restore`).
@@ -278,6 +281,7 @@ pub fn volume(api: &ApiArgs, command: VolumeCommand) -> anyhow::Result<()> {
                 labels,
                 wait,
             } => super::backups::create(&client, name, snapshot, target, &labels, wait).await,
+            VolumeCommand::Snapshot(command) => super::snapshots::run(&client, command).await,
             VolumeCommand::Backups { name, json } => {
                 super::backups::list(&client, name.as_deref(), json).await
             }

@@ -19,6 +19,9 @@ pub enum OperationError {
     /// The request is wrong; nothing was changed.
     #[error("{0}")]
     Invalid(String),
+    /// What the request would create exists already; nothing was changed.
+    #[error("{0}")]
+    Exists(String),
     /// No replica in RW mode could carry the operation out.
     #[error("volume {volume}: {operation} failed on every RW replica: {reasons}")]
     Failed {
@@ -131,7 +134,7 @@ impl<R: Replica> Replicator<R> {
         validate_name(name).map_err(|e| OperationError::Invalid(e.to_string()))?;
         let existing = self.list_snapshots().await?;
         if existing.iter().any(|s| s.name == name) {
-            return Err(OperationError::Invalid(format!(
+            return Err(OperationError::Exists(format!(
                 "snapshot {name:?} already exists"
             )));
         }

@@ -39,6 +39,7 @@ mod jobs;
 mod metrics;
 mod nodes;
 mod settings;
+mod snapshots;
 mod volumes;
 
 pub use backups::{CreateBackup, SetBackupTarget};
@@ -46,6 +47,7 @@ pub use cluster::ClusterInfo;
 pub use jobs::CreateJob;
 pub use nodes::UpdateNode;
 pub use settings::SetSetting;
+pub use snapshots::{CreateSnapshot, Snapshot};
 pub use volumes::{AttachVolume, CreateVolume, ExpandVolume, VolumeDetail, VolumeJobs};
 
 /// Where the OpenAPI document is served.
@@ -59,7 +61,9 @@ pub const OPENAPI_PATH: &str = "/v1/openapi.json";
         volumes::detach_volume, volumes::expand_volume, volumes::set_volume_jobs, jobs::list_jobs, jobs::create_job, jobs::get_job, jobs::delete_job,
         nodes::list_nodes, nodes::update_node, settings::get_settings, settings::set_setting, engines::list_engines, engines::get_engine,
         engines::list_replicas, backups::list_backup_targets, backups::set_backup_target, backups::delete_backup_target,
-        backups::list_backups, backups::create_backup, backups::get_backup, backups::delete_backup, cluster::cluster_info
+        backups::list_backups, backups::create_backup, backups::get_backup, backups::delete_backup, cluster::cluster_info,
+        snapshots::list_snapshots, snapshots::create_snapshot, snapshots::get_snapshot, snapshots::delete_snapshot,
+        snapshots::revert_snapshot, snapshots::purge_snapshots
     ),
     components(schemas(
         ErrorBody, CreateVolume, AttachVolume, SetSetting, VolumeDetail, Volume, VolumeSpec,
@@ -68,7 +72,7 @@ pub const OPENAPI_PATH: &str = "/v1/openapi.json";
         SchedulingSettings, VolumeJobs, ExpandVolume, UpdateNode, CreateJob, RecurringJob, RecurringJobSpec,
         RecurringJobStatus, JobTask, Engine, EngineSpec, EngineStatus, EngineState,
         EngineReplicaStatus, BackupTarget, BackupTargetSpec, BackupTargetStatus, Backup,
-        BackupSpec, BackupStatus, BackupState, SetBackupTarget, CreateBackup, ClusterInfo
+        BackupSpec, BackupStatus, BackupState, SetBackupTarget, CreateBackup, ClusterInfo, Snapshot, CreateSnapshot
     )),
     modifiers(&BearerAuth),
     security(("bearer" = []))
@@ -109,6 +113,22 @@ pub fn router(manager: Arc<Manager>, user_token: &str, node_token: &str) -> Rout
         .route("/v1/volumes/{name}/attach", post(volumes::attach_volume))
         .route("/v1/volumes/{name}/detach", post(volumes::detach_volume))
         .route("/v1/volumes/{name}/expand", post(volumes::expand_volume))
+        .route(
+            "/v1/volumes/{name}/snapshots",
+            get(snapshots::list_snapshots).post(snapshots::create_snapshot),
+        )
+        .route(
+            "/v1/volumes/{name}/snapshots/{snapshot}",
+            get(snapshots::get_snapshot).delete(snapshots::delete_snapshot),
+        )
+        .route(
+            "/v1/volumes/{name}/snapshots/{snapshot}/revert",
+            post(snapshots::revert_snapshot),
+        )
+        .route(
+            "/v1/volumes/{name}/snapshot-purge",
+            post(snapshots::purge_snapshots),
+        )
         .route(
             "/v1/volumes/{name}/recurring-jobs",
             put(volumes::set_volume_jobs),

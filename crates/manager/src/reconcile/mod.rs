@@ -36,11 +36,13 @@ mod engine;
 mod expansion;
 mod nodes;
 mod replicas;
+mod snapshots;
 mod status;
 #[cfg(test)]
 mod tests;
 
 pub use expansion::ExpandError;
+pub use snapshots::{SnapshotChange, SnapshotError};
 use status::volume_status;
 
 /// The one settings object's name.

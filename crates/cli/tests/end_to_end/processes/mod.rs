@@ -11,6 +11,7 @@ mod manager_api;
 mod manager_backups;
 mod manager_recurring_jobs;
 mod manager_single_node;
+mod manager_snapshots;
 mod manager_stale_open;
 mod manager_unschedulable;
 mod store_cli;

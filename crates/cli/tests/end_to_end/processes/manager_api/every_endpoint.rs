@@ -7,8 +7,9 @@
 //! (embedded store, this node leads), a backup target (a directory) set and read, a
 //! backup taken (pending, then completed with its URL and record in the target),
 //! refused target deletion while a backup is not complete, the backup deleted (its
-//! record goes from the target, then the object), the target deleted, detach, delete
-//! (replica data removed). The operations exercised must be exactly those of the
+//! record goes from the target, then the object), the target deleted, detach, a
+//! snapshot of the detached volume (taken, got, listed, reverted to, removed, purged),
+//! delete (replica data removed). The operations exercised must be exactly those of the
 //! document, so a new endpoint without a test fails.
 
 use super::*;
@@ -763,6 +764,64 @@ fn every_documented_endpoint_requires_the_token_and_works() {
     assert!(
         engine["spec"]["node"].is_null() && engine["status"]["address"].is_null(),
         "a stopped engine has no node and no address: {engine:#}"
+    );
+
+    // Snapshots of the detached volume (on its replica): one taken, got, listed, reverted
+    // to, removed and purged. The path fills every parameter alike, so the snapshot is
+    // named like the volume.
+    let snapshot = ops
+        .call(
+            "POST",
+            "/v1/volumes/{name}/snapshots",
+            VOLUME,
+            Some(&json!({"name": VOLUME, "labels": {"k": "v"}})),
+        )
+        .expect(201)
+        .json();
+    assert_eq!(snapshot["id"], format!("{VOLUME}/{VOLUME}"), "{snapshot:#}");
+    assert_eq!(snapshot["labels"], json!({"k": "v"}), "{snapshot:#}");
+    let got = ops
+        .call(
+            "GET",
+            "/v1/volumes/{name}/snapshots/{snapshot}",
+            VOLUME,
+            None,
+        )
+        .expect(200)
+        .json();
+    assert_eq!(got, snapshot);
+    let listed = ops
+        .call("GET", "/v1/volumes/{name}/snapshots", VOLUME, None)
+        .expect(200)
+        .json();
+    assert!(listed.as_array().unwrap().contains(&snapshot), "{listed:#}");
+    ops.call(
+        "POST",
+        "/v1/volumes/{name}/snapshots/{snapshot}/revert",
+        VOLUME,
+        None,
+    )
+    .expect(204);
+    ops.call(
+        "DELETE",
+        "/v1/volumes/{name}/snapshots/{snapshot}",
+        VOLUME,
+        None,
+    )
+    .expect(204);
+    ops.call("POST", "/v1/volumes/{name}/snapshot-purge", VOLUME, None)
+        .expect(204);
+    let listed = api
+        .call("GET", &format!("/v1/volumes/{VOLUME}/snapshots"), None)
+        .expect(200)
+        .json();
+    assert!(
+        listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|s| s["name"] != VOLUME),
+        "removed and purged: {listed:#}"
     );
 
     // Delete: gone, with its replica's data and process.
