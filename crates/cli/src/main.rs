@@ -76,7 +76,8 @@ enum Command {
     /// itself. Same options as `up`.
     Agent(daemons::up::UpArgs),
     /// Volumes of a cluster run by `shorthorn up`: create (also from a backup), ls, get,
-    /// attach, detach, expand, rm, snapshot, jobs, backup, backups, backup-rm.
+    /// attach, detach, expand, update (replica count), replica-rm, salvage, rm, snapshot,
+    /// jobs, backup, backups, backup-rm.
     Volume {
         #[command(flatten)]
         api: cluster::api_client::ApiArgs,

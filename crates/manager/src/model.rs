@@ -69,6 +69,10 @@ pub struct VolumeSpec {
     /// A backup URL the volume's first replicas are restored from.
     #[serde(default)]
     pub from_backup: Option<String>,
+    /// Salvages asked for (`volume salvage`); one is carried out while this is above
+    /// `status.salvages`.
+    #[serde(default)]
+    pub salvage_requests: u64,
 }
 
 /// What the manager observes of a volume.
@@ -85,6 +89,9 @@ pub struct VolumeStatus {
     pub owner: Option<String>,
     /// Why the volume is not where its spec wants it, if it is not.
     pub message: String,
+    /// `spec.salvage_requests` as of the last salvage carried out.
+    #[serde(default)]
+    pub salvages: u64,
 }
 
 /// A volume.
@@ -205,6 +212,10 @@ pub struct ReplicaSpec {
     /// Cleared once the restore completed.
     #[serde(default)]
     pub restore_from: Option<String>,
+    /// Leaving its volume (fewer replicas wanted, `volume replica-rm`): it leaves the
+    /// engine first, then its process and data are removed.
+    #[serde(default)]
+    pub retire: bool,
 }
 
 /// A replica's observed state.

@@ -4,7 +4,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::bail;
 use clap::Subcommand;
-use shorthorn_manager::api::{AttachVolume, CreateVolume, ExpandVolume, VolumeDetail, VolumeJobs};
+use shorthorn_manager::api::{
+    AttachVolume, CreateVolume, ExpandVolume, SetReplicaCount, VolumeDetail, VolumeJobs,
+};
 use shorthorn_manager::model::Volume;
 
 use super::api_client::{ApiArgs, Client};
@@ -92,6 +94,31 @@ pub enum VolumeCommand {
         /// The new size, e.g. 20G.
         #[arg(value_parser = parse_size)]
         size: u64,
+    },
+    /// Change how many replicas a volume keeps: more are placed and rebuilt while it
+    /// serves; with fewer, the least useful go first (not running, rebuilding, sharing a
+    /// node). Refused at once when the new replicas cannot be placed.
+    Update {
+        /// The volume.
+        name: String,
+        /// The replica count (1 to 16).
+        #[arg(long)]
+        replicas: usize,
+    },
+    /// Remove one replica of a volume (it leaves the engine, then its process and data
+    /// go); a new one is placed and rebuilt in its place. Not the last running one.
+    ReplicaRm {
+        /// The volume.
+        name: String,
+        /// The replica (see `volume get`).
+        replica: String,
+    },
+    /// Bring back a faulted, attached volume from the replicas it has (the most recent
+    /// ones): for when `auto_salvage` is off. Writes only the missing replicas
+    /// acknowledged are lost; see docs/consistency.md.
+    Salvage {
+        /// The volume.
+        name: String,
     },
     /// Delete a detached volume and its replicas' data.
     Rm {
@@ -287,6 +314,37 @@ pub fn volume(api: &ApiArgs, command: VolumeCommand) -> anyhow::Result<()> {
             }
             VolumeCommand::BackupRm { backup, wait } => {
                 super::backups::remove(&client, &backup, wait).await
+            }
+            VolumeCommand::Update { name, replicas } => {
+                let body = serde_json::to_value(SetReplicaCount { replicas })?;
+                let volume: Volume = client
+                    .call(
+                        Method::POST,
+                        &format!("/v1/volumes/{name}/replica-count"),
+                        Some(body),
+                    )
+                    .await?;
+                line(format_args!("{name}: {} replicas", volume.spec.replicas))
+            }
+            VolumeCommand::ReplicaRm { name, replica } => {
+                let _: serde_json::Value = client
+                    .call(
+                        Method::DELETE,
+                        &format!("/v1/volumes/{name}/replicas/{replica}"),
+                        None,
+                    )
+                    .await?;
+                line(format_args!(
+                    "{replica} retires; a new replica takes its place"
+                ))
+            }
+            VolumeCommand::Salvage { name } => {
+                let _: Volume = client
+                    .call(Method::POST, &format!("/v1/volumes/{name}/salvage"), None)
+                    .await?;
+                line(format_args!(
+                    "salvaging {name}; `volume get {name}` shows when it serves"
+                ))
             }
             VolumeCommand::Rm { name } => {
                 let _: serde_json::Value = client

@@ -121,6 +121,7 @@ mod tests {
                 recurring_jobs: Vec::new(),
                 recurring_job_groups: Vec::new(),
                 from_backup: None,
+                salvage_requests: 0,
             },
             status: VolumeStatus::default(),
         }

@@ -48,7 +48,9 @@ pub use jobs::CreateJob;
 pub use nodes::UpdateNode;
 pub use settings::SetSetting;
 pub use snapshots::{CreateSnapshot, Snapshot};
-pub use volumes::{AttachVolume, CreateVolume, ExpandVolume, VolumeDetail, VolumeJobs};
+pub use volumes::{
+    AttachVolume, CreateVolume, ExpandVolume, SetReplicaCount, VolumeDetail, VolumeJobs,
+};
 
 /// Where the OpenAPI document is served.
 pub const OPENAPI_PATH: &str = "/v1/openapi.json";
@@ -63,7 +65,8 @@ pub const OPENAPI_PATH: &str = "/v1/openapi.json";
         engines::list_replicas, backups::list_backup_targets, backups::set_backup_target, backups::delete_backup_target,
         backups::list_backups, backups::create_backup, backups::get_backup, backups::delete_backup, cluster::cluster_info,
         snapshots::list_snapshots, snapshots::create_snapshot, snapshots::get_snapshot, snapshots::delete_snapshot,
-        snapshots::revert_snapshot, snapshots::purge_snapshots
+        snapshots::revert_snapshot, snapshots::purge_snapshots, volumes::set_replica_count,
+        volumes::remove_volume_replica, volumes::salvage_volume
     ),
     components(schemas(
         ErrorBody, CreateVolume, AttachVolume, SetSetting, VolumeDetail, Volume, VolumeSpec,
@@ -72,7 +75,7 @@ pub const OPENAPI_PATH: &str = "/v1/openapi.json";
         SchedulingSettings, VolumeJobs, ExpandVolume, UpdateNode, CreateJob, RecurringJob, RecurringJobSpec,
         RecurringJobStatus, JobTask, Engine, EngineSpec, EngineStatus, EngineState,
         EngineReplicaStatus, BackupTarget, BackupTargetSpec, BackupTargetStatus, Backup,
-        BackupSpec, BackupStatus, BackupState, SetBackupTarget, CreateBackup, ClusterInfo, Snapshot, CreateSnapshot
+        BackupSpec, BackupStatus, BackupState, SetBackupTarget, CreateBackup, ClusterInfo, Snapshot, CreateSnapshot, SetReplicaCount
     )),
     modifiers(&BearerAuth),
     security(("bearer" = []))
@@ -113,6 +116,15 @@ pub fn router(manager: Arc<Manager>, user_token: &str, node_token: &str) -> Rout
         .route("/v1/volumes/{name}/attach", post(volumes::attach_volume))
         .route("/v1/volumes/{name}/detach", post(volumes::detach_volume))
         .route("/v1/volumes/{name}/expand", post(volumes::expand_volume))
+        .route(
+            "/v1/volumes/{name}/replica-count",
+            post(volumes::set_replica_count),
+        )
+        .route(
+            "/v1/volumes/{name}/replicas/{replica}",
+            axum::routing::delete(volumes::remove_volume_replica),
+        )
+        .route("/v1/volumes/{name}/salvage", post(volumes::salvage_volume))
         .route(
             "/v1/volumes/{name}/snapshots",
             get(snapshots::list_snapshots).post(snapshots::create_snapshot),

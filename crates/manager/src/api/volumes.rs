@@ -8,7 +8,9 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::{ApiError, ApiResult, AppState, ErrorBody, JsonObject};
-use crate::model::{Engine, Node, RecurringJob, Replica, Volume, VolumeSpec, VolumeStatus};
+use crate::model::{
+    Engine, Node, RecurringJob, Replica, Robustness, Volume, VolumeSpec, VolumeStatus,
+};
 use crate::state::{Kind, StateStoreExt};
 use crate::validate::{self, FieldError, Validate, schema};
 
@@ -70,6 +72,21 @@ pub struct ExpandVolume {
     /// The new size in bytes: larger than now, a multiple of 4096, at most 2^50.
     #[schema(minimum = 4096, maximum = 1125899906842624_u64, multiple_of = 4096)]
     pub size: u64,
+}
+
+/// A request to change how many replicas a volume keeps.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SetReplicaCount {
+    /// The replica count (1 to 16): more are built live, the least useful go first.
+    #[schema(minimum = 1, maximum = 16)]
+    pub replicas: usize,
+}
+
+impl Validate for SetReplicaCount {
+    fn validate(&self) -> Result<(), FieldError> {
+        validate::range("replicas", self.replicas, 1..=validate::MAX_REPLICAS)
+    }
 }
 
 /// A request to attach a volume.
@@ -168,6 +185,7 @@ pub(super) async fn create_volume(
             recurring_jobs: request.recurring_jobs,
             recurring_job_groups: request.recurring_job_groups,
             from_backup: request.from_backup,
+            salvage_requests: 0,
         },
         status: VolumeStatus::default(),
     };
@@ -384,6 +402,108 @@ pub(super) async fn set_volume_jobs(
         .update_volume(&name, |volume| {
             volume.spec.recurring_jobs.clone_from(&request.jobs);
             volume.spec.recurring_job_groups.clone_from(&request.groups);
+            Ok(())
+        })
+        .await?;
+    Ok(Json(volume))
+}
+
+#[utoipa::path(post, path = "/v1/volumes/{name}/replica-count", params(("name" = String, Path)),
+    request_body = SetReplicaCount, responses(
+    (status = 200, body = Volume), (status = 400, body = ErrorBody),
+    (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
+    (status = 409, body = ErrorBody)))]
+pub(super) async fn set_replica_count(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    JsonObject(body): JsonObject<SetReplicaCount>,
+) -> ApiResult<Volume> {
+    let mut wanted = exists(&state, &name)?;
+    wanted.spec.replicas = body.replicas;
+    // More replicas than can be placed would leave the volume degraded for ever.
+    if let Some(why) = state.manager.unschedulable(&wanted)? {
+        return Err(ApiError::new(StatusCode::CONFLICT, why));
+    }
+    let volume = state
+        .manager
+        .update_volume(&name, |volume| {
+            volume.spec.replicas = body.replicas;
+            Ok(())
+        })
+        .await?;
+    Ok(Json(volume))
+}
+
+/// A replica of a volume, by both names (following the name rule, stated so that
+/// clients can build valid ones).
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+pub(super) struct VolumeReplicaPath {
+    /// The volume.
+    #[param(schema_with = schema::name)]
+    name: String,
+    /// The replica.
+    #[param(schema_with = schema::name)]
+    replica: String,
+}
+
+#[utoipa::path(delete, path = "/v1/volumes/{name}/replicas/{replica}",
+    params(VolumeReplicaPath), responses(
+    (status = 200, body = Replica), (status = 401, body = ErrorBody),
+    (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub(super) async fn remove_volume_replica(
+    State(state): State<AppState>,
+    Path(VolumeReplicaPath { name, replica }): Path<VolumeReplicaPath>,
+) -> ApiResult<Replica> {
+    exists(&state, &name)?;
+    let retired = state
+        .manager
+        .retire_replica(&name, &replica)
+        .await
+        .map_err(|e| match e {
+            crate::reconcile::RetireError::NotFound(message) => {
+                ApiError::new(StatusCode::NOT_FOUND, message)
+            }
+            crate::reconcile::RetireError::Last(message) => {
+                ApiError::new(StatusCode::CONFLICT, message)
+            }
+            crate::reconcile::RetireError::Failed(e) => e.into(),
+        })?;
+    Ok(Json(retired))
+}
+
+#[utoipa::path(post, path = "/v1/volumes/{name}/salvage", params(("name" = String, Path)),
+    responses((status = 200, body = Volume), (status = 401, body = ErrorBody),
+    (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub(super) async fn salvage_volume(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> ApiResult<Volume> {
+    let volume = exists(&state, &name)?;
+    if volume.spec.attached_node.is_none() {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!(
+                "volume {name:?} is detached; attach it: the salvage happens when its engine opens"
+            ),
+        ));
+    }
+    if volume.status.robustness != Robustness::Faulted {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!(
+                "volume {name:?} is not faulted ({}); a salvage is only for a volume that cannot open",
+                serde_json::to_value(volume.status.robustness)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned))
+                    .unwrap_or_default()
+            ),
+        ));
+    }
+    let volume = state
+        .manager
+        .update_volume(&name, |volume| {
+            volume.spec.salvage_requests += 1;
             Ok(())
         })
         .await?;

@@ -63,7 +63,9 @@ impl Manager {
 
     /// The engine's reconciler, first half: its process runs where its spec says (and is
     /// stopped anywhere else), and its status says what it reports. Writes only the
-    /// engine's status.
+    /// engine's status. `salvage`: a start opens with `--salvage`; `requested` (a user's
+    /// `volume salvage`): that too, and a faulted engine is salvaged even without
+    /// `auto_salvage`.
     pub(super) async fn reconcile_engine_process(
         &self,
         engine: &mut Engine,
@@ -71,7 +73,9 @@ impl Manager {
         size: u64,
         settings: &Settings,
         salvage: bool,
+        requested: bool,
     ) -> anyhow::Result<()> {
+        let salvage = salvage || requested;
         engine.status.message.clear();
         if let Some(old) = engine
             .status
@@ -141,7 +145,9 @@ impl Manager {
                 salvage,
                 tuning: settings.engine,
             };
-            if salvage {
+            if requested {
+                tracing::warn!(engine = %engine.name, replicas = ?launch.replicas, "salvage asked for: starting the engine with --salvage");
+            } else if salvage {
                 tracing::warn!(engine = %engine.name, replicas = ?launch.replicas, "a replica's node is down: starting the engine with --salvage (auto_salvage), which loses writes only that replica acknowledged");
             }
             if let Err(e) = agent.start_engine(&launch).await {
@@ -177,7 +183,7 @@ impl Manager {
                 return Err(e);
             }
         };
-        if info.state == "faulted" && settings.auto_salvage {
+        if info.state == "faulted" && (settings.auto_salvage || requested) {
             tracing::warn!(engine = %engine.name, "every replica failed; salvaging");
             match tokio::time::timeout(ENGINE_TIMEOUT, client.salvage(pb::SalvageRequest {})).await
             {

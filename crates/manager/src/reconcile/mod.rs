@@ -27,7 +27,7 @@ use crate::cluster_agents::{ClusterAgents, NodeAgents};
 use crate::engine_client::ENGINE_TIMEOUT;
 use crate::jobs::JobRunner;
 use crate::model::{
-    Engine, EngineSpec, EngineStatus, Node, Replica, ReplicaState, Settings, Volume,
+    Engine, EngineSpec, EngineState, EngineStatus, Node, Replica, ReplicaState, Settings, Volume,
 };
 use crate::state::{Kind, StateStore, StateStoreExt};
 use shorthorn_agent::{Agent, NodeAgent};
@@ -42,6 +42,7 @@ mod status;
 mod tests;
 
 pub use expansion::ExpandError;
+use replicas::retire_excess;
 pub use snapshots::{SnapshotChange, SnapshotError};
 use status::volume_status;
 
@@ -284,8 +285,13 @@ impl Manager {
             }
         }
         let mut replicas = kept;
-        // 2. Enough replicas: schedule replacements for those given up on.
+        // 2. Enough replicas: schedule replacements for those given up on; more than
+        // wanted: the least useful retire.
         let usable = replicas.iter().filter(|r| r.spec.desire_running).count();
+        if usable > volume.spec.replicas {
+            retire_excess(&mut replicas, usable - volume.spec.replicas);
+        }
+        let usable = usable.min(volume.spec.replicas);
         let mut message = String::new();
         // Replacements (not a new volume's first replicas) at most once per
         // REPLACEMENT_BACKOFF, so a replica that cannot start is not replaced in a loop.
@@ -328,6 +334,8 @@ impl Manager {
         // A replica on a node that is down cannot come back soon; if the engine's open
         // rule needs it, only a salvage opens the volume (writes only it acknowledged are
         // lost: docs/consistency.md). `auto_salvage` allows that.
+        let salvage_requested = volume.spec.salvage_requests > volume.status.salvages
+            && volume.spec.attached_node.is_some();
         let salvage = settings.auto_salvage
             && replicas
                 .iter()
@@ -339,8 +347,17 @@ impl Manager {
                 volume.spec.size,
                 settings,
                 salvage,
+                salvage_requested,
             )
             .await;
+        // Done once the engine serves again; until then each pass salvages anew.
+        if salvage_requested
+            && processed.is_ok()
+            && engine.status.state == EngineState::Running
+            && engine.status.health != "faulted"
+        {
+            volume.status.salvages = volume.spec.salvage_requests;
+        }
         self.put_engine_if_changed(&engine, &mut stored_engine)?;
         if let Err(e) = processed {
             // What the pass learnt about the replicas is kept all the same: an engine
@@ -354,6 +371,7 @@ impl Manager {
         self.set_engine_members(&mut engine, &replicas)?;
         self.reconcile_engine_members(&engine).await;
         self.put_engine_if_changed(&engine, &mut stored_engine)?;
+        self.remove_retired(&engine, &mut replicas).await?;
         volume.status = volume_status(&volume, &engine, &replicas, message);
         self.save_replicas(&replicas, &stored_replicas)?;
         // Write the status unless an API call changed the volume meanwhile (it has the
@@ -421,4 +439,62 @@ impl Manager {
         self.poke();
         Ok(volume)
     }
+
+    /// Marks replica `replica` of `volume` to retire (it leaves the engine, then its
+    /// process and data go; a new one is scheduled if the volume then has fewer than it
+    /// wants). Refused for a replica of another volume, and for the volume's last
+    /// running one.
+    pub async fn retire_replica(
+        &self,
+        volume: &str,
+        replica: &str,
+    ) -> Result<Replica, RetireError> {
+        let _busy = self.busy.lock().await;
+        let replicas: Vec<Replica> = self.state.list(Kind::Replica)?;
+        if !replicas
+            .iter()
+            .any(|r| r.name == replica && r.spec.volume == volume)
+        {
+            return Err(RetireError::NotFound(format!(
+                "volume {volume:?} has no replica {replica:?}"
+            )));
+        }
+        let others_running = replicas.iter().any(|r| {
+            r.spec.volume == volume
+                && r.name != replica
+                && r.spec.desire_running
+                && r.status.state == ReplicaState::Running
+        });
+        if !others_running {
+            return Err(RetireError::Last(format!(
+                "replica {replica:?} is the last running replica of volume {volume:?}; its data would be lost"
+            )));
+        }
+        let retired = self
+            .state
+            .update::<Replica>(Kind::Replica, replica, |r| {
+                r.spec.desire_running = false;
+                r.spec.retire = true;
+                r.status.message = "retiring: removed by request".into();
+                Ok(())
+            })?
+            .with_context(|| format!("no replica {replica}"))?;
+        tracing::info!(volume, replica, "replica retires by request");
+        self.poke();
+        Ok(retired)
+    }
+}
+
+/// Why a replica could not be removed.
+#[derive(Debug, thiserror::Error)]
+pub enum RetireError {
+    /// No such replica of that volume.
+    #[error("{0}")]
+    NotFound(String),
+    /// It holds the volume's only running copy.
+    #[error("{0}")]
+    Last(String),
+    /// The state store failed.
+    #[error(transparent)]
+    Failed(#[from] anyhow::Error),
 }

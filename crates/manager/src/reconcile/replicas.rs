@@ -2,7 +2,7 @@
 //! started again on their data after the wait interval, replaced after it, scheduled
 //! onto nodes and disks, and removed.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr, TcpListener};
 use std::time::Instant;
 
@@ -13,7 +13,8 @@ use super::nodes::candidate;
 use super::{MAX_START_FAILURES, Manager, REPLACEMENT_BACKOFF};
 use crate::clock::waited;
 use crate::model::{
-    Engine, Node, Replica, ReplicaSpec, ReplicaState, ReplicaStatus, Settings, Volume, VolumeState,
+    Engine, EngineState, Node, Replica, ReplicaSpec, ReplicaState, ReplicaStatus, Settings, Volume,
+    VolumeState,
 };
 use crate::scheduler::{NodeCandidate, Placement, ScheduleError, ScheduleRequest, schedule};
 use crate::state::{Kind, StateStoreExt};
@@ -297,6 +298,7 @@ impl Manager {
                         .from_backup
                         .clone()
                         .filter(|_| volume.status.state == VolumeState::Creating),
+                    retire: false,
                 },
                 status: ReplicaStatus::default(),
             };
@@ -340,6 +342,28 @@ impl Manager {
         Ok(())
     }
 
+    /// Removes the retiring replicas the engine no longer holds (it was told to let them
+    /// go when they left its members), or all of them when no engine runs; drops them
+    /// from `replicas`.
+    pub(super) async fn remove_retired(
+        &self,
+        engine: &Engine,
+        replicas: &mut Vec<Replica>,
+    ) -> anyhow::Result<()> {
+        let mut removed = Vec::new();
+        for replica in replicas.iter().filter(|r| r.spec.retire) {
+            let address = self.replica_address(replica)?;
+            let held = engine.status.state == EngineState::Running
+                && engine.status.replicas.contains_key(&address);
+            if !held {
+                self.remove_replica(replica).await?;
+                removed.push(replica.name.clone());
+            }
+        }
+        replicas.retain(|r| !removed.contains(&r.name));
+        Ok(())
+    }
+
     pub(super) fn note_replacement(&self, volume: &str) {
         if let Ok(mut replaced) = self.replaced.lock() {
             replaced.insert(volume.to_string(), Instant::now());
@@ -361,6 +385,42 @@ impl Manager {
             self.node_address(&replica.spec.node)?,
             replica.spec.port
         ))
+    }
+}
+
+/// Marks the `count` least useful wanted replicas to retire: first those not running,
+/// then those rebuilding, then those sharing a node with another replica of the
+/// volume; by name among equals, so every pass picks the same.
+pub(super) fn retire_excess(replicas: &mut [Replica], count: usize) {
+    let mut per_node: HashMap<String, usize> = HashMap::new();
+    for replica in replicas.iter().filter(|r| r.spec.desire_running) {
+        *per_node.entry(replica.spec.node.clone()).or_default() += 1;
+    }
+    let mut ranked: Vec<(u8, bool, String)> = replicas
+        .iter()
+        .filter(|r| r.spec.desire_running)
+        .map(|r| {
+            let state = match r.status.state {
+                ReplicaState::Running => 0,
+                ReplicaState::Rebuilding => 1,
+                _ => 2,
+            };
+            let shares_node = per_node.get(&r.spec.node).copied().unwrap_or(0) > 1;
+            (state, shares_node, r.name.clone())
+        })
+        .collect();
+    // Least useful first.
+    ranked.sort_by(|a, b| b.0.cmp(&a.0).then(b.1.cmp(&a.1)).then(b.2.cmp(&a.2)));
+    let chosen: HashSet<String> = ranked
+        .into_iter()
+        .take(count)
+        .map(|(_, _, name)| name)
+        .collect();
+    for replica in replicas.iter_mut().filter(|r| chosen.contains(&r.name)) {
+        tracing::info!(replica = %replica.name, volume = %replica.spec.volume, "replica retires: more replicas than wanted");
+        replica.spec.desire_running = false;
+        replica.spec.retire = true;
+        replica.status.message = "retiring: the volume wants fewer replicas".into();
     }
 }
 

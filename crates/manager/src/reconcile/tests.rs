@@ -235,6 +235,7 @@ impl Cluster {
                 recurring_jobs: Vec::new(),
                 recurring_job_groups: Vec::new(),
                 from_backup: None,
+                salvage_requests: 0,
             },
             status: VolumeStatus::default(),
         };

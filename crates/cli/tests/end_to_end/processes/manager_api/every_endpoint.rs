@@ -7,7 +7,8 @@
 //! (embedded store, this node leads), a backup target (a directory) set and read, a
 //! backup taken (pending, then completed with its URL and record in the target),
 //! refused target deletion while a backup is not complete, the backup deleted (its
-//! record goes from the target, then the object), the target deleted, detach, a
+//! record goes from the target, then the object), the target deleted, the replica count set, salvage of a
+//! healthy volume and removal of a foreign replica refused, detach, a
 //! snapshot of the detached volume (taken, got, listed, reverted to, removed, purged),
 //! delete (replica data removed). The operations exercised must be exactly those of the
 //! document, so a new endpoint without a test fails.
@@ -41,6 +42,7 @@ fn valid_body(template: &str, method: &str) -> Option<Value> {
         ("/v1/volumes", "post") => Some(json!({"name": VOLUME, "size": SIZE, "replicas": 1})),
         ("/v1/settings/{name}", "put") => Some(json!({"value": false})),
         ("/v1/volumes/{name}/expand", "post") => Some(json!({"size": SIZE * 2})),
+        ("/v1/volumes/{name}/replica-count", "post") => Some(json!({"replicas": 1})),
         ("/v1/nodes/{name}", "put") => Some(json!({"zone": "refused"})),
         ("/v1/recurring-jobs", "post") => Some(json!({"name": "refused-job", "spec": {
             "task": "snapshot", "cron": "0 3 * * *", "retain": 1}})),
@@ -748,6 +750,32 @@ fn every_documented_endpoint_requires_the_token_and_works() {
         .call("DELETE", "/v1/backup-targets/default", None)
         .expect(404);
     assert!(gone.message().contains("default"), "{gone}");
+
+    // Replica count kept at 1 (placeable, so 200); salvage of a healthy volume and
+    // removal of a replica the volume does not have are refused.
+    let kept = ops
+        .call(
+            "POST",
+            "/v1/volumes/{name}/replica-count",
+            VOLUME,
+            Some(&json!({"replicas": 1})),
+        )
+        .expect(200)
+        .json();
+    assert_eq!(kept["spec"]["replicas"], 1, "{kept:#}");
+    let healthy = ops
+        .call("POST", "/v1/volumes/{name}/salvage", VOLUME, None)
+        .expect(409);
+    assert!(healthy.message().contains("not faulted"), "{healthy}");
+    let stranger = ops
+        .call(
+            "DELETE",
+            "/v1/volumes/{name}/replicas/{replica}",
+            VOLUME,
+            None,
+        )
+        .expect(404);
+    assert!(stranger.message().contains("has no replica"), "{stranger}");
 
     // Detach: the engine stops, the endpoint goes.
     let detached = ops
