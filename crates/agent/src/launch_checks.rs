@@ -100,11 +100,11 @@ pub fn check_restore_launch<'a>(
     if launch.url.len() > MAX_URL_LENGTH {
         return Err(bad_url(format!("longer than {MAX_URL_LENGTH} bytes")));
     }
-    let parsed =
-        shorthorn_backup::BackupUrl::parse(&launch.url).map_err(|e| bad_url(format!("{e:#}")))?;
+    let parsed = shorthorn_backup::BackupUrl::parse(&launch.url)
+        .map_err(|e| bad_url(format!("{:#}", anyhow::Error::from(e))))?;
     target_policy
         .check(&parsed.target)
-        .map_err(|e| bad_url(format!("{e:#}")))?;
+        .map_err(|e| bad_url(format!("{:#}", anyhow::Error::from(e))))?;
     find_disk(&launch.replica, &launch.disk, node)
 }
 

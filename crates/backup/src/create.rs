@@ -6,10 +6,10 @@ use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use anyhow::{Context, ensure};
 use futures::{StreamExt, TryStreamExt};
 use parking_lot::Mutex;
 
+use crate::error::{BackupError, SourceCause};
 use crate::format::{
     BackupRecord, BackupStats, BlockEntry, Compression, DEFAULT_BLOCK_SIZE, FORMAT_VERSION,
     VolumeRecord, backup_record_path, block_hash, block_path, check_block_size, encode_block,
@@ -44,15 +44,22 @@ pub struct SourceInfo {
 
 /// Where a backup reads a snapshot from (a replica, or a store in tests).
 pub trait SnapshotSource: Send + Sync + 'static {
+    /// Why reading failed; kept as the cause of the backup's error.
+    type Error: Into<SourceCause>;
+
     /// Byte ranges written by the layers after snapshot `since` (an ancestor; `None`: from
     /// the volume's beginning) up to and including the snapshot being backed up.
     fn changed_since(
         &self,
         since: Option<&str>,
-    ) -> impl Future<Output = anyhow::Result<Vec<(u64, u64)>>> + Send;
+    ) -> impl Future<Output = Result<Vec<(u64, u64)>, Self::Error>> + Send;
 
     /// `len` bytes of the snapshot at `offset`.
-    fn read(&self, offset: u64, len: u64) -> impl Future<Output = anyhow::Result<Vec<u8>>> + Send;
+    fn read(
+        &self,
+        offset: u64,
+        len: u64,
+    ) -> impl Future<Output = Result<Vec<u8>, Self::Error>> + Send;
 }
 
 /// How to take a backup.
@@ -119,21 +126,27 @@ pub async fn create_backup<S: SnapshotSource>(
     info: &SourceInfo,
     options: &BackupOptions,
     progress: Arc<Progress>,
-) -> anyhow::Result<BackupRecord> {
+) -> Result<BackupRecord, BackupError> {
     let volume = info.volume.as_str();
-    shorthorn_block::validate_name(volume).context("volume")?;
-    ensure!(options.parallel > 0, "parallelism must be at least 1");
+    let invalid_name = |field| move |source| BackupError::InvalidName { field, source };
+    shorthorn_block::validate_name(volume).map_err(invalid_name("volume"))?;
+    if options.parallel == 0 {
+        return Err(BackupError::NoParallelism);
+    }
     let created = now_rfc3339();
     let name = match &options.name {
         Some(name) => {
-            shorthorn_block::validate_name(name).context("backup name")?;
-            ensure!(
-                target
-                    .head(&backup_record_path(volume, name))
-                    .await?
-                    .is_none(),
-                "backup {name} of volume {volume} exists already"
-            );
+            shorthorn_block::validate_name(name).map_err(invalid_name("backup name"))?;
+            if target
+                .head(&backup_record_path(volume, name))
+                .await?
+                .is_some()
+            {
+                return Err(BackupError::Exists {
+                    volume: volume.to_string(),
+                    backup: name.clone(),
+                });
+            }
             name.clone()
         }
         None => format!(
@@ -160,7 +173,10 @@ pub async fn create_backup<S: SnapshotSource>(
             let changed = source
                 .changed_since(base.as_ref().map(|b| b.snapshot.as_str()))
                 .await
-                .with_context(|| format!("volume {volume}: finding the blocks to back up"))?;
+                .map_err(|e| BackupError::ChangedBlocks {
+                    volume: volume.to_string(),
+                    source: e.into(),
+                })?;
             let to_read = blocks_touched(&changed, block_size, info.size);
             tracing::info!(
                 volume,
@@ -200,14 +216,18 @@ pub async fn create_backup<S: SnapshotSource>(
                     let (volume, compression) = (volume.to_string(), options.compression);
                     let len = block_size.min(info.size - offset);
                     async move {
-                        let data = source
-                            .read(offset, len)
-                            .await
-                            .with_context(|| format!("volume {volume}: reading offset {offset}"))?;
-                        ensure!(
-                            data.len() as u64 == len,
-                            "volume {volume}: short read at offset {offset}"
-                        );
+                        let data =
+                            source
+                                .read(offset, len)
+                                .await
+                                .map_err(|e| BackupError::Read {
+                                    volume: volume.clone(),
+                                    offset,
+                                    source: e.into(),
+                                })?;
+                        if data.len() as u64 != len {
+                            return Err(BackupError::ShortRead { volume, offset });
+                        }
                         let hash = store_block(&target, &volume, data, compression, &known, &stats)
                             .await?;
                         stats_add(&stats, |s| s.read_bytes += len);
@@ -271,7 +291,7 @@ async fn store_block(
     compression: Compression,
     known: &Mutex<HashSet<String>>,
     stats: &Mutex<BackupStats>,
-) -> anyhow::Result<Option<String>> {
+) -> Result<Option<String>, BackupError> {
     let (data, hash) = spawn_cpu(move || {
         let zero = data.iter().all(|&b| b == 0);
         let hash = (!zero).then(|| block_hash(&data));
@@ -306,19 +326,22 @@ async fn volume_record(
     volume: &str,
     block_size: Option<u64>,
     created: &str,
-) -> anyhow::Result<VolumeRecord> {
+) -> Result<VolumeRecord, BackupError> {
     let path = volume_record_path(volume);
     if let Some(record) = target.get_json::<VolumeRecord>(&path).await? {
-        let corrupt = || format!("{}: {} is corrupt", target.url(), target.path(&path));
-        ensure!(
-            record.format_version == FORMAT_VERSION && record.name == volume,
-            "{}: it has format version {} for volume {:?}; this build writes version \
-             {FORMAT_VERSION}",
-            corrupt(),
-            record.format_version,
-            record.name
-        );
-        check_block_size(record.block_size).with_context(corrupt)?;
+        if record.format_version != FORMAT_VERSION || record.name != volume {
+            return Err(BackupError::VolumeRecordMismatch {
+                url: target.url().to_string(),
+                path: target.path(&path),
+                version: record.format_version,
+                name: record.name,
+            });
+        }
+        check_block_size(record.block_size).map_err(|source| BackupError::CorruptVolumeRecord {
+            url: target.url().to_string(),
+            path: target.path(&path),
+            source: Box::new(source),
+        })?;
         if let Some(asked) = block_size.filter(|&b| b != record.block_size) {
             tracing::warn!(
                 volume,
@@ -347,7 +370,7 @@ async fn newest_ancestor_backup(
     target: &Target,
     info: &SourceInfo,
     block_size: u64,
-) -> anyhow::Result<Option<BackupRecord>> {
+) -> Result<Option<BackupRecord>, BackupError> {
     let lineage: Vec<&SnapshotId> = std::iter::once(&info.snapshot)
         .chain(info.ancestors.iter())
         .collect();

@@ -4,10 +4,10 @@
 
 use std::collections::HashSet;
 
-use crate::format::{backup_record_path, block_hash_of_path, blocks_dir, volume_record_path};
-use anyhow::bail;
-
-use crate::format::BackupRecord;
+use crate::error::BackupError;
+use crate::format::{
+    BackupRecord, backup_record_path, block_hash_of_path, blocks_dir, volume_record_path,
+};
 use crate::list::list_backups_except;
 use crate::lock::{LockKind, LockOptions, with_lock};
 use crate::target::Target;
@@ -29,7 +29,7 @@ pub async fn delete_backup(
     volume: &str,
     name: &str,
     lock: LockOptions,
-) -> anyhow::Result<DeleteSummary> {
+) -> Result<DeleteSummary, BackupError> {
     let operation = format!("deletion of backup {name}");
     with_lock(
         target,
@@ -40,7 +40,11 @@ pub async fn delete_backup(
         async |guard| {
             let record = backup_record_path(volume, name);
             if target.head(&record).await?.is_none() {
-                bail!("{}: volume {volume} has no backup {name}", target.url());
+                return Err(BackupError::NotFound {
+                    url: target.url().to_string(),
+                    volume: volume.to_string(),
+                    backup: name.to_string(),
+                });
             }
             // Every other record must be readable before anything is deleted: garbage
             // collection cannot tell which blocks an unreadable one needs. (The record
@@ -61,7 +65,7 @@ async fn collect_garbage(
     volume: &str,
     remaining: &[BackupRecord],
     guard: &crate::lock::LockGuard,
-) -> anyhow::Result<DeleteSummary> {
+) -> Result<DeleteSummary, BackupError> {
     let referenced: HashSet<&str> = remaining
         .iter()
         .flat_map(|r| r.blocks.iter().map(|b| b.hash.as_str()))

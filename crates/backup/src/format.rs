@@ -5,8 +5,9 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
 
-use anyhow::{Context, bail, ensure};
 use serde::{Deserialize, Serialize};
+
+use crate::error::FormatError;
 
 /// The version of every JSON record this code writes; records of other versions are
 /// refused, not guessed at.
@@ -66,14 +67,14 @@ impl fmt::Display for Compression {
 }
 
 impl FromStr for Compression {
-    type Err = anyhow::Error;
+    type Err = FormatError;
 
-    fn from_str(s: &str) -> anyhow::Result<Compression> {
+    fn from_str(s: &str) -> Result<Compression, FormatError> {
         match s {
             "none" => Ok(Compression::None),
             "lz4" => Ok(Compression::Lz4),
             "zstd" => Ok(Compression::Zstd),
-            _ => bail!("unknown compression {s:?}; use lz4, zstd or none"),
+            _ => Err(FormatError::UnknownCompression(s.to_string())),
         }
     }
 }
@@ -150,48 +151,43 @@ pub struct BackupRecord {
 
 impl BackupRecord {
     /// Checks what a reader relies on: the version, block alignment and order.
-    pub fn validate(&self) -> anyhow::Result<()> {
-        ensure!(
-            self.format_version == FORMAT_VERSION,
-            "backup {} has format version {}; this build reads {FORMAT_VERSION}",
-            self.name,
-            self.format_version
-        );
+    pub fn validate(&self) -> Result<(), FormatError> {
+        if self.format_version != FORMAT_VERSION {
+            return Err(FormatError::UnsupportedVersion {
+                backup: self.name.clone(),
+                found: self.format_version,
+            });
+        }
         check_block_size(self.block_size)?;
         let mut previous = None;
         for block in &self.blocks {
-            ensure!(
-                block.offset % self.block_size == 0 && block.offset < self.volume_size,
-                "backup {}: block at offset {} is not a block of the volume",
-                self.name,
-                block.offset
-            );
-            ensure!(
-                previous.is_none_or(|p| p < block.offset),
-                "backup {}: block map not in offset order at {}",
-                self.name,
-                block.offset
-            );
-            ensure!(
-                is_hash(&block.hash),
-                "backup {}: block at offset {} has a malformed hash {:?}",
-                self.name,
-                block.offset,
-                block.hash
-            );
-            previous = Some(block.offset);
+            let (backup, offset) = (self.name.clone(), block.offset);
+            if offset % self.block_size != 0 || offset >= self.volume_size {
+                return Err(FormatError::OffGrid { backup, offset });
+            }
+            if previous.is_some_and(|p| p >= offset) {
+                return Err(FormatError::Unordered { backup, offset });
+            }
+            if !is_hash(&block.hash) {
+                return Err(FormatError::MalformedHash {
+                    backup,
+                    offset,
+                    hash: block.hash.clone(),
+                });
+            }
+            previous = Some(offset);
         }
         Ok(())
     }
 }
 
 /// Refuses block sizes outside the accepted range or not a power of two.
-pub fn check_block_size(block_size: u64) -> anyhow::Result<()> {
-    ensure!(
-        block_size.is_power_of_two() && (MIN_BLOCK_SIZE..=MAX_BLOCK_SIZE).contains(&block_size),
-        "block size {block_size} must be a power of two from {MIN_BLOCK_SIZE} to {MAX_BLOCK_SIZE}"
-    );
-    Ok(())
+pub fn check_block_size(block_size: u64) -> Result<(), FormatError> {
+    if block_size.is_power_of_two() && (MIN_BLOCK_SIZE..=MAX_BLOCK_SIZE).contains(&block_size) {
+        Ok(())
+    } else {
+        Err(FormatError::BlockSize(block_size))
+    }
 }
 
 fn is_hash(s: &str) -> bool {
@@ -254,12 +250,12 @@ pub fn locks_dir(volume: &str) -> String {
 /// Encodes a block: a 12-byte header (magic `SHBK`, version 1, codec, two zero bytes,
 /// uncompressed length as u32 little-endian) and the payload. A block that does not
 /// shrink is stored uncompressed.
-pub fn encode_block(data: &[u8], compression: Compression) -> anyhow::Result<Vec<u8>> {
-    let len = u32::try_from(data.len()).context("block larger than 4 GiB")?;
+pub fn encode_block(data: &[u8], compression: Compression) -> Result<Vec<u8>, FormatError> {
+    let len = u32::try_from(data.len()).map_err(|_| FormatError::BlockTooLarge(data.len()))?;
     let compressed = match compression {
         Compression::None => None,
         Compression::Lz4 => Some(lz4_flex::block::compress(data)),
-        Compression::Zstd => Some(zstd::bulk::compress(data, 3).context("zstd compression")?),
+        Compression::Zstd => Some(zstd::bulk::compress(data, 3).map_err(FormatError::Zstd)?),
     };
     let (codec, payload) = match &compressed {
         Some(c) if c.len() < data.len() => (compression, c.as_slice()),
@@ -274,38 +270,53 @@ pub fn encode_block(data: &[u8], compression: Compression) -> anyhow::Result<Vec
 }
 
 /// Decodes a block object and checks that its contents hash to `hash`.
-pub fn decode_block(object: &[u8], hash: &str) -> anyhow::Result<Vec<u8>> {
-    ensure!(
-        object.len() >= BLOCK_HEADER_LEN && &object[..4] == BLOCK_MAGIC,
-        "block {hash} is corrupt: not a Shorthorn block object"
-    );
-    ensure!(
-        object[4] == 1,
-        "block {hash}: unknown block format version {}",
-        object[4]
-    );
-    let codec = Compression::from_code(object[5])
-        .with_context(|| format!("block {hash} is corrupt: unknown codec {}", object[5]))?;
-    let len_bytes: [u8; 4] = object[8..12].try_into().context("block header")?;
-    let len = u32::from_le_bytes(len_bytes) as usize;
-    let payload = &object[BLOCK_HEADER_LEN..];
+pub fn decode_block(object: &[u8], hash: &str) -> Result<Vec<u8>, FormatError> {
+    let hash_owned = || hash.to_string();
+    let Some((header, payload)) = object.split_first_chunk::<BLOCK_HEADER_LEN>() else {
+        return Err(FormatError::NotABlock { hash: hash_owned() });
+    };
+    let [m0, m1, m2, m3, version, code, _, _, l0, l1, l2, l3] = *header;
+    if &[m0, m1, m2, m3] != BLOCK_MAGIC {
+        return Err(FormatError::NotABlock { hash: hash_owned() });
+    }
+    if version != 1 {
+        return Err(FormatError::BlockVersion {
+            hash: hash_owned(),
+            version,
+        });
+    }
+    let codec = Compression::from_code(code).ok_or_else(|| FormatError::UnknownCodec {
+        hash: hash_owned(),
+        code,
+    })?;
+    let len = u32::from_le_bytes([l0, l1, l2, l3]) as usize;
+    let decompress_error = |reason: String| FormatError::Decompress {
+        hash: hash_owned(),
+        codec,
+        reason,
+    };
     let data = match codec {
         Compression::None => payload.to_vec(),
         Compression::Lz4 => lz4_flex::block::decompress(payload, len)
-            .map_err(|e| anyhow::anyhow!("block {hash} is corrupt: lz4: {e}"))?,
-        Compression::Zstd => zstd::bulk::decompress(payload, len)
-            .map_err(|e| anyhow::anyhow!("block {hash} is corrupt: zstd: {e}"))?,
+            .map_err(|e| decompress_error(e.to_string()))?,
+        Compression::Zstd => {
+            zstd::bulk::decompress(payload, len).map_err(|e| decompress_error(e.to_string()))?
+        }
     };
-    ensure!(
-        data.len() == len,
-        "block {hash} is corrupt: {} bytes, header says {len}",
-        data.len()
-    );
+    if data.len() != len {
+        return Err(FormatError::BlockLength {
+            hash: hash_owned(),
+            found: data.len(),
+            expected: len,
+        });
+    }
     let actual = block_hash(&data);
-    ensure!(
-        actual == hash,
-        "block {hash} is corrupt: its contents hash to {actual}"
-    );
+    if actual != hash {
+        return Err(FormatError::BlockHash {
+            hash: hash_owned(),
+            actual,
+        });
+    }
     Ok(data)
 }
 
@@ -322,25 +333,35 @@ pub struct BackupUrl {
 
 impl BackupUrl {
     /// Parses a backup URL.
-    pub fn parse(url: &str) -> anyhow::Result<BackupUrl> {
-        let (target, query) = url.split_once('?').with_context(|| {
-            format!("backup URL {url:?} has no ?backup=NAME&volume=VOLUME (see `backup ls`)")
+    pub fn parse(url: &str) -> Result<BackupUrl, FormatError> {
+        let (target, query) = url.split_once('?').ok_or_else(|| FormatError::UrlNoQuery {
+            url: url.to_string(),
         })?;
         let (mut volume, mut backup) = (None, None);
         for pair in query.split('&') {
             match pair.split_once('=') {
                 Some(("volume", v)) if !v.is_empty() => volume = Some(v.to_string()),
                 Some(("backup", b)) if !b.is_empty() => backup = Some(b.to_string()),
-                _ => bail!("backup URL {url:?}: unexpected {pair:?} in the query"),
+                _ => {
+                    return Err(FormatError::UrlQuery {
+                        url: url.to_string(),
+                        pair: pair.to_string(),
+                    });
+                }
             }
         }
         let (Some(volume), Some(backup)) = (volume, backup) else {
-            bail!("backup URL {url:?} needs both backup=NAME and volume=VOLUME");
+            return Err(FormatError::UrlIncomplete {
+                url: url.to_string(),
+            });
         };
-        shorthorn_block::validate_name(&volume)
-            .with_context(|| format!("backup URL {url:?}: volume"))?;
-        shorthorn_block::validate_name(&backup)
-            .with_context(|| format!("backup URL {url:?}: backup"))?;
+        for (field, name) in [("volume", &volume), ("backup", &backup)] {
+            shorthorn_block::validate_name(name).map_err(|source| FormatError::UrlName {
+                url: url.to_string(),
+                field,
+                source,
+            })?;
+        }
         Ok(BackupUrl {
             target: target.to_string(),
             volume,

@@ -10,6 +10,7 @@
 
 mod create;
 mod delete;
+mod error;
 pub mod fail_points;
 pub mod format;
 mod list;
@@ -21,6 +22,10 @@ mod target_policy;
 
 pub use create::{BackupOptions, Progress, SnapshotId, SnapshotSource, SourceInfo, create_backup};
 pub use delete::{DeleteSummary, delete_backup};
+pub use error::{
+    BackupError, FormatError, LockError, PolicyError, RestoreError, SourceCause, SourceError,
+    TargetError,
+};
 pub use format::{BackupRecord, BackupUrl, Compression};
 pub use list::{get_backup, list_backups, list_volumes};
 pub use lock::{LockGuard, LockKind, LockOptions, acquire, with_lock};
@@ -37,8 +42,6 @@ fn now_rfc3339() -> String {
 /// Runs CPU-bound work (hashing, compression) off the async threads.
 async fn spawn_cpu<T: Send + 'static>(
     work: impl FnOnce() -> T + Send + 'static,
-) -> anyhow::Result<T> {
-    tokio::task::spawn_blocking(work)
-        .await
-        .map_err(|e| anyhow::anyhow!("background task failed: {e}"))
+) -> Result<T, tokio::task::JoinError> {
+    tokio::task::spawn_blocking(work).await
 }

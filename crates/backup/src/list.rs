@@ -1,12 +1,11 @@
 //! Reading what a backupstore holds: volumes, and each volume's complete backups.
 
-use anyhow::{Context, bail};
-
+use crate::error::BackupError;
 use crate::format::{BackupRecord, backup_record_path, backups_dir};
 use crate::target::Target;
 
 /// Names of the volumes with backups (or leftovers of one) in the target.
-pub async fn list_volumes(target: &Target) -> anyhow::Result<Vec<String>> {
+pub async fn list_volumes(target: &Target) -> Result<Vec<String>, BackupError> {
     let mut volumes = target.list_dirs("volumes").await?;
     volumes.sort();
     Ok(volumes)
@@ -14,7 +13,7 @@ pub async fn list_volumes(target: &Target) -> anyhow::Result<Vec<String>> {
 
 /// Every complete backup of `volume`, oldest first. Backups still running (or killed)
 /// have no record yet, so they are not listed.
-pub async fn list_backups(target: &Target, volume: &str) -> anyhow::Result<Vec<BackupRecord>> {
+pub async fn list_backups(target: &Target, volume: &str) -> Result<Vec<BackupRecord>, BackupError> {
     list_backups_except(target, volume, "").await
 }
 
@@ -23,7 +22,7 @@ pub(crate) async fn list_backups_except(
     target: &Target,
     volume: &str,
     except: &str,
-) -> anyhow::Result<Vec<BackupRecord>> {
+) -> Result<Vec<BackupRecord>, BackupError> {
     let mut records = Vec::new();
     for meta in target.list(&backups_dir(volume)).await? {
         let relative = target.relative(&meta.location);
@@ -44,21 +43,33 @@ pub(crate) async fn list_backups_except(
 }
 
 /// Backup `name` of `volume`, checked.
-pub async fn get_backup(target: &Target, volume: &str, name: &str) -> anyhow::Result<BackupRecord> {
+pub async fn get_backup(
+    target: &Target,
+    volume: &str,
+    name: &str,
+) -> Result<BackupRecord, BackupError> {
     let path = backup_record_path(volume, name);
     let Some(record) = target.get_json::<BackupRecord>(&path).await? else {
-        bail!("{}: volume {volume} has no backup {name}", target.url());
+        return Err(BackupError::NotFound {
+            url: target.url().to_string(),
+            volume: volume.to_string(),
+            backup: name.to_string(),
+        });
     };
     if record.name != name || record.volume != volume {
-        bail!(
-            "{}: {path} is corrupt: it names backup {} of volume {}",
-            target.url(),
-            record.name,
-            record.volume
-        );
+        return Err(BackupError::MisnamedRecord {
+            url: target.url().to_string(),
+            path,
+            named: record.name,
+            named_volume: record.volume,
+        });
     }
-    record
-        .validate()
-        .with_context(|| format!("{}: {path} is corrupt", target.url()))?;
+    if let Err(source) = record.validate() {
+        return Err(BackupError::CorruptRecord {
+            url: target.url().to_string(),
+            path,
+            source: Box::new(source),
+        });
+    }
     Ok(record)
 }

@@ -19,11 +19,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::bail;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use tokio::task::JoinHandle;
 
+use crate::error::{Chain, LockError, TargetError};
 use crate::format::locks_dir;
 use crate::target::Target;
 
@@ -103,19 +103,18 @@ struct Held {
 impl LockGuard {
     /// Fails if the lock could not be refreshed in time, so another process may now hold
     /// a conflicting one: check before anything that must happen under the lock.
-    pub fn ensure_held(&self) -> anyhow::Result<()> {
+    pub fn ensure_held(&self) -> Result<(), LockError> {
         if self.inner.lost.load(Ordering::SeqCst) {
-            bail!(
-                "{}: lost {} (it could not be refreshed before it expired)",
-                self.inner.target.url(),
-                self.inner.description
-            );
+            return Err(LockError::Lost {
+                url: self.inner.target.url().to_string(),
+                description: self.inner.description.clone(),
+            });
         }
         Ok(())
     }
 
     /// Releases the lock now if this is its last holder; otherwise drops this clone.
-    pub async fn release(self) -> anyhow::Result<()> {
+    pub async fn release(self) -> Result<(), TargetError> {
         if let Some(held) = Arc::into_inner(self.inner) {
             held.refresher.abort();
             held.target.delete(&held.path).await?;
@@ -136,7 +135,7 @@ impl Drop for Held {
             Ok(handle) => {
                 handle.spawn(async move {
                     if let Err(e) = target.delete(&path).await {
-                        tracing::warn!(error = %format!("{e:#}"), "releasing a backupstore lock");
+                        tracing::warn!(error = %Chain(&e), "releasing a backupstore lock");
                     }
                 });
             }
@@ -147,23 +146,23 @@ impl Drop for Held {
 
 /// Runs `work` under a `kind` lock on `volume`, then releases the lock whether `work`
 /// succeeded or not (a lock left behind would block deletions until it expired).
-pub async fn with_lock<T>(
+pub async fn with_lock<T, E: From<LockError>>(
     target: &Target,
     volume: &str,
     kind: LockKind,
     operation: &str,
     options: LockOptions,
-    work: impl AsyncFnOnce(&LockGuard) -> anyhow::Result<T>,
-) -> anyhow::Result<T> {
+    work: impl AsyncFnOnce(&LockGuard) -> Result<T, E>,
+) -> Result<T, E> {
     let guard = acquire(target, volume, kind, operation, options).await?;
     let result = work(&guard).await;
     let released = guard.release().await;
     match (result, released) {
         (Ok(value), Ok(())) => Ok(value),
-        (Ok(_), Err(e)) => Err(e),
+        (Ok(_), Err(e)) => Err(LockError::from(e).into()),
         (Err(e), Ok(())) => Err(e),
         (Err(e), Err(release)) => {
-            tracing::warn!(error = %format!("{release:#}"), "releasing a lock after a failure");
+            tracing::warn!(error = %Chain(&release), "releasing a lock after a failure");
             Err(e)
         }
     }
@@ -176,7 +175,7 @@ pub async fn acquire(
     kind: LockKind,
     operation: &str,
     options: LockOptions,
-) -> anyhow::Result<LockGuard> {
+) -> Result<LockGuard, LockError> {
     let id = format!(
         "{}-{:016x}",
         Utc::now().format("%Y%m%dT%H%M%S"),
@@ -202,17 +201,17 @@ pub async fn acquire(
             Ok(Some(holder)) => {
                 target.delete(&path).await?;
                 if started.elapsed() >= options.max_wait {
-                    bail!(
-                        "volume {volume}: waited {} for {holder} to finish; giving up \
-                         (raise --lock-wait, or wait for it)",
-                        humanize(options.max_wait)
-                    );
+                    return Err(LockError::Timeout {
+                        volume: volume.to_string(),
+                        max_wait: options.max_wait,
+                        holder,
+                    });
                 }
                 tracing::info!(volume, %holder, "waiting for a conflicting lock");
             }
             Err(e) => {
                 let _ = target.delete(&path).await;
-                return Err(e);
+                return Err(e.into());
             }
         }
         let left = options.max_wait.saturating_sub(started.elapsed());
@@ -250,7 +249,7 @@ async fn first_conflict(
     kind: LockKind,
     now: DateTime<Utc>,
     default_ttl: Duration,
-) -> anyhow::Result<Option<String>> {
+) -> Result<Option<String>, TargetError> {
     for meta in target.list(&locks_dir(volume)).await? {
         let relative = target.relative(&meta.location);
         if relative == own {
@@ -282,7 +281,7 @@ async fn first_conflict(
                 other.pid,
                 other.host
             ),
-            Err(e) => format!("an unreadable lock {relative} ({e:#})"),
+            Err(e) => format!("an unreadable lock {relative} ({})", Chain(&e)),
         };
         return Ok(Some(holder));
     }
@@ -304,7 +303,7 @@ async fn refresh(
         match target.put_json(&path, &record).await {
             Ok(()) => last_success = Instant::now(),
             Err(e) => {
-                tracing::warn!(error = %format!("{e:#}"), %path, "refreshing a backupstore lock");
+                tracing::warn!(error = %Chain(&e), %path, "refreshing a backupstore lock");
                 if last_success.elapsed() >= ttl {
                     lost.store(true, Ordering::SeqCst);
                 }
@@ -317,10 +316,6 @@ fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_string())
         .unwrap_or_else(|_| "unknown".into())
-}
-
-fn humanize(d: Duration) -> String {
-    format!("{:.1}s", d.as_secs_f64())
 }
 
 #[cfg(test)]

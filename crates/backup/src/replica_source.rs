@@ -4,7 +4,6 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use anyhow::{Context, bail};
 use shorthorn_proto::v1 as pb;
 use shorthorn_proto::v1::engine_control_client::EngineControlClient;
 use shorthorn_proto::v1::replica_control_client::ReplicaControlClient;
@@ -12,6 +11,7 @@ use shorthorn_wire::ReplicaAddr;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::create::{SnapshotId, SnapshotSource, SourceInfo};
+use crate::error::SourceError;
 
 /// Largest read the replica serves per request.
 const READ_PIECE: u64 = 2 << 20;
@@ -27,43 +27,70 @@ pub struct ReplicaSource {
 
 impl ReplicaSource {
     /// Finds an RW replica of the engine's volume that has `snapshot`.
-    pub async fn open(engine: &str, snapshot: &str) -> anyhow::Result<(ReplicaSource, SourceInfo)> {
+    pub async fn open(
+        engine: &str,
+        snapshot: &str,
+    ) -> Result<(ReplicaSource, SourceInfo), SourceError> {
         let uri = if engine.contains("://") {
             engine.to_string()
         } else {
             format!("http://{engine}")
         };
         let channel = Endpoint::from_shared(uri)
-            .with_context(|| format!("bad engine address {engine:?}"))?
+            .map_err(|source| SourceError::EngineAddress {
+                engine: engine.to_string(),
+                source,
+            })?
             .connect_timeout(CONNECT_TIMEOUT)
             .connect()
             .await
-            .with_context(|| format!("cannot reach the engine at {engine}"))?;
+            .map_err(|source| SourceError::EngineUnreachable {
+                engine: engine.to_string(),
+                source,
+            })?;
         let info = EngineControlClient::new(channel)
             .info(pb::EngineInfoRequest {})
             .await
-            .context("asking the engine about its volume")?
+            .map_err(|e| SourceError::EngineInfo {
+                engine: engine.to_string(),
+                source: Box::new(e),
+            })?
             .into_inner();
         let replica = info
             .replicas
             .iter()
             .find(|r| r.mode() == pb::ReplicaMode::Rw)
-            .with_context(|| format!("volume {} has no RW replica to read from", info.volume))?;
-        let addr: ReplicaAddr = replica
-            .address
-            .parse()
-            .with_context(|| format!("replica address {:?}", replica.address))?;
+            .ok_or_else(|| SourceError::NoRwReplica {
+                volume: info.volume.clone(),
+            })?;
+        let addr: ReplicaAddr =
+            replica
+                .address
+                .parse()
+                .map_err(|source| SourceError::ReplicaAddress {
+                    address: replica.address.clone(),
+                    source,
+                })?;
         let channel = Endpoint::from_shared(addr.control_url()?)
-            .with_context(|| format!("replica {addr}: bad control address"))?
+            .map_err(|source| SourceError::ControlUri {
+                addr: addr.clone(),
+                source,
+            })?
             .connect_timeout(CONNECT_TIMEOUT)
             .connect()
             .await
-            .with_context(|| format!("replica {addr}: cannot reach its control API"))?;
+            .map_err(|source| SourceError::ReplicaUnreachable {
+                addr: addr.clone(),
+                source,
+            })?;
         let mut client = ReplicaControlClient::new(channel).max_decoding_message_size(256 << 20);
         let layers = client
             .list_snapshots(pb::ListSnapshotsRequest {})
             .await
-            .with_context(|| format!("replica {addr}: listing snapshots"))?
+            .map_err(|e| SourceError::ListSnapshots {
+                addr: addr.clone(),
+                source: Box::new(e),
+            })?
             .into_inner()
             .layers;
         let by_name: BTreeMap<&str, &pb::Layer> = layers
@@ -72,10 +99,10 @@ impl ReplicaSource {
             .map(|l| (l.name.as_str(), l))
             .collect();
         let Some(&layer) = by_name.get(snapshot) else {
-            bail!(
-                "volume {} has no snapshot {snapshot:?} (see `snapshot ls`)",
-                info.volume
-            );
+            return Err(SourceError::NoSnapshot {
+                volume: info.volume.clone(),
+                snapshot: snapshot.to_string(),
+            });
         };
         let mut lineage = vec![layer];
         while let Some(parent) = by_name.get(lineage[lineage.len() - 1].parent.as_str()) {
@@ -100,7 +127,9 @@ impl ReplicaSource {
 }
 
 impl SnapshotSource for ReplicaSource {
-    async fn changed_since(&self, since: Option<&str>) -> anyhow::Result<Vec<(u64, u64)>> {
+    type Error = SourceError;
+
+    async fn changed_since(&self, since: Option<&str>) -> Result<Vec<(u64, u64)>, SourceError> {
         let mut extents = Vec::new();
         for layer in self
             .lineage
@@ -114,14 +143,17 @@ impl SnapshotSource for ReplicaSource {
                     snapshot: layer.clone(),
                 })
                 .await
-                .with_context(|| format!("reading the extents of snapshot {layer}"))?
+                .map_err(|e| SourceError::Extents {
+                    snapshot: layer.clone(),
+                    source: Box::new(e),
+                })?
                 .into_inner();
             extents.extend(response.offsets.into_iter().zip(response.lengths));
         }
         Ok(extents)
     }
 
-    async fn read(&self, offset: u64, len: u64) -> anyhow::Result<Vec<u8>> {
+    async fn read(&self, offset: u64, len: u64) -> Result<Vec<u8>, SourceError> {
         let snapshot = &self.lineage[0];
         #[allow(clippy::cast_possible_truncation, reason = "one backup block")]
         let mut data = Vec::with_capacity(len as usize);
@@ -137,7 +169,11 @@ impl SnapshotSource for ReplicaSource {
                     length: piece,
                 })
                 .await
-                .with_context(|| format!("reading snapshot {snapshot} at offset {at}"))?;
+                .map_err(|e| SourceError::Read {
+                    snapshot: snapshot.clone(),
+                    offset: at,
+                    source: Box::new(e),
+                })?;
             data.extend_from_slice(&response.into_inner().data);
             at += piece;
         }

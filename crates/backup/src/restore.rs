@@ -12,13 +12,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use anyhow::{Context, bail, ensure};
 use futures::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 use shorthorn_block::{ExtentKind, ZeroMode};
-use shorthorn_store::{METADATA_FILE, Store};
+use shorthorn_store::{METADATA_FILE, Store, StoreError};
 
 use crate::create::Progress;
+use crate::error::RestoreError;
 use crate::format::{BackupRecord, block_hash, block_path, decode_block};
 use crate::list::get_backup;
 use crate::lock::{LockKind, LockOptions, with_lock};
@@ -82,24 +82,24 @@ pub struct RestoreState {
 
 impl RestoreState {
     /// The directory's restore state, if a restore ever ran there.
-    pub fn load(dir: &Path) -> anyhow::Result<Option<RestoreState>> {
+    pub fn load(dir: &Path) -> Result<Option<RestoreState>, RestoreError> {
         let path = dir.join(RESTORE_FILE);
         match std::fs::read(&path) {
-            Ok(data) => {
-                Ok(Some(serde_json::from_slice(&data).with_context(|| {
-                    format!("{} is corrupt", path.display())
-                })?))
-            }
+            Ok(data) => match serde_json::from_slice(&data) {
+                Ok(state) => Ok(Some(state)),
+                Err(source) => Err(RestoreError::CorruptState { path, source }),
+            },
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+            Err(source) => Err(RestoreError::ReadState { path, source }),
         }
     }
 
-    fn save(&self, dir: &Path) -> anyhow::Result<()> {
-        let data = serde_json::to_vec_pretty(self).context("encoding the restore state")?;
+    fn save(&self, dir: &Path) -> Result<(), RestoreError> {
+        let data = serde_json::to_vec_pretty(self).map_err(RestoreError::EncodeState)?;
         let temp = dir.join(format!("{RESTORE_FILE}.tmp"));
-        shorthorn_store::replace_file(dir, &temp, &dir.join(RESTORE_FILE), &data)
-            .with_context(|| format!("writing {}", dir.join(RESTORE_FILE).display()))
+        let path = dir.join(RESTORE_FILE);
+        shorthorn_store::replace_file(dir, &temp, &path, &data)
+            .map_err(|source| RestoreError::WriteState { path, source })
     }
 }
 
@@ -111,8 +111,10 @@ pub async fn restore_backup(
     dir: &Path,
     options: RestoreOptions,
     progress: Arc<Progress>,
-) -> anyhow::Result<RestoreSummary> {
-    ensure!(options.parallel > 0, "parallelism must be at least 1");
+) -> Result<RestoreSummary, RestoreError> {
+    if options.parallel == 0 {
+        return Err(RestoreError::NoParallelism);
+    }
     let operation = format!("restore of backup {name} to {}", dir.display());
     with_lock(
         target,
@@ -177,15 +179,17 @@ pub async fn restore_backup(
                             &counters,
                         )
                         .await
-                        .with_context(|| {
-                            format!("volume {}: restoring offset {offset}", record.volume)
+                        .map_err(|e| RestoreError::Block {
+                            volume: record.volume.clone(),
+                            offset,
+                            source: Box::new(e),
                         })?;
                         progress.done_bytes.fetch_add(len, Ordering::Relaxed);
                         progress.transferred_bytes.store(
                             counters.fetched_bytes.load(Ordering::Relaxed),
                             Ordering::Relaxed,
                         );
-                        anyhow::Ok(())
+                        Ok::<(), RestoreError>(())
                     }
                 })
                 .buffer_unordered(options.parallel)
@@ -195,8 +199,11 @@ pub async fn restore_backup(
             let flushing = store.clone();
             tokio::task::spawn_blocking(move || flushing.flush())
                 .await
-                .context("flush task")?
-                .with_context(|| format!("flushing {}", dir.display()))?;
+                .map_err(task("flush task"))?
+                .map_err(|source| RestoreError::Flush {
+                    dir: dir.to_path_buf(),
+                    source,
+                })?;
             // A deletion may have removed blocks since the lock was lost.
             lock.ensure_held()?;
             state("complete").save(dir)?;
@@ -210,6 +217,11 @@ pub async fn restore_backup(
         },
     )
     .await
+}
+
+/// Wraps a failed `spawn_blocking` of the work `task` names.
+fn task(task: &'static str) -> impl FnOnce(tokio::task::JoinError) -> RestoreError {
+    move |source| RestoreError::Task { task, source }
 }
 
 #[derive(Debug, Default)]
@@ -234,13 +246,13 @@ async fn restore_block(
     hash: Option<String>,
     incremental: bool,
     counters: &Counters,
-) -> anyhow::Result<()> {
+) -> Result<(), RestoreError> {
     if incremental {
         let local = {
             let store = store.clone();
             tokio::task::spawn_blocking(move || local_hash(&store, offset, len))
                 .await
-                .context("read task")??
+                .map_err(task("read task"))??
         };
         if local == hash {
             counters.unchanged_blocks.fetch_add(1, Ordering::Relaxed);
@@ -251,33 +263,41 @@ async fn restore_block(
         let store = store.clone();
         tokio::task::spawn_blocking(move || store.write_zeroes(offset, len, ZeroMode::MayUnmap))
             .await
-            .context("write task")??;
+            .map_err(task("write task"))??;
         counters.zeroed_blocks.fetch_add(1, Ordering::Relaxed);
         return Ok(());
     };
     let path = block_path(&record.volume, &hash);
     let Some(object) = target.get(&path).await? else {
-        bail!(
-            "{}: block {hash} of backup {} is missing from the store",
-            target.url(),
-            record.name
-        );
+        return Err(RestoreError::MissingBlock {
+            url: target.url().to_string(),
+            hash,
+            backup: record.name.clone(),
+        });
     };
     let fetched = object.len() as u64;
     let checked = hash.clone();
     let data = spawn_cpu(move || decode_block(&object, &checked))
-        .await?
-        .with_context(|| format!("{}: backup {}", target.url(), record.name))?;
-    ensure!(
-        data.len() as u64 == len,
-        "{}: block {hash} holds {} bytes, but the block at offset {offset} has {len}",
-        target.url(),
-        data.len()
-    );
+        .await
+        .map_err(task("background task failed"))?
+        .map_err(|source| RestoreError::CorruptBlock {
+            url: target.url().to_string(),
+            backup: record.name.clone(),
+            source: Box::new(source),
+        })?;
+    if data.len() as u64 != len {
+        return Err(RestoreError::BlockLength {
+            url: target.url().to_string(),
+            hash,
+            found: data.len(),
+            offset,
+            len,
+        });
+    }
     let store = store.clone();
     tokio::task::spawn_blocking(move || store.write(offset, &data))
         .await
-        .context("write task")??;
+        .map_err(task("write task"))??;
     counters.fetched_blocks.fetch_add(1, Ordering::Relaxed);
     counters.fetched_bytes.fetch_add(fetched, Ordering::Relaxed);
     fail::fail_point!(crate::fail_points::RESTORE_AFTER_BLOCK);
@@ -285,7 +305,7 @@ async fn restore_block(
 }
 
 /// The hash of the local block (`None` when it is zeros), as a backup would name it.
-fn local_hash(store: &Store, offset: u64, len: u64) -> anyhow::Result<Option<String>> {
+fn local_hash(store: &Store, offset: u64, len: u64) -> Result<Option<String>, StoreError> {
     let mapped = store
         .block_status(offset, len)?
         .iter()
@@ -303,11 +323,11 @@ fn local_hash(store: &Store, offset: u64, len: u64) -> anyhow::Result<Option<Str
 }
 
 /// Offsets of the blocks the directory has data in.
-async fn local_blocks(store: &Arc<Store>, record: &BackupRecord) -> anyhow::Result<Vec<u64>> {
+async fn local_blocks(store: &Arc<Store>, record: &BackupRecord) -> Result<Vec<u64>, RestoreError> {
     let (store, size, block_size) = (store.clone(), record.volume_size, record.block_size);
     let extents = tokio::task::spawn_blocking(move || store.block_status(0, size))
         .await
-        .context("block status task")??;
+        .map_err(task("block status task"))??;
     let mut blocks = BTreeSet::new();
     for extent in extents.iter().filter(|e| e.kind == ExtentKind::Data) {
         let mut block = extent.offset - extent.offset % block_size;
@@ -325,38 +345,41 @@ async fn open_or_create(
     dir: PathBuf,
     volume: &str,
     record: &BackupRecord,
-) -> anyhow::Result<(Arc<Store>, bool)> {
-    shorthorn_block::validate_name(volume).context("restored volume name")?;
+) -> Result<(Arc<Store>, bool), RestoreError> {
+    shorthorn_block::validate_name(volume).map_err(RestoreError::InvalidName)?;
     let (volume, size) = (volume.to_string(), record.volume_size);
     tokio::task::spawn_blocking(move || {
         if !dir.join(METADATA_FILE).exists() {
-            let store = Store::create(&dir, &volume, size)
-                .with_context(|| format!("creating a replica directory in {}", dir.display()))?;
-            return Ok((Arc::new(store), false));
+            return match Store::create(&dir, &volume, size) {
+                Ok(store) => Ok((Arc::new(store), false)),
+                Err(source) => Err(RestoreError::CreateReplica { dir, source }),
+            };
         }
-        let store = Store::open(&dir)
-            .with_context(|| format!("opening replica directory {}", dir.display()))?;
+        let store = match Store::open(&dir) {
+            Ok(store) => store,
+            Err(source) => return Err(RestoreError::OpenReplica { dir, source }),
+        };
         if store.name() != volume {
-            bail!(
-                "{} holds volume {}, not {volume}; restore into another directory",
-                dir.display(),
-                store.name()
-            );
+            return Err(RestoreError::OtherVolume {
+                found: store.name().to_string(),
+                dir,
+                volume,
+            });
         }
         if store.size() > size {
-            bail!(
-                "{} holds {} bytes, more than the backup's {size}; restore into another directory",
-                dir.display(),
-                store.size()
-            );
+            return Err(RestoreError::Larger {
+                found: store.size(),
+                dir,
+                size,
+            });
         }
-        if store.size() < size {
-            store
-                .expand(size)
-                .with_context(|| format!("growing {} to {size} bytes", dir.display()))?;
+        if store.size() < size
+            && let Err(source) = store.expand(size)
+        {
+            return Err(RestoreError::Grow { dir, size, source });
         }
         Ok((Arc::new(store), true))
     })
     .await
-    .context("open task")?
+    .map_err(task("open task"))?
 }

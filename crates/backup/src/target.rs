@@ -8,7 +8,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, bail};
 use bytes::Bytes;
 use futures::TryStreamExt;
 use object_store::aws::AmazonS3Builder;
@@ -17,6 +16,8 @@ use object_store::path::Path;
 use object_store::{ClientOptions, ObjectMeta, ObjectStore, ObjectStoreExt, RetryConfig};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+
+use crate::error::TargetError;
 
 /// How to reach an S3 target when the URL and environment do not say it all.
 #[derive(Debug, Clone, Default)]
@@ -47,14 +48,13 @@ pub struct Target {
 impl Target {
     /// Opens `url`. Nothing is contacted yet; the first operation reports an unreachable
     /// endpoint or refused credentials.
-    pub fn open(url: &str, options: &TargetOptions) -> anyhow::Result<Target> {
-        let parsed =
-            url::Url::parse(url).with_context(|| format!("backup target {url:?}: not a URL"))?;
+    pub fn open(url: &str, options: &TargetOptions) -> Result<Target, TargetError> {
+        let parsed = parse_url(url)?;
         match parsed.scheme() {
             "s3" => open_s3(url, &parsed, options),
             "file" => {
                 if !url.starts_with("file:///") {
-                    bail!("backup target {url}: write file:///absolute/path (three slashes)");
+                    return Err(malformed(url, THREE_SLASHES));
                 }
                 open_directory(url, PathBuf::from(parsed.path()), None, options)
             }
@@ -63,32 +63,25 @@ impl Target {
                 let dir = mount.dir.clone();
                 open_directory(url, dir, Some(Arc::new(mount)), options)
             }
-            other => bail!(
-                "backup target {url}: unknown scheme {other:?}; use s3://bucket@region/path, \
-                 file:///path or nfs://host:/path"
-            ),
+            other => Err(unknown_scheme(url, other)),
         }
     }
 
     /// Checks a target URL's form without contacting, creating or mounting anything.
-    pub fn check_url(url: &str) -> anyhow::Result<()> {
-        let parsed =
-            url::Url::parse(url).with_context(|| format!("backup target {url:?}: not a URL"))?;
+    pub fn check_url(url: &str) -> Result<(), TargetError> {
+        let parsed = parse_url(url)?;
         match parsed.scheme() {
             "s3" if !parsed.username().is_empty()
                 || parsed.host_str().is_some_and(|h| !h.is_empty()) =>
             {
                 Ok(())
             }
-            "s3" => bail!("backup target {url}: no bucket; write s3://bucket@region/path"),
+            "s3" => Err(malformed(url, NO_BUCKET)),
             "file" if url.starts_with("file:///") => Ok(()),
-            "file" => bail!("backup target {url}: write file:///absolute/path (three slashes)"),
+            "file" => Err(malformed(url, THREE_SLASHES)),
             "nfs" if parsed.host_str().is_some_and(|h| !h.is_empty()) => Ok(()),
-            "nfs" => bail!("backup target {url}: no host; write nfs://host:/path"),
-            other => bail!(
-                "backup target {url}: unknown scheme {other:?}; use s3://bucket@region/path, \
-                 file:///path or nfs://host:/path"
-            ),
+            "nfs" => Err(malformed(url, NO_HOST)),
+            other => Err(unknown_scheme(url, other)),
         }
     }
 
@@ -118,13 +111,21 @@ impl Target {
     }
 
     /// Stores `data` at `relative` (atomically: readers see all of it or nothing).
-    pub(crate) async fn put(&self, relative: &str, data: Bytes) -> anyhow::Result<()> {
+    pub(crate) async fn put(&self, relative: &str, data: Bytes) -> Result<(), TargetError> {
         let path = self.path(relative);
-        self.store
-            .put(&path, data.into())
-            .await
-            .with_context(|| format!("{}: writing {path}", self.url))?;
-        Ok(())
+        match self.store.put(&path, data.into()).await {
+            Ok(_) => Ok(()),
+            Err(e) => Err(self.object_error("writing", path, e)),
+        }
+    }
+
+    fn object_error(&self, op: &'static str, path: Path, e: object_store::Error) -> TargetError {
+        TargetError::Object {
+            url: self.url.clone(),
+            op,
+            path,
+            source: Box::new(e),
+        }
     }
 
     /// Stores `value` as JSON at `relative`.
@@ -132,8 +133,12 @@ impl Target {
         &self,
         relative: &str,
         value: &T,
-    ) -> anyhow::Result<()> {
-        let data = serde_json::to_vec_pretty(value).context("encoding JSON")?;
+    ) -> Result<(), TargetError> {
+        let data = serde_json::to_vec_pretty(value).map_err(|source| TargetError::Encode {
+            url: self.url.clone(),
+            path: self.path(relative),
+            source,
+        })?;
         self.put(relative, data.into()).await
     }
 
@@ -143,28 +148,26 @@ impl Target {
         &self,
         relative: &str,
         value: &T,
-    ) -> anyhow::Result<ObjectMeta> {
+    ) -> Result<ObjectMeta, TargetError> {
         self.put_json(relative, value).await?;
-        self.head(relative).await?.with_context(|| {
-            format!(
-                "{}: {} vanished right after it was written",
-                self.url,
-                self.path(relative)
-            )
-        })
+        self.head(relative)
+            .await?
+            .ok_or_else(|| TargetError::Vanished {
+                url: self.url.clone(),
+                path: self.path(relative),
+            })
     }
 
     /// The object at `relative`, or `None` when there is none.
-    pub(crate) async fn get(&self, relative: &str) -> anyhow::Result<Option<Bytes>> {
+    pub(crate) async fn get(&self, relative: &str) -> Result<Option<Bytes>, TargetError> {
         let path = self.path(relative);
         match self.store.get(&path).await {
-            Ok(result) => {
-                Ok(Some(result.bytes().await.with_context(|| {
-                    format!("{}: reading {path}", self.url)
-                })?))
-            }
+            Ok(result) => match result.bytes().await {
+                Ok(bytes) => Ok(Some(bytes)),
+                Err(e) => Err(self.object_error("reading", path, e)),
+            },
             Err(object_store::Error::NotFound { .. }) => Ok(None),
-            Err(e) => Err(e).with_context(|| format!("{}: reading {path}", self.url)),
+            Err(e) => Err(self.object_error("reading", path, e)),
         }
     }
 
@@ -172,57 +175,53 @@ impl Target {
     pub(crate) async fn get_json<T: DeserializeOwned>(
         &self,
         relative: &str,
-    ) -> anyhow::Result<Option<T>> {
+    ) -> Result<Option<T>, TargetError> {
         let Some(data) = self.get(relative).await? else {
             return Ok(None);
         };
-        let value = serde_json::from_slice(&data).with_context(|| {
-            format!(
-                "{}: {} is corrupt (not the JSON this version expects)",
-                self.url,
-                self.path(relative)
-            )
+        let value = serde_json::from_slice(&data).map_err(|source| TargetError::CorruptJson {
+            url: self.url.clone(),
+            path: self.path(relative),
+            source,
         })?;
         Ok(Some(value))
     }
 
     /// Metadata of the object at `relative`, or `None` when there is none.
-    pub(crate) async fn head(&self, relative: &str) -> anyhow::Result<Option<ObjectMeta>> {
+    pub(crate) async fn head(&self, relative: &str) -> Result<Option<ObjectMeta>, TargetError> {
         let path = self.path(relative);
         match self.store.head(&path).await {
             Ok(meta) => Ok(Some(meta)),
             Err(object_store::Error::NotFound { .. }) => Ok(None),
-            Err(e) => Err(e).with_context(|| format!("{}: looking up {path}", self.url)),
+            Err(e) => Err(self.object_error("looking up", path, e)),
         }
     }
 
     /// Removes the object at `relative`; removing a missing object succeeds.
-    pub(crate) async fn delete(&self, relative: &str) -> anyhow::Result<()> {
+    pub(crate) async fn delete(&self, relative: &str) -> Result<(), TargetError> {
         let path = self.path(relative);
         match self.store.delete(&path).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-            Err(e) => Err(e).with_context(|| format!("{}: removing {path}", self.url)),
+            Err(e) => Err(self.object_error("removing", path, e)),
         }
     }
 
     /// Every object under `relative`, recursively.
-    pub(crate) async fn list(&self, relative: &str) -> anyhow::Result<Vec<ObjectMeta>> {
+    pub(crate) async fn list(&self, relative: &str) -> Result<Vec<ObjectMeta>, TargetError> {
         let prefix = self.path(relative);
-        self.store
-            .list(Some(&prefix))
-            .try_collect()
-            .await
-            .with_context(|| format!("{}: listing {prefix}", self.url))
+        match self.store.list(Some(&prefix)).try_collect().await {
+            Ok(listed) => Ok(listed),
+            Err(e) => Err(self.object_error("listing", prefix, e)),
+        }
     }
 
     /// The names of the "directories" directly under `relative`.
-    pub(crate) async fn list_dirs(&self, relative: &str) -> anyhow::Result<Vec<String>> {
+    pub(crate) async fn list_dirs(&self, relative: &str) -> Result<Vec<String>, TargetError> {
         let prefix = self.path(relative);
-        let listed = self
-            .store
-            .list_with_delimiter(Some(&prefix))
-            .await
-            .with_context(|| format!("{}: listing {prefix}", self.url))?;
+        let listed = match self.store.list_with_delimiter(Some(&prefix)).await {
+            Ok(listed) => listed,
+            Err(e) => return Err(self.object_error("listing", prefix, e)),
+        };
         Ok(listed
             .common_prefixes
             .iter()
@@ -246,7 +245,32 @@ fn s3_client_options() -> (ClientOptions, RetryConfig) {
     (client, retry)
 }
 
-fn open_s3(url: &str, parsed: &url::Url, options: &TargetOptions) -> anyhow::Result<Target> {
+const THREE_SLASHES: &str = "write file:///absolute/path (three slashes)";
+const NO_BUCKET: &str = "no bucket; write s3://bucket@region/path";
+const NO_HOST: &str = "no host; write nfs://host:/path";
+
+fn parse_url(url: &str) -> Result<url::Url, TargetError> {
+    url::Url::parse(url).map_err(|source| TargetError::NotAUrl {
+        url: url.to_string(),
+        source,
+    })
+}
+
+fn malformed(url: &str, problem: &'static str) -> TargetError {
+    TargetError::Malformed {
+        url: url.to_string(),
+        problem,
+    }
+}
+
+fn unknown_scheme(url: &str, scheme: &str) -> TargetError {
+    TargetError::UnknownScheme {
+        url: url.to_string(),
+        scheme: scheme.to_string(),
+    }
+}
+
+fn open_s3(url: &str, parsed: &url::Url, options: &TargetOptions) -> Result<Target, TargetError> {
     // s3://bucket@region/path: the bucket sits where a URL keeps its user name.
     let (bucket, region) = if parsed.username().is_empty() {
         (parsed.host_str().unwrap_or_default().to_string(), None)
@@ -257,7 +281,7 @@ fn open_s3(url: &str, parsed: &url::Url, options: &TargetOptions) -> anyhow::Res
         )
     };
     if bucket.is_empty() {
-        bail!("backup target {url}: no bucket; write s3://bucket@region/path");
+        return Err(malformed(url, NO_BUCKET));
     }
     let mut builder = AmazonS3Builder::from_env().with_bucket_name(&bucket);
     if let Some(region) = region.filter(|r| !r.is_empty()) {
@@ -284,10 +308,9 @@ fn open_s3(url: &str, parsed: &url::Url, options: &TargetOptions) -> anyhow::Res
     let has_key = options.access_key_id.is_some() || env_set("AWS_ACCESS_KEY_ID");
     let has_secret = options.secret_access_key.is_some() || env_set("AWS_SECRET_ACCESS_KEY");
     if custom_endpoint && !(has_key && has_secret) {
-        bail!(
-            "backup target {url}: no S3 credentials; set AWS_ACCESS_KEY_ID and \
-             AWS_SECRET_ACCESS_KEY (or --access-key-id and --secret-access-key)"
-        );
+        return Err(TargetError::NoCredentials {
+            url: url.to_string(),
+        });
     }
     if let Some(key) = &options.access_key_id {
         builder = builder.with_access_key_id(key);
@@ -301,9 +324,14 @@ fn open_s3(url: &str, parsed: &url::Url, options: &TargetOptions) -> anyhow::Res
         .with_client_options(client)
         .with_retry(retry)
         .build()
-        .with_context(|| format!("backup target {url}"))?;
-    let root = Path::parse(parsed.path().trim_matches('/'))
-        .with_context(|| format!("backup target {url}: bad path"))?;
+        .map_err(|e| TargetError::S3 {
+            url: url.to_string(),
+            source: Box::new(e),
+        })?;
+    let root = Path::parse(parsed.path().trim_matches('/')).map_err(|e| TargetError::BadPath {
+        url: url.to_string(),
+        source: Box::new(e),
+    })?;
     Ok(Target {
         store: Arc::new(store),
         root,
@@ -318,20 +346,27 @@ fn env_set(name: &str) -> bool {
 
 /// Refuses an endpoint that is not an http(s) URL with a host (object_store would panic
 /// on some of them).
-fn check_endpoint(url: &str, endpoint: &str) -> anyhow::Result<()> {
-    let parsed = url::Url::parse(endpoint).map_err(|e| {
-        anyhow::anyhow!(
-            "backup target {url}: S3 endpoint {endpoint:?} is not a URL ({e}); write \
-             http://HOST:PORT or https://HOST"
-        )
+fn check_endpoint(url: &str, endpoint: &str) -> Result<(), TargetError> {
+    let parsed = url::Url::parse(endpoint).map_err(|error| TargetError::EndpointNotAUrl {
+        url: url.to_string(),
+        endpoint: endpoint.to_string(),
+        error,
     })?;
     if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none_or(str::is_empty) {
-        bail!(
-            "backup target {url}: S3 endpoint {endpoint:?} must be http://HOST[:PORT] or \
-             https://HOST[:PORT]"
-        );
+        return Err(TargetError::EndpointScheme {
+            url: url.to_string(),
+            endpoint: endpoint.to_string(),
+        });
     }
     Ok(())
+}
+
+fn create_directory(url: &str, dir: &std::path::Path) -> Result<(), TargetError> {
+    std::fs::create_dir_all(dir).map_err(|source| TargetError::CreateDirectory {
+        url: url.to_string(),
+        dir: dir.to_path_buf(),
+        source,
+    })
 }
 
 fn open_directory(
@@ -339,19 +374,25 @@ fn open_directory(
     dir: PathBuf,
     mount: Option<Arc<NfsMount>>,
     options: &TargetOptions,
-) -> anyhow::Result<Target> {
+) -> Result<Target, TargetError> {
     if options.create_directory {
-        std::fs::create_dir_all(&dir)
-            .with_context(|| format!("backup target {url}: creating {}", dir.display()))?;
+        create_directory(url, &dir)?;
     } else if !dir.is_dir() {
-        bail!(
-            "backup target {url}: {} does not exist (a first `backup create` makes it)",
-            dir.display()
-        );
+        return Err(TargetError::MissingDirectory {
+            url: url.to_string(),
+            dir,
+        });
     }
-    let store = LocalFileSystem::new_with_prefix(&dir)
-        .with_context(|| format!("backup target {url}: opening {}", dir.display()))?
-        .with_automatic_cleanup(true);
+    let store = match LocalFileSystem::new_with_prefix(&dir) {
+        Ok(store) => store.with_automatic_cleanup(true),
+        Err(e) => {
+            return Err(TargetError::OpenDirectory {
+                url: url.to_string(),
+                dir,
+                source: Box::new(e),
+            });
+        }
+    };
     Ok(Target {
         store: Arc::new(store),
         root: Path::default(),
@@ -367,19 +408,18 @@ struct NfsMount {
 }
 
 impl NfsMount {
-    fn mount(url: &str, parsed: &url::Url) -> anyhow::Result<NfsMount> {
+    fn mount(url: &str, parsed: &url::Url) -> Result<NfsMount, TargetError> {
         let host = parsed
             .host_str()
             .filter(|h| !h.is_empty())
-            .with_context(|| format!("backup target {url}: no host; write nfs://host:/path"))?;
+            .ok_or_else(|| malformed(url, NO_HOST))?;
         let export = format!("{host}:{}", parsed.path());
         let dir = std::env::temp_dir().join(format!(
             "shorthorn-nfs-{}-{:08x}",
             std::process::id(),
             rand::random::<u32>()
         ));
-        std::fs::create_dir_all(&dir)
-            .with_context(|| format!("backup target {url}: creating {}", dir.display()))?;
+        create_directory(url, &dir)?;
         let output = std::process::Command::new("mount")
             .args(["-t", "nfs", "-o", "soft,timeo=100,retrans=2"])
             .arg(&export)
@@ -391,10 +431,11 @@ impl NfsMount {
             Err(e) => e.to_string(),
         };
         let _ = std::fs::remove_dir(&dir);
-        bail!(
-            "backup target {url}: cannot mount {export} ({failure}); this host needs NFS \
-             client support — or mount the export yourself and use file:///MOUNTPOINT"
-        )
+        Err(TargetError::NfsMount {
+            url: url.to_string(),
+            export,
+            failure,
+        })
     }
 }
 
@@ -412,6 +453,7 @@ impl Drop for NfsMount {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::Chain;
 
     #[test]
     fn urls_are_checked_before_anything_is_contacted() {
@@ -425,7 +467,8 @@ mod tests {
             ("file:///surely/not/here", "does not exist"),
         ] {
             let err = Target::open(url, &options).unwrap_err();
-            assert!(format!("{err:#}").contains(expected), "{url}: {err:#}");
+            let message = Chain(&err).to_string();
+            assert!(message.contains(expected), "{url}: {message}");
         }
     }
 

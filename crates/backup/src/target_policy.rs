@@ -11,7 +11,7 @@
 
 use std::path::{Component, Path, PathBuf};
 
-use anyhow::{Context, bail};
+use crate::error::{PolicyError, TargetError};
 
 /// The `file://` roots and `nfs://` hosts a daemon may open.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -25,19 +25,20 @@ pub struct TargetPolicy {
 impl TargetPolicy {
     /// A policy allowing `file://` targets under `file_roots` (each created if missing,
     /// then resolved) and `nfs://` targets on `nfs_hosts`.
-    pub fn new(file_roots: &[PathBuf], nfs_hosts: &[String]) -> anyhow::Result<TargetPolicy> {
+    pub fn new(file_roots: &[PathBuf], nfs_hosts: &[String]) -> Result<TargetPolicy, PolicyError> {
         let mut canonical = Vec::with_capacity(file_roots.len());
         for root in file_roots {
-            std::fs::create_dir_all(root)
-                .with_context(|| format!("creating file target root {}", root.display()))?;
-            let resolved = root
-                .canonicalize()
-                .with_context(|| format!("resolving file target root {}", root.display()))?;
+            let root_error = |op| {
+                move |source| PolicyError::Root {
+                    op,
+                    root: root.clone(),
+                    source,
+                }
+            };
+            std::fs::create_dir_all(root).map_err(root_error("creating"))?;
+            let resolved = root.canonicalize().map_err(root_error("resolving"))?;
             if resolved == Path::new("/") {
-                bail!(
-                    "file target root {}: `/` would allow every path",
-                    root.display()
-                );
+                return Err(PolicyError::SlashRoot { root: root.clone() });
             }
             canonical.push(resolved);
         }
@@ -53,18 +54,20 @@ impl TargetPolicy {
     }
 
     /// Refuses a target URL this policy does not allow, saying which flag would.
-    pub fn check(&self, url: &str) -> anyhow::Result<()> {
+    pub fn check(&self, url: &str) -> Result<(), PolicyError> {
         crate::Target::check_url(url)?;
-        let parsed =
-            url::Url::parse(url).with_context(|| format!("backup target {url:?}: not a URL"))?;
+        let parsed = url::Url::parse(url).map_err(|source| TargetError::NotAUrl {
+            url: url.to_string(),
+            source,
+        })?;
         match parsed.scheme() {
             "file" => {
                 let path = parsed
                     .to_file_path()
-                    .map_err(|()| anyhow::anyhow!("backup target {url}: not a local path"))?;
-                let resolved = resolve_existing_prefix(&path).with_context(|| {
-                    format!("backup target {url}: resolving {}", path.display())
-                })?;
+                    .map_err(|()| PolicyError::NotLocalPath {
+                        url: url.to_string(),
+                    })?;
+                let resolved = resolve_existing_prefix(url, &path)?;
                 if self
                     .file_roots
                     .iter()
@@ -72,22 +75,21 @@ impl TargetPolicy {
                 {
                     return Ok(());
                 }
-                bail!(
-                    "backup target {url}: {} is not under a file target root of this node \
-                     ({}); start it with --file-target-root DIR to allow one",
-                    resolved.display(),
-                    self.describe_roots()
-                )
+                Err(PolicyError::FileNotAllowed {
+                    url: url.to_string(),
+                    resolved,
+                    roots: self.describe_roots(),
+                })
             }
             "nfs" => {
                 let host = parsed.host_str().unwrap_or_default().to_ascii_lowercase();
                 if self.nfs_hosts.contains(&host) {
                     return Ok(());
                 }
-                bail!(
-                    "backup target {url}: NFS host {host} is not allowed on this node; \
-                     start it with --nfs-target-host {host} to allow it"
-                )
+                Err(PolicyError::NfsNotAllowed {
+                    url: url.to_string(),
+                    host,
+                })
             }
             _ => Ok(()),
         }
@@ -106,33 +108,43 @@ impl TargetPolicy {
     }
 }
 
-/// `path` with symlinks resolved as far as it exists; the missing rest (a target a first
-/// backup will create) appended as written. `..` in the missing rest is refused: it
-/// cannot be resolved without the directories it climbs out of.
-fn resolve_existing_prefix(path: &Path) -> anyhow::Result<PathBuf> {
+/// `path` (of target `url`) with symlinks resolved as far as it exists; the missing rest
+/// (a target a first backup will create) appended as written. `..` in the missing rest
+/// is refused: it cannot be resolved without the directories it climbs out of.
+fn resolve_existing_prefix(url: &str, path: &Path) -> Result<PathBuf, PolicyError> {
+    let no_directory = || PolicyError::NoExistingDirectory {
+        url: url.to_string(),
+        path: path.to_path_buf(),
+    };
     let mut existing = path.to_path_buf();
     let mut missing = Vec::new();
     while !existing.exists() {
         let name = existing
             .file_name()
-            .with_context(|| format!("no existing directory above {}", path.display()))?
+            .ok_or_else(no_directory)?
             .to_os_string();
         missing.push(name);
         if !existing.pop() {
-            bail!("no existing directory above {}", path.display());
+            return Err(no_directory());
         }
     }
-    let mut resolved = existing.canonicalize()?;
+    let mut resolved = existing
+        .canonicalize()
+        .map_err(|source| PolicyError::Resolve {
+            url: url.to_string(),
+            path: path.to_path_buf(),
+            source,
+        })?;
     for name in missing.into_iter().rev() {
         let name = PathBuf::from(name);
         if name
             .components()
             .any(|c| !matches!(c, Component::Normal(_)))
         {
-            bail!(
-                "{} climbs out of a directory that does not exist",
-                path.display()
-            );
+            return Err(PolicyError::ClimbsOut {
+                url: url.to_string(),
+                path: path.to_path_buf(),
+            });
         }
         resolved.push(name);
     }
@@ -142,6 +154,7 @@ fn resolve_existing_prefix(path: &Path) -> anyhow::Result<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::Chain;
 
     fn policy(dir: &Path) -> TargetPolicy {
         TargetPolicy::new(&[dir.join("backups")], &["nfs.example".into()]).unwrap()
@@ -173,7 +186,7 @@ mod tests {
         ] {
             let err = policy.check(&refused).unwrap_err();
             assert!(
-                format!("{err:#}").contains("--file-target-root"),
+                Chain(&err).to_string().contains("--file-target-root"),
                 "{refused}: {err:#}"
             );
         }
@@ -186,7 +199,9 @@ mod tests {
         policy.check("nfs://NFS.example:/export").unwrap();
         let err = policy.check("nfs://10.0.0.1:/export").unwrap_err();
         assert!(
-            format!("{err:#}").contains("--nfs-target-host 10.0.0.1"),
+            Chain(&err)
+                .to_string()
+                .contains("--nfs-target-host 10.0.0.1"),
             "{err:#}"
         );
         policy.check("s3://bucket@us-east-1/prefix").unwrap();
@@ -196,7 +211,7 @@ mod tests {
     #[test]
     fn an_empty_policy_allows_no_local_target_and_slash_is_no_root() {
         let err = TargetPolicy::default().check("file:///tmp").unwrap_err();
-        assert!(format!("{err:#}").contains("(none)"), "{err:#}");
+        assert!(Chain(&err).to_string().contains("(none)"), "{err:#}");
         assert!(TargetPolicy::new(&[PathBuf::from("/")], &[]).is_err());
     }
 }

@@ -20,7 +20,7 @@ use shorthorn_backup::{
     TargetOptions, create_backup, restore_backup,
 };
 use shorthorn_block::ZeroMode;
-use shorthorn_store::{SnapshotKind, Store};
+use shorthorn_store::{SnapshotKind, Store, StoreError};
 
 const SIZE: u64 = 1 << 20;
 const BLOCK: u64 = 64 << 10;
@@ -54,7 +54,9 @@ struct StoreSource {
 }
 
 impl SnapshotSource for StoreSource {
-    async fn changed_since(&self, since: Option<&str>) -> anyhow::Result<Vec<(u64, u64)>> {
+    type Error = StoreError;
+
+    async fn changed_since(&self, since: Option<&str>) -> Result<Vec<(u64, u64)>, StoreError> {
         let mut extents = Vec::new();
         for layer in self
             .lineage
@@ -66,7 +68,7 @@ impl SnapshotSource for StoreSource {
         Ok(extents)
     }
 
-    async fn read(&self, offset: u64, len: u64) -> anyhow::Result<Vec<u8>> {
+    async fn read(&self, offset: u64, len: u64) -> Result<Vec<u8>, StoreError> {
         let mut data = vec![0; len as usize];
         self.store
             .snapshot_view(&self.lineage[0])?

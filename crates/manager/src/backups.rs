@@ -327,7 +327,7 @@ pub(crate) async fn upload_snapshot(
         },
     )?;
     let (source, info) = ReplicaSource::open(engine, snapshot).await?;
-    create_backup(&target, Arc::new(source), &info, options, progress).await
+    Ok(create_backup(&target, Arc::new(source), &info, options, progress).await?)
 }
 
 fn completed_status(url: &str, record: &BackupRecord) -> BackupStatus {

@@ -77,12 +77,12 @@ pub struct TargetArgs {
 impl TargetArgs {
     /// Opens `url` to read (and delete) what it holds; a missing directory is an error.
     fn open(&self, url: &str) -> anyhow::Result<Target> {
-        Target::open(url, &self.options(false))
+        Ok(Target::open(url, &self.options(false))?)
     }
 
     /// Opens `url` to write backups, creating a missing directory.
     fn open_for_backup(&self, url: &str) -> anyhow::Result<Target> {
-        Target::open(url, &self.options(true))
+        Ok(Target::open(url, &self.options(true))?)
     }
 
     fn options(&self, create_directory: bool) -> TargetOptions {
@@ -252,17 +252,17 @@ async fn create(engine: &str, args: CreateArgs) -> anyhow::Result<()> {
 }
 
 /// Runs `work`, printing its progress to stderr every second.
-async fn with_progress<T>(
+async fn with_progress<T, E: Into<anyhow::Error>>(
     what: &str,
     progress: &Progress,
-    work: impl Future<Output = anyhow::Result<T>>,
+    work: impl Future<Output = Result<T, E>>,
 ) -> anyhow::Result<T> {
     tokio::pin!(work);
     let mut ticker = tokio::time::interval(Duration::from_secs(1));
     ticker.tick().await;
     loop {
         tokio::select! {
-            result = &mut work => return result,
+            result = &mut work => return result.map_err(Into::into),
             _ = ticker.tick() => note(format_args!("{what}: {}", progress.summary())),
         }
     }

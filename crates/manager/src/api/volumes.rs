@@ -207,14 +207,14 @@ pub(super) async fn check_backup_size(
     size: u64,
 ) -> Result<(), ApiError> {
     let parsed = shorthorn_backup::BackupUrl::parse(url)
-        .map_err(|e| ApiError::bad_request(format!("from_backup: {e:#}")))?;
+        .map_err(|e| ApiError::bad_request(format!("from_backup: {:#}", anyhow::Error::from(e))))?;
     let record = async {
         policy.check(&parsed.target)?;
         let target = shorthorn_backup::Target::open(
             &parsed.target,
             &shorthorn_backup::TargetOptions::default(),
         )?;
-        shorthorn_backup::get_backup(&target, &parsed.volume, &parsed.backup).await
+        anyhow::Ok(shorthorn_backup::get_backup(&target, &parsed.volume, &parsed.backup).await?)
     }
     .await
     .map_err(|e| ApiError::bad_request(format!("from_backup: {e:#}")))?;
