@@ -3,11 +3,11 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::io;
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
-
-use crate::error::FormatError;
+use shorthorn_block::NameError;
 
 /// The version of every JSON record this code writes; records of other versions are
 /// refused, not guessed at.
@@ -378,6 +378,144 @@ impl fmt::Display for BackupUrl {
             self.target, self.backup, self.volume
         )
     }
+}
+
+/// A backupstore object that is not as the format says, or input that breaks its rules.
+#[derive(Debug, thiserror::Error)]
+pub enum FormatError {
+    /// No compression has that name.
+    #[error("unknown compression {0:?}; use lz4, zstd or none")]
+    UnknownCompression(String),
+    /// A backup record of another format version.
+    #[error(
+        "backup {backup} has format version {found}; this build reads {supported}",
+        supported = FORMAT_VERSION
+    )]
+    UnsupportedVersion {
+        /// The backup.
+        backup: String,
+        /// Its version.
+        found: u32,
+    },
+    /// A block map entry off the volume's block grid or past its end.
+    #[error("backup {backup}: block at offset {offset} is not a block of the volume")]
+    OffGrid {
+        /// The backup.
+        backup: String,
+        /// The entry's offset.
+        offset: u64,
+    },
+    /// A block map not sorted by offset (or with an offset twice).
+    #[error("backup {backup}: block map not in offset order at {offset}")]
+    Unordered {
+        /// The backup.
+        backup: String,
+        /// The first offset out of order.
+        offset: u64,
+    },
+    /// A block map entry whose hash is not 64 lowercase hex digits.
+    #[error("backup {backup}: block at offset {offset} has a malformed hash {hash:?}")]
+    MalformedHash {
+        /// The backup.
+        backup: String,
+        /// The entry's offset.
+        offset: u64,
+        /// Its hash.
+        hash: String,
+    },
+    /// A block size out of range or not a power of two.
+    #[error(
+        "block size {0} must be a power of two from {min} to {max}",
+        min = MIN_BLOCK_SIZE,
+        max = MAX_BLOCK_SIZE
+    )]
+    BlockSize(u64),
+    /// A block too large for its header's length field.
+    #[error("block larger than 4 GiB ({0} bytes)")]
+    BlockTooLarge(usize),
+    /// zstd failed to compress a block.
+    #[error("zstd compression")]
+    Zstd(#[source] io::Error),
+    /// A block object without the header every block object has.
+    #[error("block {hash} is corrupt: not a Shorthorn block object")]
+    NotABlock {
+        /// The block's hash.
+        hash: String,
+    },
+    /// A block object of a later version.
+    #[error("block {hash}: unknown block format version {version}")]
+    BlockVersion {
+        /// The block's hash.
+        hash: String,
+        /// Its version.
+        version: u8,
+    },
+    /// A block object naming no known codec.
+    #[error("block {hash} is corrupt: unknown codec {code}")]
+    UnknownCodec {
+        /// The block's hash.
+        hash: String,
+        /// The codec byte.
+        code: u8,
+    },
+    /// A block object whose payload does not decompress.
+    #[error("block {hash} is corrupt: {codec}: {reason}")]
+    Decompress {
+        /// The block's hash.
+        hash: String,
+        /// Its codec.
+        codec: Compression,
+        /// What the decompressor said.
+        reason: String,
+    },
+    /// A block object whose contents are not as long as its header says.
+    #[error("block {hash} is corrupt: {found} bytes, header says {expected}")]
+    BlockLength {
+        /// The block's hash.
+        hash: String,
+        /// Bytes decoded.
+        found: usize,
+        /// Bytes the header records.
+        expected: usize,
+    },
+    /// A block object whose contents hash to another name.
+    #[error("block {hash} is corrupt: its contents hash to {actual}")]
+    BlockHash {
+        /// The block's hash (its name).
+        hash: String,
+        /// Its contents' hash.
+        actual: String,
+    },
+    /// A backup URL without a query.
+    #[error("backup URL {url:?} has no ?backup=NAME&volume=VOLUME (see `backup ls`)")]
+    UrlNoQuery {
+        /// The URL.
+        url: String,
+    },
+    /// A backup URL's query holds something else.
+    #[error("backup URL {url:?}: unexpected {pair:?} in the query")]
+    UrlQuery {
+        /// The URL.
+        url: String,
+        /// What it holds.
+        pair: String,
+    },
+    /// A backup URL's query lacks the backup or the volume.
+    #[error("backup URL {url:?} needs both backup=NAME and volume=VOLUME")]
+    UrlIncomplete {
+        /// The URL.
+        url: String,
+    },
+    /// A backup URL names a volume or backup by an invalid name.
+    #[error("backup URL {url:?}: {field}")]
+    UrlName {
+        /// The URL.
+        url: String,
+        /// `volume` or `backup`.
+        field: &'static str,
+        /// Which rule the name breaks.
+        source: NameError,
+    },
 }
 
 #[cfg(test)]

@@ -23,10 +23,9 @@ mod target_policy;
 pub use create::{BackupOptions, Progress, SnapshotId, SnapshotSource, SourceInfo, create_backup};
 pub use delete::{DeleteSummary, delete_backup};
 pub use error::{
-    BackupError, FormatError, LockError, PolicyError, RestoreError, SourceCause, SourceError,
-    TargetError,
+    BackupError, LockError, PolicyError, RestoreError, SourceCause, SourceError, TargetError,
 };
-pub use format::{BackupRecord, BackupUrl, Compression};
+pub use format::{BackupRecord, BackupUrl, Compression, FormatError};
 pub use list::{get_backup, list_backups, list_volumes};
 pub use lock::{LockGuard, LockKind, LockOptions, acquire, with_lock};
 pub use replica_source::ReplicaSource;

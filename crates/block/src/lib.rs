@@ -7,6 +7,7 @@
 
 mod digest;
 mod extent;
+mod layer;
 mod name;
 mod range;
 pub mod size;
@@ -17,6 +18,7 @@ use bytes::Bytes;
 
 pub use digest::{chunk_digest, zero_digest};
 pub use extent::{Extent, ExtentKind};
+pub use layer::{ConsistencyRecord, LayerInfo, PurgeReport, snapshot_chain};
 pub use name::{MAX_NAME_LEN, NameError, validate_name};
 pub use range::{BLOCK_SIZE, align_down, align_up, check_range};
 

@@ -11,9 +11,10 @@ use shorthorn_proto::v1::engine_control_server::EngineControl;
 use tonic::{Request, Response, Status};
 
 use crate::engine::{Engine, PurgeState};
-use crate::replica::{Replica, SnapshotInfo, snapshot_chain};
+use crate::replica::Replica;
 use crate::replicator::operations::OperationError;
 use crate::status::ReplicaMode;
+use shorthorn_block::{LayerInfo, snapshot_chain};
 
 /// How long `ls` waits for a replica's chain before showing it as unknown.
 const CHAIN_TIMEOUT: Duration = Duration::from_secs(2);
@@ -69,10 +70,10 @@ impl EngineControlService {
 }
 
 /// Snapshot names of the active chain, oldest first.
-fn chain_of(layers: &[SnapshotInfo]) -> Vec<String> {
+fn chain_of(layers: &[LayerInfo]) -> Vec<String> {
     snapshot_chain(layers)
         .into_iter()
-        .map(|l| l.name.clone())
+        .map(|l| l.snapshot_name().to_owned())
         .collect()
 }
 
@@ -81,22 +82,6 @@ fn status_of(error: OperationError) -> Status {
         OperationError::Invalid(message) => Status::invalid_argument(message),
         OperationError::Exists(message) => Status::already_exists(message),
         e @ OperationError::Failed { .. } => Status::unavailable(e.to_string()),
-    }
-}
-
-fn layer_of(info: SnapshotInfo) -> pb::Layer {
-    pb::Layer {
-        name: info.name,
-        parent: info.parent,
-        children: info.children,
-        created: info.created,
-        user_created: info.user_created,
-        removed: info.removed,
-        labels: info.labels.into_iter().collect(),
-        size: info.size,
-        allocated_bytes: info.allocated_bytes,
-        is_head: info.is_head,
-        in_chain: info.in_chain,
     }
 }
 
@@ -189,7 +174,7 @@ impl EngineControl for EngineControlService {
             .await
             .map_err(status_of)?;
         Ok(Response::new(pb::ListSnapshotsResponse {
-            layers: layers.into_iter().map(layer_of).collect(),
+            layers: layers.into_iter().map(pb::Layer::from).collect(),
         }))
     }
 
@@ -298,10 +283,10 @@ impl EngineControl for EngineControlService {
 mod tests {
     use super::*;
 
-    fn layer(name: &str, parent: &str, is_head: bool) -> SnapshotInfo {
-        SnapshotInfo {
-            name: name.into(),
-            parent: parent.into(),
+    fn layer(name: &str, parent: &str, is_head: bool) -> LayerInfo {
+        LayerInfo {
+            name: Some(name.to_owned()).filter(|n| !n.is_empty()),
+            parent: Some(parent.to_owned()).filter(|p| !p.is_empty()),
             is_head,
             ..Default::default()
         }

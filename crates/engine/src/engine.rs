@@ -18,10 +18,10 @@ use tokio_util::sync::CancellationToken;
 use crate::connect::Connector;
 use crate::metrics::{Gauge, MeteredDevice, Metrics, render_prometheus};
 use crate::remote::RemoteReplica;
-use crate::replica::PurgeOutcome;
 use crate::replicator::Replicator;
 use crate::replicator::operations::{OperationError, SnapshotLimits};
 use crate::status::{RebuildFigures, ReplicaMode};
+use shorthorn_block::PurgeReport;
 
 /// The replicator of a volume whose replicas are reached over the network.
 pub type VolumeReplicator = Replicator<RemoteReplica>;
@@ -35,7 +35,7 @@ pub enum PurgeState {
     /// Running on every replica.
     Running,
     /// The last one finished.
-    Done(PurgeOutcome),
+    Done(PurgeReport),
     /// The last one failed.
     Failed(String),
 }

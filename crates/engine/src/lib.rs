@@ -20,11 +20,12 @@ pub use metrics::{
     PROMETHEUS_CONTENT_TYPE, render_prometheus, serve_metrics,
 };
 pub use remote::RemoteReplica;
-pub use replica::{PurgeOutcome, Replica, ReplicaOpError, ReplicaRecord, SnapshotInfo};
+pub use replica::{Replica, ReplicaOpError};
 pub use replicator::activity_log::REGION_SIZE;
 pub use replicator::operations::{OperationError, SnapshotLimits};
 pub use replicator::rebuild::CHUNK_SIZE;
 pub use replicator::recovery::{Candidate, Plan, plan};
 pub use replicator::{OpenSlot, Replicator, ReplicatorError, SlowReplicaPolicy};
 pub use server::{EngineConfig, EngineEndpoints, run};
+pub use shorthorn_block::{ConsistencyRecord, LayerInfo, PurgeReport, snapshot_chain};
 pub use status::{RebuildFigures, ReplicaMode, ReplicaStatus, VolumeState};

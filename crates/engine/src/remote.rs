@@ -11,7 +11,8 @@ use shorthorn_wire::WireClient;
 use tonic::transport::Channel;
 use tonic::{Code, Status};
 
-use crate::replica::{PurgeOutcome, Replica, ReplicaOpError, ReplicaRecord, SnapshotInfo};
+use crate::replica::{Replica, ReplicaOpError};
+use shorthorn_block::{ConsistencyRecord, LayerInfo, PurgeReport};
 
 /// A replica's data and control connections.
 pub struct RemoteReplica {
@@ -38,22 +39,6 @@ fn op_error(status: Status) -> ReplicaOpError {
             ReplicaOpError::Rejected(message)
         }
         code => ReplicaOpError::Failed(format!("{code:?}: {message}")),
-    }
-}
-
-fn snapshot_of(layer: pb::Layer) -> SnapshotInfo {
-    SnapshotInfo {
-        name: layer.name,
-        parent: layer.parent,
-        children: layer.children,
-        created: layer.created,
-        user_created: layer.user_created,
-        removed: layer.removed,
-        labels: layer.labels.into_iter().collect(),
-        size: layer.size,
-        allocated_bytes: layer.allocated_bytes,
-        is_head: layer.is_head,
-        in_chain: layer.in_chain,
     }
 }
 
@@ -110,7 +95,7 @@ impl Replica for RemoteReplica {
         Ok(())
     }
 
-    async fn list_snapshots(&self) -> Result<Vec<SnapshotInfo>, ReplicaOpError> {
+    async fn list_snapshots(&self) -> Result<Vec<LayerInfo>, ReplicaOpError> {
         let response = self
             .control()
             .list_snapshots(pb::ListSnapshotsRequest {})
@@ -120,7 +105,7 @@ impl Replica for RemoteReplica {
             .into_inner()
             .layers
             .into_iter()
-            .map(snapshot_of)
+            .map(LayerInfo::from)
             .collect())
     }
 
@@ -135,18 +120,13 @@ impl Replica for RemoteReplica {
         Ok(())
     }
 
-    async fn purge_snapshots(&self) -> Result<PurgeOutcome, ReplicaOpError> {
+    async fn purge_snapshots(&self) -> Result<PurgeReport, ReplicaOpError> {
         let response = self
             .control()
             .purge_snapshots(pb::PurgeSnapshotsRequest {})
             .await
             .map_err(op_error)?;
-        let response = response.into_inner();
-        Ok(PurgeOutcome {
-            purged: response.purged,
-            kept: response.kept,
-            bytes_copied: response.bytes_copied,
-        })
+        Ok(response.into_inner().into())
     }
 
     async fn revert(&self, name: &str) -> Result<(), ReplicaOpError> {
@@ -172,32 +152,18 @@ impl Replica for RemoteReplica {
         Ok(())
     }
 
-    async fn record(&self) -> Result<ReplicaRecord, ReplicaOpError> {
+    async fn record(&self) -> Result<ConsistencyRecord, ReplicaOpError> {
         let record = self
             .control()
             .get_consistency(pb::GetConsistencyRequest {})
             .await
             .map_err(op_error)?
             .into_inner();
-        Ok(ReplicaRecord {
-            replica_id: record.replica_id,
-            epoch: record.epoch,
-            members: record.members,
-            region_size: record.region_size,
-            dirty_regions: record.dirty_regions,
-            clean: record.clean,
-        })
+        Ok(record.into())
     }
 
-    async fn set_record(&self, record: &ReplicaRecord) -> Result<(), ReplicaOpError> {
-        let request = pb::ConsistencyRecord {
-            replica_id: record.replica_id.clone(),
-            epoch: record.epoch,
-            members: record.members.clone(),
-            region_size: record.region_size,
-            dirty_regions: record.dirty_regions.clone(),
-            clean: record.clean,
-        };
+    async fn set_record(&self, record: &ConsistencyRecord) -> Result<(), ReplicaOpError> {
+        let request = pb::ConsistencyRecord::from(record.clone());
         self.control()
             .set_consistency(request)
             .await

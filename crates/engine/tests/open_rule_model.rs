@@ -11,7 +11,7 @@
 //! record among the replicas that answer) and nothing under the current one.
 //! docs/consistency.md gives the argument the checker confirms.
 
-use shorthorn_engine::{ReplicaRecord, plan};
+use shorthorn_engine::{ConsistencyRecord, plan};
 use stateright::{Checker, Model, Property};
 
 const REPLICAS: usize = 3;
@@ -171,7 +171,7 @@ impl EngineState {
 }
 
 /// The rule the engine had before this model was written, kept here to show its flaw.
-fn newest_answering(records: &[ReplicaRecord]) -> Option<Vec<usize>> {
+fn newest_answering(records: &[ConsistencyRecord]) -> Option<Vec<usize>> {
     let newest = records.iter().map(|r| r.epoch).max().unwrap_or(0);
     if newest == 0 {
         return Some((0..records.len()).collect());
@@ -193,13 +193,13 @@ impl Protocol {
     /// source first, and the epoch it records; `None` if it refuses.
     fn open(&self, state: &State, reachable: u8) -> Option<(Vec<usize>, u8)> {
         let answering: Vec<usize> = (0..REPLICAS).filter(|&i| reachable & bit(i) != 0).collect();
-        let records: Vec<ReplicaRecord> = answering
+        let records: Vec<ConsistencyRecord> = answering
             .iter()
-            .map(|&i| ReplicaRecord {
+            .map(|&i| ConsistencyRecord {
                 replica_id: name(i),
                 epoch: u64::from(state.replicas[i].epoch),
                 members: ids(state.replicas[i].members),
-                ..ReplicaRecord::default()
+                ..ConsistencyRecord::default()
             })
             .collect();
         let newest = answering
@@ -214,7 +214,7 @@ impl Protocol {
                     .filter(|&i| reachable & bit(i) == 0)
                     .map(name)
                     .collect();
-                let borrowed: Vec<&ReplicaRecord> = records.iter().collect();
+                let borrowed: Vec<&ConsistencyRecord> = records.iter().collect();
                 plan("model", &borrowed, &unreachable, false).ok()?.in_sync
             }
         };

@@ -17,8 +17,8 @@ use bytes::Bytes;
 use proptest::prelude::*;
 use shorthorn_block::{BlockDevice, BlockError, BlockResult, Extent, WriteFlags, ZeroMode};
 use shorthorn_engine::{
-    OpenSlot, PurgeOutcome, Replica, ReplicaMode, ReplicaOpError, ReplicaRecord, Replicator,
-    SnapshotInfo, SnapshotLimits, VolumeState,
+    ConsistencyRecord, LayerInfo, OpenSlot, PurgeReport, Replica, ReplicaMode, ReplicaOpError,
+    Replicator, SnapshotLimits, VolumeState,
 };
 use shorthorn_store::{SnapshotKind, Store, StoreDevice, StoreError};
 use tokio::sync::Notify;
@@ -38,7 +38,7 @@ struct TestReplica {
     reads_served: AtomicU64,
     died: Notify,
     dead: AtomicBool,
-    record: parking_lot::Mutex<ReplicaRecord>,
+    record: parking_lot::Mutex<ConsistencyRecord>,
 }
 
 impl TestReplica {
@@ -57,9 +57,9 @@ impl TestReplica {
             reads_served: AtomicU64::new(0),
             died: Notify::new(),
             dead: AtomicBool::new(false),
-            record: parking_lot::Mutex::new(ReplicaRecord {
+            record: parking_lot::Mutex::new(ConsistencyRecord {
                 replica_id: dir.display().to_string(),
-                ..ReplicaRecord::default()
+                ..ConsistencyRecord::default()
             }),
         })
     }
@@ -163,37 +163,16 @@ impl Replica for TestReplica {
         self.control(|s| s.snapshot(name, kind, labels.clone()))
     }
 
-    async fn list_snapshots(&self) -> Result<Vec<SnapshotInfo>, ReplicaOpError> {
-        let layers = self.control(Store::layers)?;
-        Ok(layers
-            .into_iter()
-            .map(|l| SnapshotInfo {
-                name: l.name.unwrap_or_default(),
-                parent: l.parent.unwrap_or_default(),
-                children: l.children,
-                created: l.created,
-                user_created: l.user_created,
-                removed: l.removed,
-                labels: l.labels,
-                size: l.size,
-                allocated_bytes: l.allocated_bytes,
-                is_head: l.is_head,
-                in_chain: l.in_chain,
-            })
-            .collect())
+    async fn list_snapshots(&self) -> Result<Vec<LayerInfo>, ReplicaOpError> {
+        self.control(Store::layers)
     }
 
     async fn remove_snapshot(&self, name: &str) -> Result<(), ReplicaOpError> {
         self.control(|s| s.remove_snapshot(name))
     }
 
-    async fn purge_snapshots(&self) -> Result<PurgeOutcome, ReplicaOpError> {
-        let report = self.control(Store::purge)?;
-        Ok(PurgeOutcome {
-            purged: report.purged,
-            kept: report.kept,
-            bytes_copied: report.bytes_copied,
-        })
+    async fn purge_snapshots(&self) -> Result<PurgeReport, ReplicaOpError> {
+        self.control(Store::purge)
     }
 
     async fn revert(&self, name: &str) -> Result<(), ReplicaOpError> {
@@ -204,18 +183,18 @@ impl Replica for TestReplica {
         self.control(|s| s.expand(size))
     }
 
-    async fn record(&self) -> Result<ReplicaRecord, ReplicaOpError> {
+    async fn record(&self) -> Result<ConsistencyRecord, ReplicaOpError> {
         Ok(self.record.lock().clone())
     }
 
-    async fn set_record(&self, record: &ReplicaRecord) -> Result<(), ReplicaOpError> {
+    async fn set_record(&self, record: &ConsistencyRecord) -> Result<(), ReplicaOpError> {
         self.control(|_| Ok(()))?;
         if self.fail_records.load(Ordering::Relaxed) {
             return Err(ReplicaOpError::Failed("injected record failure".into()));
         }
         let mut current = self.record.lock();
         let id = current.replica_id.clone();
-        *current = ReplicaRecord {
+        *current = ConsistencyRecord {
             replica_id: id,
             ..record.clone()
         };

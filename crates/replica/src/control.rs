@@ -20,7 +20,7 @@ use shorthorn_proto::v1::{
     RevertSnapshotRequest, RevertSnapshotResponse,
 };
 use shorthorn_store::{
-    ConsistencyRecord, LayerInfo, SnapshotKind, SnapshotView, Store, StoreError,
+    ConsistencyFile, ConsistencyRecord, SnapshotKind, SnapshotView, Store, StoreError,
 };
 use shorthorn_wire::ConnectionFence;
 use tonic::{Request, Response, Status};
@@ -108,17 +108,6 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-fn record_message(record: &ConsistencyRecord) -> RecordMessage {
-    RecordMessage {
-        replica_id: record.replica_id.clone(),
-        epoch: record.epoch,
-        members: record.members.clone(),
-        region_size: record.region_size,
-        dirty_regions: record.dirty_regions.clone(),
-        clean: record.clean,
-    }
-}
-
 /// Checks a checksum request's shape; returns the number of chunks.
 fn checksum_chunks(request: &ChecksumsRequest) -> Result<u64, Status> {
     let chunk = request.chunk_size;
@@ -194,22 +183,6 @@ fn status_of(error: StoreError) -> Status {
     }
 }
 
-fn layer_of(info: LayerInfo) -> Layer {
-    Layer {
-        name: info.name.unwrap_or_default(),
-        parent: info.parent.unwrap_or_default(),
-        children: info.children,
-        created: info.created,
-        user_created: info.user_created,
-        removed: info.removed,
-        labels: info.labels.into_iter().collect(),
-        size: info.size,
-        allocated_bytes: info.allocated_bytes,
-        is_head: info.is_head,
-        in_chain: info.in_chain,
-    }
-}
-
 #[tonic::async_trait]
 impl ReplicaControl for ReplicaControlService {
     async fn info(&self, _: Request<ReplicaInfoRequest>) -> Result<Response<ReplicaInfo>, Status> {
@@ -241,7 +214,7 @@ impl ReplicaControl for ReplicaControlService {
     ) -> Result<Response<ListSnapshotsResponse>, Status> {
         let layers = self.run(Store::layers).await?;
         Ok(Response::new(ListSnapshotsResponse {
-            layers: layers.into_iter().map(layer_of).collect(),
+            layers: layers.into_iter().map(Layer::from).collect(),
         }))
     }
 
@@ -286,11 +259,7 @@ impl ReplicaControl for ReplicaControlService {
     ) -> Result<Response<PurgeSnapshotsResponse>, Status> {
         self.forget_view();
         let report = self.run(Store::purge).await?;
-        Ok(Response::new(PurgeSnapshotsResponse {
-            purged: report.purged,
-            kept: report.kept,
-            bytes_copied: report.bytes_copied,
-        }))
+        Ok(Response::new(report.into()))
     }
 
     async fn expand(
@@ -306,7 +275,7 @@ impl ReplicaControl for ReplicaControlService {
         &self,
         _: Request<GetConsistencyRequest>,
     ) -> Result<Response<RecordMessage>, Status> {
-        Ok(Response::new(record_message(&lock(&self.record))))
+        Ok(Response::new(lock(&self.record).clone().into()))
     }
 
     async fn set_consistency(

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use shorthorn_proto::v1::replica_control_server::ReplicaControlServer;
-use shorthorn_store::{ConsistencyRecord, METADATA_FILE, Store, StoreDevice};
+use shorthorn_store::{ConsistencyFile, ConsistencyRecord, METADATA_FILE, Store, StoreDevice};
 use shorthorn_wire::{ConnectionFence, ReplicaAddr, ServerOptions};
 use tokio::net::{TcpListener, UnixListener};
 use tokio_util::sync::CancellationToken;

@@ -8,6 +8,7 @@ use std::fs;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
+use shorthorn_block::ConsistencyRecord;
 
 use crate::error::{StoreError, io_error};
 use crate::meta::replace_file;
@@ -17,58 +18,64 @@ pub const CONSISTENCY_FILE: &str = "consistency.json";
 const CONSISTENCY_TEMP_FILE: &str = "consistency.json.tmp";
 const CONSISTENCY_FORMAT_VERSION: u32 = 1;
 
-/// See the module documentation.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// How `consistency.json` holds a [`ConsistencyRecord`]: the record's fields beside the
+/// layout version.
+#[derive(Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ConsistencyRecord {
+struct RecordFile {
     /// Always 1 for this layout.
-    pub format_version: u32,
-    /// Random identity given to the directory when the record was first written.
-    pub replica_id: String,
-    /// Raised by the engine at every open and every change of `members`; 0: never used.
-    pub epoch: u64,
-    /// Ids of the replicas that held every acknowledged write as of `epoch`.
-    pub members: Vec<String>,
-    /// Size of one dirty region in bytes (0 when none was ever recorded).
-    pub region_size: u64,
-    /// Indexes of regions that may differ between members.
-    pub dirty_regions: Vec<u64>,
-    /// True when the last engine closed the volume cleanly.
-    pub clean: bool,
+    format_version: u32,
+    replica_id: String,
+    epoch: u64,
+    members: Vec<String>,
+    region_size: u64,
+    dirty_regions: Vec<u64>,
+    clean: bool,
 }
 
-impl ConsistencyRecord {
+/// Reading and writing a replica directory's consistency record.
+pub trait ConsistencyFile: Sized {
     /// Reads the record in `dir`, or writes a fresh one with a new random identity if
     /// there is none yet (a new replica, or one made before records existed).
-    pub fn load_or_init(dir: &Path) -> Result<Self, StoreError> {
+    fn load_or_init(dir: &Path) -> Result<Self, StoreError>;
+
+    /// Writes the record atomically: temp file, fsync, rename, fsync of the directory.
+    fn save(&self, dir: &Path) -> Result<(), StoreError>;
+}
+
+impl ConsistencyFile for ConsistencyRecord {
+    fn load_or_init(dir: &Path) -> Result<Self, StoreError> {
         let path = dir.join(CONSISTENCY_FILE);
         match fs::read(&path) {
             Ok(text) => {
-                let record: ConsistencyRecord =
+                let file: RecordFile =
                     serde_json::from_slice(&text).map_err(|e| StoreError::CorruptMetadata {
                         path: path.clone(),
                         reason: e.to_string(),
                     })?;
-                if record.format_version != CONSISTENCY_FORMAT_VERSION {
+                if file.format_version != CONSISTENCY_FORMAT_VERSION {
                     return Err(StoreError::CorruptMetadata {
                         path,
                         reason: format!(
                             "format_version {} is not supported (this build reads {})",
-                            record.format_version, CONSISTENCY_FORMAT_VERSION
+                            file.format_version, CONSISTENCY_FORMAT_VERSION
                         ),
                     });
                 }
-                Ok(record)
+                Ok(ConsistencyRecord {
+                    replica_id: file.replica_id,
+                    epoch: file.epoch,
+                    members: file.members,
+                    region_size: file.region_size,
+                    dirty_regions: file.dirty_regions,
+                    clean: file.clean,
+                })
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let record = ConsistencyRecord {
-                    format_version: CONSISTENCY_FORMAT_VERSION,
                     replica_id: format!("{:032x}", rand::random::<u128>()),
-                    epoch: 0,
-                    members: Vec::new(),
-                    region_size: 0,
-                    dirty_regions: Vec::new(),
                     clean: true,
+                    ..ConsistencyRecord::default()
                 };
                 record.save(dir)?;
                 Ok(record)
@@ -77,11 +84,19 @@ impl ConsistencyRecord {
         }
     }
 
-    /// Writes the record atomically: temp file, fsync, rename, fsync of the directory.
-    pub fn save(&self, dir: &Path) -> Result<(), StoreError> {
+    fn save(&self, dir: &Path) -> Result<(), StoreError> {
         let temp = dir.join(CONSISTENCY_TEMP_FILE);
         let path = dir.join(CONSISTENCY_FILE);
-        let mut text = serde_json::to_vec(self).map_err(|e| StoreError::CorruptMetadata {
+        let file = RecordFile {
+            format_version: CONSISTENCY_FORMAT_VERSION,
+            replica_id: self.replica_id.clone(),
+            epoch: self.epoch,
+            members: self.members.clone(),
+            region_size: self.region_size,
+            dirty_regions: self.dirty_regions.clone(),
+            clean: self.clean,
+        };
+        let mut text = serde_json::to_vec(&file).map_err(|e| StoreError::CorruptMetadata {
             path: path.clone(),
             reason: format!("cannot encode: {e}"),
         })?;

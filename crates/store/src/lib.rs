@@ -19,7 +19,7 @@ mod snapshot;
 mod store;
 mod view;
 
-pub use consistency::{CONSISTENCY_FILE, ConsistencyRecord};
+pub use consistency::{CONSISTENCY_FILE, ConsistencyFile};
 pub use device::StoreDevice;
 pub use error::StoreError;
 pub use extent_map::{ExtentMap, MAX_LAYERS, Owner, Segment};
@@ -28,7 +28,7 @@ pub use meta::{
     replace_file,
 };
 pub use name::{MAX_NAME_LEN, validate_name};
-pub use purge::PurgeReport;
-pub use snapshot::{LayerInfo, MAX_LABEL_VALUE_LEN, SnapshotKind};
+pub use shorthorn_block::{ConsistencyRecord, LayerInfo, PurgeReport};
+pub use snapshot::{MAX_LABEL_VALUE_LEN, SnapshotKind};
 pub use store::Store;
 pub use view::SnapshotView;

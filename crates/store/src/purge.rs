@@ -10,7 +10,7 @@
 
 use std::sync::Arc;
 
-use shorthorn_block::BLOCK_SIZE;
+use shorthorn_block::{BLOCK_SIZE, PurgeReport};
 
 use crate::error::StoreError;
 use crate::extent_map::Owner;
@@ -20,17 +20,6 @@ use crate::store::{State, Store, chain_index, to_usize};
 
 /// Blocks copied per step (1 MiB), so a fold into the head holds each write lock briefly.
 const COPY_CHUNK_BLOCKS: u64 = 256;
-
-/// What a purge did.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct PurgeReport {
-    /// Snapshots folded away.
-    pub purged: Vec<String>,
-    /// Removed snapshots kept because more than one layer sits on them.
-    pub kept: Vec<String>,
-    /// Bytes copied into children while folding.
-    pub bytes_copied: u64,
-}
 
 impl Store {
     /// Folds away every snapshot marked removed that has at most one child. A removed

@@ -7,6 +7,8 @@ use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::sync::Arc;
 
+use shorthorn_block::LayerInfo;
+
 use crate::error::{StoreError, io_error};
 use crate::extent_map::MAX_LAYERS;
 use crate::layer_file::LayerFile;
@@ -25,33 +27,6 @@ pub enum SnapshotKind {
     User,
     /// Taken by the system (rebuilds, backups); purged freely.
     System,
-}
-
-/// What a listing says about one layer.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LayerInfo {
-    /// Snapshot name; `None` for the head.
-    pub name: Option<String>,
-    /// Name of the snapshot this layer sits on.
-    pub parent: Option<String>,
-    /// Names of snapshots sitting on this one (the head is not named here).
-    pub children: Vec<String>,
-    /// When the snapshot was taken (the head: when it was created), RFC 3339.
-    pub created: String,
-    /// False for system snapshots.
-    pub user_created: bool,
-    /// Marked for removal by the next purge.
-    pub removed: bool,
-    /// Free-form labels.
-    pub labels: BTreeMap<String, String>,
-    /// Volume size when the layer was created.
-    pub size: u64,
-    /// Bytes the layer's file occupies on disk.
-    pub allocated_bytes: u64,
-    /// True for the writable head.
-    pub is_head: bool,
-    /// True when the layer is in the head's chain (what the volume shows).
-    pub in_chain: bool,
 }
 
 impl Store {

@@ -68,23 +68,6 @@ pub enum FrontendCommand {
     Stop,
 }
 
-fn layer_of(layer: pb::Layer) -> LayerInfo {
-    let optional = |s: String| if s.is_empty() { None } else { Some(s) };
-    LayerInfo {
-        name: optional(layer.name),
-        parent: optional(layer.parent),
-        children: layer.children,
-        created: layer.created,
-        user_created: layer.user_created,
-        removed: layer.removed,
-        labels: layer.labels.into_iter().collect(),
-        size: layer.size,
-        allocated_bytes: layer.allocated_bytes,
-        is_head: layer.is_head,
-        in_chain: layer.in_chain,
-    }
-}
-
 /// Runs a `snapshot` command against the engine at `engine`.
 pub fn snapshot(engine: &str, command: SnapshotCommand) -> anyhow::Result<()> {
     daemon::runtime()?.block_on(async {
@@ -113,7 +96,7 @@ pub fn snapshot(engine: &str, command: SnapshotCommand) -> anyhow::Result<()> {
                     .into_inner()
                     .layers
                     .into_iter()
-                    .map(layer_of)
+                    .map(LayerInfo::from)
                     .collect();
                 print_layers(&layers, json)
             }

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
-use crate::replica::ReplicaRecord;
+use shorthorn_block::ConsistencyRecord;
 
 /// Size of one dirty region: writes to a region already marked dirty cost nothing
 /// extra; recovery compares whole regions.
@@ -61,8 +61,8 @@ pub struct RecordContent {
 impl RecordContent {
     /// As a replica record (the replica keeps its own id). A clean record lists no
     /// dirty regions.
-    pub fn record(self) -> ReplicaRecord {
-        ReplicaRecord {
+    pub fn record(self) -> ConsistencyRecord {
+        ConsistencyRecord {
             replica_id: String::new(),
             epoch: self.epoch,
             members: self.members,

@@ -27,9 +27,10 @@ use shorthorn_block::{
 };
 
 use crate::range_lock::AsyncRangeLock;
-use crate::replica::{Replica, ReplicaRecord};
+use crate::replica::Replica;
 use crate::replicator::activity_log::{ActivityLog, WriteTicket};
 use crate::status::{RebuildProgress, ReplicaMode, ReplicaStatus, VolumeState};
+use shorthorn_block::ConsistencyRecord;
 
 /// One read in this many goes round robin instead of to the fastest replica.
 const READ_PROBE_EVERY: usize = 16;
@@ -457,7 +458,7 @@ impl<R: Replica> Replicator<R> {
     async fn write_record(
         &self,
         targets: &[(Arc<Slot<R>>, ReplicaMode)],
-        record: &ReplicaRecord,
+        record: &ConsistencyRecord,
     ) -> Vec<String> {
         let results = join_all(targets.iter().map(|(s, _)| s.device.set_record(record))).await;
         let mut took = Vec::new();

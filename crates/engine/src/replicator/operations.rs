@@ -9,9 +9,10 @@ use std::sync::Arc;
 use futures::future::join_all;
 use shorthorn_block::{BLOCK_SIZE, BlockDevice, validate_name};
 
-use crate::replica::{PurgeOutcome, Replica, ReplicaOpError, SnapshotInfo};
+use crate::replica::{Replica, ReplicaOpError};
 use crate::replicator::{Replicator, Slot};
 use crate::status::ReplicaMode;
+use shorthorn_block::{LayerInfo, PurgeReport};
 
 /// Why a volume operation was refused or failed.
 #[derive(Debug, thiserror::Error)]
@@ -104,7 +105,7 @@ impl<R: Replica> Replicator<R> {
     }
 
     /// The snapshot tree as one RW replica reports it.
-    pub async fn list_snapshots(&self) -> Result<Vec<SnapshotInfo>, OperationError> {
+    pub async fn list_snapshots(&self) -> Result<Vec<LayerInfo>, OperationError> {
         for (slot, mode) in self.active() {
             if mode != ReplicaMode::RW {
                 continue;
@@ -133,12 +134,12 @@ impl<R: Replica> Replicator<R> {
     ) -> Result<(), OperationError> {
         validate_name(name).map_err(|e| OperationError::Invalid(e.to_string()))?;
         let existing = self.list_snapshots().await?;
-        if existing.iter().any(|s| s.name == name) {
+        if existing.iter().any(|s| s.name.as_deref() == Some(name)) {
             return Err(OperationError::Exists(format!(
                 "snapshot {name:?} already exists"
             )));
         }
-        let in_chain: Vec<&SnapshotInfo> = existing
+        let in_chain: Vec<&LayerInfo> = existing
             .iter()
             .filter(|s| !s.is_head && s.in_chain)
             .collect();
@@ -186,7 +187,7 @@ impl<R: Replica> Replicator<R> {
     }
 
     /// Folds removed snapshots away on every replica; I/O goes on meanwhile.
-    pub async fn purge(&self) -> Result<PurgeOutcome, OperationError> {
+    pub async fn purge(&self) -> Result<PurgeReport, OperationError> {
         let outcomes = self
             .on_every_replica("purge", |r| async move { r.purge_snapshots().await })
             .await?;

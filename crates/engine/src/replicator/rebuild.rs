@@ -25,10 +25,11 @@ use bytes::Bytes;
 use futures::StreamExt;
 use shorthorn_block::{BLOCK_SIZE, BlockDevice, WriteFlags, ZeroMode, chunk_digest, zero_digest};
 
-use crate::replica::{Replica, ReplicaOpError, snapshot_chain};
+use crate::replica::{Replica, ReplicaOpError};
 use crate::replicator::activity_log::{REGION_SIZE, regions_covering};
 use crate::replicator::{Replicator, Slot};
 use crate::status::{RebuildFigures, RebuildProgress, ReplicaMode};
+use shorthorn_block::snapshot_chain;
 
 /// Unit of comparison and copy inside a region.
 pub const CHUNK_SIZE: u64 = 256 << 10;
@@ -406,7 +407,7 @@ impl<R: Replica> Replicator<R> {
                 .map_err(|e| format!("listing the source's snapshots: {e}"))?;
             let now: Vec<String> = snapshot_chain(&now)
                 .iter()
-                .map(|l| l.name.clone())
+                .map(|l| l.snapshot_name().to_owned())
                 .collect();
             if now != chain {
                 return Err(format!(
@@ -487,7 +488,7 @@ impl<R: Replica> Replicator<R> {
             .take_while(|(a, b)| a.name == b.name)
             .count();
         if theirs.len() > common {
-            let extra: Vec<&str> = theirs[common..].iter().map(|s| s.name.as_str()).collect();
+            let extra: Vec<&str> = theirs[common..].iter().map(|s| s.snapshot_name()).collect();
             return Err(format!(
                 "the target holds snapshots the volume does not have ({}); start the replica on an empty directory",
                 extra.join(", ")
@@ -495,32 +496,44 @@ impl<R: Replica> Replicator<R> {
         }
         for snapshot in &ours[common..] {
             let (layer, head) = tokio::join!(
-                source.device.layer_extents(Some(&snapshot.name)),
+                source.device.layer_extents(Some(snapshot.snapshot_name())),
                 target.layer_extents(None)
             );
-            let layer = layer.map_err(|e| format!("listing snapshot {}: {e}", snapshot.name))?;
+            let layer =
+                layer.map_err(|e| format!("listing snapshot {}: {e}", snapshot.snapshot_name()))?;
             let head = head.map_err(|e| format!("listing the target head: {e}"))?;
             let regions = regions_covering(layer.into_iter().chain(head));
             progress.start_phase(
-                format!("snapshot {}", snapshot.name),
+                format!("snapshot {}", snapshot.snapshot_name()),
                 regions.len() as u64 * REGION_SIZE,
             );
-            let from = Source::Snapshot(source.device.clone(), snapshot.name.clone());
+            let from = Source::Snapshot(source.device.clone(), snapshot.snapshot_name().to_owned());
             self.reconcile_regions(&from, target, &regions, false, progress, throttle)
                 .await
-                .map_err(|(_, e)| format!("snapshot {}: {e}", snapshot.name))?;
+                .map_err(|(_, e)| format!("snapshot {}: {e}", snapshot.snapshot_name()))?;
             target
-                .create_snapshot(&snapshot.name, !snapshot.user_created, &snapshot.labels)
+                .create_snapshot(
+                    snapshot.snapshot_name(),
+                    !snapshot.user_created,
+                    &snapshot.labels,
+                )
                 .await
-                .map_err(|e| format!("creating snapshot {} on the target: {e}", snapshot.name))?;
+                .map_err(|e| {
+                    format!(
+                        "creating snapshot {} on the target: {e}",
+                        snapshot.snapshot_name()
+                    )
+                })?;
             if snapshot.removed {
                 target
-                    .remove_snapshot(&snapshot.name)
+                    .remove_snapshot(snapshot.snapshot_name())
                     .await
-                    .map_err(|e| format!("marking snapshot {} removed: {e}", snapshot.name))?;
+                    .map_err(|e| {
+                        format!("marking snapshot {} removed: {e}", snapshot.snapshot_name())
+                    })?;
             }
         }
-        let names = ours.iter().map(|l| l.name.clone()).collect();
+        let names = ours.iter().map(|l| l.snapshot_name().to_owned()).collect();
         Ok((common < ours.len(), names))
     }
 }

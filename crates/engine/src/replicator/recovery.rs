@@ -6,10 +6,12 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use crate::replica::{Replica, ReplicaRecord, snapshot_chain};
+use crate::replica::Replica;
 use crate::replicator::activity_log::{REGION_SIZE, regions_covering};
 use crate::replicator::{OpenSlot, Replicator, ReplicatorError, Slot};
 use crate::status::ReplicaMode;
+use shorthorn_block::ConsistencyRecord;
+use shorthorn_block::snapshot_chain;
 
 /// A replica found at start: where, connected how, and what its record says.
 pub struct Candidate<R> {
@@ -18,7 +20,7 @@ pub struct Candidate<R> {
     /// The connected replica.
     pub device: Arc<R>,
     /// Its consistency record.
-    pub record: ReplicaRecord,
+    pub record: ConsistencyRecord,
 }
 
 /// Which replicas to use and what to reconcile.
@@ -56,7 +58,7 @@ pub const SALVAGE_EPOCH_GAP: u64 = 1 << 32;
 /// epoch [`SALVAGE_EPOCH_GAP`] higher so it never collides with one of theirs.
 pub fn plan(
     volume: &str,
-    records: &[&ReplicaRecord],
+    records: &[&ConsistencyRecord],
     unreachable: &[String],
     salvage: bool,
 ) -> Result<Plan, String> {
@@ -236,7 +238,7 @@ async fn plan_slots<R: Replica>(
     unreachable: &[String],
     salvage: bool,
 ) -> Result<(Vec<OpenSlot<R>>, Plan), ReplicatorError> {
-    let records: Vec<&ReplicaRecord> = candidates.iter().map(|c| &c.record).collect();
+    let records: Vec<&ConsistencyRecord> = candidates.iter().map(|c| &c.record).collect();
     let plan = plan(volume, &records, unreachable, salvage).map_err(ReplicatorError::Recovery)?;
     let mut modes: Vec<(ReplicaMode, Option<String>)> =
         vec![(ReplicaMode::ERR, None); candidates.len()];
@@ -252,7 +254,7 @@ async fn plan_slots<R: Replica>(
             .map(|layers| {
                 snapshot_chain(&layers)
                     .into_iter()
-                    .map(|l| l.name.clone())
+                    .map(|l| l.snapshot_name().to_owned())
                     .collect::<Vec<_>>()
             });
         match (chain, &source_chain) {
@@ -291,8 +293,8 @@ async fn plan_slots<R: Replica>(
 mod tests {
     use super::*;
 
-    fn record(id: &str, epoch: u64, members: &[&str], dirty: &[u64]) -> ReplicaRecord {
-        ReplicaRecord {
+    fn record(id: &str, epoch: u64, members: &[&str], dirty: &[u64]) -> ConsistencyRecord {
+        ConsistencyRecord {
             replica_id: id.into(),
             epoch,
             members: members.iter().map(|m| (*m).to_owned()).collect(),
