@@ -5,6 +5,7 @@
 
 use super::*;
 use proptest::prelude::*;
+use tokio_util::codec::Decoder;
 
 fn encode(frame: &Frame) -> BytesMut {
     let mut buf = BytesMut::new();
