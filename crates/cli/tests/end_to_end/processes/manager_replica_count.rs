@@ -13,7 +13,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::common::{processes_mentioning, qemu_io};
-use crate::upnode::Node;
+use crate::upnode::{Node, healthy_all_rw};
 
 const VOLUME: &str = "rcvol";
 const WAIT: Duration = Duration::from_secs(90);
@@ -127,17 +127,7 @@ fn a_faulted_volume_waits_for_volume_salvage_when_auto_salvage_is_off() {
         "{healthy:?}"
     );
 
-    let mut killed = Vec::new();
-    for replica in node.volume(VOLUME)["replicas"].as_array().unwrap() {
-        let dir = replica["spec"]["data_dir"].as_str().unwrap().to_string();
-        for (pid, _) in processes_mentioning(&dir) {
-            crate::common::signal(pid, "KILL");
-            killed.push((dir.clone(), pid));
-        }
-    }
-    for (dir, pid) in &killed {
-        crate::common::wait_restarted(dir, *pid, Duration::from_secs(30));
-    }
+    node.kill_replicas_and_wait_restarted(VOLUME);
     // Every replica runs again, but nothing salvages by itself.
     node.wait_for(VOLUME, "faulted", WAIT, |v| {
         v["status"]["robustness"] == "faulted"
@@ -148,13 +138,6 @@ fn a_faulted_volume_waits_for_volume_salvage_when_auto_salvage_is_off() {
 
     let asked = node.cli_ok(&["volume", "salvage", VOLUME]);
     assert!(asked.contains("salvaging"), "{asked}");
-    node.wait_for(VOLUME, "salvaged", WAIT, |v| {
-        v["status"]["robustness"] == "healthy"
-            && v["replicas"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .all(|r| r["status"]["mode"] == "RW")
-    });
+    node.wait_for(VOLUME, "salvaged", WAIT, healthy_all_rw);
     qemu_io(&uri, &["read -P 0x7b 0 4M"]);
 }

@@ -18,7 +18,7 @@ use crate::common::{
     MIB, assert_fio_verified, fio, fio_verify_job, path_str, processes_mentioning, qemu_io, run_ok,
     sha256,
 };
-use crate::upnode::Node;
+use crate::upnode::{Node, healthy_all_rw};
 
 const VOLUME: &str = "vol1";
 
@@ -220,26 +220,9 @@ fn a_volume_whose_replicas_all_died_is_salvaged_by_itself() {
     let uri = node.create_attached(VOLUME, "32M", 2);
     // qemu-io flushes before it exits: these writes are durable on both replicas.
     qemu_io(&uri, &["write -P 0x7a 0 4M"]);
-    let mut killed = Vec::new();
-    for replica in node.volume(VOLUME)["replicas"].as_array().unwrap() {
-        let dir = replica["spec"]["data_dir"].as_str().unwrap().to_string();
-        for (pid, _) in processes_mentioning(&dir) {
-            crate::common::signal(pid, "KILL");
-            killed.push((dir.clone(), pid));
-        }
-    }
     // What lasts: each started again on its data ("faulted" passes within seconds).
-    for (dir, pid) in &killed {
-        crate::common::wait_restarted(dir, *pid, Duration::from_secs(30));
-    }
-    node.wait_for(VOLUME, "salvaged", Duration::from_secs(90), |v| {
-        v["status"]["robustness"] == "healthy"
-            && v["replicas"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .all(|r| r["status"]["mode"] == "RW")
-    });
+    node.kill_replicas_and_wait_restarted(VOLUME);
+    node.wait_for(VOLUME, "salvaged", Duration::from_secs(90), healthy_all_rw);
     assert!(node.log().contains("salvaging"), "{}", node.log());
     qemu_io(&uri, &["read -P 0x7a 0 4M"]);
 }

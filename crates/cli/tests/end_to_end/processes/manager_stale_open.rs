@@ -14,7 +14,7 @@
 use std::time::Duration;
 
 use crate::common::{processes_mentioning, qemu_io};
-use crate::upnode::Node;
+use crate::upnode::{Node, healthy_all_rw};
 
 const VOLUME: &str = "rollback";
 
@@ -84,14 +84,12 @@ fn the_manager_brings_back_the_newest_writes_after_the_rollback_sequence() {
     crate::common::signal(last, "KILL");
 
     node.cli_ok(&["setting", "set", "replica_replenishment_wait_interval", "1"]);
-    node.wait_for(VOLUME, "healthy again", Duration::from_secs(120), |v| {
-        v["status"]["robustness"] == "healthy"
-            && v["replicas"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .all(|r| r["status"]["mode"] == "RW")
-    });
+    node.wait_for(
+        VOLUME,
+        "healthy again",
+        Duration::from_secs(120),
+        healthy_all_rw,
+    );
     let uri = node.volume(VOLUME)["status"]["endpoint"]
         .as_str()
         .unwrap()
@@ -139,14 +137,7 @@ fn auto_salvage_brings_a_volume_back_from_its_most_recent_replica() {
         SALVAGED,
         "salvaged and healthy",
         Duration::from_secs(90),
-        |v| {
-            v["status"]["robustness"] == "healthy"
-                && v["replicas"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .all(|r| r["status"]["mode"] == "RW")
-        },
+        healthy_all_rw,
     );
     assert!(node.log().contains("salvaging"), "{}", node.log());
     for _ in 0..3 {

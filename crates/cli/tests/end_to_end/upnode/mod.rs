@@ -22,6 +22,16 @@ use crate::common::{
 };
 use crate::http::{Response, request};
 
+/// A volume's JSON says it is healthy with every replica in RW mode.
+pub fn healthy_all_rw(volume: &Value) -> bool {
+    volume["status"]["robustness"] == "healthy"
+        && volume["replicas"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["status"]["mode"] == "RW")
+}
+
 /// How long `up` may take to print that it is up.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long `up` may take to stop after SIGTERM.
@@ -391,6 +401,22 @@ impl Node {
                 self.log()
             );
             std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+
+    /// Kills (SIGKILL) every process of volume `volume`'s replicas, then waits until
+    /// each was started again on its data (the manager's healing, not the test's).
+    pub fn kill_replicas_and_wait_restarted(&self, volume: &str) {
+        let mut killed = Vec::new();
+        for replica in self.volume(volume)["replicas"].as_array().unwrap() {
+            let dir = replica["spec"]["data_dir"].as_str().unwrap().to_string();
+            for (pid, _) in processes_mentioning(&dir) {
+                signal(pid, "KILL");
+                killed.push((dir.clone(), pid));
+            }
+        }
+        for (dir, pid) in &killed {
+            common::wait_restarted(dir, *pid, Duration::from_secs(30));
         }
     }
 
