@@ -12,6 +12,44 @@ use crate::common::{path_str, require, run, run_ok};
 /// Time limit of mount-related commands.
 pub const TIMEOUT: Duration = Duration::from_secs(60);
 
+/// The directory a test's FUSE and ext4 mounts go under: bind-mounted on itself and made
+/// shared, unmounted on drop. The root mount here is private, so a network namespace
+/// another test enters meanwhile (`ip netns exec` copies the mount table) would keep its
+/// own copy of our mounts after we unmount ours, holding the loop device and the FUSE
+/// file busy until that test's processes exit. Under a shared mount the copies are
+/// slaves, and our unmounts reach them.
+pub struct MountArea {
+    dir: Option<PathBuf>,
+}
+
+impl MountArea {
+    pub fn new(dir: &Path) -> MountArea {
+        std::fs::create_dir_all(dir).unwrap();
+        let dir_str = path_str(dir);
+        run_ok("mount", &["--bind", dir_str, dir_str]);
+        let area = MountArea {
+            dir: Some(dir.to_owned()),
+        };
+        run_ok("mount", &["--make-rshared", dir_str]);
+        area
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.as_deref().unwrap()
+    }
+}
+
+impl Drop for MountArea {
+    fn drop(&mut self) {
+        if let Some(dir) = self.dir.take() {
+            let dir = path_str(&dir).to_owned();
+            if !run("umount", &[&dir], TIMEOUT).success() {
+                let _ = run("umount", &["-l", &dir], TIMEOUT);
+            }
+        }
+    }
+}
+
 /// nbdfuse serving the volume as the file `DIR/dev`; unmounted and stopped on drop.
 pub struct FuseFile {
     dir: PathBuf,

@@ -10,7 +10,7 @@
 
 use std::path::Path;
 
-use crate::blockdev::{FuseFile, LoopDevice, Mount, TIMEOUT};
+use crate::blockdev::{FuseFile, LoopDevice, Mount, MountArea, TIMEOUT};
 use crate::common::{MIB, Outcome, Volume, path_str, pattern, require, run, run_ok, sha256};
 
 /// The files the test writes: (path inside the filesystem, content seed, length).
@@ -56,8 +56,9 @@ fn ext4_on_nbdfuse_and_loop_survives_remount_and_fsck() {
     }
     let expected = checksums_in(&source);
 
+    let mounts = MountArea::new(&scratch.join("mounts"));
     let fuse = FuseFile::start(
-        &scratch.join("fuse"),
+        &mounts.path().join("fuse"),
         &volume.uri(),
         volume.size,
         &scratch.join("nbdfuse.log"),
@@ -77,7 +78,7 @@ fn ext4_on_nbdfuse_and_loop_survives_remount_and_fsck() {
     );
     assert!(out.success(), "mkfs.ext4 failed: {out:?}");
 
-    let target = scratch.join("mnt");
+    let target = mounts.path().join("mnt");
     let mount = Mount::new(device.dev(), &target);
     for (name, _, _) in FILES {
         let to = mount.path().join(name);

@@ -17,7 +17,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::blockdev::{FuseFile, LoopDevice, Mount, TIMEOUT};
+use crate::blockdev::{FuseFile, LoopDevice, Mount, MountArea, TIMEOUT};
 use crate::common::{MIB, Volume, path_str, pattern, require, run, sha256};
 use crate::ops::{assert_clean_failure, engine_layers, on_engine, on_engine_ok, snapshot_names};
 
@@ -72,10 +72,10 @@ fn frontend_line(info: &str) -> String {
 }
 
 /// nbdfuse and a loop device over the volume: a fresh block device, no cache from before.
-fn attach(volume: &Volume, round: u32) -> (FuseFile, LoopDevice) {
+fn attach(volume: &Volume, mounts: &MountArea, round: u32) -> (FuseFile, LoopDevice) {
     let scratch = volume.scratch();
     let fuse = FuseFile::start(
-        &scratch.join("fuse"),
+        &mounts.path().join("fuse"),
         &volume.uri(),
         volume.size,
         &scratch.join(format!("nbdfuse-{round}.log")),
@@ -117,7 +117,8 @@ fn revert_to_a_snapshot_brings_back_the_filesystem_it_held() {
     let mkfs = require("mkfs.ext4", "e2fsprogs");
     let mut volume = crate::ops::start_volume("revert", 128 * MIB, 3, &|_| vec![]);
     let scratch = volume.scratch();
-    let target = scratch.join("mnt");
+    let mounts = MountArea::new(&scratch.join("mounts"));
+    let target = mounts.path().join("mnt");
 
     let file_a = pattern(0xA, 3 * MIB as usize + 4321);
     let file_b = pattern(0xB, 2 * MIB as usize + 17);
@@ -128,7 +129,7 @@ fn revert_to_a_snapshot_brings_back_the_filesystem_it_held() {
 
     // ext4 on the volume; A, synced; s0 of the live filesystem (crash consistent: its
     // journal needs replaying) and s1 of the frozen one (clean); then B.
-    let (fuse, device) = attach(&volume, 1);
+    let (fuse, device) = attach(&volume, &mounts, 1);
     let out = run(
         &mkfs,
         &[
@@ -174,7 +175,7 @@ fn revert_to_a_snapshot_brings_back_the_filesystem_it_held() {
 
     // Revert to s1 (clean): fsck finds nothing, A is intact, B is gone.
     revert(&volume, "s1");
-    let (fuse, device) = attach(&volume, 2);
+    let (fuse, device) = attach(&volume, &mounts, 2);
     assert_fsck_clean(device.dev(), "after reverting to s1");
     let mount = Mount::new(device.dev(), &target);
     assert_eq!(
@@ -193,7 +194,7 @@ fn revert_to_a_snapshot_brings_back_the_filesystem_it_held() {
     // Revert to s0 (taken without freezing): mounting replays the journal, A is
     // intact, B is gone, and the filesystem is clean once unmounted.
     revert(&volume, "s0");
-    let (fuse, device) = attach(&volume, 3);
+    let (fuse, device) = attach(&volume, &mounts, 3);
     let mount = Mount::new(device.dev(), &target);
     assert_eq!(
         sha256(&mount.path().join("a.bin")),
