@@ -11,6 +11,8 @@ mod layer;
 mod name;
 mod range;
 pub mod size;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 use std::future::Future;
 

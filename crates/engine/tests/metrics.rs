@@ -9,14 +9,12 @@
 )]
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use parking_lot::Mutex;
-use shorthorn_block::{
-    BlockDevice, BlockError, BlockResult, Extent, ExtentKind, WriteFlags, ZeroMode, check_range,
-};
+use shorthorn_block::testing::MemDevice;
+use shorthorn_block::{BlockDevice, WriteFlags, ZeroMode};
 use shorthorn_engine::{
     Gauge, MeteredDevice, Metrics, MetricsSnapshot, OpKind, render_prometheus, serve_metrics,
 };
@@ -26,86 +24,8 @@ use tokio::net::{TcpListener, TcpStream};
 
 const SIZE: u64 = 1 << 20;
 
-/// A byte vector as a block device; writes fail while `fail_writes` is set.
-struct MemDevice {
-    data: Mutex<Vec<u8>>,
-    fail_writes: AtomicBool,
-}
-
-impl MemDevice {
-    fn new() -> Arc<Self> {
-        Arc::new(MemDevice {
-            data: Mutex::new(vec![0; SIZE as usize]),
-            fail_writes: AtomicBool::new(false),
-        })
-    }
-
-    fn check_writable(&self) -> BlockResult<()> {
-        if self.fail_writes.load(Ordering::Relaxed) {
-            return Err(BlockError::Io("injected write failure".into()));
-        }
-        Ok(())
-    }
-
-    fn zero(&self, offset: u64, len: u64) -> BlockResult<()> {
-        check_range(offset, len, SIZE)?;
-        self.check_writable()?;
-        self.data.lock()[offset as usize..(offset + len) as usize].fill(0);
-        Ok(())
-    }
-}
-
-impl BlockDevice for MemDevice {
-    fn size(&self) -> u64 {
-        SIZE
-    }
-
-    async fn read(&self, offset: u64, len: u64) -> BlockResult<Bytes> {
-        check_range(offset, len, SIZE)?;
-        tokio::task::yield_now().await;
-        Ok(Bytes::copy_from_slice(
-            &self.data.lock()[offset as usize..(offset + len) as usize],
-        ))
-    }
-
-    async fn write(&self, offset: u64, data: Bytes, _flags: WriteFlags) -> BlockResult<()> {
-        check_range(offset, data.len() as u64, SIZE)?;
-        self.check_writable()?;
-        tokio::task::yield_now().await;
-        self.data.lock()[offset as usize..offset as usize + data.len()].copy_from_slice(&data);
-        Ok(())
-    }
-
-    async fn flush(&self) -> BlockResult<()> {
-        Ok(())
-    }
-
-    async fn write_zeroes(
-        &self,
-        offset: u64,
-        len: u64,
-        _mode: ZeroMode,
-        _flags: WriteFlags,
-    ) -> BlockResult<()> {
-        self.zero(offset, len)
-    }
-
-    async fn trim(&self, offset: u64, len: u64) -> BlockResult<()> {
-        self.zero(offset, len)
-    }
-
-    async fn block_status(&self, offset: u64, len: u64) -> BlockResult<Vec<Extent>> {
-        check_range(offset, len, SIZE)?;
-        Ok(vec![Extent {
-            offset,
-            len,
-            kind: ExtentKind::Data,
-        }])
-    }
-}
-
 fn metered() -> (Arc<MemDevice>, MeteredDevice<MemDevice>, Arc<Metrics>) {
-    let inner = MemDevice::new();
+    let inner = Arc::new(MemDevice::new(SIZE));
     let metrics = Arc::new(Metrics::new());
     let device = MeteredDevice::new(inner.clone(), metrics.clone());
     (inner, device, metrics)

@@ -397,7 +397,7 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::testutil::MemDevice;
+    use shorthorn_block::testing::MemDevice;
     use tokio::io::{AsyncReadExt, DuplexStream};
 
     fn exports() -> Vec<Export<MemDevice>> {

@@ -31,8 +31,5 @@ mod reader;
 mod server;
 mod transmission;
 
-#[cfg(test)]
-mod testutil;
-
 pub use export::{ConfigError, Export, ServerConfig};
 pub use server::NbdServer;

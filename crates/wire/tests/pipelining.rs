@@ -13,8 +13,9 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{MemDevice, bounded, options, pattern, start_tcp};
+use common::{MemDevice, bounded, options, start_tcp};
 use rand::{Rng, SeedableRng};
+use shorthorn_block::testing::pattern;
 use shorthorn_block::{BlockDevice, ExtentKind, WriteFlags, ZeroMode};
 use shorthorn_store::{Store, StoreDevice};
 use shorthorn_wire::WireClient;
@@ -24,7 +25,7 @@ const LIMIT: Duration = Duration::from_secs(60);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn thousand_concurrent_mixed_requests_get_their_own_results_out_of_order() {
-    const SIZE: usize = 4 << 20;
+    const SIZE: u64 = 4 << 20;
     const PREFILLED: u64 = 2 << 20;
     const SLOT: u64 = 4096;
     let device = Arc::new(MemDevice::new(SIZE).with_delay(Duration::from_millis(3)));
@@ -38,7 +39,7 @@ async fn thousand_concurrent_mixed_requests_get_their_own_results_out_of_order()
         .await
         .unwrap(),
     );
-    assert_eq!(client.size(), SIZE as u64);
+    assert_eq!(client.size(), SIZE);
     assert_eq!(server.accepted.load(Ordering::SeqCst), 3);
 
     // Even tasks write their own 4 KiB slot in the upper half; odd tasks read a random
@@ -99,8 +100,7 @@ async fn thousand_concurrent_mixed_requests_get_their_own_results_out_of_order()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_larger_than_one_frame_are_split_and_reassembled() {
-    let size = 3 * MAX_PAYLOAD as usize;
-    let device = Arc::new(MemDevice::new(size));
+    let device = Arc::new(MemDevice::new(3 * u64::from(MAX_PAYLOAD)));
     let server = start_tcp(device.clone()).await;
     let client = WireClient::connect(
         &server.addr,

@@ -7,7 +7,7 @@ use tokio::io::{AsyncReadExt, DuplexStream};
 use tokio::task::JoinHandle;
 
 use super::*;
-use crate::testutil::MemDevice;
+use shorthorn_block::testing::MemDevice;
 
 const SIZE: u64 = 1 << 20;
 
