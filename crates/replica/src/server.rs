@@ -9,7 +9,7 @@ use std::sync::Arc;
 use anyhow::{Context, bail};
 use shorthorn_proto::v1::replica_control_server::ReplicaControlServer;
 use shorthorn_store::{ConsistencyFile, ConsistencyRecord, METADATA_FILE, Store, StoreDevice};
-use shorthorn_wire::{ConnectionFence, ReplicaAddr, ServerOptions};
+use shorthorn_wire::{ConnectionFence, ReplicaAddr, WireServer};
 use tokio::net::{TcpListener, UnixListener};
 use tokio_util::sync::CancellationToken;
 
@@ -95,6 +95,7 @@ pub async fn run(
     let mut tasks = tokio::task::JoinSet::new();
     // One fence over both data listeners: the control API closes them together.
     let fence = ConnectionFence::default();
+    let server = WireServer::new(device.clone()).fence(fence.clone());
     if let Some(path) = &config.unix_socket {
         // A socket file left by an earlier run would make bind fail.
         if path.exists() {
@@ -104,20 +105,12 @@ pub async fn run(
         let unix = UnixListener::bind(path)
             .with_context(|| format!("binding unix socket {}", path.display()))?;
         data_addresses.push(ReplicaAddr::unix(path.clone()).to_string());
-        let (device, shutdown, fence) = (device.clone(), shutdown.clone(), fence.clone());
-        tasks.spawn(async move {
-            let options = ServerOptions::default();
-            shorthorn_wire::serve_fenced(unix, device, options, fence, shutdown.cancelled_owned())
-                .await
-        });
+        let (server, shutdown) = (server.clone(), shutdown.clone());
+        tasks.spawn(async move { server.serve(unix, shutdown.cancelled_owned()).await });
     }
     {
-        let (device, shutdown, fence) = (device.clone(), shutdown.clone(), fence.clone());
-        tasks.spawn(async move {
-            let options = ServerOptions::default();
-            shorthorn_wire::serve_fenced(data, device, options, fence, shutdown.cancelled_owned())
-                .await
-        });
+        let shutdown = shutdown.clone();
+        tasks.spawn(async move { server.serve(data, shutdown.cancelled_owned()).await });
     }
     tracing::info!(
         dir = %config.dir.display(),

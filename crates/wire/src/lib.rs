@@ -1,7 +1,7 @@
 //! Shorthorn's data protocol between an engine and its replicas.
 //!
 //! The engine replicates every write to N replicas; each replica serves its store with
-//! [`serve`]. Both ends speak in terms of [`shorthorn_block::BlockDevice`]: the server
+//! [`WireServer`]. Both ends speak in terms of [`shorthorn_block::BlockDevice`]: the server
 //! serves any device, and [`WireClient`] *is* a device, so the engine's replicator can
 //! compose several clients exactly as it would compose local stores.
 //!
@@ -22,7 +22,4 @@ pub mod server;
 pub use addr::{AddrParseError, ControlAddrError, ReplicaAddr, control_port, control_socket_addr};
 pub use client::{ClientError, ClientOptions, MAX_IN_FLIGHT_PER_CONNECTION, Result, WireClient};
 pub use frame::{Frame, FrameCodec, FrameError, Kind, Request, Status};
-pub use server::{
-    ConnectionFence, Listener, ServerOptions, serve, serve_connection, serve_fenced,
-    serve_with_options,
-};
+pub use server::{ConnectionFence, Listener, ServerOptions, WireServer};

@@ -137,99 +137,112 @@ impl Listener for UnixListener {
     }
 }
 
-/// Serves `device` to every connection `listener` accepts until `shutdown` completes.
-///
-/// On shutdown the listener is closed, every connection stops reading new requests,
-/// finishes the requests it has, sends their replies and closes; then `serve` returns.
-/// Dropping the future instead closes every connection at once without waiting.
-pub async fn serve<L, D>(listener: L, device: Arc<D>, shutdown: impl Future<Output = ()> + Send)
-where
-    L: Listener,
-    D: BlockDevice + 'static,
-{
-    serve_with_options(listener, device, ServerOptions::default(), shutdown).await;
-}
-
-/// [`serve`] with explicit per-connection limits.
-pub async fn serve_with_options<L, D>(
-    listener: L,
-    device: Arc<D>,
-    options: ServerOptions,
-    shutdown: impl Future<Output = ()> + Send,
-) where
-    L: Listener,
-    D: BlockDevice + 'static,
-{
-    serve_fenced(
-        listener,
-        device,
-        options,
-        ConnectionFence::default(),
-        shutdown,
-    )
-    .await;
-}
-
-/// [`serve_with_options`] whose connections `fence` can close (share one fence between
-/// the listeners of one device).
-pub async fn serve_fenced<L, D>(
-    listener: L,
+/// A data server for one device: `WireServer::new(device)`, optionally with
+/// [`options`](WireServer::options) and a shared [`fence`](WireServer::fence), then
+/// [`serve`](WireServer::serve) on each listener (clone it for a second listener of the
+/// same device: the clones share the device and the fence).
+pub struct WireServer<D> {
     device: Arc<D>,
     options: ServerOptions,
     fence: ConnectionFence,
-    shutdown: impl Future<Output = ()> + Send,
-) where
-    L: Listener,
-    D: BlockDevice + 'static,
-{
-    let stop = CancellationToken::new();
-    let mut connections = JoinSet::new();
-    let mut accepted: u64 = 0;
-    tokio::pin!(shutdown);
-    loop {
-        tokio::select! {
-            () = &mut shutdown => break,
-            Some(done) = connections.join_next(), if !connections.is_empty() => {
-                if let Err(e) = done {
-                    if e.is_panic() {
-                        error!(error = %e, "data connection task panicked");
-                    }
-                }
-            }
-            result = listener.accept() => match result {
-                Ok((stream, peer)) => {
-                    accepted += 1;
-                    let peer = format!("{peer} (connection {accepted})");
-                    debug!(%peer, "accepted data connection");
-                    let device = device.clone();
-                    let stop = stop.child_token();
-                    let generation = fence.current();
-                    connections.spawn(async move {
-                        let ended = async {
-                            tokio::select! {
-                                () = stop.cancelled() => {}
-                                () = generation.closed.cancelled() => {}
-                            }
-                        };
-                        serve_connection(stream, &peer, device, options, ended).await;
-                        // Holding the generation until here tells the fence we are done.
-                        drop(generation);
-                    });
-                }
-                Err(e) => {
-                    warn!(error = %e, "accepting a data connection failed; retrying");
-                    tokio::time::sleep(ACCEPT_BACKOFF).await;
-                }
-            },
+}
+
+impl<D> Clone for WireServer<D> {
+    fn clone(&self) -> Self {
+        WireServer {
+            device: self.device.clone(),
+            options: self.options,
+            fence: self.fence.clone(),
         }
     }
-    drop(listener);
-    stop.cancel();
-    info!(
-        connections = connections.len(),
-        "data server shutting down; draining connections"
-    );
-    while connections.join_next().await.is_some() {}
+}
+
+impl<D: BlockDevice + 'static> WireServer<D> {
+    /// A server of `device` with default limits and a fence of its own.
+    pub fn new(device: Arc<D>) -> Self {
+        WireServer {
+            device,
+            options: ServerOptions::default(),
+            fence: ConnectionFence::default(),
+        }
+    }
+
+    /// Per-connection limits other than the defaults.
+    #[must_use]
+    pub fn options(mut self, options: ServerOptions) -> Self {
+        self.options = options;
+        self
+    }
+
+    /// Connections this server accepts can be closed through `fence`.
+    #[must_use]
+    pub fn fence(mut self, fence: ConnectionFence) -> Self {
+        self.fence = fence;
+        self
+    }
+
+    /// Serves the device to every connection `listener` accepts until `shutdown`
+    /// completes.
+    ///
+    /// On shutdown the listener is closed, every connection stops reading new requests,
+    /// finishes the requests it has, sends their replies and closes; then `serve`
+    /// returns. Dropping the future instead closes every connection at once without
+    /// waiting.
+    pub async fn serve<L: Listener>(self, listener: L, shutdown: impl Future<Output = ()> + Send) {
+        let WireServer {
+            device,
+            options,
+            fence,
+        } = self;
+        let stop = CancellationToken::new();
+        let mut connections = JoinSet::new();
+        let mut accepted: u64 = 0;
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                () = &mut shutdown => break,
+                Some(done) = connections.join_next(), if !connections.is_empty() => {
+                    if let Err(e) = done {
+                        if e.is_panic() {
+                            error!(error = %e, "data connection task panicked");
+                        }
+                    }
+                }
+                result = listener.accept() => match result {
+                    Ok((stream, peer)) => {
+                        accepted += 1;
+                        let peer = format!("{peer} (connection {accepted})");
+                        debug!(%peer, "accepted data connection");
+                        let device = device.clone();
+                        let stop = stop.child_token();
+                        let generation = fence.current();
+                        connections.spawn(async move {
+                            let ended = async {
+                                tokio::select! {
+                                    () = stop.cancelled() => {}
+                                    () = generation.closed.cancelled() => {}
+                                }
+                            };
+                            serve_connection(stream, &peer, device, options, ended).await;
+                            // Holding the generation until here tells the fence we are done.
+                            drop(generation);
+                        });
+                    }
+                    Err(e) => {
+                        warn!(error = %e, "accepting a data connection failed; retrying");
+                        tokio::time::sleep(ACCEPT_BACKOFF).await;
+                    }
+                },
+            }
+        }
+        drop(listener);
+        stop.cancel();
+        info!(
+            connections = connections.len(),
+            "data server shutting down; draining connections"
+        );
+        while connections.join_next().await.is_some() {}
+    }
 }
 
 /// How the reading half of a connection ended.
@@ -243,7 +256,7 @@ enum ReadEnd {
 
 /// Serves `device` on one connected stream until the peer closes it, it breaks the
 /// protocol, or `shutdown` completes. `peer` names the peer in logs.
-pub async fn serve_connection<S, D>(
+async fn serve_connection<S, D>(
     stream: S,
     peer: &str,
     device: Arc<D>,

@@ -15,7 +15,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use common::{MemDevice, bounded, options};
 use shorthorn_block::{BlockDevice, WriteFlags};
-use shorthorn_wire::{ConnectionFence, ReplicaAddr, ServerOptions, WireClient, serve_fenced};
+use shorthorn_wire::{ConnectionFence, ReplicaAddr, WireClient, WireServer};
 use tokio::net::TcpListener;
 
 #[tokio::test]
@@ -24,13 +24,11 @@ async fn fenced_connections_end_and_later_ones_serve() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = ReplicaAddr::from(listener.local_addr().unwrap());
     let fence = ConnectionFence::default();
-    let server = tokio::spawn(serve_fenced(
-        listener,
-        device.clone(),
-        ServerOptions::default(),
-        fence.clone(),
-        std::future::pending(),
-    ));
+    let server = tokio::spawn(
+        WireServer::new(device.clone())
+            .fence(fence.clone())
+            .serve(listener, std::future::pending()),
+    );
     let opts = options(2, Duration::from_secs(5), Duration::from_secs(60));
     let old = WireClient::connect(&addr, opts).await.unwrap();
     old.write(0, Bytes::from_static(b"old session"), WriteFlags::default())

@@ -14,7 +14,7 @@ use bytes::Bytes;
 use common::{MemDevice, bounded, options, start_on};
 use shorthorn_block::{BlockDevice, Extent, ExtentKind, WriteFlags, ZeroMode};
 use shorthorn_store::{Store, StoreDevice};
-use shorthorn_wire::{ReplicaAddr, WireClient};
+use shorthorn_wire::{ReplicaAddr, WireClient, WireServer};
 use tokio::net::UnixListener;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -25,7 +25,7 @@ async fn every_request_kind_works_over_a_unix_socket() {
     let addr: ReplicaAddr = format!("unix://{}", path.display()).parse().unwrap();
     assert_eq!(addr, ReplicaAddr::unix(&path));
     let device = Arc::new(MemDevice::new(1 << 20));
-    let mut server = start_on(listener, addr.clone(), device.clone());
+    let mut server = start_on(listener, addr.clone(), WireServer::new(device.clone()));
 
     let client = WireClient::connect(
         &addr,
@@ -110,7 +110,7 @@ async fn a_store_is_served_over_a_unix_socket_and_reports_its_errors() {
     let _server = start_on(
         UnixListener::bind(&path).unwrap(),
         addr.clone(),
-        Arc::new(StoreDevice::new(store)),
+        WireServer::new(Arc::new(StoreDevice::new(store))),
     );
     let client = WireClient::connect(&addr, options(1, Duration::from_secs(5), Duration::ZERO))
         .await

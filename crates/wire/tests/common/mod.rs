@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use shorthorn_block::BlockDevice;
 pub use shorthorn_block::testing::MemDevice;
-use shorthorn_wire::{ClientOptions, Listener, ReplicaAddr, serve};
+use shorthorn_wire::{ClientOptions, Listener, ReplicaAddr, ServerOptions, WireServer};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -39,7 +39,7 @@ impl<L: Listener> Listener for CountingListener<L> {
     }
 }
 
-/// A server running [`serve`] in a task.
+/// A [`WireServer`] running in a task.
 pub struct TestServer {
     pub addr: ReplicaAddr,
     pub task: JoinHandle<()>,
@@ -58,16 +58,28 @@ impl TestServer {
 
 /// Starts serving `device` on an ephemeral localhost TCP port.
 pub async fn start_tcp<D: BlockDevice + 'static>(device: Arc<D>) -> TestServer {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = ReplicaAddr::from(listener.local_addr().unwrap());
-    start_on(listener, addr, device)
+    start_tcp_with(device, ServerOptions::default()).await
 }
 
-/// Starts serving `device` on `listener`, reachable at `addr`.
+/// [`start_tcp`] with per-connection limits other than the defaults.
+pub async fn start_tcp_with<D: BlockDevice + 'static>(
+    device: Arc<D>,
+    server_options: ServerOptions,
+) -> TestServer {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = ReplicaAddr::from(listener.local_addr().unwrap());
+    start_on(
+        listener,
+        addr,
+        WireServer::new(device).options(server_options),
+    )
+}
+
+/// Starts `server` on `listener`, reachable at `addr`.
 pub fn start_on<L: Listener, D: BlockDevice + 'static>(
     listener: L,
     addr: ReplicaAddr,
-    device: Arc<D>,
+    server: WireServer<D>,
 ) -> TestServer {
     let accepted = Arc::new(AtomicUsize::new(0));
     let listener = CountingListener {
@@ -75,7 +87,7 @@ pub fn start_on<L: Listener, D: BlockDevice + 'static>(
         accepted: accepted.clone(),
     };
     let (tx, rx) = oneshot::channel::<()>();
-    let task = tokio::spawn(serve(listener, device, async move {
+    let task = tokio::spawn(server.serve(listener, async move {
         let _ = rx.await;
     }));
     TestServer {
