@@ -1,5 +1,7 @@
 //! Recurring jobs: cron-scheduled snapshots and backups of the volumes that select a job
-//! (by name or through one of its groups), pruned to the newest `retain` per volume.
+//! (by name or through one of its groups), pruned to the newest `retain` per volume; and
+//! the two that only prune: `snapshot-cleanup` (system snapshots) and `snapshot-delete`
+//! (user snapshots beyond `retain`).
 //!
 //! A job runs for the volumes this manager owns, if they are attached (a snapshot needs
 //! the engine); detached ones are listed as skipped in the job's status. A run that is still going when the
@@ -14,6 +16,7 @@ use chrono::{DateTime, Utc};
 use shorthorn_backup::{
     BackupOptions, LockOptions, Target, TargetOptions, TargetPolicy, delete_backup, list_backups,
 };
+use shorthorn_block::LayerInfo;
 use shorthorn_proto::v1 as pb;
 
 use crate::backups::{DEFAULT_TARGET, VolumeLocks, target_url, upload_snapshot};
@@ -186,6 +189,9 @@ async fn run_for_volume(
     volume: &str,
     engine: &str,
 ) -> anyhow::Result<String> {
+    if !job.spec.task.takes_snapshot() {
+        return prune_snapshots(job, engine).await;
+    }
     let mut client = connect_engine(engine).await?;
     let mut labels: std::collections::HashMap<String, String> =
         job.spec.labels.clone().into_iter().collect();
@@ -260,6 +266,59 @@ async fn run_for_volume(
     Ok(done)
 }
 
+/// The run of a `snapshot-cleanup` or `snapshot-delete` job: removes the snapshots its
+/// rule names (none is an answer too) and purges.
+async fn prune_snapshots(job: &RecurringJob, engine: &str) -> anyhow::Result<String> {
+    let mut client = connect_engine(engine).await?;
+    let layers = client
+        .list_snapshots(pb::ListSnapshotsRequest {})
+        .await
+        .context("listing snapshots")?
+        .into_inner()
+        .layers;
+    let layers: Vec<LayerInfo> = layers.into_iter().map(LayerInfo::from).collect();
+    let doomed = snapshots_to_prune(job.spec.task, job.spec.retain, &layers);
+    if doomed.is_empty() {
+        return Ok("nothing to remove".into());
+    }
+    for name in &doomed {
+        client
+            .remove_snapshot(pb::RemoveSnapshotRequest { name: name.clone() })
+            .await
+            .with_context(|| format!("removing snapshot {name}"))?;
+    }
+    client
+        .purge_snapshots(pb::PurgeSnapshotsRequest {})
+        .await
+        .context("purging snapshots")?;
+    Ok(format!("removed and purged {}", doomed.join(", ")))
+}
+
+/// The snapshots a pruning job removes: for `snapshot-cleanup` every system snapshot,
+/// for `snapshot-delete` the user snapshots older than the newest `retain`. The head and
+/// snapshots already removed are never named.
+fn snapshots_to_prune(task: JobTask, retain: u32, layers: &[LayerInfo]) -> Vec<String> {
+    let mut candidates: Vec<&LayerInfo> = layers
+        .iter()
+        .filter(|l| !l.is_head && !l.removed && l.name.is_some())
+        .filter(|l| match task {
+            JobTask::SnapshotCleanup => !l.user_created,
+            JobTask::SnapshotDelete => l.user_created,
+            JobTask::Snapshot | JobTask::Backup => false,
+        })
+        .collect();
+    candidates.sort_by(|a, b| a.created.cmp(&b.created));
+    let keep = match task {
+        JobTask::SnapshotDelete => retain as usize,
+        _ => 0,
+    };
+    let excess = candidates.len().saturating_sub(keep);
+    candidates[..excess]
+        .iter()
+        .map(|l| l.snapshot_name().to_owned())
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -276,5 +335,60 @@ mod tests {
             .with_timezone(&Utc);
         let next = schedule.after(&start).next().unwrap();
         assert_eq!(next.to_rfc3339(), "2026-11-22T02:30:00+00:00");
+    }
+
+    fn layer(name: &str, created: &str, user: bool) -> LayerInfo {
+        LayerInfo {
+            name: Some(name.into()),
+            created: created.into(),
+            user_created: user,
+            ..LayerInfo::default()
+        }
+    }
+
+    fn layers() -> Vec<LayerInfo> {
+        let mut removed = layer("gone", "2026-01-01T00:00:00Z", true);
+        removed.removed = true;
+        let head = LayerInfo {
+            is_head: true,
+            created: "2026-01-09T00:00:00Z".into(),
+            ..LayerInfo::default()
+        };
+        vec![
+            layer("u3", "2026-01-05T00:00:00Z", true),
+            layer("sys1", "2026-01-02T00:00:00Z", false),
+            removed,
+            layer("u1", "2026-01-03T00:00:00Z", true),
+            layer("sys2", "2026-01-06T00:00:00Z", false),
+            layer("u2", "2026-01-04T00:00:00Z", true),
+            head,
+        ]
+    }
+
+    #[test]
+    fn cleanup_names_every_system_snapshot_and_nothing_else() {
+        let doomed = snapshots_to_prune(JobTask::SnapshotCleanup, 1, &layers());
+        assert_eq!(doomed, ["sys1", "sys2"]);
+    }
+
+    #[test]
+    fn delete_keeps_the_newest_user_snapshots() {
+        assert_eq!(
+            snapshots_to_prune(JobTask::SnapshotDelete, 2, &layers()),
+            ["u1"]
+        );
+        assert_eq!(
+            snapshots_to_prune(JobTask::SnapshotDelete, 1, &layers()),
+            ["u1", "u2"]
+        );
+        assert!(snapshots_to_prune(JobTask::SnapshotDelete, 3, &layers()).is_empty());
+    }
+
+    #[test]
+    fn task_names_are_the_api_names() {
+        for (task, name) in JobTask::ALL {
+            assert_eq!(serde_json::to_value(task).unwrap(), name);
+            assert_eq!(task.takes_snapshot(), matches!(name, "snapshot" | "backup"));
+        }
     }
 }

@@ -324,13 +324,34 @@ pub struct Node {
 
 /// What a recurring job does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "kebab-case")]
 pub enum JobTask {
     /// Take a snapshot; keep the newest `retain` snapshots of this job.
     Snapshot,
     /// Take a snapshot and back it up to `target`; keep the newest `retain` backups (and
     /// snapshots) of this job.
     Backup,
+    /// Remove the system snapshots (those the engine took itself, for example before a
+    /// rebuild or an expansion) and purge; takes no snapshot, `retain` is not used.
+    SnapshotCleanup,
+    /// Keep the newest `retain` user snapshots of the volume (whoever took them), remove
+    /// the older ones and purge; takes no snapshot.
+    SnapshotDelete,
+}
+
+impl JobTask {
+    /// Every task, with the name the API and the CLI use for it.
+    pub const ALL: [(JobTask, &'static str); 4] = [
+        (JobTask::Snapshot, "snapshot"),
+        (JobTask::Backup, "backup"),
+        (JobTask::SnapshotCleanup, "snapshot-cleanup"),
+        (JobTask::SnapshotDelete, "snapshot-delete"),
+    ];
+
+    /// Whether the job takes a snapshot of its own each run.
+    pub fn takes_snapshot(self) -> bool {
+        matches!(self, JobTask::Snapshot | JobTask::Backup)
+    }
 }
 
 /// A recurring job's definition.

@@ -1,4 +1,5 @@
-//! `shorthorn job …`: recurring snapshot and backup jobs, through the manager's API.
+//! `shorthorn job …`: recurring snapshot, backup and snapshot-pruning jobs, through the
+//! manager's API.
 
 use anyhow::bail;
 use clap::Subcommand;
@@ -9,7 +10,7 @@ use super::api_client::{ApiArgs, Client};
 use crate::daemon;
 use crate::output::{json_name, line};
 
-/// Recurring snapshot and backup jobs.
+/// Recurring snapshot, backup and snapshot-pruning jobs.
 #[derive(Debug, Subcommand)]
 pub enum JobCommand {
     /// Create a job; volumes run it once they select it (`volume jobs`, or
@@ -17,14 +18,17 @@ pub enum JobCommand {
     Create {
         /// Name; also the `recurring-job` label of what it creates.
         name: String,
-        /// snapshot, or backup (a snapshot, then its backup to --target).
+        /// snapshot; backup (a snapshot, then its backup to --target); snapshot-cleanup
+        /// (remove the system snapshots and purge); snapshot-delete (keep the newest
+        /// --retain user snapshots, remove older ones and purge).
         #[arg(long)]
         task: String,
         /// When, as cron in UTC: "MIN HOUR DOM MON DOW" (e.g. "0 */6 * * *"), or six
         /// fields with seconds first.
         #[arg(long)]
         cron: String,
-        /// How many of its snapshots (and backups) to keep per volume.
+        /// How many of its snapshots (and backups) to keep per volume; for
+        /// snapshot-delete, how many user snapshots; snapshot-cleanup ignores it.
         #[arg(long, default_value_t = 5)]
         retain: u32,
         /// A group it belongs to; repeat for more.
@@ -62,10 +66,9 @@ pub fn job(api: &ApiArgs, command: JobCommand) -> anyhow::Result<()> {
                 groups,
                 target,
             } => {
-                let task = match task.as_str() {
-                    "snapshot" => JobTask::Snapshot,
-                    "backup" => JobTask::Backup,
-                    other => bail!("--task {other:?}: use snapshot or backup"),
+                let Some((task, _)) = JobTask::ALL.into_iter().find(|(_, n)| *n == task) else {
+                    let names: Vec<_> = JobTask::ALL.iter().map(|(_, n)| *n).collect();
+                    bail!("--task {task:?}: use one of {}", names.join(", "));
                 };
                 let body = serde_json::to_value(CreateJob {
                     name,

@@ -12,6 +12,7 @@ mod manager_backups;
 mod manager_recurring_jobs;
 mod manager_replica_count;
 mod manager_single_node;
+mod manager_snapshot_prune_jobs;
 mod manager_snapshots;
 mod manager_stale_open;
 mod manager_unschedulable;
