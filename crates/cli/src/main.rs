@@ -91,7 +91,8 @@ enum Command {
         #[command(subcommand)]
         command: cluster::nodes::NodeCommand,
     },
-    /// Recurring snapshot and backup jobs of a cluster run by `shorthorn up`.
+    /// Recurring jobs of a cluster run by `shorthorn up`: snapshot, backup,
+    /// snapshot-cleanup, snapshot-delete.
     Job {
         #[command(flatten)]
         api: cluster::api_client::ApiArgs,
@@ -105,6 +106,15 @@ enum Command {
         api: cluster::api_client::ApiArgs,
         #[command(subcommand)]
         command: cluster::backups::BackupTargetCommand,
+    },
+    /// Events of a cluster run by `shorthorn up`, oldest first: volumes created, attached,
+    /// detached, degraded or healthy again; replicas placed, failed, rebuilt; snapshots;
+    /// backups completed or failed. The newest 1000 are kept.
+    Events {
+        #[command(flatten)]
+        api: cluster::api_client::ApiArgs,
+        #[command(flatten)]
+        args: cluster::events::EventsArgs,
     },
     /// Settings of a cluster run by `shorthorn up`: ls, get, set.
     Setting {
@@ -167,6 +177,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Node { api, command } => cluster::nodes::node(&api, command),
         Command::Setting { api, command } => cluster::settings::setting(&api, command),
         Command::Job { api, command } => cluster::jobs::job(&api, command),
+        Command::Events { api, args } => cluster::events::events(&api, args),
         Command::BackupTarget { api, command } => cluster::backups::backup_target(&api, command),
         Command::Engine(args) => daemons::engine::run(args),
         Command::LaunchSimple(args) => daemons::launch_simple::run(args),

@@ -21,6 +21,7 @@ use shorthorn_proto::v1 as pb;
 
 use crate::clock::waited;
 use crate::engine_client::connect_engine;
+use crate::events::{self, Happened};
 use crate::model::{
     Backup, BackupSpec, BackupState, BackupStatus, BackupTarget, BackupTargetStatus, Engine,
 };
@@ -115,7 +116,7 @@ impl BackupRunner {
     }
 
     /// One pass: backups of volumes this manager owns; the leader's work if it leads.
-    pub fn run_due(&self, state: &Arc<dyn StateStore>) -> anyhow::Result<()> {
+    pub fn run_due(&self, state: &Arc<dyn StateStore>, node: &str) -> anyhow::Result<()> {
         let backups: Vec<Backup> = state.list(Kind::Backup)?;
         for backup in &backups {
             let waiting = matches!(
@@ -138,19 +139,38 @@ impl BackupRunner {
             if backup.spec.delete_requested {
                 continue;
             }
-            let (state, backup) = (state.clone(), backup.clone());
+            let (state, backup, node) = (state.clone(), backup.clone(), node.to_owned());
             let volume_locks = self.volume_locks.clone();
             let policy = self.target_policy.clone();
             self.spawn(backup.name.clone(), async move {
                 let name = backup.name.clone();
-                let _volume = volume_locks.lock(&backup.spec.volume).await;
-                if let Err(e) = run_backup(state.as_ref(), &policy, backup).await {
-                    tracing::warn!(backup = %name, error = %format!("{e:#}"), "backup failed");
-                    let _ = update_status(state.as_ref(), &name, |status| {
-                        status.state = BackupState::Error;
-                        status.message = format!("{e:#}");
-                    });
-                }
+                let volume = backup.spec.volume.clone();
+                let _volume = volume_locks.lock(&volume).await;
+                let (reason, message) = match run_backup(state.as_ref(), &policy, backup).await {
+                    Ok(()) => (
+                        "BackupCompleted",
+                        format!("backup {name} of volume {volume} completed"),
+                    ),
+                    Err(e) => {
+                        tracing::warn!(backup = %name, error = %format!("{e:#}"), "backup failed");
+                        let _ = update_status(state.as_ref(), &name, |status| {
+                            status.state = BackupState::Error;
+                            status.message = format!("{e:#}");
+                        });
+                        (
+                            "BackupFailed",
+                            format!("backup {name} of volume {volume} failed: {e:#}"),
+                        )
+                    }
+                };
+                let what = Happened {
+                    object_kind: "backup",
+                    object: &name,
+                    volume: Some(&volume),
+                    reason,
+                    message,
+                };
+                events::record(state.as_ref(), &node, what);
             });
         }
         if !state.is_leader()? {

@@ -9,6 +9,7 @@ mod clock;
 pub mod cluster_agents;
 mod engine_client;
 pub mod etcd;
+pub mod events;
 pub mod jobs;
 pub mod model;
 pub mod reconcile;

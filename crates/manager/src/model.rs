@@ -596,3 +596,24 @@ impl Settings {
         }
     }
 }
+
+/// Something the manager did or saw happen to an object, for `shorthorn events`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Event {
+    /// Unique; sorts by time.
+    pub name: String,
+    /// When (RFC 3339).
+    pub time: String,
+    /// The kind of object: `volume`, `replica`, `backup`, `snapshot`, `job`.
+    pub object_kind: String,
+    /// The object's name (a snapshot's is `VOLUME/NAME`).
+    pub object: String,
+    /// The volume it concerns, if any.
+    pub volume: Option<String>,
+    /// A short CamelCase reason, such as `Attached` or `ReplicaFailed`.
+    pub reason: String,
+    /// What happened.
+    pub message: String,
+    /// The manager (node) that recorded it.
+    pub reporter: String,
+}

@@ -28,6 +28,8 @@ pub enum Kind {
     BackupTarget,
     /// [`crate::model::Backup`].
     Backup,
+    /// [`crate::model::Event`].
+    Event,
 }
 
 impl Kind {
@@ -41,6 +43,7 @@ impl Kind {
             Kind::RecurringJob => "job/",
             Kind::BackupTarget => "backup-target/",
             Kind::Backup => "backup/",
+            Kind::Event => "event/",
         }
     }
 }

@@ -3,6 +3,7 @@
 
 pub mod api_client;
 pub mod backups;
+pub mod events;
 pub mod jobs;
 pub mod nodes;
 pub mod settings;

@@ -22,7 +22,7 @@ use utoipa::OpenApi;
 use crate::model::{
     Backup, BackupSpec, BackupState, BackupStatus, BackupTarget, BackupTargetSpec,
     BackupTargetStatus, DiskSpec, DiskStatus, Engine, EngineReplicaStatus, EngineSpec, EngineState,
-    EngineStatus, EngineTuning, JobTask, Node, NodeSpec, NodeStatus, RecurringJob,
+    EngineStatus, EngineTuning, Event, JobTask, Node, NodeSpec, NodeStatus, RecurringJob,
     RecurringJobSpec, RecurringJobStatus, Replica, ReplicaSpec, ReplicaState, ReplicaStatus,
     Robustness, Settings, Volume, VolumeSpec, VolumeState, VolumeStatus,
 };
@@ -35,6 +35,7 @@ use shorthorn_agent::routes::{AGENT_OPENAPI_PATH, agent_openapi_json};
 mod backups;
 mod cluster;
 mod engines;
+mod events;
 mod jobs;
 mod metrics;
 mod nodes;
@@ -66,7 +67,7 @@ pub const OPENAPI_PATH: &str = "/v1/openapi.json";
         backups::list_backups, backups::create_backup, backups::get_backup, backups::delete_backup, cluster::cluster_info,
         snapshots::list_snapshots, snapshots::create_snapshot, snapshots::get_snapshot, snapshots::delete_snapshot,
         snapshots::revert_snapshot, snapshots::purge_snapshots, volumes::set_replica_count,
-        volumes::remove_volume_replica, volumes::salvage_volume
+        volumes::remove_volume_replica, volumes::salvage_volume, events::list_events
     ),
     components(schemas(
         ErrorBody, CreateVolume, AttachVolume, SetSetting, VolumeDetail, Volume, VolumeSpec,
@@ -75,7 +76,7 @@ pub const OPENAPI_PATH: &str = "/v1/openapi.json";
         SchedulingSettings, VolumeJobs, ExpandVolume, UpdateNode, CreateJob, RecurringJob, RecurringJobSpec,
         RecurringJobStatus, JobTask, Engine, EngineSpec, EngineStatus, EngineState,
         EngineReplicaStatus, BackupTarget, BackupTargetSpec, BackupTargetStatus, Backup,
-        BackupSpec, BackupStatus, BackupState, SetBackupTarget, CreateBackup, ClusterInfo, Snapshot, CreateSnapshot, SetReplicaCount
+        BackupSpec, BackupStatus, BackupState, SetBackupTarget, CreateBackup, ClusterInfo, Snapshot, CreateSnapshot, SetReplicaCount, Event
     )),
     modifiers(&BearerAuth),
     security(("bearer" = []))
@@ -162,6 +163,7 @@ pub fn router(manager: Arc<Manager>, user_token: &str, node_token: &str) -> Rout
             get(backups::get_backup).delete(backups::delete_backup),
         )
         .route("/v1/cluster", get(cluster::cluster_info))
+        .route("/v1/events", get(events::list_events))
         .route(
             "/v1/recurring-jobs",
             get(jobs::list_jobs).post(jobs::create_job),

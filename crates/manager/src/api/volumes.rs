@@ -194,6 +194,16 @@ pub(super) async fn create_volume(
         return Err(ApiError::new(StatusCode::CONFLICT, why));
     }
     store.put(Kind::Volume, &volume.name, &volume)?;
+    state.manager.report(
+        "volume",
+        &volume.name,
+        &volume.name,
+        "Created",
+        format!(
+            "volume {} created: {} bytes, {} replicas",
+            volume.name, volume.spec.size, volume.spec.replicas
+        ),
+    );
     state.manager.poke();
     Ok((StatusCode::CREATED, Json(volume)))
 }
@@ -270,6 +280,13 @@ pub(super) async fn delete_volume(
         ));
     }
     state.manager.delete_volume(&name).await?;
+    state.manager.report(
+        "volume",
+        &name,
+        &name,
+        "Deleted",
+        format!("volume {name} deleted"),
+    );
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -33,6 +33,7 @@ use crate::state::{Kind, StateStore, StateStoreExt};
 use shorthorn_agent::{Agent, NodeAgent};
 
 mod engine;
+mod events;
 mod expansion;
 mod nodes;
 mod replicas;
@@ -191,9 +192,12 @@ impl Manager {
                 tracing::warn!(error = %format!("{e:#}"), "recurring jobs");
             }
             if self.reconciles
-                && let Err(e) = self.backups.run_due(&self.state)
+                && let Err(e) = self.backups.run_due(&self.state, &self.node)
             {
                 tracing::warn!(error = %format!("{e:#}"), "backups");
+            }
+            if let Err(e) = crate::events::prune_if_due(self.state.as_ref()) {
+                tracing::warn!(error = %format!("{e:#}"), "pruning events");
             }
             // Changes by other managers (the etcd watch) wake the loop too, but passes
             // stay MIN_PASS_INTERVAL apart: our own writes come back as changes.
@@ -386,8 +390,10 @@ impl Manager {
         stored: &HashMap<String, Replica>,
     ) -> anyhow::Result<()> {
         for replica in replicas {
-            if stored.get(&replica.name) != Some(replica) {
+            let before = stored.get(&replica.name);
+            if before != Some(replica) {
                 self.state.put(Kind::Replica, &replica.name, replica)?;
+                self.report_replica_change(before, replica);
             }
         }
         Ok(())
@@ -396,11 +402,16 @@ impl Manager {
     /// Writes a volume's status onto the stored volume, keeping its spec: an API call on
     /// another node's manager may have changed the spec meanwhile.
     fn save_status(&self, volume: &Volume) -> anyhow::Result<()> {
+        let mut before = None;
         self.state
             .update::<Volume>(Kind::Volume, &volume.name, |stored| {
+                before = Some(stored.status.clone());
                 stored.status.clone_from(&volume.status);
                 Ok(())
             })?;
+        if let Some(before) = before {
+            self.report_volume_change(&volume.name, &before, &volume.status);
+        }
         Ok(())
     }
 

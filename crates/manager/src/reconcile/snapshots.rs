@@ -103,7 +103,43 @@ impl Manager {
             Route::Engine(engine) => engine_change(engine, &change).await?,
             Route::Replicas(replicas) => replicas_change(replicas, &change).await?,
         };
-        tracing::info!(volume = %volume.name, ?change, "snapshots changed");
+        let vol = volume.name.as_str();
+        let (reason, snapshot, message) = match &change {
+            SnapshotChange::Create { .. } => {
+                let taken = name.as_deref().unwrap_or_default();
+                (
+                    "SnapshotCreated",
+                    taken,
+                    format!("snapshot {taken} of volume {vol} taken"),
+                )
+            }
+            SnapshotChange::Remove(s) => (
+                "SnapshotRemoved",
+                s.as_str(),
+                format!("snapshot {s} of volume {vol} removed"),
+            ),
+            SnapshotChange::Revert(s) => (
+                "SnapshotReverted",
+                s.as_str(),
+                format!("volume {vol} reverted to snapshot {s}"),
+            ),
+            SnapshotChange::Purge => (
+                "SnapshotsPurged",
+                "",
+                format!("removed snapshots of volume {vol} purged"),
+            ),
+        };
+        let object = if snapshot.is_empty() {
+            vol.to_owned()
+        } else {
+            format!("{vol}/{snapshot}")
+        };
+        let kind = if snapshot.is_empty() {
+            "volume"
+        } else {
+            "snapshot"
+        };
+        self.report(kind, &object, vol, reason, message);
         Ok(name)
     }
 

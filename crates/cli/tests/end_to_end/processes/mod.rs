@@ -9,6 +9,7 @@ mod backup_restore;
 mod cli_usage;
 mod manager_api;
 mod manager_backups;
+mod manager_events;
 mod manager_recurring_jobs;
 mod manager_replica_count;
 mod manager_single_node;

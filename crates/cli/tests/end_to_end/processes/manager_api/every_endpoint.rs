@@ -555,6 +555,35 @@ fn every_documented_endpoint_requires_the_token_and_works() {
         "{cluster:#}"
     );
 
+    // Events: the volume's creation is among them, and only its own with ?volume=.
+    let events = ops.call("GET", "/v1/events", "", None).expect(200).json();
+    assert!(
+        events
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["reason"] == "Created" && e["object"] == VOLUME),
+        "{events:#}"
+    );
+    let api_events = api
+        .send(
+            "GET",
+            &format!("/v1/events?volume={VOLUME}"),
+            Auth::Token,
+            None,
+            None,
+        )
+        .expect(200)
+        .json();
+    assert!(
+        api_events
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|e| e["volume"] == VOLUME),
+        "{api_events:#}"
+    );
+
     // Backup targets: none; `default` set to a directory (the default poll interval,
     // then another), listed, and read by the leader (which creates the directory).
     let targets = ops
