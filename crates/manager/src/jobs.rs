@@ -20,7 +20,7 @@ use shorthorn_block::LayerInfo;
 use shorthorn_proto::v1 as pb;
 
 use crate::backups::{DEFAULT_TARGET, VolumeLocks, target_url, upload_snapshot};
-use crate::engine_client::connect_engine;
+use crate::engine_client::{EngineClient, connect_engine};
 use crate::model::{Engine, JobTask, RecurringJob, Volume};
 use crate::state::{Kind, StateStore, StateStoreExt};
 
@@ -236,61 +236,62 @@ async fn run_for_volume(
         }
     }
     // Keep the newest `retain` snapshots of this job.
+    let layers = list_layers(&mut client).await?;
+    let mut ours: Vec<&LayerInfo> = layers
+        .iter()
+        .filter(|l| !l.is_head && !l.removed && l.labels.get(JOB_LABEL) == Some(&job.name))
+        .collect();
+    ours.sort_by(|a, b| a.created.cmp(&b.created));
+    let excess = ours.len().saturating_sub(job.spec.retain as usize);
+    let old: Vec<String> = ours[..excess]
+        .iter()
+        .map(|l| l.snapshot_name().to_owned())
+        .collect();
+    remove_and_purge(&mut client, &old).await?;
+    for name in &old {
+        done.push_str(&format!(", removed snapshot {name}"));
+    }
+    Ok(done)
+}
+
+/// The volume's layers, as its engine lists them.
+async fn list_layers(client: &mut EngineClient) -> anyhow::Result<Vec<LayerInfo>> {
     let layers = client
         .list_snapshots(pb::ListSnapshotsRequest {})
         .await
         .context("listing snapshots")?
         .into_inner()
         .layers;
-    let mut ours: Vec<_> = layers
-        .into_iter()
-        .filter(|l| !l.is_head && !l.removed && l.labels.get(JOB_LABEL) == Some(&job.name))
-        .collect();
-    ours.sort_by(|a, b| a.created.cmp(&b.created));
-    let excess = ours.len().saturating_sub(job.spec.retain as usize);
-    for old in &ours[..excess] {
+    Ok(layers.into_iter().map(LayerInfo::from).collect())
+}
+
+/// Removes the snapshots `names` and, if there were any, purges.
+async fn remove_and_purge(client: &mut EngineClient, names: &[String]) -> anyhow::Result<()> {
+    for name in names {
         client
-            .remove_snapshot(pb::RemoveSnapshotRequest {
-                name: old.name.clone(),
-            })
+            .remove_snapshot(pb::RemoveSnapshotRequest { name: name.clone() })
             .await
-            .with_context(|| format!("removing snapshot {}", old.name))?;
-        done.push_str(&format!(", removed snapshot {}", old.name));
+            .with_context(|| format!("removing snapshot {name}"))?;
     }
-    if excess > 0 {
+    if !names.is_empty() {
         client
             .purge_snapshots(pb::PurgeSnapshotsRequest {})
             .await
             .context("purging snapshots")?;
     }
-    Ok(done)
+    Ok(())
 }
 
 /// The run of a `snapshot-cleanup` or `snapshot-delete` job: removes the snapshots its
 /// rule names (none is an answer too) and purges.
 async fn prune_snapshots(job: &RecurringJob, engine: &str) -> anyhow::Result<String> {
     let mut client = connect_engine(engine).await?;
-    let layers = client
-        .list_snapshots(pb::ListSnapshotsRequest {})
-        .await
-        .context("listing snapshots")?
-        .into_inner()
-        .layers;
-    let layers: Vec<LayerInfo> = layers.into_iter().map(LayerInfo::from).collect();
+    let layers = list_layers(&mut client).await?;
     let doomed = snapshots_to_prune(job.spec.task, job.spec.retain, &layers);
     if doomed.is_empty() {
         return Ok("nothing to remove".into());
     }
-    for name in &doomed {
-        client
-            .remove_snapshot(pb::RemoveSnapshotRequest { name: name.clone() })
-            .await
-            .with_context(|| format!("removing snapshot {name}"))?;
-    }
-    client
-        .purge_snapshots(pb::PurgeSnapshotsRequest {})
-        .await
-        .context("purging snapshots")?;
+    remove_and_purge(&mut client, &doomed).await?;
     Ok(format!("removed and purged {}", doomed.join(", ")))
 }
 
