@@ -4,6 +4,9 @@
 use std::fmt;
 use std::io::{ErrorKind, Write};
 
+/// The API's name of an enum value, for plain-text output.
+pub use shorthorn_manager::model::json_name;
+
 /// Stdout was closed by its reader; the command stops quietly.
 #[derive(Debug)]
 pub struct StdoutClosed;
@@ -38,11 +41,3 @@ macro_rules! outln {
     };
 }
 pub(crate) use outln;
-
-/// The name serde gives an enum value (`"rw"`, `"degraded"`): what the API shows.
-pub fn json_name<T: serde::Serialize>(value: &T) -> String {
-    serde_json::to_value(value)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_string))
-        .unwrap_or_default()
-}

@@ -10,6 +10,14 @@ use crate::scheduler::SchedulingSettings;
 use crate::validate::{self, FieldError, schema};
 pub use shorthorn_agent::{DiskSpec, DiskStatus, EngineTuning};
 
+/// The name serde gives an enum value (`"rw"`, `"degraded"`): what the API shows.
+pub fn json_name<T: Serialize>(value: &T) -> String {
+    serde_json::to_value(value)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
 /// How healthy a volume's data is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema, Default)]
 #[serde(rename_all = "lowercase")]

@@ -36,10 +36,7 @@ fn render(volumes: &[Volume], nodes: &[Node]) -> String {
         MetricKind::Gauge,
     );
     for volume in volumes {
-        let robustness = serde_json::to_value(volume.status.robustness)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_string))
-            .unwrap_or_default();
+        let robustness = crate::model::json_name(&volume.status.robustness);
         sample(
             &mut out,
             name,

@@ -510,10 +510,7 @@ pub(super) async fn salvage_volume(
             StatusCode::CONFLICT,
             format!(
                 "volume {name:?} is not faulted ({}); a salvage is only for a volume that cannot open",
-                serde_json::to_value(volume.status.robustness)
-                    .ok()
-                    .and_then(|v| v.as_str().map(str::to_owned))
-                    .unwrap_or_default()
+                crate::model::json_name(&volume.status.robustness)
             ),
         ));
     }

@@ -3,7 +3,9 @@
 
 use super::Manager;
 use crate::events::{Happened, record};
-use crate::model::{Replica, ReplicaState, ReplicaStatus, Robustness, VolumeState, VolumeStatus};
+use crate::model::{
+    Replica, ReplicaState, ReplicaStatus, Robustness, VolumeState, VolumeStatus, json_name,
+};
 
 /// A reason and its message.
 type Change = (&'static str, String);
@@ -17,28 +19,20 @@ impl Manager {
         after: &VolumeStatus,
     ) {
         for (reason, message) in volume_changes(name, before, after) {
-            let what = Happened {
-                object_kind: "volume",
-                object: name,
-                volume: Some(name),
-                reason,
-                message,
-            };
-            record(self.state.as_ref(), self.node(), what);
+            self.report("volume", name, name, reason, message);
         }
     }
 
     /// Records an event for each change of `replica` since `before` (`None`: new).
     pub(super) fn report_replica_change(&self, before: Option<&Replica>, replica: &Replica) {
         for (reason, message) in replica_changes(before, replica) {
-            let what = Happened {
-                object_kind: "replica",
-                object: &replica.name,
-                volume: Some(&replica.spec.volume),
+            self.report(
+                "replica",
+                &replica.name,
+                &replica.spec.volume,
                 reason,
                 message,
-            };
-            record(self.state.as_ref(), self.node(), what);
+            );
         }
     }
 
@@ -75,8 +69,8 @@ fn volume_changes(name: &str, before: &VolumeStatus, after: &VolumeStatus) -> Ve
         };
         let mut message = format!(
             "volume {name}: {} → {}",
-            json_word(&before.state),
-            json_word(&after.state)
+            json_name(&before.state),
+            json_name(&after.state)
         );
         if let (VolumeState::Attached, Some(endpoint)) = (after.state, &after.endpoint) {
             message.push_str(&format!(", serving {endpoint}"));
@@ -96,8 +90,8 @@ fn volume_changes(name: &str, before: &VolumeStatus, after: &VolumeStatus) -> Ve
             reason,
             format!(
                 "volume {name}: {} → {}",
-                json_word(&before.robustness),
-                json_word(&after.robustness)
+                json_name(&before.robustness),
+                json_name(&after.robustness)
             ),
         ));
     }
@@ -134,8 +128,8 @@ fn replica_changes(before: Option<&Replica>, after: &Replica) -> Vec<Change> {
         let mut message = format!(
             "replica {name} on node {}: {} → {}",
             after.spec.node,
-            json_word(&was.state),
-            json_word(&is.state)
+            json_name(&was.state),
+            json_name(&is.state)
         );
         if is.state == ReplicaState::Failed && !is.message.is_empty() {
             message.push_str(&format!(": {}", is.message));
@@ -149,14 +143,6 @@ fn replica_changes(before: Option<&Replica>, after: &Replica) -> Vec<Change> {
         ));
     }
     changes
-}
-
-/// An enum value as the API spells it.
-fn json_word<T: serde::Serialize>(value: &T) -> String {
-    serde_json::to_value(value)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_owned))
-        .unwrap_or_else(|| "?".into())
 }
 
 #[cfg(test)]

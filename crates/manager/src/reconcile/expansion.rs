@@ -87,10 +87,7 @@ impl Manager {
                 "replica {} of volume {:?} is {}: expand when every replica runs",
                 down.name,
                 volume.name,
-                serde_json::to_value(down.status.state)
-                    .ok()
-                    .and_then(|v| v.as_str().map(str::to_string))
-                    .unwrap_or_default()
+                crate::model::json_name(&down.status.state)
             )));
         }
         for replica in &replicas {

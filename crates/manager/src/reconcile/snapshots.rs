@@ -104,40 +104,34 @@ impl Manager {
             Route::Replicas(replicas) => replicas_change(replicas, &change).await?,
         };
         let vol = volume.name.as_str();
-        let (reason, snapshot, message) = match &change {
+        let (kind, object, reason, message) = match &change {
             SnapshotChange::Create { .. } => {
                 let taken = name.as_deref().unwrap_or_default();
+                let message = format!("snapshot {taken} of volume {vol} taken");
                 (
+                    "snapshot",
+                    format!("{vol}/{taken}"),
                     "SnapshotCreated",
-                    taken,
-                    format!("snapshot {taken} of volume {vol} taken"),
+                    message,
                 )
             }
-            SnapshotChange::Remove(s) => (
-                "SnapshotRemoved",
-                s.as_str(),
-                format!("snapshot {s} of volume {vol} removed"),
-            ),
-            SnapshotChange::Revert(s) => (
-                "SnapshotReverted",
-                s.as_str(),
-                format!("volume {vol} reverted to snapshot {s}"),
-            ),
-            SnapshotChange::Purge => (
-                "SnapshotsPurged",
-                "",
-                format!("removed snapshots of volume {vol} purged"),
-            ),
-        };
-        let object = if snapshot.is_empty() {
-            vol.to_owned()
-        } else {
-            format!("{vol}/{snapshot}")
-        };
-        let kind = if snapshot.is_empty() {
-            "volume"
-        } else {
-            "snapshot"
+            SnapshotChange::Remove(s) => {
+                let message = format!("snapshot {s} of volume {vol} removed");
+                ("snapshot", format!("{vol}/{s}"), "SnapshotRemoved", message)
+            }
+            SnapshotChange::Revert(s) => {
+                let message = format!("volume {vol} reverted to snapshot {s}");
+                (
+                    "snapshot",
+                    format!("{vol}/{s}"),
+                    "SnapshotReverted",
+                    message,
+                )
+            }
+            SnapshotChange::Purge => {
+                let message = format!("removed snapshots of volume {vol} purged");
+                ("volume", vol.to_owned(), "SnapshotsPurged", message)
+            }
         };
         self.report(kind, &object, vol, reason, message);
         Ok(name)
