@@ -116,6 +116,14 @@ enum Command {
         #[command(flatten)]
         args: cluster::events::EventsArgs,
     },
+    /// Changes of a cluster run by `shorthorn up`, as they happen: every object first,
+    /// then a line per object that changed or went away, until interrupted.
+    Watch {
+        #[command(flatten)]
+        api: cluster::api_client::ApiArgs,
+        #[command(flatten)]
+        args: cluster::watch::WatchArgs,
+    },
     /// Settings of a cluster run by `shorthorn up`: ls, get, set.
     Setting {
         #[command(flatten)]
@@ -178,6 +186,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Setting { api, command } => cluster::settings::setting(&api, command),
         Command::Job { api, command } => cluster::jobs::job(&api, command),
         Command::Events { api, args } => cluster::events::events(&api, args),
+        Command::Watch { api, args } => cluster::watch::watch(&api, args),
         Command::BackupTarget { api, command } => cluster::backups::backup_target(&api, command),
         Command::Engine(args) => daemons::engine::run(args),
         Command::LaunchSimple(args) => daemons::launch_simple::run(args),

@@ -8,12 +8,13 @@ use std::time::Duration;
 
 use anyhow::Context;
 use etcd_client::{
-    Client, Compare, CompareOp, GetOptions, PutOptions, Txn, TxnOp, TxnOpResponse, WatchOptions,
+    Client, Compare, CompareOp, EventType, GetOptions, PutOptions, Txn, TxnOp, TxnOpResponse,
+    WatchOptions,
 };
 use tokio::runtime::Handle;
 use tokio::sync::Notify;
 
-use crate::state::{Kind, RawChange, StateStore};
+use crate::state::{Change, ChangeFeed, Kind, RawChange, StateStore};
 
 /// How long a manager waits for etcd at start.
 const CONNECT_PATIENCE: Duration = Duration::from_secs(30);
@@ -29,6 +30,8 @@ pub struct EtcdStore {
     client: Client,
     /// Notified on every change under [`PREFIX`] (an etcd watch).
     changes: Arc<Notify>,
+    /// The same watch, object by object.
+    feed: ChangeFeed,
     runtime: Handle,
     lease: i64,
     node: String,
@@ -90,8 +93,10 @@ impl EtcdStore {
             }
         });
         let changes = Arc::new(Notify::new());
+        let feed = ChangeFeed::default();
         let mut watcher = client.clone();
         let notify = changes.clone();
+        let publisher = feed.clone();
         tokio::spawn(async move {
             loop {
                 let stream = watcher
@@ -105,7 +110,10 @@ impl EtcdStore {
                         continue;
                     }
                 };
-                while let Ok(Some(_)) = stream.message().await {
+                while let Ok(Some(response)) = stream.message().await {
+                    for event in response.events() {
+                        publish(&publisher, event);
+                    }
                     notify.notify_one();
                 }
                 tracing::warn!("etcd watch ended; watching again");
@@ -115,6 +123,7 @@ impl EtcdStore {
         Ok(EtcdStore {
             client,
             changes,
+            feed,
             runtime: Handle::current(),
             lease,
             node: node.to_string(),
@@ -151,6 +160,25 @@ fn existing_value(responses: Vec<TxnOpResponse>) -> anyhow::Result<String> {
         }
     }
     anyhow::bail!("etcd: the key vanished during the transaction")
+}
+
+/// Passes one etcd watch event on to the store's watchers, if it is about an object.
+fn publish(feed: &ChangeFeed, event: &etcd_client::Event) {
+    let Some(kv) = event.kv() else {
+        return;
+    };
+    let Some((kind, name)) = kv
+        .key_str()
+        .ok()
+        .and_then(|key| key.strip_prefix(PREFIX))
+        .and_then(Kind::split_key)
+    else {
+        return;
+    };
+    match event.event_type() {
+        EventType::Put => feed.publish(kind, name, Some(kv.value())),
+        EventType::Delete => feed.publish(kind, name, None),
+    }
 }
 
 fn key(kind: Kind, name: &str) -> String {
@@ -234,6 +262,10 @@ impl StateStore for EtcdStore {
             }
         }
         anyhow::bail!("etcd: {key} kept changing under {UPDATE_ATTEMPTS} attempts to update it")
+    }
+
+    fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Arc<Change>> {
+        self.feed.subscribe()
     }
 
     fn changes(&self) -> Option<Arc<Notify>> {

@@ -10,7 +10,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 /// Kinds of objects, each its own key space.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Kind {
     /// [`crate::model::Volume`].
     Volume,
@@ -33,6 +33,37 @@ pub enum Kind {
 }
 
 impl Kind {
+    /// Every kind, in the order a watch sends them when it starts.
+    pub const ALL: [Kind; 9] = [
+        Kind::Settings,
+        Kind::Node,
+        Kind::Volume,
+        Kind::Replica,
+        Kind::Engine,
+        Kind::RecurringJob,
+        Kind::BackupTarget,
+        Kind::Backup,
+        Kind::Event,
+    ];
+
+    /// The kind's name in the API's watch stream: its key prefix without the slash.
+    pub fn name(self) -> &'static str {
+        self.prefix().trim_end_matches('/')
+    }
+
+    /// The kind named `name` (see [`Kind::name`]).
+    pub fn from_name(name: &str) -> Option<Kind> {
+        Kind::ALL.into_iter().find(|kind| kind.name() == name)
+    }
+
+    /// The kind and object name of a store key (`volume/v1`); `None` for keys that are
+    /// not objects (claims, the leader key).
+    pub fn split_key(key: &str) -> Option<(Kind, &str)> {
+        Kind::ALL
+            .into_iter()
+            .find_map(|kind| key.strip_prefix(kind.prefix()).map(|name| (kind, name)))
+    }
+
     pub(crate) fn prefix(self) -> &'static str {
         match self {
             Kind::Volume => "volume/",
@@ -45,6 +76,55 @@ impl Kind {
             Kind::Backup => "backup/",
             Kind::Event => "event/",
         }
+    }
+}
+
+/// One change of one object, as a watch of the store reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    /// The object's kind.
+    pub kind: Kind,
+    /// The object's name.
+    pub name: String,
+    /// Its document after the change; `None`: it was deleted.
+    pub value: Option<Vec<u8>>,
+}
+
+/// How many changes a watcher may fall behind before it is told it lagged (and must
+/// start again from a full list).
+const CHANGE_BACKLOG: usize = 4096;
+
+/// Where a store publishes its changes: every watcher gets each one.
+#[derive(Debug, Clone)]
+pub struct ChangeFeed {
+    sender: tokio::sync::broadcast::Sender<Arc<Change>>,
+}
+
+impl Default for ChangeFeed {
+    fn default() -> ChangeFeed {
+        ChangeFeed {
+            sender: tokio::sync::broadcast::channel(CHANGE_BACKLOG).0,
+        }
+    }
+}
+
+impl ChangeFeed {
+    /// Publishes a change (nobody watching is fine).
+    pub fn publish(&self, kind: Kind, name: &str, value: Option<&[u8]>) {
+        if self.sender.receiver_count() == 0 {
+            return;
+        }
+        let change = Change {
+            kind,
+            name: name.to_string(),
+            value: value.map(<[u8]>::to_vec),
+        };
+        let _ = self.sender.send(Arc::new(change));
+    }
+
+    /// A watcher of the changes from now on.
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Arc<Change>> {
+        self.sender.subscribe()
     }
 }
 
@@ -74,6 +154,10 @@ pub trait StateStore: Send + Sync + 'static {
         name: &str,
         change: &mut RawChange<'_>,
     ) -> anyhow::Result<bool>;
+
+    /// Every change of an object from now on, whoever made it (this manager or, with a
+    /// shared store, another): what the API's watch stream sends.
+    fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Arc<Change>>;
 
     /// Fires when another manager may have changed something (a watch), so reconcilers
     /// run at once instead of at their next tick. `None`: this manager is alone.
@@ -171,6 +255,7 @@ const OBJECTS: TableDefinition<&str, &[u8]> = TableDefinition::new("objects");
 /// The embedded store: a redb database file.
 pub struct EmbeddedStore {
     db: Database,
+    feed: ChangeFeed,
 }
 
 impl EmbeddedStore {
@@ -181,7 +266,10 @@ impl EmbeddedStore {
         let txn = db.begin_write().context("state database")?;
         txn.open_table(OBJECTS).context("state database")?;
         txn.commit().context("state database")?;
-        Ok(EmbeddedStore { db })
+        Ok(EmbeddedStore {
+            db,
+            feed: ChangeFeed::default(),
+        })
     }
 }
 
@@ -203,7 +291,9 @@ impl StateStore for EmbeddedStore {
             let mut table = txn.open_table(OBJECTS).context("state write")?;
             table.insert(key.as_str(), value).context("state write")?;
         }
-        txn.commit().context("state commit")
+        txn.commit().context("state commit")?;
+        self.feed.publish(kind, name, Some(value));
+        Ok(())
     }
 
     fn delete(&self, kind: Kind, name: &str) -> anyhow::Result<()> {
@@ -211,9 +301,14 @@ impl StateStore for EmbeddedStore {
         let txn = self.db.begin_write().context("state write")?;
         {
             let mut table = txn.open_table(OBJECTS).context("state write")?;
-            table.remove(key.as_str()).context("state write")?;
+            let removed = table.remove(key.as_str()).context("state write")?.is_some();
+            if !removed {
+                return Ok(());
+            }
         }
-        txn.commit().context("state commit")
+        txn.commit().context("state commit")?;
+        self.feed.publish(kind, name, None);
+        Ok(())
     }
 
     fn update_raw(
@@ -225,6 +320,7 @@ impl StateStore for EmbeddedStore {
         let key = format!("{}{name}", kind.prefix());
         // One write transaction: redb lets one writer in at a time.
         let txn = self.db.begin_write().context("state write")?;
+        let written;
         {
             let mut table = txn.open_table(OBJECTS).context("state write")?;
             let current = table
@@ -234,14 +330,22 @@ impl StateStore for EmbeddedStore {
             let Some(current) = current else {
                 return Ok(false);
             };
-            if let Some(new) = change(&current)? {
+            written = change(&current)?;
+            if let Some(new) = &written {
                 table
                     .insert(key.as_str(), new.as_slice())
                     .context("state write")?;
             }
         }
         txn.commit().context("state commit")?;
+        if let Some(new) = written {
+            self.feed.publish(kind, name, Some(&new));
+        }
         Ok(true)
+    }
+
+    fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Arc<Change>> {
+        self.feed.subscribe()
     }
 
     fn list_raw(&self, kind: Kind) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
@@ -310,5 +414,47 @@ mod tests {
             store.get::<Vec<u32>>(Kind::Volume, "a").unwrap(),
             Some(vec![1, 2, 3])
         );
+    }
+
+    #[test]
+    fn a_watcher_sees_each_write_once_and_no_write_that_changed_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(&dir.path().join("state.redb")).unwrap();
+        let mut watcher = store.subscribe();
+        store.put(Kind::Volume, "a", &1u32).unwrap();
+        store.update::<u32>(Kind::Volume, "a", |_| Ok(())).unwrap();
+        store
+            .update::<u32>(Kind::Volume, "a", |v| {
+                *v = 2;
+                Ok(())
+            })
+            .unwrap();
+        store.delete(Kind::Volume, "missing").unwrap();
+        store.delete(Kind::Volume, "a").unwrap();
+        let mut seen = Vec::new();
+        while let Ok(change) = watcher.try_recv() {
+            seen.push((change.kind, change.name.clone(), change.value.clone()));
+        }
+        assert_eq!(
+            seen,
+            vec![
+                (Kind::Volume, "a".to_string(), Some(b"1".to_vec())),
+                (Kind::Volume, "a".to_string(), Some(b"2".to_vec())),
+                (Kind::Volume, "a".to_string(), None),
+            ]
+        );
+    }
+
+    #[test]
+    fn keys_split_into_kind_and_name() {
+        assert_eq!(Kind::split_key("volume/v1"), Some((Kind::Volume, "v1")));
+        assert_eq!(
+            Kind::split_key("backup-target/t/x"),
+            Some((Kind::BackupTarget, "t/x"))
+        );
+        assert_eq!(Kind::split_key("owner/v1"), None);
+        for kind in Kind::ALL {
+            assert_eq!(Kind::from_name(kind.name()), Some(kind));
+        }
     }
 }

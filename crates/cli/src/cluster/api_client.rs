@@ -42,6 +42,33 @@ impl Client {
         Ok(Client { http, connection })
     }
 
+    /// `GET path` whose answer is a stream that lasts as long as the caller reads it (so
+    /// without the overall time limit of [`Client::call`]).
+    pub(crate) async fn stream(&self, path: &str) -> anyhow::Result<reqwest::Response> {
+        let url = format!("{}{path}", self.connection.url);
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .build()
+            .context("HTTP client")?;
+        let response = http
+            .get(&url)
+            .bearer_auth(&self.connection.token)
+            .send()
+            .await
+            .with_context(|| {
+                format!("cannot reach the manager at {url}; is `shorthorn up` running?")
+            })?;
+        let status = response.status();
+        if !status.is_success() {
+            let bytes = response.bytes().await.context("reading the API's answer")?;
+            let message = serde_json::from_slice::<ErrorBody>(&bytes)
+                .map(|e| e.message)
+                .unwrap_or_else(|_| String::from_utf8_lossy(&bytes).into_owned());
+            bail!("GET {path}: {status}: {message}");
+        }
+        Ok(response)
+    }
+
     pub(crate) async fn call<T: DeserializeOwned>(
         &self,
         method: reqwest::Method,

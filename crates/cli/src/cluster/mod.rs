@@ -9,3 +9,4 @@ pub mod nodes;
 pub mod settings;
 pub mod snapshots;
 pub mod volumes;
+pub mod watch;

@@ -42,6 +42,7 @@ mod nodes;
 mod settings;
 mod snapshots;
 mod volumes;
+mod watch;
 
 pub use backups::{CreateBackup, SetBackupTarget};
 pub use cluster::ClusterInfo;
@@ -52,6 +53,7 @@ pub use snapshots::{CreateSnapshot, Snapshot};
 pub use volumes::{
     AttachVolume, CreateVolume, ExpandVolume, SetReplicaCount, VolumeDetail, VolumeJobs,
 };
+pub use watch::WatchMessage;
 
 /// Where the OpenAPI document is served.
 pub const OPENAPI_PATH: &str = "/v1/openapi.json";
@@ -67,7 +69,7 @@ pub const OPENAPI_PATH: &str = "/v1/openapi.json";
         backups::list_backups, backups::create_backup, backups::get_backup, backups::delete_backup, cluster::cluster_info,
         snapshots::list_snapshots, snapshots::create_snapshot, snapshots::get_snapshot, snapshots::delete_snapshot,
         snapshots::revert_snapshot, snapshots::purge_snapshots, volumes::set_replica_count,
-        volumes::remove_volume_replica, volumes::salvage_volume, events::list_events
+        volumes::remove_volume_replica, volumes::salvage_volume, events::list_events, watch::watch
     ),
     components(schemas(
         ErrorBody, CreateVolume, AttachVolume, SetSetting, VolumeDetail, Volume, VolumeSpec,
@@ -76,7 +78,7 @@ pub const OPENAPI_PATH: &str = "/v1/openapi.json";
         SchedulingSettings, VolumeJobs, ExpandVolume, UpdateNode, CreateJob, RecurringJob, RecurringJobSpec,
         RecurringJobStatus, JobTask, Engine, EngineSpec, EngineStatus, EngineState,
         EngineReplicaStatus, BackupTarget, BackupTargetSpec, BackupTargetStatus, Backup,
-        BackupSpec, BackupStatus, BackupState, SetBackupTarget, CreateBackup, ClusterInfo, Snapshot, CreateSnapshot, SetReplicaCount, Event
+        BackupSpec, BackupStatus, BackupState, SetBackupTarget, CreateBackup, ClusterInfo, Snapshot, CreateSnapshot, SetReplicaCount, Event, WatchMessage
     )),
     modifiers(&BearerAuth),
     security(("bearer" = []))
@@ -164,6 +166,7 @@ pub fn router(manager: Arc<Manager>, user_token: &str, node_token: &str) -> Rout
         )
         .route("/v1/cluster", get(cluster::cluster_info))
         .route("/v1/events", get(events::list_events))
+        .route("/v1/watch", get(watch::watch))
         .route(
             "/v1/recurring-jobs",
             get(jobs::list_jobs).post(jobs::create_job),

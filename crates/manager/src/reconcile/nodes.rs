@@ -44,7 +44,14 @@ impl Manager {
                 .heartbeat
                 .as_deref()
                 .is_none_or(|at| waited(at, HEARTBEAT_PERIOD.as_secs()));
-            if stale || !node.status.ready || disks_changed(&node.status.disks, &disks) {
+            let changed = disks_changed(&node.status.disks, &disks);
+            if stale || !node.status.ready || changed {
+                // A heartbeat alone keeps the disks as reported, so that it changes
+                // nothing but its time (a watch does not send it): free space that
+                // drifted less than the slack is not news.
+                if !changed {
+                    disks.clone_from(&node.status.disks);
+                }
                 let status = crate::model::NodeStatus {
                     ready: true,
                     heartbeat: Some(Utc::now().to_rfc3339()),

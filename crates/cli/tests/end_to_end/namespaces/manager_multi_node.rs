@@ -142,6 +142,20 @@ impl Cluster {
             .unwrap()
     }
 
+    /// `shorthorn watch --json ARGS` from the hub against node `via`'s API, its output
+    /// into the log file `log`; the caller kills it.
+    fn watch(&self, via: usize, args: &[&str], log: &str) -> Child {
+        let log = std::fs::File::create(self.dir.path().join(log)).unwrap();
+        self.in_ns(&self.hub, BIN, &[&["watch", "--json"], args].concat())
+            .env("SHORTHORN_URL", format!("http://{}:9600", address(via)))
+            .env("SHORTHORN_TOKEN", &self.token)
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    }
+
     fn data_dir(&self, node: usize) -> PathBuf {
         self.dir.path().join(format!("node{node}"))
     }
@@ -582,6 +596,10 @@ fn an_agent_only_node_runs_what_the_managers_place_on_it() {
         );
     }
 
+    // A watch through node 2's API sees what the managers do through etcd (the volume
+    // is created through node 1 and reconciled by whichever manager owns it).
+    let mut watch = cluster.watch(2, &["--kind", "volume"], "watch.log");
+
     // Hard anti-affinity, and nothing new on n1: one replica on each other node, the
     // agent's included.
     cluster.cli_ok(1, &["node", "update", "n1", "--scheduling", "false"]);
@@ -644,4 +662,34 @@ fn an_agent_only_node_runs_what_the_managers_place_on_it() {
     assert_ne!(healed["status"]["owner"], agent.as_str());
     cluster.qemu_io(&uri, &["read -P 0x41 0 8M", "read -P 0x42 8M 4M"]);
     cluster.cli_ok(1, &["volume", "detach", VOLUME]);
+
+    // The watch saw the volume created, attached and detached, in that order.
+    let states = |text: &str| -> Vec<String> {
+        text.lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|m| m["type"] == "put" && m["name"] == VOLUME)
+            .map(|m| {
+                m["object"]["status"]["state"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_owned()
+            })
+            .collect()
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let seen = loop {
+        let seen = states(&cluster.log("watch.log"));
+        if seen.last().is_some_and(|s| s == "detached") || Instant::now() > deadline {
+            break seen;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let _ = watch.kill();
+    let _ = watch.wait();
+    let attached = seen.iter().position(|s| s == "attached");
+    let detached = seen.iter().rposition(|s| s == "detached");
+    assert!(
+        !seen.is_empty() && attached.is_some() && detached > attached,
+        "volume states the watch saw: {seen:?}"
+    );
 }

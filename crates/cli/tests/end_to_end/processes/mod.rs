@@ -17,6 +17,7 @@ mod manager_snapshot_prune_jobs;
 mod manager_snapshots;
 mod manager_stale_open;
 mod manager_unschedulable;
+mod manager_watch;
 mod store_cli;
 mod volume_bad_input;
 mod volume_expand_online;

@@ -584,6 +584,39 @@ fn every_documented_endpoint_requires_the_token_and_works() {
         "{api_events:#}"
     );
 
+    // The watch, for a second: the objects of one kind, then `synced`, as events.
+    ops.operations
+        .insert(("/v1/watch".to_owned(), "get".to_owned()));
+    let watched = api
+        .send(
+            "GET",
+            "/v1/watch?kinds=volume&timeout_seconds=1",
+            Auth::Token,
+            None,
+            None,
+        )
+        .expect(200);
+    assert!(
+        watched
+            .header("content-type")
+            .is_some_and(|t| t.starts_with("text/event-stream")),
+        "{watched}"
+    );
+    let text = watched.text();
+    let put = text.find("event: put").unwrap_or_else(|| panic!("{text}"));
+    let synced = text
+        .find("event: synced")
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(
+        put < synced && text.contains(&format!("\"name\":\"{VOLUME}\"")),
+        "{text}"
+    );
+    for bad in ["kinds=volumes", "timeout_seconds=0"] {
+        let refused = api.send("GET", &format!("/v1/watch?{bad}"), Auth::Token, None, None);
+        assert_eq!(refused.status, 400, "{refused}");
+        refused.message();
+    }
+
     // Backup targets: none; `default` set to a directory (the default poll interval,
     // then another), listed, and read by the leader (which creates the directory).
     let targets = ops
