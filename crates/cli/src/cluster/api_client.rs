@@ -61,9 +61,7 @@ impl Client {
         let status = response.status();
         if !status.is_success() {
             let bytes = response.bytes().await.context("reading the API's answer")?;
-            let message = serde_json::from_slice::<ErrorBody>(&bytes)
-                .map(|e| e.message)
-                .unwrap_or_else(|_| String::from_utf8_lossy(&bytes).into_owned());
+            let message = error_message(&bytes);
             bail!("GET {path}: {status}: {message}");
         }
         Ok(response)
@@ -89,9 +87,7 @@ impl Client {
         let status = response.status();
         let bytes = response.bytes().await.context("reading the API's answer")?;
         if !status.is_success() {
-            let message = serde_json::from_slice::<ErrorBody>(&bytes)
-                .map(|e| e.message)
-                .unwrap_or_else(|_| String::from_utf8_lossy(&bytes).into_owned());
+            let message = error_message(&bytes);
             bail!("{method} {path}: {status}: {message}");
         }
         let body = if bytes.is_empty() {
@@ -101,4 +97,18 @@ impl Client {
         };
         serde_json::from_slice(body).with_context(|| format!("{method} {path}: unexpected answer"))
     }
+}
+
+/// The message of an API error answer (its `{"message"}`, or the body as text).
+fn error_message(bytes: &[u8]) -> String {
+    serde_json::from_slice::<ErrorBody>(bytes)
+        .map(|e| e.message)
+        .unwrap_or_else(|_| String::from_utf8_lossy(bytes).into_owned())
+}
+
+/// `path` with `key=value` appended as an encoded query string.
+pub(crate) fn with_query(path: &str, key: &str, value: &str) -> anyhow::Result<String> {
+    let mut query = reqwest::Url::parse("http://query/")?;
+    query.query_pairs_mut().append_pair(key, value);
+    Ok(format!("{path}?{}", query.query().unwrap_or_default()))
 }

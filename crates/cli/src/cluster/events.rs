@@ -3,7 +3,7 @@
 use clap::Args;
 use shorthorn_manager::model::Event;
 
-use super::api_client::{ApiArgs, Client};
+use super::api_client::{ApiArgs, Client, with_query};
 use crate::daemon;
 use crate::output::line;
 
@@ -21,14 +21,10 @@ pub struct EventsArgs {
 /// `shorthorn events …`.
 pub fn events(api: &ApiArgs, args: EventsArgs) -> anyhow::Result<()> {
     let client = Client::new(api)?;
-    let mut path = String::from("/v1/events");
-    if let Some(volume) = &args.volume {
-        // The name goes in the query string, encoded.
-        let mut query = reqwest::Url::parse("http://query/")?;
-        query.query_pairs_mut().append_pair("volume", volume);
-        path.push('?');
-        path.push_str(query.query().unwrap_or_default());
-    }
+    let path = match &args.volume {
+        Some(volume) => with_query("/v1/events", "volume", volume)?,
+        None => String::from("/v1/events"),
+    };
     let events: Vec<Event> = daemon::runtime()?
         .block_on(async { client.call(reqwest::Method::GET, &path, None).await })?;
     if args.json {

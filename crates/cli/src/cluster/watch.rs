@@ -3,7 +3,7 @@
 use anyhow::Context;
 use clap::Args;
 
-use super::api_client::{ApiArgs, Client};
+use super::api_client::{ApiArgs, Client, with_query};
 use crate::daemon;
 use crate::output::line;
 
@@ -22,15 +22,11 @@ pub struct WatchArgs {
 /// `shorthorn watch …`: runs until the stream ends or the user interrupts it.
 pub fn watch(api: &ApiArgs, args: WatchArgs) -> anyhow::Result<()> {
     let client = Client::new(api)?;
-    let mut path = String::from("/v1/watch");
-    if !args.kinds.is_empty() {
-        let mut query = reqwest::Url::parse("http://query/")?;
-        query
-            .query_pairs_mut()
-            .append_pair("kinds", &args.kinds.join(","));
-        path.push('?');
-        path.push_str(query.query().unwrap_or_default());
-    }
+    let path = if args.kinds.is_empty() {
+        String::from("/v1/watch")
+    } else {
+        with_query("/v1/watch", "kinds", &args.kinds.join(","))?
+    };
     daemon::runtime()?.block_on(async {
         let mut response = client.stream(&path).await?;
         let mut parser = SseParser::default();
