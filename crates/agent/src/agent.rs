@@ -119,8 +119,8 @@ impl Agent {
     }
 
     /// Starts `shorthorn backup restore URL --to DIR` in the background; its exit status
-    /// (see [`Agent::state`]) tells how it went. S3 credentials come from this process's
-    /// environment.
+    /// (see [`Agent::state`]) tells how it went. S3 endpoint and credentials come from
+    /// the launch's `access`, else from this process's environment.
     pub async fn start_restore(&self, launch: &RestoreLaunch) -> Result<(), AgentError> {
         let node = self.own_node()?;
         let disk = check_restore_launch(launch, &node, &self.target_policy)?;
@@ -139,7 +139,11 @@ impl Agent {
         if let Some(old) = processes.remove(&name) {
             old.daemon.stop().await;
         }
-        let daemon = Daemon::spawn_task(format!("restore {name}"), &args)?;
+        let daemon = Daemon::spawn_task(
+            format!("restore {name}"),
+            &args,
+            &launch.access.environment(),
+        )?;
         tracing::info!(%name, url = %launch.url, to = %dir.display(), "restore started");
         processes.insert(
             name,

@@ -91,6 +91,10 @@ pub fn check_restore_launch<'a>(
     target_policy: &TargetPolicy,
 ) -> Result<&'a DiskSpec, AgentError> {
     check_replica_of(&launch.replica, &launch.volume)?;
+    launch
+        .access
+        .validate("access.")
+        .map_err(|e| AgentError::Invalid(e.to_string()))?;
     let bad_url = |why: String| {
         AgentError::Invalid(format!(
             "restore of replica {}: backup URL {:?}: {why}",
@@ -359,8 +363,20 @@ mod tests {
             volume: "vol".into(),
             disk: "default".into(),
             url: format!("file://{root}?backup=b1&volume=old"),
+            access: Default::default(),
         };
         check_restore_launch(&launch, &node, &policy).unwrap();
+        let mut bad_secret = launch.clone();
+        bad_secret.access.secret_access_key = Some("a\nb".into());
+        let refused = check_restore_launch(&bad_secret, &node, &policy).unwrap_err();
+        assert!(
+            refused.to_string().contains("access.secret_access_key"),
+            "{refused}"
+        );
+        assert!(
+            !format!("{bad_secret:?}").contains("a\nb"),
+            "{bad_secret:?}"
+        );
         let mut nfs = launch.clone();
         nfs.url = "nfs://nfs.example/export?backup=b1&volume=old".into();
         check_restore_launch(&nfs, &node, &policy).unwrap();

@@ -30,19 +30,33 @@ impl Daemon {
     /// Starts `shorthorn ARGS --exit-on-stdin-eof` (this very binary), named `name` in
     /// messages.
     pub fn spawn(name: String, args: &[String]) -> anyhow::Result<Daemon> {
-        Daemon::start(name, args, true)
+        Daemon::start(name, args, &[], true)
     }
 
     /// Starts a one-shot `shorthorn ARGS` (a restore, say): it ends by itself, and is
     /// killed if stopped first.
-    pub fn spawn_task(name: String, args: &[String]) -> anyhow::Result<Daemon> {
-        Daemon::start(name, args, false)
+    /// `env` is added to its environment (secrets go there, never into its arguments,
+    /// which every user of the host can read).
+    pub fn spawn_task(
+        name: String,
+        args: &[String],
+        env: &[(&str, String)],
+    ) -> anyhow::Result<Daemon> {
+        Daemon::start(name, args, env, false)
     }
 
-    fn start(name: String, args: &[String], daemon: bool) -> anyhow::Result<Daemon> {
+    fn start(
+        name: String,
+        args: &[String],
+        env: &[(&str, String)],
+        daemon: bool,
+    ) -> anyhow::Result<Daemon> {
         let exe = std::env::current_exe().context("finding the shorthorn binary")?;
         let mut command = Command::new(exe);
-        command.args(args).kill_on_drop(true);
+        command
+            .args(args)
+            .envs(env.iter().map(|(name, value)| (name, value)))
+            .kill_on_drop(true);
         if daemon {
             command
                 .arg("--exit-on-stdin-eof")

@@ -117,6 +117,86 @@ pub struct RestoreLaunch {
     /// The new volume's name (the replica's volume, not the backed-up one).
     #[schema(schema_with = crate::validate::schema::name)]
     pub volume: String,
+    /// How to reach the backup's S3 target, when its backup target object says (the
+    /// agent's environment otherwise).
+    #[serde(default)]
+    pub access: TargetAccess,
+}
+
+/// How to reach one S3 backup target: its endpoint and credentials, as the manager keeps
+/// them for a backup target object. Each field left out falls back to the environment
+/// (`AWS_ENDPOINT_URL`, `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`). `Debug` never
+/// shows the secret.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TargetAccess {
+    /// The S3 endpoint, e.g. `http://10.0.0.5:9000`.
+    #[serde(default)]
+    #[schema(max_length = 1024)]
+    pub endpoint: Option<String>,
+    /// The access key id.
+    #[serde(default)]
+    #[schema(max_length = 1024)]
+    pub access_key_id: Option<String>,
+    /// The secret access key.
+    #[serde(default)]
+    #[schema(max_length = 1024)]
+    pub secret_access_key: Option<String>,
+}
+
+impl std::fmt::Debug for TargetAccess {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TargetAccess")
+            .field("endpoint", &self.endpoint)
+            .field("access_key_id", &self.access_key_id)
+            .field(
+                "secret_access_key",
+                &self.secret_access_key.as_ref().map(|_| "(hidden)"),
+            )
+            .finish()
+    }
+}
+
+impl TargetAccess {
+    /// The longest field.
+    pub const MAX_FIELD: usize = 1024;
+
+    /// The backup crate's options for this access.
+    pub fn options(&self, create_directory: bool) -> shorthorn_backup::TargetOptions {
+        shorthorn_backup::TargetOptions {
+            endpoint: self.endpoint.clone(),
+            access_key_id: self.access_key_id.clone(),
+            secret_access_key: self.secret_access_key.clone(),
+            create_directory,
+        }
+    }
+
+    /// The environment of a process that opens the target itself (a restore), for the
+    /// fields set here.
+    pub fn environment(&self) -> Vec<(&'static str, String)> {
+        [
+            ("AWS_ENDPOINT_URL", &self.endpoint),
+            ("AWS_ACCESS_KEY_ID", &self.access_key_id),
+            ("AWS_SECRET_ACCESS_KEY", &self.secret_access_key),
+        ]
+        .into_iter()
+        .filter_map(|(name, value)| value.clone().map(|value| (name, value)))
+        .collect()
+    }
+
+    /// Each field is at most [`TargetAccess::MAX_FIELD`] bytes of printable text.
+    pub fn validate(&self, field: &str) -> Result<(), crate::validate::FieldError> {
+        for (name, value) in [
+            ("endpoint", &self.endpoint),
+            ("access_key_id", &self.access_key_id),
+            ("secret_access_key", &self.secret_access_key),
+        ] {
+            if let Some(value) = value {
+                crate::validate::text(format!("{field}{name}"), value, Self::MAX_FIELD)?;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// The agent's request bodies are checked field by field against this node's record

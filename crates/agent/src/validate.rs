@@ -51,11 +51,18 @@ pub trait Validate {
     fn validate(&self) -> Result<(), FieldError>;
 }
 
+impl FieldError {
+    /// `field` breaks its rule for `reason` (a rule between fields, say).
+    pub fn new(field: impl Display, reason: impl Display) -> FieldError {
+        FieldError {
+            field: field.to_string(),
+            reason: reason.to_string(),
+        }
+    }
+}
+
 fn fail<T>(field: impl Display, reason: impl Display) -> Result<T, FieldError> {
-    Err(FieldError {
-        field: field.to_string(),
-        reason: reason.to_string(),
-    })
+    Err(FieldError::new(field, reason))
 }
 
 /// A name by the name rule.
@@ -254,14 +261,20 @@ pub mod schema {
         or_null(url_builder())
     }
 
+    /// Printable text of at most `max` bytes (see [`super::text`]), or null (absent).
+    pub fn optional_text(max: usize) -> Schema {
+        or_null(string(max).pattern(Some(PRINTABLE)))
+    }
+
+    /// No control characters (what [`super::text`] refuses).
+    const PRINTABLE: &str = r"^[^\x00-\x1f\x7f-\x9f]*$";
+
     /// Labels: name keys, printable values.
     pub fn labels() -> Schema {
         ObjectBuilder::new()
             .schema_type(Type::Object)
             .property_names(Some(name()))
-            .additional_properties(Some(
-                string(MAX_LABEL_VALUE).pattern(Some(r"^[^\x00-\x1f\x7f-\x9f]*$")),
-            ))
+            .additional_properties(Some(string(MAX_LABEL_VALUE).pattern(Some(PRINTABLE))))
             .max_properties(Some(MAX_LABELS))
             .into()
     }

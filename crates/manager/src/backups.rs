@@ -15,7 +15,7 @@ use anyhow::Context;
 use chrono::Utc;
 use shorthorn_backup::{
     BackupOptions, BackupRecord, BackupUrl, LockOptions, Progress, ReplicaSource, Target,
-    TargetOptions, TargetPolicy, create_backup, delete_backup, list_backups, list_volumes,
+    TargetPolicy, create_backup, delete_backup, list_backups, list_volumes,
 };
 use shorthorn_proto::v1 as pb;
 
@@ -24,8 +24,10 @@ use crate::engine_client::connect_engine;
 use crate::events::{self, Happened};
 use crate::model::{
     Backup, BackupSpec, BackupState, BackupStatus, BackupTarget, BackupTargetStatus, Engine,
+    TargetCredentials,
 };
 use crate::state::{Kind, StateStore, StateStoreExt};
+use shorthorn_agent::protocol::TargetAccess;
 
 /// The target used when none is named.
 pub const DEFAULT_TARGET: &str = "default";
@@ -54,6 +56,23 @@ pub fn target_url(
     };
     policy.check(&url)?;
     Ok(url)
+}
+
+/// How to reach the backup target at `url`: the endpoint and credentials of the backup
+/// target object with that URL, if any (each missing part falls back to the
+/// environment).
+pub fn target_access(state: &dyn StateStore, url: &str) -> anyhow::Result<TargetAccess> {
+    let targets: Vec<BackupTarget> = state.list(Kind::BackupTarget)?;
+    let Some(target) = targets.into_iter().find(|t| t.spec.url == url) else {
+        return Ok(TargetAccess::default());
+    };
+    let credentials: Option<TargetCredentials> =
+        state.get(Kind::TargetCredentials, &target.name)?;
+    Ok(TargetAccess {
+        endpoint: target.spec.endpoint,
+        access_key_id: credentials.as_ref().map(|c| c.access_key_id.clone()),
+        secret_access_key: credentials.map(|c| c.secret_access_key),
+    })
 }
 
 /// A new backup's object name: the volume, the time, and a random suffix; for a volume
@@ -309,7 +328,15 @@ async fn run_backup(
         labels: backup.spec.labels.clone(),
         ..BackupOptions::default()
     };
-    let upload = upload_snapshot(&url, &engine, &snapshot, &options, progress.clone());
+    let access = target_access(state, &url)?;
+    let upload = upload_snapshot(
+        &url,
+        &access,
+        &engine,
+        &snapshot,
+        &options,
+        progress.clone(),
+    );
     tokio::pin!(upload);
     let record = loop {
         tokio::select! {
@@ -334,18 +361,13 @@ async fn run_backup(
 /// the target at `url`, creating a `file://` target's directory.
 pub(crate) async fn upload_snapshot(
     url: &str,
+    access: &TargetAccess,
     engine: &str,
     snapshot: &str,
     options: &BackupOptions,
     progress: Arc<Progress>,
 ) -> anyhow::Result<BackupRecord> {
-    let target = Target::open(
-        url,
-        &TargetOptions {
-            create_directory: true,
-            ..TargetOptions::default()
-        },
-    )?;
+    let target = Target::open(url, &access.options(true))?;
     let (source, info) = ReplicaSource::open(engine, snapshot).await?;
     Ok(create_backup(&target, Arc::new(source), &info, options, progress).await?)
 }
@@ -379,7 +401,7 @@ async fn remove_backup(
 ) -> anyhow::Result<()> {
     if backup.status.state == BackupState::Completed {
         let url = target_url(state, policy, &backup.spec.target)?;
-        let target = Target::open(&url, &TargetOptions::default())?;
+        let target = Target::open(&url, &target_access(state, &url)?.options(false))?;
         let summary = delete_backup(
             &target,
             &backup.spec.volume,
@@ -404,13 +426,8 @@ async fn read_target(
     let started = Utc::now();
     let read = async {
         policy.check(&target.spec.url)?;
-        let opened = Target::open(
-            &target.spec.url,
-            &TargetOptions {
-                create_directory: true,
-                ..TargetOptions::default()
-            },
-        )?;
+        let access = target_access(state, &target.spec.url)?;
+        let opened = Target::open(&target.spec.url, &access.options(true))?;
         let mut records = Vec::new();
         for volume in list_volumes(&opened).await? {
             records.extend(list_backups(&opened, &volume).await?);

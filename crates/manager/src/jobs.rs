@@ -14,12 +14,12 @@ use std::sync::{Arc, Mutex};
 use anyhow::{Context, bail};
 use chrono::{DateTime, Utc};
 use shorthorn_backup::{
-    BackupOptions, LockOptions, Target, TargetOptions, TargetPolicy, delete_backup, list_backups,
+    BackupOptions, LockOptions, Target, TargetPolicy, delete_backup, list_backups,
 };
 use shorthorn_block::LayerInfo;
 use shorthorn_proto::v1 as pb;
 
-use crate::backups::{DEFAULT_TARGET, VolumeLocks, target_url, upload_snapshot};
+use crate::backups::{DEFAULT_TARGET, VolumeLocks, target_access, target_url, upload_snapshot};
 use crate::engine_client::{EngineClient, connect_engine};
 use crate::model::{Engine, JobTask, RecurringJob, Volume};
 use crate::state::{Kind, StateStore, StateStoreExt};
@@ -220,8 +220,10 @@ async fn run_for_volume(
             labels: backup_labels,
             ..BackupOptions::default()
         };
-        let record = upload_snapshot(&url, engine, &snapshot, &options, Arc::default()).await?;
-        let target = Target::open(&url, &TargetOptions::default())?;
+        let access = target_access(state, &url)?;
+        let record =
+            upload_snapshot(&url, &access, engine, &snapshot, &options, Arc::default()).await?;
+        let target = Target::open(&url, &access.options(false))?;
         done.push_str(&format!(", backup {}", record.name));
         let mut ours: Vec<_> = list_backups(&target, volume)
             .await?

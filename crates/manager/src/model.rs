@@ -433,12 +433,38 @@ pub struct RecurringJob {
 /// Where backups go.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct BackupTargetSpec {
-    /// `s3://bucket@region/path`, `file:///path` or `nfs://host:/path`. S3 credentials
-    /// and endpoint come from the managers' environment (`AWS_ACCESS_KEY_ID`, …).
+    /// `s3://bucket@region/path`, `file:///path` or `nfs://host:/path`.
     pub url: String,
     /// Seconds between two reads of the target's backup list (backups made elsewhere
     /// appear, deleted ones disappear).
     pub poll_interval: u64,
+    /// The S3 endpoint (default: the managers' `AWS_ENDPOINT_URL`).
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    /// Whether the manager holds credentials of its own for this target (never shown;
+    /// without them, the managers' `AWS_ACCESS_KEY_ID` and `AWS_SECRET_ACCESS_KEY`).
+    #[serde(default)]
+    pub has_credentials: bool,
+}
+
+/// A backup target's S3 credentials, stored apart from the target (kind
+/// [`crate::state::Kind::TargetCredentials`], which neither the API nor the watch
+/// sends). `Debug` never shows the secret.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TargetCredentials {
+    /// The access key id.
+    pub access_key_id: String,
+    /// The secret access key.
+    pub secret_access_key: String,
+}
+
+impl std::fmt::Debug for TargetCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TargetCredentials")
+            .field("access_key_id", &self.access_key_id)
+            .field("secret_access_key", &"(hidden)")
+            .finish()
+    }
 }
 
 /// What the leader last saw of a backup target.

@@ -30,6 +30,9 @@ pub enum Kind {
     Backup,
     /// [`crate::model::Event`].
     Event,
+    /// [`crate::model::TargetCredentials`], by backup target name: secrets, so not in
+    /// [`Kind::ALL`] (what a watch may ask for).
+    TargetCredentials,
 }
 
 impl Kind {
@@ -75,6 +78,7 @@ impl Kind {
             Kind::BackupTarget => "backup-target/",
             Kind::Backup => "backup/",
             Kind::Event => "event/",
+            Kind::TargetCredentials => "target-credentials/",
         }
     }
 }

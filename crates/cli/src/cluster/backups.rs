@@ -3,6 +3,7 @@
 //! without a manager.)
 
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -24,9 +25,10 @@ const POLL: Duration = Duration::from_millis(500);
 /// Backup targets: where `volume backup` and backup jobs put backups.
 #[derive(Debug, Subcommand)]
 pub enum BackupTargetCommand {
-    /// Create or change a backup target. S3 credentials and endpoint come from the
-    /// managers' environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
-    /// AWS_ENDPOINT_URL), as for `shorthorn backup`.
+    /// Create or change a backup target. An S3 target may have its own endpoint and
+    /// credentials (each target its own); what it lacks comes from the managers'
+    /// environment (AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY), as
+    /// for `shorthorn backup`. The secret is kept apart and never shown again.
     Set {
         /// Its name; `default` is used when a backup names none.
         name: String,
@@ -36,6 +38,21 @@ pub enum BackupTargetCommand {
         /// deleted ones disappear).
         #[arg(long, default_value_t = 300)]
         poll_interval: u64,
+        /// The S3 endpoint, e.g. http://10.0.0.5:9000.
+        #[arg(long)]
+        endpoint: Option<String>,
+        /// The S3 access key id (with --secret-access-key-file). Without both, the
+        /// target keeps the credentials it has.
+        #[arg(long, requires = "secret_access_key_file")]
+        access_key_id: Option<String>,
+        /// A file holding the S3 secret access key (`-`: standard input); never on the
+        /// command line, where every user of the host could read it.
+        #[arg(long, requires = "access_key_id")]
+        secret_access_key_file: Option<PathBuf>,
+        /// Forget the target's own credentials (the managers' environment is used
+        /// again).
+        #[arg(long, conflicts_with = "access_key_id")]
+        forget_credentials: bool,
     },
     /// List backup targets: URL, whether the last read worked, backups held.
     Ls {
@@ -59,10 +76,22 @@ pub fn backup_target(api: &ApiArgs, command: BackupTargetCommand) -> anyhow::Res
                 name,
                 url,
                 poll_interval,
+                endpoint,
+                access_key_id,
+                secret_access_key_file,
+                forget_credentials,
             } => {
+                let secret_access_key = secret_access_key_file
+                    .as_deref()
+                    .map(read_secret)
+                    .transpose()?;
                 let body = serde_json::to_value(SetBackupTarget {
                     url,
                     poll_interval: Some(poll_interval),
+                    endpoint,
+                    access_key_id,
+                    secret_access_key,
+                    forget_credentials,
                 })?;
                 let target: BackupTarget = client
                     .call(
@@ -88,7 +117,21 @@ pub fn backup_target(api: &ApiArgs, command: BackupTargetCommand) -> anyhow::Res
                         (Some(_), true) => format!("available, {} backups", t.status.backups),
                         (Some(_), false) => format!("unavailable: {}", t.status.message),
                     };
-                    line(format_args!("{} {} ({state})", t.name, t.spec.url))?;
+                    let endpoint = t
+                        .spec
+                        .endpoint
+                        .as_ref()
+                        .map(|e| format!(" at {e}"))
+                        .unwrap_or_default();
+                    let credentials = if t.spec.has_credentials {
+                        ", own credentials"
+                    } else {
+                        ""
+                    };
+                    line(format_args!(
+                        "{} {}{endpoint} ({state}{credentials})",
+                        t.name, t.spec.url
+                    ))?;
                 }
                 Ok(())
             }
@@ -100,6 +143,21 @@ pub fn backup_target(api: &ApiArgs, command: BackupTargetCommand) -> anyhow::Res
             }
         }
     })
+}
+
+/// The secret in `path` (`-`: standard input), without the line end a file has.
+fn read_secret(path: &Path) -> anyhow::Result<String> {
+    let text = if path == Path::new("-") {
+        std::io::read_to_string(std::io::stdin()).context("reading the secret from stdin")?
+    } else {
+        std::fs::read_to_string(path)
+            .with_context(|| format!("reading the secret from {}", path.display()))?
+    };
+    let secret = text.trim_end_matches(['\r', '\n']);
+    if secret.is_empty() {
+        bail!("{}: the secret is empty", path.display());
+    }
+    Ok(secret.to_string())
 }
 
 /// `--label KEY=VALUE` arguments as a map.

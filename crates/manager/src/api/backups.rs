@@ -10,13 +10,15 @@ use utoipa::ToSchema;
 
 use super::{ApiError, ApiResult, AppState, ErrorBody, JsonObject};
 use crate::model::{
-    Backup, BackupSpec, BackupState, BackupStatus, BackupTarget, BackupTargetSpec, Volume,
+    Backup, BackupSpec, BackupState, BackupStatus, BackupTarget, BackupTargetSpec,
+    TargetCredentials, Volume,
 };
 use crate::state::{Kind, StateStoreExt};
 use crate::validate::{self, FieldError, Validate, schema};
+use shorthorn_agent::protocol::TargetAccess;
 
 /// A request to set a backup target.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[derive(Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SetBackupTarget {
     /// `s3://bucket@region/path`, `file:///path` or `nfs://host:/path`.
@@ -26,6 +28,57 @@ pub struct SetBackupTarget {
     #[serde(default)]
     #[schema(minimum = 1, maximum = 86400)]
     pub poll_interval: Option<u64>,
+    /// An S3 target's endpoint, e.g. `http://10.0.0.5:9000` [default: the managers'
+    /// `AWS_ENDPOINT_URL`, else AWS].
+    #[serde(default)]
+    #[schema(schema_with = schema::optional_url)]
+    pub endpoint: Option<String>,
+    /// An S3 target's access key id, given with `secret_access_key`. Neither given: the
+    /// target keeps the credentials it holds (none: the managers' `AWS_ACCESS_KEY_ID`
+    /// and `AWS_SECRET_ACCESS_KEY`).
+    #[serde(default)]
+    #[schema(schema_with = secret_schema)]
+    pub access_key_id: Option<String>,
+    /// The secret access key. It is kept apart from the target and never sent back
+    /// (the target shows `has_credentials`).
+    #[serde(default)]
+    #[schema(schema_with = secret_schema)]
+    pub secret_access_key: Option<String>,
+    /// Forget the credentials the target holds (the managers' environment is used
+    /// again).
+    #[serde(default)]
+    pub forget_credentials: bool,
+}
+
+fn secret_schema() -> utoipa::openapi::Schema {
+    schema::optional_text(TargetAccess::MAX_FIELD)
+}
+
+/// Never shows the secret.
+impl std::fmt::Debug for SetBackupTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SetBackupTarget")
+            .field("url", &self.url)
+            .field("poll_interval", &self.poll_interval)
+            .field("endpoint", &self.endpoint)
+            .field("access_key_id", &self.access_key_id)
+            .field(
+                "secret_access_key",
+                &self.secret_access_key.as_ref().map(|_| "(hidden)"),
+            )
+            .field("forget_credentials", &self.forget_credentials)
+            .finish()
+    }
+}
+
+impl SetBackupTarget {
+    /// The credentials given, if any.
+    fn credentials(&self) -> Option<TargetCredentials> {
+        Some(TargetCredentials {
+            access_key_id: self.access_key_id.clone()?,
+            secret_access_key: self.secret_access_key.clone()?,
+        })
+    }
 }
 
 /// A request to back up a volume.
@@ -54,6 +107,47 @@ impl Validate for SetBackupTarget {
         validate::url("url", &self.url)?;
         if let Some(interval) = self.poll_interval {
             validate::range("poll_interval", interval, 1..=86400)?;
+        }
+        if let Some(endpoint) = &self.endpoint {
+            validate::url("endpoint", endpoint)?;
+        }
+        TargetAccess {
+            endpoint: None,
+            access_key_id: self.access_key_id.clone(),
+            secret_access_key: self.secret_access_key.clone(),
+        }
+        .validate("")?;
+        let s3_only = |field: &str| {
+            FieldError::new(
+                field,
+                format!("is for S3 targets only, and {:?} is not one", self.url),
+            )
+        };
+        let s3 = self.url.starts_with("s3://");
+        match (&self.access_key_id, &self.secret_access_key) {
+            (Some(_), None) => {
+                return Err(FieldError::new(
+                    "secret_access_key",
+                    "is missing: access_key_id and secret_access_key go together",
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(FieldError::new(
+                    "access_key_id",
+                    "is missing: access_key_id and secret_access_key go together",
+                ));
+            }
+            (Some(_), Some(_)) if self.forget_credentials => {
+                return Err(FieldError::new(
+                    "forget_credentials",
+                    "cannot be given with new credentials",
+                ));
+            }
+            (Some(_), Some(_)) if !s3 => return Err(s3_only("access_key_id")),
+            _ => {}
+        }
+        if self.endpoint.is_some() && !s3 {
+            return Err(s3_only("endpoint"));
         }
         Ok(())
     }
@@ -93,9 +187,20 @@ pub(super) async fn set_backup_target(
         .map_err(|e| ApiError::bad_request(format!("url: {e:#}")))?;
     let poll_interval = request.poll_interval.unwrap_or(300);
     let store = state.manager.state();
+    // The credentials are written before the target that says it has them.
+    if let Some(credentials) = request.credentials() {
+        store.put(Kind::TargetCredentials, &name, &credentials)?;
+    } else if request.forget_credentials || !request.url.starts_with("s3://") {
+        store.delete(Kind::TargetCredentials, &name)?;
+    }
+    let has_credentials = store
+        .get::<TargetCredentials>(Kind::TargetCredentials, &name)?
+        .is_some();
     let spec = BackupTargetSpec {
         url: request.url,
         poll_interval,
+        endpoint: request.endpoint,
+        has_credentials,
     };
     let status = store
         .get::<BackupTarget>(Kind::BackupTarget, &name)?
@@ -135,6 +240,7 @@ pub(super) async fn delete_backup_target(
         store.delete(Kind::Backup, &backup.name)?;
     }
     store.delete(Kind::BackupTarget, &name)?;
+    store.delete(Kind::TargetCredentials, &name)?;
     Ok(StatusCode::NO_CONTENT)
 }
 

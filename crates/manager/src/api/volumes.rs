@@ -165,7 +165,7 @@ pub(super) async fn create_volume(
     let settings = state.manager.settings()?;
     let replicas = request.replicas.unwrap_or(settings.default_replica_count);
     if let Some(url) = &request.from_backup {
-        check_backup_size(state.manager.target_policy(), url, request.size).await?;
+        check_backup_size(&state, url, request.size).await?;
     }
     let store = state.manager.state();
     if store.get::<Volume>(Kind::Volume, &request.name)?.is_some() {
@@ -211,19 +211,18 @@ pub(super) async fn create_volume(
 /// Refuses a backup to restore a new volume from that this node may not open or cannot
 /// read, or whose volume size is not `size` (the restored replicas hold exactly the
 /// backup's size).
+/// The target is opened with the endpoint and credentials of its backup target object.
 pub(super) async fn check_backup_size(
-    policy: &shorthorn_backup::TargetPolicy,
+    state: &AppState,
     url: &str,
     size: u64,
 ) -> Result<(), ApiError> {
     let parsed = shorthorn_backup::BackupUrl::parse(url)
         .map_err(|e| ApiError::bad_request(format!("from_backup: {:#}", anyhow::Error::from(e))))?;
+    let access = crate::backups::target_access(state.manager.state().as_ref(), &parsed.target)?;
     let record = async {
-        policy.check(&parsed.target)?;
-        let target = shorthorn_backup::Target::open(
-            &parsed.target,
-            &shorthorn_backup::TargetOptions::default(),
-        )?;
+        state.manager.target_policy().check(&parsed.target)?;
+        let target = shorthorn_backup::Target::open(&parsed.target, &access.options(false))?;
         anyhow::Ok(shorthorn_backup::get_backup(&target, &parsed.volume, &parsed.backup).await?)
     }
     .await

@@ -175,9 +175,13 @@ impl Manager {
                 Ok(false)
             }
             ProcessState::Absent => {
+                let target = shorthorn_backup::BackupUrl::parse(&url)
+                    .with_context(|| format!("replica {}: backup URL {url:?}", replica.name))?
+                    .target;
                 let launch = RestoreLaunch {
                     replica: replica.name.clone(),
                     disk: replica.spec.disk.clone(),
+                    access: crate::backups::target_access(self.state.as_ref(), &target)?,
                     url,
                     volume: replica.spec.volume.clone(),
                 };

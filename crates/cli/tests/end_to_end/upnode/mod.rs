@@ -211,6 +211,10 @@ impl Node {
             .env_remove("SHORTHORN_CRASH_AT")
             .env_remove("SHORTHORN_ENGINE")
             .env_remove("RUST_LOG")
+            // Backup targets bring their own S3 endpoint and credentials, or none.
+            .env_remove("AWS_ENDPOINT_URL")
+            .env_remove("AWS_ACCESS_KEY_ID")
+            .env_remove("AWS_SECRET_ACCESS_KEY")
             // Anything it makes of a relative path lands in the node's directory.
             .current_dir(self.dir.path())
             .stdin(Stdio::null())

@@ -638,7 +638,7 @@ fn every_documented_endpoint_requires_the_token_and_works() {
     assert_eq!(target["name"], "default", "{target:#}");
     assert_eq!(
         target["spec"],
-        json!({"url": target_url, "poll_interval": 300}),
+        json!({"url": target_url, "poll_interval": 300, "endpoint": null, "has_credentials": false}),
         "{target:#}"
     );
     let target = ops
@@ -652,7 +652,7 @@ fn every_documented_endpoint_requires_the_token_and_works() {
         .json();
     assert_eq!(
         target["spec"],
-        json!({"url": target_url, "poll_interval": 3600}),
+        json!({"url": target_url, "poll_interval": 3600, "endpoint": null, "has_credentials": false}),
         "{target:#}"
     );
     let targets = ops
