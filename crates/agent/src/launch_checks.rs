@@ -227,6 +227,7 @@ mod tests {
                 tags: Vec::new(),
                 reserved: 0,
                 allow_scheduling: true,
+                evict: false,
             }],
         }
     }

@@ -53,6 +53,10 @@ pub struct DiskSpec {
     pub reserved: u64,
     /// Whether new replicas may be placed here.
     pub allow_scheduling: bool,
+    /// Move its replicas elsewhere: each is rebuilt on another disk before it is
+    /// removed, and no new one is placed here.
+    #[serde(default)]
+    pub evict: bool,
 }
 
 impl DiskSpec {
@@ -80,6 +84,9 @@ pub struct DiskStatus {
     pub available: u64,
     /// Sum of the sizes of replicas placed here.
     pub scheduled: u64,
+    /// How many replicas are placed here (an eviction is done when none are left).
+    #[serde(default)]
+    pub replicas: u64,
 }
 
 /// How an engine treats slow replicas: its `--request-timeout`,
@@ -142,6 +149,7 @@ pub fn disk_status(disks: &[DiskSpec]) -> Vec<DiskStatus> {
                 capacity,
                 available,
                 scheduled: 0,
+                replicas: 0,
             }
         })
         .collect()

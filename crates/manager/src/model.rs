@@ -302,6 +302,10 @@ pub struct NodeSpec {
     pub tags: Vec<String>,
     /// Whether new replicas may be placed here.
     pub allow_scheduling: bool,
+    /// Move its replicas to other nodes: each is rebuilt elsewhere before it is
+    /// removed, and no new one is placed here.
+    #[serde(default)]
+    pub evict: bool,
     /// Its disks.
     pub disks: Vec<DiskSpec>,
 }

@@ -61,6 +61,9 @@ pub struct NodeCandidate {
     pub ready: bool,
     /// An operator's switch to keep new replicas off the node.
     pub allow_scheduling: bool,
+    /// Its replicas are being moved elsewhere, so it takes no new ones.
+    #[serde(default)]
+    pub evicting: bool,
     /// The node's disks.
     pub disks: Vec<DiskCandidate>,
 }
@@ -74,6 +77,9 @@ pub struct DiskCandidate {
     pub tags: Vec<String>,
     /// An operator's switch to keep new replicas off the disk.
     pub allow_scheduling: bool,
+    /// Its replicas are being moved elsewhere, so it takes no new ones.
+    #[serde(default)]
+    pub evicting: bool,
     /// Bytes the filesystem holds in all.
     pub capacity: u64,
     /// Bytes free now.
@@ -141,6 +147,8 @@ pub enum Cause {
     NotReady,
     /// A node or disk has scheduling turned off.
     SchedulingDisabled,
+    /// A node or disk is being evicted.
+    Evicting,
     /// The volume's node or disk selector names tags it lacks.
     MissingTags,
     /// Hard node anti-affinity: the node holds a replica of the volume.
@@ -165,6 +173,9 @@ impl ScheduleError {
                 Cause::NotReady => "wait for the nodes that are down, or use fewer replicas".to_owned(),
                 Cause::SchedulingDisabled => {
                     "allow scheduling on a node (`node update NODE --scheduling true`)".to_owned()
+                }
+                Cause::Evicting => {
+                    "add a node or disk for the replicas to move to, or stop an eviction (`node update NODE --evict false` or `--evict-disk DISK=false`)".to_owned()
                 }
                 Cause::MissingTags => {
                     "give nodes or disks the selected tags (`node update NODE --tag T`), or select fewer".to_owned()
@@ -397,6 +408,9 @@ fn node_problems(
     if !node.allow_scheduling {
         problems.push((Cause::SchedulingDisabled, "scheduling disabled".to_owned()));
     }
+    if node.evicting {
+        problems.push((Cause::Evicting, "being evicted".to_owned()));
+    }
     let missing = missing_tags(request.node_selector, &node.tags);
     if !missing.is_empty() {
         problems.push((
@@ -437,6 +451,9 @@ fn disk_problems(
     let mut problems = Vec::new();
     if !disk.allow_scheduling {
         problems.push((Cause::SchedulingDisabled, "scheduling disabled".to_owned()));
+    }
+    if disk.evicting {
+        problems.push((Cause::Evicting, "being evicted".to_owned()));
     }
     let missing = missing_tags(request.disk_selector, &disk.tags);
     if !missing.is_empty() {

@@ -133,6 +133,7 @@ mod tests {
                 zone: String::new(),
                 tags: Vec::new(),
                 allow_scheduling: true,
+                evict: false,
                 disks: Vec::new(),
             },
             status: NodeStatus {
@@ -143,6 +144,7 @@ mod tests {
                         capacity: 100,
                         available: 60,
                         scheduled: 30,
+                        replicas: 1,
                     })
                     .collect(),
                 ..NodeStatus::default()

@@ -64,7 +64,7 @@ pub const OPENAPI_PATH: &str = "/v1/openapi.json";
     paths(
         volumes::list_volumes, volumes::create_volume, volumes::get_volume, volumes::delete_volume, volumes::attach_volume,
         volumes::detach_volume, volumes::expand_volume, volumes::set_volume_jobs, jobs::list_jobs, jobs::create_job, jobs::get_job, jobs::delete_job,
-        nodes::list_nodes, nodes::update_node, settings::get_settings, settings::set_setting, engines::list_engines, engines::get_engine,
+        nodes::list_nodes, nodes::get_node, nodes::update_node, nodes::delete_node, settings::get_settings, settings::set_setting, engines::list_engines, engines::get_engine,
         engines::list_replicas, backups::list_backup_targets, backups::set_backup_target, backups::delete_backup_target,
         backups::list_backups, backups::create_backup, backups::get_backup, backups::delete_backup, cluster::cluster_info,
         snapshots::list_snapshots, snapshots::create_snapshot, snapshots::get_snapshot, snapshots::delete_snapshot,
@@ -176,7 +176,12 @@ pub fn router(manager: Arc<Manager>, user_token: &str, node_token: &str) -> Rout
             get(jobs::get_job).delete(jobs::delete_job),
         )
         .route("/v1/nodes", get(nodes::list_nodes))
-        .route("/v1/nodes/{name}", put(nodes::update_node))
+        .route(
+            "/v1/nodes/{name}",
+            get(nodes::get_node)
+                .put(nodes::update_node)
+                .delete(nodes::delete_node),
+        )
         .route("/v1/settings", get(settings::get_settings))
         .route("/v1/settings/{name}", put(settings::set_setting))
         .route("/metrics", get(metrics::metrics))

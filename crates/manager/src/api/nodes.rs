@@ -1,4 +1,5 @@
-//! `/v1/nodes`: the nodes with their disks; a node's zone, tags, scheduling and disks.
+//! `/v1/nodes`: the nodes with their disks; a node's zone, tags, scheduling, eviction and
+//! disks; removing a node that is gone.
 
 use axum::Json;
 use axum::extract::{Path, State};
@@ -7,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::{ApiError, ApiResult, AppState, ErrorBody, JsonObject};
-use crate::model::{DiskSpec, Node, Replica};
+use crate::model::{DiskSpec, Node, Replica, Volume};
 use crate::state::{Kind, StateStoreExt};
 use crate::validate::{self, FieldError, Validate, schema};
 
@@ -26,7 +27,12 @@ pub struct UpdateNode {
     /// Whether new replicas may be placed on it.
     #[serde(default)]
     pub allow_scheduling: Option<bool>,
-    /// Its disks (replaces the list; a disk holding replicas cannot be removed).
+    /// Move its replicas to other nodes (each is rebuilt elsewhere before it is
+    /// removed; a volume never has fewer healthy replicas than it wants), or stop that.
+    #[serde(default)]
+    pub evict: Option<bool>,
+    /// Its disks (replaces the list; a disk holding replicas cannot be removed; a
+    /// disk's `evict` moves its replicas off it).
     #[serde(default)]
     #[schema(max_items = 64)] // validate::MAX_DISKS
     pub disks: Option<Vec<DiskSpec>>,
@@ -68,6 +74,76 @@ pub(super) async fn list_nodes(State(state): State<AppState>) -> ApiResult<Vec<N
     Ok(Json(state.manager.state().list(Kind::Node)?))
 }
 
+#[utoipa::path(get, path = "/v1/nodes/{name}", params(("name" = String, Path)), responses(
+    (status = 200, body = Node), (status = 401, body = ErrorBody),
+    (status = 404, body = ErrorBody)))]
+pub(super) async fn get_node(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> ApiResult<Node> {
+    let node = state
+        .manager
+        .state()
+        .get(Kind::Node, &name)?
+        .ok_or_else(|| ApiError::not_found("node", &name))?;
+    Ok(Json(node))
+}
+
+/// Forgets a node that is gone: refused while it holds replicas or an attached volume,
+/// and while its manager still reports in (it would be running without a record).
+#[utoipa::path(delete, path = "/v1/nodes/{name}", params(("name" = String, Path)),
+    responses((status = 204), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
+    (status = 409, body = ErrorBody)))]
+pub(super) async fn delete_node(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let store = state.manager.state();
+    let node: Node = store
+        .get(Kind::Node, &name)?
+        .ok_or_else(|| ApiError::not_found("node", &name))?;
+    let replicas: Vec<Replica> = store.list(Kind::Replica)?;
+    let held: Vec<&Replica> = replicas.iter().filter(|r| r.spec.node == name).collect();
+    if let Some(first) = held.first() {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!(
+                "node {name} holds {} replicas (replica {} of volume {}, …); move them first \
+                 (`node update {name} --evict true`) and remove the node once `node ls` shows \
+                 0 replicas left",
+                held.len(),
+                first.name,
+                first.spec.volume
+            ),
+        ));
+    }
+    let volumes: Vec<Volume> = store.list(Kind::Volume)?;
+    if let Some(attached) = volumes
+        .iter()
+        .find(|v| v.spec.attached_node.as_deref() == Some(name.as_str()))
+    {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!(
+                "volume {} is attached on node {name}; detach it first",
+                attached.name
+            ),
+        ));
+    }
+    if crate::reconcile::node_is_ready(&node) {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!(
+                "node {name} is up (its manager reported in lately); stop its `shorthorn up` \
+                 first, then remove it"
+            ),
+        ));
+    }
+    store.delete(Kind::Node, &name)?;
+    tracing::info!(node = %name, "node removed");
+    Ok(StatusCode::NO_CONTENT)
+}
+
 #[utoipa::path(put, path = "/v1/nodes/{name}", params(("name" = String, Path)),
     request_body = UpdateNode, responses(
     (status = 200, body = Node), (status = 400, body = ErrorBody),
@@ -91,6 +167,9 @@ pub(super) async fn update_node(
     if let Some(allow) = body.allow_scheduling {
         node.spec.allow_scheduling = allow;
     }
+    if let Some(evict) = body.evict {
+        node.spec.evict = evict;
+    }
     if let Some(disks) = body.disks {
         let replicas: Vec<Replica> = store.list(Kind::Replica)?;
         if let Some(used) = replicas
@@ -100,8 +179,9 @@ pub(super) async fn update_node(
             return Err(ApiError::new(
                 StatusCode::CONFLICT,
                 format!(
-                    "disk {} holds replica {}; it cannot be removed",
-                    used.spec.disk, used.name
+                    "disk {} holds replica {} of volume {}; it cannot be removed until its \
+                     replicas are gone (evict it first: `node update {name} --evict-disk {}=true`)",
+                    used.spec.disk, used.name, used.spec.volume, used.spec.disk
                 ),
             ));
         }

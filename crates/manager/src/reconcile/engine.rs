@@ -250,15 +250,22 @@ impl Manager {
                 }
             }
         }
-        for address in &engine.spec.replicas {
-            let present = engine
+        // One rebuild at a time, as the engine allows: a second add meanwhile would be
+        // refused, and the replica marked failed for it.
+        let rebuilding = engine.status.replicas.values().any(|s| s.mode == "WO")
+            || engine.spec.replicas.iter().any(|a| self.is_adding(a));
+        if rebuilding {
+            return;
+        }
+        let missing = engine.spec.replicas.iter().find(|address| {
+            engine
                 .status
                 .replicas
-                .get(address)
-                .is_some_and(|s| s.mode != "ERR");
-            if !present {
-                self.add_to_engine(&engine.spec.volume, &engine_address, address);
-            }
+                .get(*address)
+                .is_none_or(|s| s.mode == "ERR")
+        });
+        if let Some(address) = missing {
+            self.add_to_engine(&engine.spec.volume, &engine_address, address);
         }
     }
 

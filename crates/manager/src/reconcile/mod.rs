@@ -34,6 +34,7 @@ use shorthorn_agent::{Agent, NodeAgent};
 
 mod engine;
 mod events;
+mod eviction;
 mod expansion;
 mod nodes;
 mod replicas;
@@ -42,7 +43,9 @@ mod status;
 #[cfg(test)]
 mod tests;
 
+use eviction::Evictions;
 pub use expansion::ExpandError;
+pub(crate) use nodes::node_is_ready;
 use replicas::retire_excess;
 pub use snapshots::{SnapshotChange, SnapshotError};
 use status::volume_status;
@@ -231,6 +234,7 @@ impl Manager {
         if !self.reconciles {
             return Ok(());
         }
+        let evictions = Evictions::of(&self.state.list::<Node>(Kind::Node)?);
         let mut by_volume: HashMap<String, Vec<Replica>> = HashMap::new();
         for replica in replicas {
             by_volume
@@ -245,7 +249,10 @@ impl Manager {
                 continue;
             }
             let replicas = by_volume.remove(&name).unwrap_or_default();
-            if let Err(e) = self.reconcile_volume(volume, replicas, &settings).await {
+            let reconciled = self
+                .reconcile_volume(volume, replicas, &settings, &evictions)
+                .await;
+            if let Err(e) = reconciled {
                 tracing::warn!(volume = %name, error = %format!("{e:#}"), "reconcile volume");
                 if let Some(mut volume) = self.state.get::<Volume>(Kind::Volume, &name)? {
                     volume.status.message = format!("{e:#}");
@@ -262,6 +269,7 @@ impl Manager {
         mut volume: Volume,
         mut replicas: Vec<Replica>,
         settings: &Settings,
+        evictions: &Evictions,
     ) -> anyhow::Result<()> {
         volume.status.owner = Some(self.node.clone());
         let stored_replicas: HashMap<String, Replica> = replicas
@@ -289,11 +297,14 @@ impl Manager {
             }
         }
         let mut replicas = kept;
-        // 2. Enough replicas: schedule replacements for those given up on; more than
-        // wanted: the least useful retire.
-        let usable = replicas.iter().filter(|r| r.spec.desire_running).count();
+        // 2. Enough replicas: schedule replacements for those given up on and for those
+        // that must move (eviction); more than wanted: the least useful retire.
+        let usable = replicas
+            .iter()
+            .filter(|r| r.spec.desire_running && evictions.keeps(r))
+            .count();
         if usable > volume.spec.replicas {
-            retire_excess(&mut replicas, usable - volume.spec.replicas);
+            retire_excess(&mut replicas, usable - volume.spec.replicas, evictions);
         }
         let usable = usable.min(volume.spec.replicas);
         let mut message = String::new();
@@ -307,7 +318,14 @@ impl Manager {
             if replacing {
                 self.note_replacement(&volume.name);
             }
-            match self.schedule_replicas(&volume, &replicas, volume.spec.replicas - usable) {
+            // Replicas that must move do not hold their place (a disk eviction may
+            // place the new one on another disk of the same node).
+            let staying: Vec<Replica> = replicas
+                .iter()
+                .filter(|r| evictions.keeps(r))
+                .cloned()
+                .collect();
+            match self.schedule_replicas(&volume, &staying, volume.spec.replicas - usable) {
                 Ok(new) => {
                     for mut replica in new {
                         self.reconcile_replica_process(&volume, &mut replica, settings)
@@ -370,8 +388,14 @@ impl Manager {
             self.save_replicas(&replicas, &stored_replicas)?;
             return Err(e);
         }
-        // 4. Replicas as the engine reports them; then the engine's membership follows.
+        // 4. Replicas as the engine reports them; those that must move retire once
+        // enough others are healthy; then the engine's membership follows.
         self.observe_replicas_in_engine(&engine, &mut replicas)?;
+        evictions.retire_moved(
+            &mut replicas,
+            volume.spec.replicas,
+            engine.status.state == EngineState::Running,
+        );
         self.set_engine_members(&mut engine, &replicas)?;
         self.reconcile_engine_members(&engine).await;
         self.put_engine_if_changed(&engine, &mut stored_engine)?;

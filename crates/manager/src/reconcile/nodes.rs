@@ -31,11 +31,15 @@ impl Manager {
             }
             let mut disks = shorthorn_agent::disk_status(&node.spec.disks);
             for disk in &mut disks {
-                disk.scheduled = replicas
-                    .iter()
-                    .filter(|r| r.spec.node == node.name && r.spec.disk == disk.name)
+                let here = || {
+                    replicas
+                        .iter()
+                        .filter(|r| r.spec.node == node.name && r.spec.disk == disk.name)
+                };
+                disk.scheduled = here()
                     .filter_map(|r| sizes.get(r.spec.volume.as_str()))
                     .sum();
+                disk.replicas = here().count() as u64;
             }
             // Written when something changed, and as a heartbeat every HEARTBEAT_PERIOD
             // (an idle node does not rewrite its state every second).
@@ -114,12 +118,13 @@ pub(super) fn disks_changed(
             a.name != b.name
                 || a.capacity != b.capacity
                 || a.scheduled != b.scheduled
+                || a.replicas != b.replicas
                 || a.available.abs_diff(b.available) > SLACK
         })
 }
 
 /// A node is ready while its manager reports in: its heartbeat is recent.
-pub(super) fn node_is_ready(node: &Node) -> bool {
+pub(crate) fn node_is_ready(node: &Node) -> bool {
     node.status.ready
         && node
             .status
@@ -135,6 +140,7 @@ pub(super) fn candidate(node: &Node) -> NodeCandidate {
         tags: node.spec.tags.clone(),
         ready: node_is_ready(node),
         allow_scheduling: node.spec.allow_scheduling,
+        evicting: node.spec.evict,
         disks: node
             .spec
             .disks
@@ -145,6 +151,7 @@ pub(super) fn candidate(node: &Node) -> NodeCandidate {
                     name: disk.name.clone(),
                     tags: disk.tags.clone(),
                     allow_scheduling: disk.allow_scheduling,
+                    evicting: disk.evict,
                     capacity: status.map_or(0, |s| s.capacity),
                     available: status.map_or(0, |s| s.available),
                     reserved: disk.reserved,

@@ -9,6 +9,7 @@ use std::time::Instant;
 use anyhow::{Context, bail};
 use chrono::Utc;
 
+use super::eviction::Evictions;
 use super::nodes::candidate;
 use super::{MAX_START_FAILURES, Manager, REPLACEMENT_BACKOFF};
 use crate::clock::waited;
@@ -394,15 +395,16 @@ impl Manager {
 
 /// Marks the `count` least useful wanted replicas to retire: first those not running,
 /// then those rebuilding, then those sharing a node with another replica of the
-/// volume; by name among equals, so every pass picks the same.
-pub(super) fn retire_excess(replicas: &mut [Replica], count: usize) {
+/// volume; by name among equals, so every pass picks the same. Replicas being evicted
+/// are not among them: they retire by [`Evictions::retire_moved`].
+pub(super) fn retire_excess(replicas: &mut [Replica], count: usize, evictions: &Evictions) {
     let mut per_node: HashMap<String, usize> = HashMap::new();
     for replica in replicas.iter().filter(|r| r.spec.desire_running) {
         *per_node.entry(replica.spec.node.clone()).or_default() += 1;
     }
     let mut ranked: Vec<(u8, bool, String)> = replicas
         .iter()
-        .filter(|r| r.spec.desire_running)
+        .filter(|r| r.spec.desire_running && evictions.keeps(r))
         .map(|r| {
             let state = match r.status.state {
                 ReplicaState::Running => 0,

@@ -163,12 +163,14 @@ impl Cluster {
                     zone: String::new(),
                     tags: Vec::new(),
                     allow_scheduling: true,
+                    evict: false,
                     disks: vec![DiskSpec {
                         name: "d1".into(),
                         path: format!("/fake/{name}/d1"),
                         tags: Vec::new(),
                         reserved: 0,
                         allow_scheduling: true,
+                        evict: false,
                     }],
                 },
                 status: NodeStatus {
@@ -179,6 +181,7 @@ impl Cluster {
                         capacity: 1024 * GIB,
                         available: 1024 * GIB,
                         scheduled: 0,
+                        replicas: 0,
                     }],
                 },
             };

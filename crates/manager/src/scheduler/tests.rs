@@ -23,6 +23,7 @@ fn cluster(rows: &[NodeRow<'_>]) -> Vec<NodeCandidate> {
             tags: strings(tags),
             ready: true,
             allow_scheduling: true,
+            evicting: false,
             disks: disks
                 .iter()
                 .map(
@@ -30,6 +31,7 @@ fn cluster(rows: &[NodeRow<'_>]) -> Vec<NodeCandidate> {
                         name: (*name).to_owned(),
                         tags: strings(tags),
                         allow_scheduling: true,
+                        evicting: false,
                         capacity: capacity * GIB,
                         available: available * GIB,
                         reserved: reserved * GIB,
@@ -467,16 +469,20 @@ fn arb_disk() -> impl Strategy<Value = DiskCandidate> {
         30u64..=100,
         0u64..=20,
         0u64..=60,
+        prop::bool::weighted(0.1),
     )
         .prop_map(
-            |(allow, tags, capacity, free_pct, reserved_pct, scheduled_pct)| DiskCandidate {
-                name: String::new(),
-                tags: strings(&tags),
-                allow_scheduling: allow,
-                capacity,
-                available: capacity * free_pct / 100,
-                reserved: capacity * reserved_pct / 100,
-                scheduled: capacity * scheduled_pct / 100,
+            |(allow, tags, capacity, free_pct, reserved_pct, scheduled_pct, evicting)| {
+                DiskCandidate {
+                    name: String::new(),
+                    tags: strings(&tags),
+                    allow_scheduling: allow,
+                    evicting,
+                    capacity,
+                    available: capacity * free_pct / 100,
+                    reserved: capacity * reserved_pct / 100,
+                    scheduled: capacity * scheduled_pct / 100,
+                }
             },
         )
 }
@@ -489,9 +495,10 @@ fn arb_node() -> impl Strategy<Value = NodeCandidate> {
         prop::sample::subsequence(vec!["ssd", "hdd"], 0..=2),
         prop::bool::weighted(0.9),
         prop::bool::weighted(0.9),
+        prop::bool::weighted(0.1),
         prop::collection::vec(arb_disk(), 0..=3),
     )
-        .prop_map(|(zone, tags, ready, allow, mut disks)| {
+        .prop_map(|(zone, tags, ready, allow, evicting, mut disks)| {
             for (index, disk) in disks.iter_mut().enumerate() {
                 disk.name = format!("disk-{index}");
             }
@@ -501,6 +508,7 @@ fn arb_node() -> impl Strategy<Value = NodeCandidate> {
                 tags: strings(&tags),
                 ready,
                 allow_scheduling: allow,
+                evicting,
                 disks,
             }
         })
@@ -586,6 +594,7 @@ proptest! {
             let node = nodes.iter().find(|node| node.name == placement.node).unwrap();
             let disk = node.disks.iter().find(|disk| disk.name == placement.disk).unwrap();
             prop_assert!(node.ready && node.allow_scheduling && disk.allow_scheduling);
+            prop_assert!(!node.evicting && !disk.evicting);
             prop_assert!(node_selector.iter().all(|tag| node.tags.contains(tag)));
             prop_assert!(disk_selector.iter().all(|tag| disk.tags.contains(tag)));
 

@@ -10,6 +10,7 @@ mod cli_usage;
 mod manager_api;
 mod manager_backups;
 mod manager_events;
+mod manager_eviction;
 mod manager_recurring_jobs;
 mod manager_replica_count;
 mod manager_single_node;

@@ -279,6 +279,20 @@ fn every_documented_endpoint_requires_the_token_and_works() {
                 <= disk_status["capacity"].as_u64().unwrap(),
         "disk space: {node:#}"
     );
+    let one = ops
+        .call("GET", "/v1/nodes/{name}", NODE, None)
+        .expect(200)
+        .json();
+    assert_eq!(one["name"], NODE, "{one:#}");
+    api.call("GET", "/v1/nodes/no-such-node", None).expect(404);
+    // A node that is up is not forgotten; an unknown one is a 404.
+    let up_node = ops
+        .call("DELETE", "/v1/nodes/{name}", NODE, None)
+        .expect(409)
+        .message();
+    assert!(up_node.contains("is up"), "{up_node}");
+    api.call("DELETE", "/v1/nodes/no-such-node", None)
+        .expect(404);
 
     // Create.
     let empty = ops.call("GET", "/v1/volumes", "", None).expect(200).json();
