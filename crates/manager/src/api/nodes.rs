@@ -167,8 +167,33 @@ pub(super) async fn update_node(
     if let Some(allow) = body.allow_scheduling {
         node.spec.allow_scheduling = allow;
     }
+    // A new eviction is refused when a replica would have nowhere to go.
+    let mut newly_evicted: Vec<Option<String>> = Vec::new();
     if let Some(evict) = body.evict {
+        if evict && !node.spec.evict {
+            newly_evicted.push(None);
+        }
         node.spec.evict = evict;
+    }
+    if let Some(disks) = &body.disks {
+        newly_evicted.extend(
+            disks
+                .iter()
+                .filter(|d| d.evict)
+                .filter(|d| {
+                    !node
+                        .spec
+                        .disks
+                        .iter()
+                        .any(|old| old.name == d.name && old.evict)
+                })
+                .map(|d| Some(d.name.clone())),
+        );
+    }
+    for disk in &newly_evicted {
+        if let Some(why) = state.manager.eviction_blocked(&name, disk.as_deref())? {
+            return Err(ApiError::new(StatusCode::CONFLICT, why));
+        }
     }
     if let Some(disks) = body.disks {
         let replicas: Vec<Replica> = store.list(Kind::Replica)?;

@@ -205,8 +205,20 @@ impl Manager {
         existing: &[Replica],
         count: usize,
     ) -> anyhow::Result<(Vec<Node>, Placed)> {
-        let settings = self.settings()?;
         let nodes: Vec<Node> = self.state.list(Kind::Node)?;
+        let chosen = self.place_among(&nodes, volume, existing, count)?;
+        Ok((nodes, chosen))
+    }
+
+    /// [`Manager::place`] on `nodes` as given (not as stored).
+    fn place_among(
+        &self,
+        nodes: &[Node],
+        volume: &Volume,
+        existing: &[Replica],
+        count: usize,
+    ) -> anyhow::Result<Placed> {
+        let settings = self.settings()?;
         let mut candidates: Vec<NodeCandidate> = nodes.iter().map(candidate).collect();
         // A node whose agent just did not answer gets nothing new, heartbeat or not.
         for node in &mut candidates {
@@ -230,8 +242,59 @@ impl Manager {
             disk_selector: &volume.spec.disk_selector,
             existing: &placements,
         };
-        let chosen = schedule(&request, &candidates, &settings.scheduling);
-        Ok((nodes, chosen))
+        Ok(schedule(&request, &candidates, &settings.scheduling))
+    }
+
+    /// Why evicting node `node` (or only its disk `disk`) would leave a replica with
+    /// nowhere to go, with what would change that; `None` if every replica there can be
+    /// placed elsewhere (each volume on its own: they may still compete for space).
+    pub fn eviction_blocked(
+        &self,
+        node: &str,
+        disk: Option<&str>,
+    ) -> anyhow::Result<Option<String>> {
+        let mut nodes: Vec<Node> = self.state.list(Kind::Node)?;
+        for candidate in nodes.iter_mut().filter(|n| n.name == node) {
+            match disk {
+                None => candidate.spec.evict = true,
+                Some(disk) => candidate
+                    .spec
+                    .disks
+                    .iter_mut()
+                    .filter(|d| d.name == disk)
+                    .for_each(|d| d.evict = true),
+            }
+        }
+        let evictions = Evictions::of(&nodes);
+        let replicas: Vec<Replica> = self.state.list(Kind::Replica)?;
+        for volume in self.state.list::<Volume>(Kind::Volume)? {
+            let wanted: Vec<&Replica> = replicas
+                .iter()
+                .filter(|r| r.spec.volume == volume.name && r.spec.desire_running)
+                .collect();
+            let Some(moving) = wanted.iter().find(|r| !evictions.keeps(r)) else {
+                continue;
+            };
+            let staying: Vec<Replica> = wanted
+                .iter()
+                .filter(|r| evictions.keeps(r))
+                .map(|r| (*r).clone())
+                .collect();
+            let missing = volume.spec.replicas.saturating_sub(staying.len());
+            if missing == 0 {
+                continue;
+            }
+            if let Err(error) = self.place_among(&nodes, &volume, &staying, missing)? {
+                let remedies = error.remedies(&self.settings()?.scheduling);
+                return Ok(Some(format!(
+                    "nowhere to move replica {} of volume {} to: {error}. To place it: {}",
+                    moving.name,
+                    volume.name,
+                    remedies.join("; or ")
+                )));
+            }
+        }
+        Ok(None)
     }
 
     /// Why `volume`'s replicas could not all be placed now, with what would change that
