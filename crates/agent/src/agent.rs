@@ -12,13 +12,14 @@ use shorthorn_backup::TargetPolicy;
 use tokio::sync::Mutex;
 
 use crate::launch_checks::{
-    check_engine_launch, check_process_name, check_replica_launch, check_replica_name,
-    check_restore_launch,
+    check_clone_launch, check_engine_launch, check_process_name, check_replica_launch,
+    check_replica_name, check_restore_launch,
 };
 use crate::node::{NodeFacts, NodeRecords};
 use crate::process::Daemon;
 use crate::protocol::{
-    AgentError, EngineLaunch, ProcessState, ReplicaLaunch, RestoreLaunch, restore_task_name,
+    AgentError, CloneLaunch, EngineLaunch, ProcessState, ReplicaLaunch, RestoreLaunch,
+    restore_task_name,
 };
 use crate::remote::NodeAgent;
 use crate::replica_dir;
@@ -155,6 +156,46 @@ impl Agent {
         Ok(())
     }
 
+    /// Starts `shorthorn clone --from REPLICA … --to DIR` in the background, as the
+    /// replica's fill task (see [`Agent::start_restore`]).
+    pub async fn start_clone(&self, launch: &CloneLaunch) -> Result<(), AgentError> {
+        let node = self.own_node()?;
+        let disk = check_clone_launch(launch, &node)?;
+        let dir = replica_dir::prepare(&disk.path, &launch.replica, &launch.volume)?;
+        let args: Vec<String> = [
+            "clone",
+            "--from",
+            &launch.source,
+            "--from-volume",
+            &launch.source_volume,
+            "--snapshot",
+            &launch.snapshot,
+            "--to",
+            &dir.display().to_string(),
+            "--volume",
+            &launch.volume,
+            "--size",
+            &launch.size.to_string(),
+        ]
+        .map(String::from)
+        .into();
+        let name = restore_task_name(&launch.replica);
+        let mut processes = self.processes.lock().await;
+        if let Some(old) = processes.remove(&name) {
+            old.daemon.stop().await;
+        }
+        let daemon = Daemon::spawn_task(format!("clone {name}"), &args, &[])?;
+        tracing::info!(%name, source = %launch.source, snapshot = %launch.snapshot, to = %dir.display(), "clone started");
+        processes.insert(
+            name,
+            Tracked {
+                daemon,
+                exited: None,
+            },
+        );
+        Ok(())
+    }
+
     async fn start(&self, name: &str, what: &str, args: &[String]) -> anyhow::Result<()> {
         let mut processes = self.processes.lock().await;
         if let Some(old) = processes.remove(name) {
@@ -254,6 +295,10 @@ impl NodeAgent for Agent {
 
     async fn start_restore(&self, launch: &RestoreLaunch) -> anyhow::Result<()> {
         Ok(Agent::start_restore(self, launch).await?)
+    }
+
+    async fn start_clone(&self, launch: &CloneLaunch) -> anyhow::Result<()> {
+        Ok(Agent::start_clone(self, launch).await?)
     }
 
     async fn stop(&self, name: &str) -> anyhow::Result<()> {

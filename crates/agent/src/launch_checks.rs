@@ -7,7 +7,9 @@ use std::net::{IpAddr, SocketAddr};
 
 use crate::naming::{engine_name, replica_volume};
 use crate::node::{DiskSpec, NodeFacts};
-use crate::protocol::{AgentError, EngineLaunch, PORT_RANGE, ReplicaLaunch, RestoreLaunch};
+use crate::protocol::{
+    AgentError, CloneLaunch, EngineLaunch, PORT_RANGE, ReplicaLaunch, RestoreLaunch,
+};
 use crate::validate::{MAX_SIZE, MAX_URL_LENGTH};
 use shorthorn_backup::TargetPolicy;
 
@@ -109,6 +111,30 @@ pub fn check_restore_launch<'a>(
     target_policy
         .check(&parsed.target)
         .map_err(|e| bad_url(format!("{:#}", anyhow::Error::from(e))))?;
+    find_disk(&launch.replica, &launch.disk, node)
+}
+
+/// A clone is into a replica of its volume on one of this node's disks (returned), of a
+/// valid size, from a replica address (`tcp://IP:PORT`) and a snapshot by the name rule.
+pub fn check_clone_launch<'a>(
+    launch: &CloneLaunch,
+    node: &'a NodeFacts,
+) -> Result<&'a DiskSpec, AgentError> {
+    check_replica_of(&launch.replica, &launch.volume)?;
+    let invalid = |e: crate::validate::FieldError| AgentError::Invalid(e.to_string());
+    crate::validate::size("size", launch.size).map_err(invalid)?;
+    crate::validate::name("source_volume", &launch.source_volume).map_err(invalid)?;
+    crate::validate::name("snapshot", &launch.snapshot).map_err(invalid)?;
+    let address = launch
+        .source
+        .strip_prefix("tcp://")
+        .and_then(|a| a.parse::<SocketAddr>().ok());
+    if address.is_none() {
+        return Err(AgentError::Invalid(format!(
+            "clone into replica {}: source {:?} is not a replica address (tcp://IP:PORT)",
+            launch.replica, launch.source
+        )));
+    }
     find_disk(&launch.replica, &launch.disk, node)
 }
 

@@ -123,6 +123,35 @@ pub struct RestoreLaunch {
     pub access: TargetAccess,
 }
 
+/// A clone of another volume's snapshot into a new replica's directory, before its
+/// first start, read from one running replica of that volume; it runs as process
+/// [`restore_task_name`] of the replica (a replica is filled by a restore or a clone).
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CloneLaunch {
+    /// The replica cloned into.
+    #[schema(min_length = 12, max_length = 74, pattern = r"-r-[0-9a-f]{8}$")]
+    pub replica: String,
+    /// The name of the node's disk it lives on.
+    #[schema(schema_with = crate::validate::schema::name)]
+    pub disk: String,
+    /// The new volume's name (the replica's volume).
+    #[schema(schema_with = crate::validate::schema::name)]
+    pub volume: String,
+    /// The new volume's size in bytes (at least the snapshot's).
+    #[schema(minimum = 4096, maximum = 1125899906842624_u64)]
+    pub size: u64,
+    /// The source replica, `tcp://IP:PORT`.
+    #[schema(schema_with = crate::validate::schema::url)]
+    pub source: String,
+    /// The volume the source replica serves.
+    #[schema(schema_with = crate::validate::schema::name)]
+    pub source_volume: String,
+    /// The snapshot copied.
+    #[schema(schema_with = crate::validate::schema::name)]
+    pub snapshot: String,
+}
+
 /// How to reach one S3 backup target: its endpoint and credentials, as the manager keeps
 /// them for a backup target object. Each field left out falls back to the environment
 /// (`AWS_ENDPOINT_URL`, `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`). `Debug` never
@@ -211,7 +240,13 @@ macro_rules! checked_against_the_node_record {
         }
     )*};
 }
-checked_against_the_node_record!(ReplicaLaunch, EngineLaunch, RestoreLaunch, RemoveReplica);
+checked_against_the_node_record!(
+    ReplicaLaunch,
+    EngineLaunch,
+    RestoreLaunch,
+    CloneLaunch,
+    RemoveReplica
+);
 
 /// Whether a process's exit status (as reported) says it succeeded.
 pub fn exited_cleanly(status: &str) -> bool {

@@ -8,7 +8,8 @@ use anyhow::{Context as _, bail};
 use serde::Serialize;
 
 use crate::protocol::{
-    EngineLaunch, ProcessReport, ProcessState, RemoveReplica, ReplicaLaunch, RestoreLaunch,
+    CloneLaunch, EngineLaunch, ProcessReport, ProcessState, RemoveReplica, ReplicaLaunch,
+    RestoreLaunch,
 };
 
 /// What the reconcilers ask of a node's agent. This process's own agent ([`Agent`]),
@@ -21,6 +22,8 @@ pub trait NodeAgent: Send + Sync {
     async fn start_engine(&self, launch: &EngineLaunch) -> anyhow::Result<()>;
     /// Starts a restore there.
     async fn start_restore(&self, launch: &RestoreLaunch) -> anyhow::Result<()>;
+    /// Starts a clone there.
+    async fn start_clone(&self, launch: &CloneLaunch) -> anyhow::Result<()>;
     /// Stops a process there.
     async fn stop(&self, name: &str) -> anyhow::Result<()>;
     /// Stops a replica there and removes its data (the agent finds its directory).
@@ -102,6 +105,12 @@ impl NodeAgent for RemoteAgent {
 
     async fn start_restore(&self, launch: &RestoreLaunch) -> anyhow::Result<()> {
         self.call(reqwest::Method::POST, "/agent/v1/restores", Some(launch))
+            .await
+            .map(drop)
+    }
+
+    async fn start_clone(&self, launch: &CloneLaunch) -> anyhow::Result<()> {
+        self.call(reqwest::Method::POST, "/agent/v1/clones", Some(launch))
             .await
             .map(drop)
     }

@@ -13,7 +13,9 @@ use utoipa::OpenApi;
 use crate::Agent;
 use crate::http::{ApiError, ApiResult, BearerAuth, ErrorBody, JsonObject};
 use crate::node::EngineTuning;
-use crate::protocol::{EngineLaunch, ProcessReport, RemoveReplica, ReplicaLaunch, RestoreLaunch};
+use crate::protocol::{
+    CloneLaunch, EngineLaunch, ProcessReport, RemoveReplica, ReplicaLaunch, RestoreLaunch,
+};
 
 /// Where the node agent's OpenAPI document is served.
 pub const AGENT_OPENAPI_PATH: &str = "/agent/v1/openapi.json";
@@ -28,6 +30,7 @@ pub fn router(agent: Arc<Agent>) -> Router {
         )
         .route("/agent/v1/engines", post(agent_start_engine))
         .route("/agent/v1/restores", post(agent_start_restore))
+        .route("/agent/v1/clones", post(agent_start_clone))
         .route(
             "/agent/v1/processes/{name}",
             get(agent_process).delete(agent_stop),
@@ -41,11 +44,11 @@ pub fn router(agent: Arc<Agent>) -> Router {
 #[openapi(
     info(title = "Shorthorn node agent API", version = "1"),
     paths(
-        agent_start_replica, agent_remove_replica, agent_start_engine, agent_start_restore,
+        agent_start_replica, agent_remove_replica, agent_start_engine, agent_start_restore, agent_start_clone,
         agent_process, agent_stop
     ),
     components(schemas(
-        ErrorBody, ReplicaLaunch, EngineLaunch, EngineTuning, RestoreLaunch, RemoveReplica,
+        ErrorBody, ReplicaLaunch, EngineLaunch, EngineTuning, RestoreLaunch, CloneLaunch, RemoveReplica,
         ProcessReport
     )),
     modifiers(&BearerAuth),
@@ -66,6 +69,17 @@ async fn agent_start_restore(
     JsonObject(launch): JsonObject<RestoreLaunch>,
 ) -> Result<StatusCode, ApiError> {
     agent.start_restore(&launch).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(post, path = "/agent/v1/clones", request_body = CloneLaunch, responses(
+    (status = 204), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+    (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn agent_start_clone(
+    State(agent): State<Arc<Agent>>,
+    JsonObject(launch): JsonObject<CloneLaunch>,
+) -> Result<StatusCode, ApiError> {
+    agent.start_clone(&launch).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

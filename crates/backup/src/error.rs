@@ -651,6 +651,24 @@ pub enum SourceError {
         /// Its answer.
         source: Box<tonic::Status>,
     },
+    /// The replica could not say which volume it serves.
+    #[error("replica {addr}: asking for its volume")]
+    ReplicaInfo {
+        /// The replica.
+        addr: ReplicaAddr,
+        /// Its answer.
+        source: Box<tonic::Status>,
+    },
+    /// The replica serves another volume than the one asked for (its port was reused).
+    #[error("replica {addr} serves volume {found}, not {volume}")]
+    OtherVolume {
+        /// The replica.
+        addr: ReplicaAddr,
+        /// What it serves.
+        found: String,
+        /// What was asked for.
+        volume: String,
+    },
     /// The volume has no snapshot by that name.
     #[error("volume {volume} has no snapshot {snapshot:?} (see `snapshot ls`)")]
     NoSnapshot {

@@ -8,6 +8,7 @@
 //! snapshot. Locks in the store keep deletion (and its garbage collection) apart from
 //! backups and restores. The format is in docs/backupstore-format.md.
 
+mod clone;
 mod create;
 mod delete;
 mod error;
@@ -20,6 +21,7 @@ mod restore;
 mod target;
 mod target_policy;
 
+pub use clone::{CloneError, CloneSummary, clone_snapshot};
 pub use create::{BackupOptions, Progress, SnapshotId, SnapshotSource, SourceInfo, create_backup};
 pub use delete::{DeleteSummary, delete_backup};
 pub use error::{

@@ -63,14 +63,22 @@ impl ReplicaSource {
             .ok_or_else(|| SourceError::NoRwReplica {
                 volume: info.volume.clone(),
             })?;
-        let addr: ReplicaAddr =
-            replica
-                .address
-                .parse()
-                .map_err(|source| SourceError::ReplicaAddress {
-                    address: replica.address.clone(),
-                    source,
-                })?;
+        ReplicaSource::open_replica(&replica.address, &info.volume, snapshot).await
+    }
+
+    /// Reads `snapshot` of volume `volume` from the replica at `address` itself (a
+    /// clone's source, which may run without an engine: a detached volume).
+    pub async fn open_replica(
+        address: &str,
+        volume: &str,
+        snapshot: &str,
+    ) -> Result<(ReplicaSource, SourceInfo), SourceError> {
+        let addr: ReplicaAddr = address
+            .parse()
+            .map_err(|source| SourceError::ReplicaAddress {
+                address: address.to_string(),
+                source,
+            })?;
         let channel = Endpoint::from_shared(addr.control_url()?)
             .map_err(|source| SourceError::ControlUri {
                 addr: addr.clone(),
@@ -84,6 +92,22 @@ impl ReplicaSource {
                 source,
             })?;
         let mut client = ReplicaControlClient::new(channel).max_decoding_message_size(256 << 20);
+        let served = client
+            .info(pb::ReplicaInfoRequest {})
+            .await
+            .map_err(|e| SourceError::ReplicaInfo {
+                addr: addr.clone(),
+                source: Box::new(e),
+            })?
+            .into_inner()
+            .volume;
+        if served != volume {
+            return Err(SourceError::OtherVolume {
+                addr,
+                found: served,
+                volume: volume.to_string(),
+            });
+        }
         let layers = client
             .list_snapshots(pb::ListSnapshotsRequest {})
             .await
@@ -100,7 +124,7 @@ impl ReplicaSource {
             .collect();
         let Some(&layer) = by_name.get(snapshot) else {
             return Err(SourceError::NoSnapshot {
-                volume: info.volume.clone(),
+                volume: volume.to_string(),
                 snapshot: snapshot.to_string(),
             });
         };
@@ -113,7 +137,7 @@ impl ReplicaSource {
             created: l.created.clone(),
         };
         let source_info = SourceInfo {
-            volume: info.volume.clone(),
+            volume: volume.to_string(),
             size: layer.size,
             snapshot: id(layer),
             ancestors: lineage[1..].iter().map(|l| id(l)).collect(),

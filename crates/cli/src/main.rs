@@ -69,13 +69,15 @@ enum Command {
     /// restore.
     #[command(subcommand)]
     Backup(direct::backup::BackupCommand),
+    Clone(direct::clone::CloneArgs),
     Up(daemons::up::UpArgs),
     /// Start a node agent only (no manager): it joins the cluster in etcd (--etcd is
     /// required), reports this node and its disks, and starts, stops and watches the
     /// engines and replicas the cluster's managers ask for; it restarts nothing by
     /// itself. Same options as `up`.
     Agent(daemons::up::UpArgs),
-    /// Volumes of a cluster run by `shorthorn up`: create (also from a backup), ls, get,
+    /// Volumes of a cluster run by `shorthorn up`: create (also from a backup, a snapshot
+    /// or another volume), ls, get,
     /// attach, detach, expand, update (replica count), replica-rm, salvage, rm, snapshot,
     /// jobs, backup, backups, backup-rm.
     Volume {
@@ -179,6 +181,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Replica(args) => daemons::replica::run(args),
         Command::Salvage => direct::engine_ops::salvage(&cli.engine),
         Command::Backup(command) => direct::backup::run(&cli.engine, command),
+        Command::Clone(args) => direct::clone::run(args),
         Command::Up(args) => daemons::up::up(args, NodeRole::Full),
         Command::Agent(args) => daemons::up::up(args, NodeRole::Agent),
         Command::Volume { api, command } => cluster::volumes::volume(&api, command),

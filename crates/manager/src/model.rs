@@ -77,6 +77,10 @@ pub struct VolumeSpec {
     /// A backup URL the volume's first replicas are restored from.
     #[serde(default)]
     pub from_backup: Option<String>,
+    /// The snapshot of another volume the volume's first replicas are copied from (a
+    /// clone).
+    #[serde(default)]
+    pub from_snapshot: Option<SnapshotRef>,
     /// Salvages asked for (`volume salvage`); one is carried out while this is above
     /// `status.salvages`.
     #[serde(default)]
@@ -220,6 +224,10 @@ pub struct ReplicaSpec {
     /// Cleared once the restore completed.
     #[serde(default)]
     pub restore_from: Option<String>,
+    /// A snapshot of another volume to copy into its directory before its first start
+    /// (the first replicas of a clone); cleared once the copy completed.
+    #[serde(default)]
+    pub clone_from: Option<SnapshotRef>,
     /// Leaving its volume (fewer replicas wanted, `volume replica-rm`): it leaves the
     /// engine first, then its process and data are removed.
     #[serde(default)]
@@ -259,6 +267,21 @@ pub struct ReplicaStatus {
     /// Failed starts in a row; after a few the replica is replaced.
     #[serde(default)]
     pub start_failures: u32,
+}
+
+/// One snapshot of one volume (what a clone copies), written `VOLUME/SNAPSHOT`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct SnapshotRef {
+    /// The volume.
+    pub volume: String,
+    /// Its snapshot.
+    pub snapshot: String,
+}
+
+impl std::fmt::Display for SnapshotRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.volume, self.snapshot)
+    }
 }
 
 /// A replica.

@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::bail;
+use anyhow::{Context, bail};
 use clap::Subcommand;
 use shorthorn_manager::api::{
     AttachVolume, CreateVolume, ExpandVolume, SetReplicaCount, VolumeDetail, VolumeJobs,
@@ -24,9 +24,9 @@ pub enum VolumeCommand {
     Create {
         /// Name (also the NBD export name).
         name: String,
-        /// Size, e.g. 10G.
+        /// Size, e.g. 10G [a clone: its source's size; otherwise required].
         #[arg(long, value_parser = parse_size)]
-        size: u64,
+        size: Option<u64>,
         /// Replica count [default: the default_replica_count setting].
         #[arg(long)]
         replicas: Option<usize>,
@@ -44,8 +44,17 @@ pub enum VolumeCommand {
         recurring_job_groups: Vec<String>,
         /// Restore it from this backup (a URL as `volume backups --json` or `backup ls`
         /// print it); --size must be the backup's volume size.
-        #[arg(long)]
+        #[arg(long, conflicts_with_all = ["from_snapshot", "from_volume"])]
         from_backup: Option<String>,
+        /// A clone of a snapshot of another volume, VOLUME/SNAPSHOT: each replica is
+        /// copied from a replica of that volume (no backup target needed), which keeps
+        /// serving meanwhile. The volume is `creating` until the copies are done.
+        #[arg(long, value_name = "VOLUME/SNAPSHOT", conflicts_with = "from_volume")]
+        from_snapshot: Option<String>,
+        /// A clone of another volume as it is now (a system snapshot of it is taken
+        /// first, then copied as for --from-snapshot).
+        #[arg(long, value_name = "VOLUME")]
+        from_volume: Option<String>,
     },
     /// Set which recurring jobs run for a volume (replaces the lists; none: no jobs).
     Jobs {
@@ -180,7 +189,32 @@ pub fn volume(api: &ApiArgs, command: VolumeCommand) -> anyhow::Result<()> {
                 recurring_jobs,
                 recurring_job_groups,
                 from_backup,
+                from_snapshot,
+                from_volume,
             } => {
+                let snapshot_source = match from_snapshot.as_deref() {
+                    Some(text) => Some(
+                        text.split_once('/')
+                            .map(|(volume, _)| volume)
+                            .with_context(|| {
+                                format!("--from-snapshot {text:?}: write VOLUME/SNAPSHOT")
+                            })?,
+                    ),
+                    None => None,
+                };
+                let source = from_volume.as_deref().or(snapshot_source);
+                let size = match (size, source) {
+                    (Some(size), _) => size,
+                    (None, Some(source)) => {
+                        let detail: serde_json::Value = client
+                            .call(Method::GET, &format!("/v1/volumes/{source}"), None)
+                            .await?;
+                        detail["spec"]["size"]
+                            .as_u64()
+                            .ok_or_else(|| anyhow::anyhow!("volume {source} has no size"))?
+                    }
+                    (None, None) => bail!("--size is required (except for a clone)"),
+                };
                 let body = serde_json::to_value(CreateVolume {
                     name,
                     size,
@@ -190,6 +224,8 @@ pub fn volume(api: &ApiArgs, command: VolumeCommand) -> anyhow::Result<()> {
                     recurring_jobs,
                     recurring_job_groups,
                     from_backup,
+                    from_snapshot,
+                    from_volume,
                 })?;
                 let volume: Volume = client.call(Method::POST, "/v1/volumes", Some(body)).await?;
                 line(format_args!(

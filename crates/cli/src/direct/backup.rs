@@ -252,7 +252,7 @@ async fn create(engine: &str, args: CreateArgs) -> anyhow::Result<()> {
 }
 
 /// Runs `work`, printing its progress to stderr every second.
-async fn with_progress<T, E: Into<anyhow::Error>>(
+pub(crate) async fn with_progress<T, E: Into<anyhow::Error>>(
     what: &str,
     progress: &Progress,
     work: impl Future<Output = Result<T, E>>,

@@ -118,6 +118,7 @@ mod tests {
                 recurring_jobs: Vec::new(),
                 recurring_job_groups: Vec::new(),
                 from_backup: None,
+                from_snapshot: None,
                 salvage_requests: 0,
             },
             status: VolumeStatus::default(),

@@ -149,6 +149,7 @@ pub(super) async fn create_snapshot(
             SnapshotChange::Create {
                 name: body.name,
                 labels: body.labels,
+                system: false,
             },
         )
         .await?

@@ -9,8 +9,9 @@ use utoipa::ToSchema;
 
 use super::{ApiError, ApiResult, AppState, ErrorBody, JsonObject};
 use crate::model::{
-    Engine, Node, RecurringJob, Replica, Robustness, Volume, VolumeSpec, VolumeStatus,
+    Engine, Node, RecurringJob, Replica, Robustness, SnapshotRef, Volume, VolumeSpec, VolumeStatus,
 };
+use crate::reconcile::SnapshotChange;
 use crate::state::{Kind, StateStoreExt};
 use crate::validate::{self, FieldError, Validate, schema};
 
@@ -49,6 +50,36 @@ pub struct CreateVolume {
     #[serde(default)]
     #[schema(schema_with = schema::optional_url)]
     pub from_backup: Option<String>,
+    /// A clone of another volume's snapshot, `VOLUME/SNAPSHOT`: the first replicas copy
+    /// it from a replica of that volume (no backup target involved); `size` at least that
+    /// volume's.
+    #[serde(default)]
+    #[schema(value_type = Option<String>, max_length = 127, pattern = r"^[^/]+/[^/]+$")]
+    pub from_snapshot: Option<String>,
+    /// A clone of another volume as it is now: a system snapshot of it is taken, then
+    /// copied as for `from_snapshot`.
+    #[serde(default)]
+    #[schema(schema_with = schema::optional_name)]
+    pub from_volume: Option<String>,
+}
+
+impl CreateVolume {
+    /// `from_snapshot` as volume and snapshot.
+    fn snapshot_source(&self) -> Option<Result<SnapshotRef, FieldError>> {
+        let text = self.from_snapshot.as_deref()?;
+        let Some((volume, snapshot)) = text.split_once('/') else {
+            return Some(Err(FieldError::new(
+                "from_snapshot",
+                format!("{text:?} is not VOLUME/SNAPSHOT"),
+            )));
+        };
+        let names = validate::name("from_snapshot (volume)", volume)
+            .and_then(|()| validate::name("from_snapshot (snapshot)", snapshot));
+        Some(names.map(|()| SnapshotRef {
+            volume: volume.to_string(),
+            snapshot: snapshot.to_string(),
+        }))
+    }
 }
 
 /// Which recurring jobs run for a volume.
@@ -113,6 +144,32 @@ impl Validate for CreateVolume {
         if let Some(url) = &self.from_backup {
             validate::url("from_backup", url)?;
         }
+        if let Some(source) = self.snapshot_source() {
+            source?;
+        }
+        validate::optional_name("from_volume", self.from_volume.as_deref())?;
+        let sources = [
+            self.from_backup.is_some(),
+            self.from_snapshot.is_some(),
+            self.from_volume.is_some(),
+        ];
+        if sources.into_iter().filter(|given| *given).count() > 1 {
+            return Err(FieldError::new(
+                "from_backup",
+                "give at most one of from_backup, from_snapshot and from_volume",
+            ));
+        }
+        if self.from_volume.as_deref() == Some(self.name.as_str())
+            || self
+                .snapshot_source()
+                .and_then(Result::ok)
+                .is_some_and(|s| s.volume == self.name)
+        {
+            return Err(FieldError::new(
+                "name",
+                "a volume cannot be a clone of itself",
+            ));
+        }
         Ok(())
     }
 }
@@ -156,7 +213,8 @@ pub(super) async fn list_volumes(State(state): State<AppState>) -> ApiResult<Vec
 
 #[utoipa::path(post, path = "/v1/volumes", request_body = CreateVolume, responses(
     (status = 201, body = Volume), (status = 400, body = ErrorBody),
-    (status = 401, body = ErrorBody), (status = 409, body = ErrorBody)))]
+    (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
+    (status = 409, body = ErrorBody)))]
 pub(super) async fn create_volume(
     State(state): State<AppState>,
     JsonObject(body): JsonObject<CreateVolume>,
@@ -174,6 +232,7 @@ pub(super) async fn create_volume(
             format!("volume {:?} exists", request.name),
         ));
     }
+    let from_snapshot = clone_source(&state, &request).await?;
     let volume = Volume {
         name: request.name.clone(),
         spec: VolumeSpec {
@@ -185,6 +244,7 @@ pub(super) async fn create_volume(
             recurring_jobs: request.recurring_jobs,
             recurring_job_groups: request.recurring_job_groups,
             from_backup: request.from_backup,
+            from_snapshot,
             salvage_requests: 0,
         },
         status: VolumeStatus::default(),
@@ -206,6 +266,97 @@ pub(super) async fn create_volume(
     );
     state.manager.poke();
     Ok((StatusCode::CREATED, Json(volume)))
+}
+
+/// The snapshot a new volume clones, if it is a clone: `from_snapshot` checked to exist,
+/// or for `from_volume` a system snapshot taken now (so the copy reads a state that no
+/// longer changes while the source keeps serving). The new volume must be at least as
+/// large as its source.
+async fn clone_source(
+    state: &AppState,
+    request: &CreateVolume,
+) -> Result<Option<SnapshotRef>, ApiError> {
+    let (source, snapshot) = match (&request.from_volume, request.snapshot_source()) {
+        (Some(volume), _) => (volume.clone(), None),
+        (None, Some(source)) => {
+            let source = source.map_err(|e| ApiError::bad_request(e.to_string()))?;
+            (source.volume, Some(source.snapshot))
+        }
+        (None, None) => return Ok(None),
+    };
+    let volume: Volume = state
+        .manager
+        .state()
+        .get(Kind::Volume, &source)?
+        .ok_or_else(|| ApiError::not_found("volume", &source))?;
+    if request.size < volume.spec.size {
+        return Err(ApiError::bad_request(format!(
+            "size: a clone of volume {source} must hold at least its {} bytes, not {}",
+            volume.spec.size, request.size
+        )));
+    }
+    let snapshot = match snapshot {
+        Some(snapshot) => {
+            let layers = state
+                .manager
+                .list_snapshots(&source)
+                .await
+                .map_err(source_not_ready(
+                    "from_snapshot: listing the snapshots",
+                    &source,
+                ))?;
+            if !layers
+                .iter()
+                .any(|l| !l.is_head && !l.removed && l.name == snapshot)
+            {
+                return Err(ApiError::not_found(
+                    "snapshot",
+                    &format!("{source}/{snapshot}"),
+                ));
+            }
+            snapshot
+        }
+        None => {
+            let name = format!("clone-{:08x}", rand::random::<u32>());
+            let labels = [("clone-for".to_string(), request.name.clone())].into();
+            let change = SnapshotChange::Create {
+                name: Some(name),
+                labels,
+                system: true,
+            };
+            state
+                .manager
+                .change_snapshots(&source, change)
+                .await
+                .map_err(source_not_ready("from_volume: taking a snapshot", &source))?
+                .ok_or_else(|| {
+                    ApiError::new(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "the snapshot for the clone has no name",
+                    )
+                })?
+        }
+    };
+    Ok(Some(SnapshotRef {
+        volume: source,
+        snapshot,
+    }))
+}
+
+/// A clone's source that failed a snapshot call is not ready (its replicas still
+/// starting, say): a 409 naming what was tried on `volume`, not a server error.
+fn source_not_ready(
+    what: &'static str,
+    volume: &str,
+) -> impl FnOnce(crate::reconcile::SnapshotError) -> ApiError {
+    let volume = volume.to_string();
+    move |e| match e {
+        crate::reconcile::SnapshotError::Failed(e) => ApiError::new(
+            StatusCode::CONFLICT,
+            format!("{what} of volume {volume}: {e:#}"),
+        ),
+        other => other.into(),
+    }
 }
 
 /// Refuses a backup to restore a new volume from that this node may not open or cannot

@@ -161,6 +161,7 @@ mod tests {
                 port: 10_000,
                 desire_running: true,
                 restore_from: None,
+                clone_from: None,
                 retire: false,
             },
             status: Default::default(),

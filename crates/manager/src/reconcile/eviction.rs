@@ -108,6 +108,7 @@ mod tests {
                 port: 0,
                 desire_running: true,
                 restore_from: None,
+                clone_from: None,
                 retire: false,
             },
             status: ReplicaStatus {

@@ -21,7 +21,8 @@ use crate::scheduler::{NodeCandidate, Placement, ScheduleError, ScheduleRequest,
 use crate::state::{Kind, StateStoreExt};
 use shorthorn_agent::NodeAgent;
 use shorthorn_agent::protocol::{
-    PORT_RANGE, ProcessState, ReplicaLaunch, RestoreLaunch, exited_cleanly, restore_task_name,
+    CloneLaunch, PORT_RANGE, ProcessState, ReplicaLaunch, RestoreLaunch, exited_cleanly,
+    restore_task_name,
 };
 use shorthorn_agent::replica_dir::replica_dir;
 
@@ -91,7 +92,7 @@ impl Manager {
             ReplicaState::Running | ReplicaState::Rebuilding => process == ProcessState::Absent,
             ReplicaState::Failed => recovering,
         };
-        if !start || !self.restore_first(agent.as_ref(), replica).await? {
+        if !start || !self.fill_first(agent.as_ref(), volume, replica).await? {
             return Ok(());
         }
         let address = self.node_address(&replica.spec.node)?;
@@ -141,33 +142,42 @@ impl Manager {
         Ok(())
     }
 
-    /// For a replica to be restored from a backup before its first start: starts the
-    /// restore on its node, or reads how it went. True once the replica may start.
-    pub(super) async fn restore_first(
+    /// For a replica to be filled before its first start (restored from a backup, or a
+    /// clone's copy of another volume's snapshot): starts that on its node, or reads how
+    /// it went. True once the replica may start.
+    pub(super) async fn fill_first(
         &self,
         agent: &dyn NodeAgent,
+        volume: &Volume,
         replica: &mut Replica,
     ) -> anyhow::Result<bool> {
-        let Some(url) = replica.spec.restore_from.clone() else {
-            return Ok(true);
+        let what = match (&replica.spec.restore_from, &replica.spec.clone_from) {
+            (Some(url), _) => format!("restoring from {url}"),
+            (None, Some(source)) => format!("cloning from snapshot {source}"),
+            (None, None) => return Ok(true),
         };
         let task = restore_task_name(&replica.name);
         match agent.state(&task).await {
             ProcessState::Running => Ok(false),
             ProcessState::Exited(status) if exited_cleanly(&status) => {
                 agent.stop(&task).await?;
-                tracing::info!(replica = %replica.name, %url, "restored from the backup");
-                // Done for good: a later restart must never restore over newer data.
+                if replica.spec.restore_from.is_some() {
+                    tracing::info!(replica = %replica.name, "{what}: restored from the backup");
+                } else {
+                    tracing::info!(replica = %replica.name, "{what}: cloned from the snapshot");
+                }
+                // Done for good: a later restart must never fill over newer data.
                 replica.spec.restore_from = None;
+                replica.spec.clone_from = None;
                 replica.status.message.clear();
                 Ok(true)
             }
             ProcessState::Exited(status) => {
                 agent.stop(&task).await?;
-                let reason = format!("restoring from {url}: {status} (see its node's log)");
+                let reason = format!("{what}: {status} (see its node's log)");
                 replica.status.start_failures += 1;
                 if replica.status.start_failures >= MAX_START_FAILURES {
-                    // Given up on: a new replica is scheduled (and restores) in its place.
+                    // Given up on: a new replica is scheduled (and filled) in its place.
                     replica.spec.desire_running = false;
                     mark_failed(replica, &reason);
                 } else {
@@ -176,25 +186,61 @@ impl Manager {
                 Ok(false)
             }
             ProcessState::Absent => {
-                let target = shorthorn_backup::BackupUrl::parse(&url)
-                    .with_context(|| format!("replica {}: backup URL {url:?}", replica.name))?
-                    .target;
-                let launch = RestoreLaunch {
-                    replica: replica.name.clone(),
-                    disk: replica.spec.disk.clone(),
-                    access: crate::backups::target_access(self.state.as_ref(), &target)?,
-                    url,
-                    volume: replica.spec.volume.clone(),
-                };
-                agent.start_restore(&launch).await?;
-                replica.status.message = format!("restoring from {}", launch.url);
+                if let Some(url) = replica.spec.restore_from.clone() {
+                    let target = shorthorn_backup::BackupUrl::parse(&url)
+                        .with_context(|| format!("replica {}: backup URL {url:?}", replica.name))?
+                        .target;
+                    let launch = RestoreLaunch {
+                        replica: replica.name.clone(),
+                        disk: replica.spec.disk.clone(),
+                        access: crate::backups::target_access(self.state.as_ref(), &target)?,
+                        url,
+                        volume: replica.spec.volume.clone(),
+                    };
+                    agent.start_restore(&launch).await?;
+                    replica.status.message = what;
+                } else if let Some(source) = replica.spec.clone_from.clone() {
+                    let Some(from) = self.clone_source(&source.volume)? else {
+                        replica.status.message = format!(
+                            "{what}: waiting for a running replica of volume {}",
+                            source.volume
+                        );
+                        return Ok(false);
+                    };
+                    let launch = CloneLaunch {
+                        replica: replica.name.clone(),
+                        disk: replica.spec.disk.clone(),
+                        volume: replica.spec.volume.clone(),
+                        size: volume.spec.size,
+                        source: from,
+                        source_volume: source.volume.clone(),
+                        snapshot: source.snapshot.clone(),
+                    };
+                    agent.start_clone(&launch).await?;
+                    replica.status.message = format!("{what} (replica {})", launch.source);
+                }
                 Ok(false)
             }
             ProcessState::Unreachable(reason) => {
-                replica.status.message = format!("restoring: node unreachable: {reason}");
+                replica.status.message = format!("{what}: node unreachable: {reason}");
                 Ok(false)
             }
         }
+    }
+
+    /// The address of a replica of `volume` a clone may read: running and, while the
+    /// volume is attached, in RW mode (a replica being rebuilt lacks data).
+    fn clone_source(&self, volume: &str) -> anyhow::Result<Option<String>> {
+        let engine: Option<Engine> = self.state.get(Kind::Engine, &Engine::name_for(volume))?;
+        let attached = engine.is_some_and(|e| e.status.state == EngineState::Running);
+        let replicas: Vec<Replica> = self.state.list(Kind::Replica)?;
+        let source = replicas.iter().find(|r| {
+            r.spec.volume == volume
+                && r.spec.desire_running
+                && r.status.state == ReplicaState::Running
+                && (!attached || r.status.mode.as_deref() == Some("RW"))
+        });
+        source.map(|r| self.replica_address(r)).transpose()
     }
 
     /// Where `count` new replicas of `volume` would go beside `existing`, with the
@@ -364,6 +410,11 @@ impl Manager {
                     restore_from: volume
                         .spec
                         .from_backup
+                        .clone()
+                        .filter(|_| volume.status.state == VolumeState::Creating),
+                    clone_from: volume
+                        .spec
+                        .from_snapshot
                         .clone()
                         .filter(|_| volume.status.state == VolumeState::Creating),
                     retire: false,

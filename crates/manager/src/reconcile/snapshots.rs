@@ -26,6 +26,9 @@ pub enum SnapshotChange {
         name: Option<String>,
         /// Labels kept with it.
         labels: BTreeMap<String, String>,
+        /// A system snapshot (taken for the cluster's own use, as a clone's source;
+        /// `snapshot-cleanup` purges those) rather than a user's.
+        system: bool,
     },
     /// Remove one (its data merges into its child).
     Remove(String),
@@ -206,11 +209,15 @@ async fn engine_change(
 ) -> Result<Option<String>, SnapshotError> {
     let who = "engine";
     match change {
-        SnapshotChange::Create { name, labels } => {
+        SnapshotChange::Create {
+            name,
+            labels,
+            system,
+        } => {
             let created = engine
                 .create_snapshot(pb::EngineCreateSnapshotRequest {
                     name: name.clone().unwrap_or_default(),
-                    system: false,
+                    system: *system,
                     labels: labels.clone().into_iter().collect(),
                 })
                 .await
@@ -253,10 +260,10 @@ async fn replicas_change(
         let (replica, client) = &mut replicas[index];
         let who = format!("replica {replica}");
         let result = match change {
-            SnapshotChange::Create { labels, .. } => client
+            SnapshotChange::Create { labels, system, .. } => client
                 .create_snapshot(pb::CreateSnapshotRequest {
                     name: created.clone().unwrap_or_default(),
-                    system: false,
+                    system: *system,
                     labels: labels.clone().into_iter().collect(),
                 })
                 .await

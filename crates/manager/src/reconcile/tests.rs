@@ -18,7 +18,7 @@ use crate::model::{
 };
 use crate::state::{EmbeddedStore, Kind, StateStore, StateStoreExt};
 use shorthorn_agent::protocol::{
-    EngineLaunch, ProcessState, ReplicaLaunch, RestoreLaunch, restore_task_name,
+    CloneLaunch, EngineLaunch, ProcessState, ReplicaLaunch, RestoreLaunch, restore_task_name,
 };
 use shorthorn_agent::{Agent, NodeAgent};
 
@@ -30,6 +30,7 @@ enum Call {
     StartReplica(ReplicaLaunch),
     StartEngine(EngineLaunch),
     StartRestore(RestoreLaunch),
+    StartClone(CloneLaunch),
     Stop(String),
     RemoveReplica(String),
 }
@@ -99,6 +100,10 @@ impl NodeAgent for FakeAgent {
 
     async fn start_restore(&self, launch: &RestoreLaunch) -> anyhow::Result<()> {
         self.answer(Call::StartRestore(launch.clone()), None)
+    }
+
+    async fn start_clone(&self, launch: &CloneLaunch) -> anyhow::Result<()> {
+        self.answer(Call::StartClone(launch.clone()), None)
     }
 
     async fn stop(&self, name: &str) -> anyhow::Result<()> {
@@ -238,6 +243,7 @@ impl Cluster {
                 recurring_jobs: Vec::new(),
                 recurring_job_groups: Vec::new(),
                 from_backup: None,
+                from_snapshot: None,
                 salvage_requests: 0,
             },
             status: VolumeStatus::default(),
@@ -621,4 +627,74 @@ async fn expanding_a_detached_volume_with_a_replica_down_is_refused() {
     assert!(message.contains(&failed.name), "{message}");
     assert!(message.contains("every replica runs"), "{message}");
     assert_eq!(cluster.volume("v").spec.size, GIB, "the size is unchanged");
+}
+
+#[tokio::test]
+async fn a_clone_fills_each_first_replica_from_a_running_replica_of_its_source() {
+    let cluster = Cluster::new(2);
+    cluster.create_volume("src", 1, None);
+    cluster.pass().await;
+    cluster.pass().await;
+    let source = cluster.replicas().remove(0);
+    assert_eq!(source.status.state, ReplicaState::Running, "{source:?}");
+    let node_number = source.spec.node.trim_start_matches('n');
+    let source_address = format!("tcp://127.0.0.{node_number}:{}", source.spec.port);
+    cluster.create_volume("v", 2, None);
+    cluster
+        .state
+        .update::<Volume>(Kind::Volume, "v", |v| {
+            v.spec.from_snapshot = Some(crate::model::SnapshotRef {
+                volume: "src".into(),
+                snapshot: "s1".into(),
+            });
+            Ok(())
+        })
+        .unwrap();
+    cluster.pass().await;
+    let clones: Vec<Replica> = cluster
+        .replicas()
+        .into_iter()
+        .filter(|r| r.spec.volume == "v")
+        .collect();
+    assert_eq!(clones.len(), 2);
+    for replica in &clones {
+        let agent = cluster.agent(&replica.spec.node);
+        let launches: Vec<CloneLaunch> = agent
+            .calls()
+            .into_iter()
+            .filter_map(|c| match c {
+                Call::StartClone(l) => Some(l),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(launches.len(), 1, "{}: one clone", replica.name);
+        assert_eq!(launches[0].source, source_address);
+        assert_eq!(
+            (
+                launches[0].source_volume.as_str(),
+                launches[0].snapshot.as_str()
+            ),
+            ("src", "s1")
+        );
+        assert_eq!(launches[0].size, GIB);
+        assert!(
+            agent.replica_starts(&replica.name).is_empty(),
+            "not started before the copy"
+        );
+        agent.set(
+            &restore_task_name(&replica.name),
+            ProcessState::Exited("exit status: 0".into()),
+        );
+    }
+    cluster.pass().await;
+    for replica in &clones {
+        assert_eq!(cluster.replica(&replica.name).spec.clone_from, None);
+        assert_eq!(
+            cluster
+                .agent(&replica.spec.node)
+                .replica_starts(&replica.name)
+                .len(),
+            1
+        );
+    }
 }

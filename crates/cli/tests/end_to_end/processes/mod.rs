@@ -9,6 +9,7 @@ mod backup_restore;
 mod cli_usage;
 mod manager_api;
 mod manager_backups;
+mod manager_clones;
 mod manager_events;
 mod manager_eviction;
 mod manager_recurring_jobs;
