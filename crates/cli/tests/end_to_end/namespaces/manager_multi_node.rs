@@ -11,7 +11,9 @@
 //! with etcd). Attached on node 1 and written; then a node holding a replica is killed
 //! (its manager, agent and replica: every process in its namespace): its replica is
 //! reported failed, writes go on, and the volume returns to healthy with a replica
-//! rebuilt on the spare node. Detached and attached on another node, it reads back everything written.
+//! rebuilt on the spare node. Before that, a node holding a replica is evicted while fio
+//! writes and verifies: its replica moves to the spare node, and the engine never holds
+//! fewer than three RW replicas. Detached and attached on another node, it reads back everything written.
 //! Finally the manager that owns the volume is killed: ownership moves to a surviving
 //! manager within a bounded time (its etcd lease expires after 6 s). Last, the node the
 //! volume is attached to dies as well: once it counts as down the volume detaches and
@@ -324,6 +326,37 @@ fn healthy_nodes(volume: &serde_json::Value) -> Option<BTreeSet<String>> {
     (wanted.len() == 3 && all_rw && nodes.len() == 3).then_some(nodes)
 }
 
+/// fio's verify jobs during the eviction: in the volume's last 16 MiB, which nothing
+/// else in the test writes or reads.
+const FIO_JOBS: u32 = 2;
+const FIO_PER_JOB: u64 = 8 << 20;
+
+/// A verified random-write fio job (crc32c of every block read back after writing) on
+/// `uri` from 48 MiB on.
+fn fio_job(uri: &str) -> String {
+    format!(
+        "[global]
+ioengine=nbd
+uri={uri}
+filename=unused
+rw=randwrite
+bs=4k
+iodepth=16
+numjobs={FIO_JOBS}
+offset=48M
+size={FIO_PER_JOB}
+offset_increment={FIO_PER_JOB}
+verify=crc32c
+do_verify=1
+verify_fatal=1
+verify_state_save=0
+group_reporting=1
+
+[evict-randwrite]
+"
+    )
+}
+
 fn node_number(name: &str) -> usize {
     name.trim_start_matches('n').parse().unwrap()
 }
@@ -406,6 +439,66 @@ fn volumes_spread_heal_move_and_change_owner_across_nodes() {
         .to_string();
     assert!(uri.starts_with(&format!("nbd://{}:", address(1))), "{uri}");
     cluster.qemu_io(&uri, &["write -P 0x31 0 16M"]);
+
+    // A node holding a replica (not the engine's) is evicted while fio writes and
+    // verifies: its replica is rebuilt on the spare node first, and at no look does the
+    // engine hold fewer than the three RW replicas the volume wants.
+    let spare = (1..=NODES)
+        .find(|n| !placed.contains(&format!("n{n}")))
+        .unwrap();
+    let evicted = placed
+        .iter()
+        .map(|n| node_number(n))
+        .find(|&n| n != 1)
+        .unwrap();
+    let job = cluster.dir.path().join("evict.fio");
+    std::fs::write(&job, fio_job(&uri)).unwrap();
+    let fio = cluster.in_ns(
+        &cluster.hub,
+        "fio",
+        &["--output-format=normal", path_str(&job)],
+    );
+    let writer = std::thread::spawn(move || run_command(fio, Duration::from_secs(300)));
+    let evicted_name = format!("n{evicted}");
+    cluster.cli_ok(1, &["node", "update", &evicted_name, "--evict", "true"]);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut looks = 0;
+    let placed = loop {
+        let volume = cluster.volume(1);
+        let engine_rw = volume["engine"]["status"]["replicas"]
+            .as_object()
+            .map_or(0, |r| r.values().filter(|s| s["mode"] == "RW").count());
+        assert!(
+            engine_rw >= 3,
+            "the engine held {engine_rw} RW replicas during the eviction: {volume:#}"
+        );
+        looks += 1;
+        let moved = healthy_nodes(&volume).filter(|nodes| {
+            nodes.contains(&format!("n{spare}"))
+                && !nodes.contains(&evicted_name)
+                && volume["replicas"].as_array().unwrap().len() == 3
+        });
+        if let Some(nodes) = moved {
+            break nodes;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "n{evicted} not evicted within 120 s: {volume:#}\n{}",
+            tail(&cluster.logs(), 80)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    eprintln!("evicted n{evicted} to n{spare}, {looks} looks, never fewer than 3 RW");
+    let outcome = writer.join().unwrap();
+    crate::common::assert_fio_verified(
+        &outcome,
+        u64::from(FIO_JOBS) * FIO_PER_JOB / 4096,
+        &tail(&cluster.logs(), 60),
+    );
+    let nodes = cluster.cli_ok(1, &["node", "ls"]);
+    assert!(nodes.contains("evicting (0 replicas left)"), "{nodes}");
+    cluster.cli_ok(1, &["node", "update", &evicted_name, "--evict", "false"]);
+    cluster.qemu_io(&uri, &["read -P 0x31 0 16M"]);
 
     // A node holding a replica dies (not the engine's): degraded, then healed elsewhere.
     let victim = placed
