@@ -135,24 +135,14 @@ impl Agent {
             "--volume".into(),
             launch.volume.clone(),
         ];
-        let name = restore_task_name(&launch.replica);
-        let mut processes = self.processes.lock().await;
-        if let Some(old) = processes.remove(&name) {
-            old.daemon.stop().await;
-        }
-        let daemon = Daemon::spawn_task(
-            format!("restore {name}"),
+        self.start_fill(
+            &launch.replica,
+            "restore",
             &args,
             &launch.access.environment(),
-        )?;
-        tracing::info!(%name, url = %launch.url, to = %dir.display(), "restore started");
-        processes.insert(
-            name,
-            Tracked {
-                daemon,
-                exited: None,
-            },
-        );
+        )
+        .await?;
+        tracing::info!(replica = %launch.replica, url = %launch.url, to = %dir.display(), "restore started");
         Ok(())
     }
 
@@ -179,13 +169,27 @@ impl Agent {
         ]
         .map(String::from)
         .into();
-        let name = restore_task_name(&launch.replica);
+        self.start_fill(&launch.replica, "clone", &args, &[])
+            .await?;
+        tracing::info!(replica = %launch.replica, source = %launch.source, snapshot = %launch.snapshot, to = %dir.display(), "clone started");
+        Ok(())
+    }
+
+    /// Starts the one-shot `shorthorn ARGS` (with `env`) that fills `replica`'s directory
+    /// before its first start, as its task [`restore_task_name`], in place of an earlier one.
+    async fn start_fill(
+        &self,
+        replica: &str,
+        what: &str,
+        args: &[String],
+        env: &[(&str, String)],
+    ) -> Result<(), AgentError> {
+        let name = restore_task_name(replica);
         let mut processes = self.processes.lock().await;
         if let Some(old) = processes.remove(&name) {
             old.daemon.stop().await;
         }
-        let daemon = Daemon::spawn_task(format!("clone {name}"), &args, &[])?;
-        tracing::info!(%name, source = %launch.source, snapshot = %launch.snapshot, to = %dir.display(), "clone started");
+        let daemon = Daemon::spawn_task(format!("{what} {name}"), args, env)?;
         processes.insert(
             name,
             Tracked {

@@ -773,6 +773,11 @@ impl Drop for Daemon {
 /// job, each job in its own region (`offset_increment`) so no job overwrites blocks
 /// another verifies; crc32c verification of every block after the write phase.
 pub fn fio_verify_job(dir: &Path, uri: &str, jobs: u32, per_job: u64) -> PathBuf {
+    fio_verify_job_at(dir, uri, jobs, per_job, 0)
+}
+
+/// [`fio_verify_job`] with its first job's region at byte `offset` (the others follow).
+pub fn fio_verify_job_at(dir: &Path, uri: &str, jobs: u32, per_job: u64, offset: u64) -> PathBuf {
     let job = format!(
         "[global]
 ioengine=nbd
@@ -782,6 +787,7 @@ rw=randwrite
 bs=4k
 iodepth=32
 numjobs={jobs}
+offset={offset}
 size={per_job}
 offset_increment={per_job}
 verify=crc32c

@@ -330,32 +330,7 @@ fn healthy_nodes(volume: &serde_json::Value) -> Option<BTreeSet<String>> {
 /// else in the test writes or reads.
 const FIO_JOBS: u32 = 2;
 const FIO_PER_JOB: u64 = 8 << 20;
-
-/// A verified random-write fio job (crc32c of every block read back after writing) on
-/// `uri` from 48 MiB on.
-fn fio_job(uri: &str) -> String {
-    format!(
-        "[global]
-ioengine=nbd
-uri={uri}
-filename=unused
-rw=randwrite
-bs=4k
-iodepth=16
-numjobs={FIO_JOBS}
-offset=48M
-size={FIO_PER_JOB}
-offset_increment={FIO_PER_JOB}
-verify=crc32c
-do_verify=1
-verify_fatal=1
-verify_state_save=0
-group_reporting=1
-
-[evict-randwrite]
-"
-    )
-}
+const FIO_OFFSET: u64 = 48 << 20;
 
 fn node_number(name: &str) -> usize {
     name.trim_start_matches('n').parse().unwrap()
@@ -451,8 +426,13 @@ fn volumes_spread_heal_move_and_change_owner_across_nodes() {
         .map(|n| node_number(n))
         .find(|&n| n != 1)
         .unwrap();
-    let job = cluster.dir.path().join("evict.fio");
-    std::fs::write(&job, fio_job(&uri)).unwrap();
+    let job = crate::common::fio_verify_job_at(
+        cluster.dir.path(),
+        &uri,
+        FIO_JOBS,
+        FIO_PER_JOB,
+        FIO_OFFSET,
+    );
     let fio = cluster.in_ns(
         &cluster.hub,
         "fio",

@@ -150,29 +150,7 @@ fn the_manager_backs_up_lists_and_deletes_backups_in_its_targets() {
         !wrong.success() && wrong.stderr.contains("67108864"),
         "{wrong:?}"
     );
-    node.cli_ok(&[
-        "volume",
-        "create",
-        "restored",
-        "--size",
-        "64M",
-        "--replicas",
-        "2",
-        "--from-backup",
-        &second_url,
-    ]);
-    let restored_uri = node
-        .cli_ok(&["volume", "attach", "restored"])
-        .trim()
-        .to_string();
-    node.wait_for("restored", "healthy", Duration::from_secs(60), |v| {
-        v["status"]["robustness"] == "healthy"
-            && v["replicas"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .all(|r| r["status"]["mode"] == "RW" && r["spec"]["restore_from"].is_null())
-    });
+    let restored_uri = node.restore_attached("restored", "64M", 2, &second_url);
     assert_eq!(export_sha(&restored_uri, node.dir.path()), second_sha);
     // Each replica directory records which backup it was restored from.
     for replica in node.volume("restored")["replicas"].as_array().unwrap() {

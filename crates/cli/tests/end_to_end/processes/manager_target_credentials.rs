@@ -140,29 +140,7 @@ fn each_backup_target_uses_its_own_s3_credentials_and_never_shows_the_secret() {
         );
         std::thread::sleep(Duration::from_millis(250));
     }
-    node.cli_ok(&[
-        "volume",
-        "create",
-        "restored",
-        "--size",
-        "64M",
-        "--replicas",
-        "1",
-        "--from-backup",
-        &backup_url,
-    ]);
-    let restored_uri = node
-        .cli_ok(&["volume", "attach", "restored"])
-        .trim()
-        .to_string();
-    node.wait_for("restored", "healthy", Duration::from_secs(60), |v| {
-        v["status"]["robustness"] == "healthy"
-            && v["replicas"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .all(|r| r["status"]["mode"] == "RW" && r["spec"]["restore_from"].is_null())
-    });
+    let restored_uri = node.restore_attached("restored", "64M", 1, &backup_url);
     assert_eq!(export_sha(&restored_uri, node.dir.path()), written);
     assert!(
         node.cli_ok(&["volume", "backups", VOLUME])

@@ -363,8 +363,34 @@ impl Node {
     /// Creates volume `name` of `size` (e.g. "32M") with `replicas` replicas, attaches it
     /// here and waits until it is healthy; returns its NBD URI.
     pub fn create_attached(&self, name: &str, size: &str, replicas: usize) -> String {
+        let uri = self.create_and_attach(name, size, replicas, &[]);
+        self.wait_for(name, "healthy", Duration::from_secs(60), |v| {
+            v["status"]["robustness"] == "healthy"
+        });
+        uri
+    }
+
+    /// Creates volume `name` of `size` with `replicas` replicas from the backup at `url`,
+    /// attaches it here and waits until every replica is restored and RW; returns its
+    /// NBD URI.
+    pub fn restore_attached(&self, name: &str, size: &str, replicas: usize, url: &str) -> String {
+        let uri = self.create_and_attach(name, size, replicas, &["--from-backup", url]);
+        self.wait_for(name, "restored and healthy", Duration::from_secs(60), |v| {
+            v["status"]["robustness"] == "healthy"
+                && v["replicas"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .all(|r| r["status"]["mode"] == "RW" && r["spec"]["restore_from"].is_null())
+        });
+        uri
+    }
+
+    /// `volume create NAME --size SIZE --replicas N EXTRA…`, then `volume attach NAME`;
+    /// returns the NBD URI.
+    fn create_and_attach(&self, name: &str, size: &str, replicas: usize, extra: &[&str]) -> String {
         let replicas = replicas.to_string();
-        self.cli_ok(&[
+        let create = [
             "volume",
             "create",
             name,
@@ -372,12 +398,9 @@ impl Node {
             size,
             "--replicas",
             &replicas,
-        ]);
-        let uri = self.cli_ok(&["volume", "attach", name]).trim().to_string();
-        self.wait_for(name, "healthy", Duration::from_secs(60), |v| {
-            v["status"]["robustness"] == "healthy"
-        });
-        uri
+        ];
+        self.cli_ok(&[&create[..], extra].concat());
+        self.cli_ok(&["volume", "attach", name]).trim().to_string()
     }
 
     /// `volume get NAME --json`.
