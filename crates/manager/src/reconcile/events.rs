@@ -142,6 +142,21 @@ fn replica_changes(before: Option<&Replica>, after: &Replica) -> Vec<Change> {
             format!("replica {name} is rebuilt and serves"),
         ));
     }
+    if after.spec.retire && before.is_none_or(|b| !b.spec.retire) {
+        // The message says why (see `retire_excess` and `Evictions::retire_moved`).
+        let reason = if is.message.contains("is being evicted") {
+            "Evicted"
+        } else {
+            "ReplicaRetiring"
+        };
+        changes.push((
+            reason,
+            format!(
+                "replica {name} of volume {} {}",
+                after.spec.volume, is.message
+            ),
+        ));
+    }
     changes
 }
 
@@ -204,6 +219,26 @@ mod tests {
             .map(|(r, _)| r)
             .collect();
         assert_eq!(reasons, ["ReplicaStarted", "RebuildFinished"]);
+        let mut evicted = running.clone();
+        evicted.spec.retire = true;
+        evicted.status.message =
+            "retiring: node n1 is being evicted; 2 healthy replicas elsewhere".into();
+        let changes = replica_changes(Some(&running), &evicted);
+        assert_eq!(changes.len(), 1, "{changes:?}");
+        assert_eq!(changes[0].0, "Evicted");
+        assert!(
+            changes[0].1.contains("node n1 is being evicted"),
+            "{}",
+            changes[0].1
+        );
+        assert!(replica_changes(Some(&evicted), &evicted).is_empty());
+        let mut fewer = running.clone();
+        fewer.spec.retire = true;
+        fewer.status.message = "retiring: the volume wants fewer replicas".into();
+        assert_eq!(
+            replica_changes(Some(&running), &fewer)[0].0,
+            "ReplicaRetiring"
+        );
         let mut failed = replica(ReplicaState::Failed);
         failed.status.message = "connection refused".into();
         let changes = replica_changes(Some(&running), &failed);

@@ -157,6 +157,13 @@ fn an_evicted_disk_hands_its_replicas_over_without_ever_losing_a_healthy_copy() 
         "replica directories are left on the evicted disk"
     );
 
+    let events = node.cli_ok(&["events", "--volume", VOLUME]);
+    assert_eq!(
+        events.matches("Evicted").count(),
+        2,
+        "one Evicted event per moved replica: {events}"
+    );
+
     // Empty now: the disk can be removed.
     node.cli_ok(&["node", "update", NODE, "--disk", &second_disk]);
 
