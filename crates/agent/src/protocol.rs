@@ -6,6 +6,7 @@
 use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
+use shorthorn_backup::Secret;
 
 use crate::node::EngineTuning;
 
@@ -156,7 +157,7 @@ pub struct CloneLaunch {
 /// them for a backup target object. Each field left out falls back to the environment
 /// (`AWS_ENDPOINT_URL`, `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`). `Debug` never
 /// shows the secret.
-#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TargetAccess {
     /// The S3 endpoint, e.g. `http://10.0.0.5:9000`.
@@ -169,21 +170,8 @@ pub struct TargetAccess {
     pub access_key_id: Option<String>,
     /// The secret access key.
     #[serde(default)]
-    #[schema(max_length = 1024)]
-    pub secret_access_key: Option<String>,
-}
-
-impl std::fmt::Debug for TargetAccess {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TargetAccess")
-            .field("endpoint", &self.endpoint)
-            .field("access_key_id", &self.access_key_id)
-            .field(
-                "secret_access_key",
-                &self.secret_access_key.as_ref().map(|_| "(hidden)"),
-            )
-            .finish()
-    }
+    #[schema(value_type = Option<String>, max_length = 1024)]
+    pub secret_access_key: Option<Secret>,
 }
 
 impl TargetAccess {
@@ -203,28 +191,37 @@ impl TargetAccess {
     /// The environment of a process that opens the target itself (a restore), for the
     /// fields set here.
     pub fn environment(&self) -> Vec<(&'static str, String)> {
-        [
-            ("AWS_ENDPOINT_URL", &self.endpoint),
-            ("AWS_ACCESS_KEY_ID", &self.access_key_id),
-            ("AWS_SECRET_ACCESS_KEY", &self.secret_access_key),
-        ]
-        .into_iter()
-        .filter_map(|(name, value)| value.clone().map(|value| (name, value)))
-        .collect()
+        self.fields()
+            .into_iter()
+            .filter_map(|(_, variable, value)| value.map(|value| (variable, value.to_string())))
+            .collect()
     }
 
     /// Each field is at most [`TargetAccess::MAX_FIELD`] bytes of printable text.
     pub fn validate(&self, field: &str) -> Result<(), crate::validate::FieldError> {
-        for (name, value) in [
-            ("endpoint", &self.endpoint),
-            ("access_key_id", &self.access_key_id),
-            ("secret_access_key", &self.secret_access_key),
-        ] {
+        for (name, _, value) in self.fields() {
             if let Some(value) = value {
                 crate::validate::text(format!("{field}{name}"), value, Self::MAX_FIELD)?;
             }
         }
         Ok(())
+    }
+
+    /// Each field: its name, the environment variable it stands in for, its value.
+    fn fields(&self) -> [(&'static str, &'static str, Option<&str>); 3] {
+        [
+            ("endpoint", "AWS_ENDPOINT_URL", self.endpoint.as_deref()),
+            (
+                "access_key_id",
+                "AWS_ACCESS_KEY_ID",
+                self.access_key_id.as_deref(),
+            ),
+            (
+                "secret_access_key",
+                "AWS_SECRET_ACCESS_KEY",
+                self.secret_access_key.as_ref().map(Secret::expose),
+            ),
+        ]
     }
 }
 

@@ -18,6 +18,7 @@ mod list;
 mod lock;
 mod replica_source;
 mod restore;
+mod secret;
 mod target;
 mod target_policy;
 
@@ -32,6 +33,7 @@ pub use list::{get_backup, list_backups, list_volumes};
 pub use lock::{LockGuard, LockKind, LockOptions, acquire, with_lock};
 pub use replica_source::ReplicaSource;
 pub use restore::{RESTORE_FILE, RestoreOptions, RestoreState, RestoreSummary, restore_backup};
+pub use secret::Secret;
 pub use target::{Target, TargetOptions};
 pub use target_policy::TargetPolicy;
 

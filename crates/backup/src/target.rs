@@ -18,6 +18,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::error::TargetError;
+use crate::secret::Secret;
 
 /// How to reach an S3 target when the URL and environment do not say it all.
 #[derive(Debug, Clone, Default)]
@@ -28,7 +29,7 @@ pub struct TargetOptions {
     /// Access key (default: `AWS_ACCESS_KEY_ID`).
     pub access_key_id: Option<String>,
     /// Secret key (default: `AWS_SECRET_ACCESS_KEY`).
-    pub secret_access_key: Option<String>,
+    pub secret_access_key: Option<Secret>,
     /// Create a `file://` target's directory when it is missing (taking a backup);
     /// otherwise a missing directory is an error, so a typo or an unmounted NFS mount
     /// point never reads as an empty store.
@@ -316,7 +317,7 @@ fn open_s3(url: &str, parsed: &url::Url, options: &TargetOptions) -> Result<Targ
         builder = builder.with_access_key_id(key);
     }
     if let Some(secret) = &options.secret_access_key {
-        builder = builder.with_secret_access_key(secret);
+        builder = builder.with_secret_access_key(secret.expose());
     }
     let (client, retry) = s3_client_options();
     let store = builder

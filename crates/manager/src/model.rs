@@ -477,21 +477,12 @@ pub struct BackupTargetSpec {
 /// A backup target's S3 credentials, stored apart from the target (kind
 /// [`crate::state::Kind::TargetCredentials`], which neither the API nor the watch
 /// sends). `Debug` never shows the secret.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TargetCredentials {
     /// The access key id.
     pub access_key_id: String,
     /// The secret access key.
-    pub secret_access_key: String,
-}
-
-impl std::fmt::Debug for TargetCredentials {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TargetCredentials")
-            .field("access_key_id", &self.access_key_id)
-            .field("secret_access_key", &"(hidden)")
-            .finish()
-    }
+    pub secret_access_key: shorthorn_backup::Secret,
 }
 
 /// What the leader last saw of a backup target.

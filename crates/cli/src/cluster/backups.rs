@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use clap::Subcommand;
 use reqwest::Method;
+use shorthorn_backup::Secret;
 use shorthorn_manager::api::{CreateBackup, SetBackupTarget};
 use shorthorn_manager::model::{Backup, BackupState, BackupTarget};
 
@@ -146,7 +147,7 @@ pub fn backup_target(api: &ApiArgs, command: BackupTargetCommand) -> anyhow::Res
 }
 
 /// The secret in `path` (`-`: standard input), without the line end a file has.
-fn read_secret(path: &Path) -> anyhow::Result<String> {
+fn read_secret(path: &Path) -> anyhow::Result<Secret> {
     let text = if path == Path::new("-") {
         std::io::read_to_string(std::io::stdin()).context("reading the secret from stdin")?
     } else {
@@ -157,7 +158,7 @@ fn read_secret(path: &Path) -> anyhow::Result<String> {
     if secret.is_empty() {
         bail!("{}: the secret is empty", path.display());
     }
-    Ok(secret.to_string())
+    Ok(Secret::from(secret))
 }
 
 /// `--label KEY=VALUE` arguments as a map.

@@ -12,7 +12,7 @@ use clap::{Args, Subcommand};
 use serde::Serialize;
 use shorthorn_backup::{
     BackupOptions, BackupRecord, BackupUrl, Compression, LockOptions, Progress, ReplicaSource,
-    RestoreOptions, Target, TargetOptions,
+    RestoreOptions, Secret, Target, TargetOptions,
 };
 
 use crate::daemon;
@@ -89,7 +89,7 @@ impl TargetArgs {
         TargetOptions {
             endpoint: self.s3_endpoint.clone(),
             access_key_id: self.access_key_id.clone(),
-            secret_access_key: self.secret_access_key.clone(),
+            secret_access_key: self.secret_access_key.clone().map(Secret::from),
             create_directory,
         }
     }

@@ -16,9 +16,11 @@ use crate::model::{
 use crate::state::{Kind, StateStoreExt};
 use crate::validate::{self, FieldError, Validate, schema};
 use shorthorn_agent::protocol::TargetAccess;
+use shorthorn_backup::Secret;
 
 /// A request to set a backup target.
-#[derive(Default, Serialize, Deserialize, ToSchema)]
+/// `Debug` never shows the secret.
+#[derive(Debug, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SetBackupTarget {
     /// `s3://bucket@region/path`, `file:///path` or `nfs://host:/path`.
@@ -43,7 +45,7 @@ pub struct SetBackupTarget {
     /// (the target shows `has_credentials`).
     #[serde(default)]
     #[schema(schema_with = secret_schema)]
-    pub secret_access_key: Option<String>,
+    pub secret_access_key: Option<Secret>,
     /// Forget the credentials the target holds (the managers' environment is used
     /// again).
     #[serde(default)]
@@ -52,23 +54,6 @@ pub struct SetBackupTarget {
 
 fn secret_schema() -> utoipa::openapi::Schema {
     schema::optional_text(TargetAccess::MAX_FIELD)
-}
-
-/// Never shows the secret.
-impl std::fmt::Debug for SetBackupTarget {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SetBackupTarget")
-            .field("url", &self.url)
-            .field("poll_interval", &self.poll_interval)
-            .field("endpoint", &self.endpoint)
-            .field("access_key_id", &self.access_key_id)
-            .field(
-                "secret_access_key",
-                &self.secret_access_key.as_ref().map(|_| "(hidden)"),
-            )
-            .field("forget_credentials", &self.forget_credentials)
-            .finish()
-    }
 }
 
 impl SetBackupTarget {
