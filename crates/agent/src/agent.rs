@@ -150,7 +150,8 @@ impl Agent {
     /// replica's fill task (see [`Agent::start_restore`]).
     pub async fn start_clone(&self, launch: &CloneLaunch) -> Result<(), AgentError> {
         let node = self.own_node()?;
-        let disk = check_clone_launch(launch, &node)?;
+        let nodes = self.records.nodes()?;
+        let disk = check_clone_launch(launch, &node, &nodes)?;
         let dir = replica_dir::prepare(&disk.path, &launch.replica, &launch.volume)?;
         let args: Vec<String> = [
             "clone",

@@ -64,23 +64,29 @@ pub fn check_engine_launch(
             launch.replicas.len()
         )));
     }
-    let addresses: Vec<IpAddr> = nodes
-        .iter()
-        .filter_map(|n| n.address.parse().ok())
-        .collect();
     for replica in &launch.replicas {
-        let address = parse_tcp_address(replica).ok_or_else(|| {
-            AgentError::Invalid(format!(
-                "engine {}: replica address {replica:?} is not tcp://IP:PORT",
-                launch.name
-            ))
-        })?;
-        if !addresses.contains(&address.ip()) || !PORT_RANGE.contains(&address.port()) {
-            return Err(AgentError::Invalid(format!(
-                "engine {}: replica address {replica} is not a node's address with a port in {PORT_RANGE:?}",
-                launch.name
-            )));
-        }
+        check_replica_address(&format!("engine {}", launch.name), replica, nodes)?;
+    }
+    Ok(())
+}
+
+/// A replica's data address, `tcp://IP:PORT`, on one of `nodes` with a port the agents
+/// give replicas; `who` says whose it is in the error.
+fn check_replica_address(who: &str, replica: &str, nodes: &[NodeFacts]) -> Result<(), AgentError> {
+    let address = parse_tcp_address(replica).ok_or_else(|| {
+        AgentError::Invalid(format!(
+            "{who}: replica address {replica:?} is not tcp://IP:PORT"
+        ))
+    })?;
+    let on_a_node = nodes.iter().any(|n| {
+        n.address
+            .parse::<IpAddr>()
+            .is_ok_and(|ip| ip == address.ip())
+    });
+    if !on_a_node || !PORT_RANGE.contains(&address.port()) {
+        return Err(AgentError::Invalid(format!(
+            "{who}: replica address {replica} is not a node's address with a port in {PORT_RANGE:?}"
+        )));
     }
     Ok(())
 }
@@ -115,26 +121,23 @@ pub fn check_restore_launch<'a>(
 }
 
 /// A clone is into a replica of its volume on one of this node's disks (returned), of a
-/// valid size, from a replica address (`tcp://IP:PORT`) and a snapshot by the name rule.
+/// valid size, from a replica on one of `nodes` (as an engine's replicas are) and a
+/// snapshot by the name rule.
 pub fn check_clone_launch<'a>(
     launch: &CloneLaunch,
     node: &'a NodeFacts,
+    nodes: &[NodeFacts],
 ) -> Result<&'a DiskSpec, AgentError> {
     check_replica_of(&launch.replica, &launch.volume)?;
     let invalid = |e: crate::validate::FieldError| AgentError::Invalid(e.to_string());
     crate::validate::size("size", launch.size).map_err(invalid)?;
     crate::validate::name("source_volume", &launch.source_volume).map_err(invalid)?;
     crate::validate::name("snapshot", &launch.snapshot).map_err(invalid)?;
-    let address = launch
-        .source
-        .strip_prefix("tcp://")
-        .and_then(|a| a.parse::<SocketAddr>().ok());
-    if address.is_none() {
-        return Err(AgentError::Invalid(format!(
-            "clone into replica {}: source {:?} is not a replica address (tcp://IP:PORT)",
-            launch.replica, launch.source
-        )));
-    }
+    check_replica_address(
+        &format!("clone into replica {}", launch.replica),
+        &launch.source,
+        nodes,
+    )?;
     find_disk(&launch.replica, &launch.disk, node)
 }
 
@@ -375,6 +378,47 @@ mod tests {
             &node,
             std::slice::from_ref(&node),
         ));
+    }
+
+    #[test]
+    fn a_clone_reads_a_replica_on_a_node_and_writes_one_of_its_own_volume() {
+        let node = node();
+        let launch = CloneLaunch {
+            replica: "vol-r-0123abcd".into(),
+            disk: "default".into(),
+            volume: "vol".into(),
+            size: 1 << 30,
+            source: "tcp://10.0.0.1:20000".into(),
+            source_volume: "src".into(),
+            snapshot: "s1".into(),
+        };
+        let nodes = std::slice::from_ref(&node);
+        assert_eq!(
+            check_clone_launch(&launch, &node, nodes).unwrap().name,
+            "default"
+        );
+        for (change, expected) in [
+            (
+                Box::new(|l: &mut CloneLaunch| l.source = "tcp://10.9.9.9:20000".into())
+                    as Box<dyn Fn(&mut CloneLaunch)>,
+                "not a node's address",
+            ),
+            (
+                Box::new(|l| l.source = "unix:///tmp/x".into()),
+                "not tcp://IP:PORT",
+            ),
+            (Box::new(|l| l.snapshot = "../s1".into()), "snapshot"),
+            (Box::new(|l| l.size = 4095), "size"),
+            (
+                Box::new(|l| l.volume = "other".into()),
+                "not a replica of volume",
+            ),
+        ] {
+            let mut bad = launch.clone();
+            change(&mut bad);
+            let message = invalid(check_clone_launch(&bad, &node, nodes));
+            assert!(message.contains(expected), "{expected}: {message}");
+        }
     }
 
     #[test]
