@@ -33,7 +33,7 @@ pub enum CloneError {
         /// The size asked for.
         size: u64,
     },
-    /// The directory holds another volume, or could not be created or written.
+    /// The directory could not be created, opened or written.
     #[error("replica directory {dir}")]
     Store {
         /// The directory.

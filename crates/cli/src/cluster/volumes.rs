@@ -206,12 +206,10 @@ pub fn volume(api: &ApiArgs, command: VolumeCommand) -> anyhow::Result<()> {
                 let size = match (size, source) {
                     (Some(size), _) => size,
                     (None, Some(source)) => {
-                        let detail: serde_json::Value = client
+                        let detail: VolumeDetail = client
                             .call(Method::GET, &format!("/v1/volumes/{source}"), None)
                             .await?;
-                        detail["spec"]["size"]
-                            .as_u64()
-                            .ok_or_else(|| anyhow::anyhow!("volume {source} has no size"))?
+                        detail.volume.spec.size
                     }
                     (None, None) => bail!("--size is required (except for a clone)"),
                 };

@@ -57,6 +57,12 @@ fn secret_schema() -> utoipa::openapi::Schema {
 }
 
 impl SetBackupTarget {
+    /// Whether the target is an S3 bucket (the only kind with an endpoint and
+    /// credentials).
+    fn is_s3(&self) -> bool {
+        self.url.starts_with("s3://")
+    }
+
     /// The credentials given, if any.
     fn credentials(&self) -> Option<TargetCredentials> {
         Some(TargetCredentials {
@@ -108,7 +114,7 @@ impl Validate for SetBackupTarget {
                 format!("is for S3 targets only, and {:?} is not one", self.url),
             )
         };
-        let s3 = self.url.starts_with("s3://");
+        let s3 = self.is_s3();
         match (&self.access_key_id, &self.secret_access_key) {
             (Some(_), None) => {
                 return Err(FieldError::new(
@@ -175,7 +181,7 @@ pub(super) async fn set_backup_target(
     // The credentials are written before the target that says it has them.
     if let Some(credentials) = request.credentials() {
         store.put(Kind::TargetCredentials, &name, &credentials)?;
-    } else if request.forget_credentials || !request.url.starts_with("s3://") {
+    } else if request.forget_credentials || !request.is_s3() {
         store.delete(Kind::TargetCredentials, &name)?;
     }
     let has_credentials = store

@@ -361,8 +361,8 @@ fn source_not_ready(
 
 /// Refuses a backup to restore a new volume from that this node may not open or cannot
 /// read, or whose volume size is not `size` (the restored replicas hold exactly the
-/// backup's size).
-/// The target is opened with the endpoint and credentials of its backup target object.
+/// backup's size). The target is opened with the endpoint and credentials of its backup
+/// target object.
 pub(super) async fn check_backup_size(
     state: &AppState,
     url: &str,
