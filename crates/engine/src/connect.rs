@@ -118,17 +118,56 @@ async fn connect_replica(
     Ok(RemoteReplica::new(client, control))
 }
 
-/// The replica's unix socket, if it advertises one and sits on this host.
+/// The replica's unix socket, if it advertises one and sits on this host: its TCP
+/// address is loopback or one of this host's own (in this network namespace, so a
+/// replica in another namespace, whose socket file the engine could also see, is still
+/// reached over the network, links and their cuts included).
 fn local_socket(addr: &ReplicaAddr, advertised: &[String]) -> Option<ReplicaAddr> {
     let ReplicaAddr::Tcp { host, .. } = addr else {
         return None;
     };
-    let loopback = host == "localhost" || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback());
-    if !loopback {
+    let local = host == "localhost"
+        || host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<IpAddr>()
+            .is_ok_and(is_own_address);
+    if !local {
         return None;
     }
     advertised
         .iter()
         .filter_map(|a| a.parse::<ReplicaAddr>().ok())
         .find(|a| matches!(a, ReplicaAddr::Unix(path) if path.exists()))
+}
+
+/// Whether `ip` is an address of this host: loopback, or one a socket can bind to here
+/// (binding an address no interface of this namespace holds fails).
+fn is_own_address(ip: IpAddr) -> bool {
+    ip.is_loopback() || std::net::TcpListener::bind((ip, 0)).is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_unix_socket_is_used_only_for_a_replica_on_this_host() {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("data.sock");
+        let _listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+        let advertised = [
+            "tcp://192.0.2.7:9502".to_string(),
+            format!("unix://{}", socket.display()),
+        ];
+        let unix = ReplicaAddr::unix(socket.clone());
+        let loopback: ReplicaAddr = "tcp://127.0.0.1:9502".parse().unwrap();
+        assert_eq!(local_socket(&loopback, &advertised), Some(unix));
+        // 192.0.2.0/24 (TEST-NET-1) is no interface's here: over the network.
+        let remote: ReplicaAddr = "tcp://192.0.2.7:9502".parse().unwrap();
+        assert_eq!(local_socket(&remote, &advertised), None);
+        // A socket that is gone (another host's path): over the network.
+        let gone = [format!("unix://{}", dir.path().join("gone.sock").display())];
+        assert_eq!(local_socket(&loopback, &gone), None);
+    }
 }

@@ -63,6 +63,7 @@ impl EngineControlService {
                     copied_bytes: r.copied_bytes,
                 }),
                 write_latency_us: status.write_latency_us,
+                data_path: device.data_address().to_string(),
             });
         }
         out

@@ -7,7 +7,7 @@ use bytes::Bytes;
 use shorthorn_block::{BlockDevice, BlockResult, Extent, WriteFlags, ZeroMode};
 use shorthorn_proto::v1 as pb;
 use shorthorn_proto::v1::replica_control_client::ReplicaControlClient;
-use shorthorn_wire::WireClient;
+use shorthorn_wire::{ReplicaAddr, WireClient};
 use tonic::transport::Channel;
 use tonic::{Code, Status};
 
@@ -24,6 +24,11 @@ impl RemoteReplica {
     /// Joins a connected data path and control client of the same replica.
     pub fn new(data: WireClient, control: ReplicaControlClient<Channel>) -> Self {
         RemoteReplica { data, control }
+    }
+
+    /// Where its data path is connected: its unix socket when it is on this host.
+    pub fn data_address(&self) -> &ReplicaAddr {
+        self.data.addr()
     }
 
     fn control(&self) -> ReplicaControlClient<Channel> {

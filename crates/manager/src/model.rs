@@ -33,6 +33,19 @@ pub enum Robustness {
     Faulted,
 }
 
+/// Whether a volume keeps a replica on the node where its engine runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum DataLocality {
+    /// Replicas stay where the scheduler put them.
+    #[default]
+    Disabled,
+    /// While attached, one replica is on the engine's node when that node can take one
+    /// (its data then goes over the replica's unix socket, not the network): attached
+    /// elsewhere, a replica is built there and then one elsewhere removed.
+    BestEffort,
+}
+
 /// Where a volume is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema, Default)]
 #[serde(rename_all = "lowercase")]
@@ -85,6 +98,9 @@ pub struct VolumeSpec {
     /// `status.salvages`.
     #[serde(default)]
     pub salvage_requests: u64,
+    /// Whether a replica follows the engine's node.
+    #[serde(default)]
+    pub data_locality: DataLocality,
 }
 
 /// What the manager observes of a volume.
@@ -161,6 +177,10 @@ pub struct EngineReplicaStatus {
     pub rebuild: Option<String>,
     /// Why the engine failed it, or why adding it failed.
     pub error: String,
+    /// Where the engine's data path to it goes: `unix:///…/data.sock` for a replica on
+    /// the engine's node (reached over its unix socket), else its TCP address.
+    #[serde(default)]
+    pub data_path: String,
 }
 
 /// What the manager observes of an engine.
@@ -260,6 +280,10 @@ pub struct ReplicaStatus {
     pub mode: Option<String>,
     /// Rebuild progress while it is rebuilt.
     pub rebuild: Option<String>,
+    /// While attached, where the engine's data path to it goes: `unix:///…/data.sock`
+    /// on the engine's node (no network in between), else its TCP address.
+    #[serde(default)]
+    pub data_path: Option<String>,
     /// Why it failed.
     pub message: String,
     /// When it failed (RFC 3339), to time its replacement.
@@ -597,6 +621,9 @@ pub struct Settings {
     /// How engines treat slow replicas; engines started after a change use it.
     #[serde(flatten)]
     pub engine: EngineTuning,
+    /// Data locality of new volumes that do not choose one.
+    #[serde(default)]
+    pub default_data_locality: DataLocality,
 }
 
 impl Default for Settings {
@@ -608,6 +635,7 @@ impl Default for Settings {
             default_replica_count: 3,
             auto_salvage: true,
             engine: EngineTuning::default(),
+            default_data_locality: DataLocality::Disabled,
         }
     }
 }

@@ -5,9 +5,10 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use clap::Subcommand;
 use shorthorn_manager::api::{
-    AttachVolume, CreateVolume, ExpandVolume, SetReplicaCount, VolumeDetail, VolumeJobs,
+    AttachVolume, CreateVolume, ExpandVolume, SetDataLocality, SetReplicaCount, VolumeDetail,
+    VolumeJobs,
 };
-use shorthorn_manager::model::Volume;
+use shorthorn_manager::model::{DataLocality, Volume};
 
 use super::api_client::{ApiArgs, Client};
 use crate::daemon;
@@ -55,6 +56,11 @@ pub enum VolumeCommand {
         /// first, then copied as for --from-snapshot).
         #[arg(long, value_name = "VOLUME")]
         from_volume: Option<String>,
+        /// best-effort: while attached, keep a replica on the engine's node (reached
+        /// over its unix socket); disabled: replicas stay where they were placed
+        /// [default: the default_data_locality setting].
+        #[arg(long, value_name = "MODE", value_parser = parse_locality)]
+        data_locality: Option<DataLocality>,
     },
     /// Set which recurring jobs run for a volume (replaces the lists; none: no jobs).
     Jobs {
@@ -104,15 +110,21 @@ pub enum VolumeCommand {
         #[arg(value_parser = parse_size)]
         size: u64,
     },
-    /// Change how many replicas a volume keeps: more are placed and rebuilt while it
-    /// serves; with fewer, the least useful go first (not running, rebuilding, sharing a
-    /// node). Refused at once when the new replicas cannot be placed.
+    /// Change how many replicas a volume keeps (more are placed and rebuilt while it
+    /// serves; with fewer, the least useful go first: not running, rebuilding, sharing a
+    /// node; refused at once when the new replicas cannot be placed), or its data
+    /// locality.
+    #[command(group = clap::ArgGroup::new("change").required(true).multiple(true))]
     Update {
         /// The volume.
         name: String,
         /// The replica count (1 to 16).
-        #[arg(long)]
-        replicas: usize,
+        #[arg(long, group = "change")]
+        replicas: Option<usize>,
+        /// best-effort: while attached, keep a replica on the engine's node (built
+        /// there, then one elsewhere removed); disabled: leave replicas where they are.
+        #[arg(long, value_name = "MODE", value_parser = parse_locality, group = "change")]
+        data_locality: Option<DataLocality>,
     },
     /// Remove one replica of a volume (it leaves the engine, then its process and data
     /// go); a new one is placed and rebuilt in its place. Not the last running one.
@@ -191,6 +203,7 @@ pub fn volume(api: &ApiArgs, command: VolumeCommand) -> anyhow::Result<()> {
                 from_backup,
                 from_snapshot,
                 from_volume,
+                data_locality,
             } => {
                 let snapshot_source = match from_snapshot.as_deref() {
                     Some(text) => Some(
@@ -224,6 +237,7 @@ pub fn volume(api: &ApiArgs, command: VolumeCommand) -> anyhow::Result<()> {
                     from_backup,
                     from_snapshot,
                     from_volume,
+                    data_locality,
                 })?;
                 let volume: Volume = client.call(Method::POST, "/v1/volumes", Some(body)).await?;
                 line(format_args!(
@@ -349,16 +363,37 @@ pub fn volume(api: &ApiArgs, command: VolumeCommand) -> anyhow::Result<()> {
             VolumeCommand::BackupRm { backup, wait } => {
                 super::backups::remove(&client, &backup, wait).await
             }
-            VolumeCommand::Update { name, replicas } => {
-                let body = serde_json::to_value(SetReplicaCount { replicas })?;
-                let volume: Volume = client
-                    .call(
-                        Method::POST,
-                        &format!("/v1/volumes/{name}/replica-count"),
-                        Some(body),
-                    )
-                    .await?;
-                line(format_args!("{name}: {} replicas", volume.spec.replicas))
+            VolumeCommand::Update {
+                name,
+                replicas,
+                data_locality,
+            } => {
+                if let Some(replicas) = replicas {
+                    let body = serde_json::to_value(SetReplicaCount { replicas })?;
+                    let volume: Volume = client
+                        .call(
+                            Method::POST,
+                            &format!("/v1/volumes/{name}/replica-count"),
+                            Some(body),
+                        )
+                        .await?;
+                    line(format_args!("{name}: {} replicas", volume.spec.replicas))?;
+                }
+                if let Some(data_locality) = data_locality {
+                    let body = serde_json::to_value(SetDataLocality { data_locality })?;
+                    let volume: Volume = client
+                        .call(
+                            Method::POST,
+                            &format!("/v1/volumes/{name}/data-locality"),
+                            Some(body),
+                        )
+                        .await?;
+                    line(format_args!(
+                        "{name}: data locality {}",
+                        json_name(&volume.spec.data_locality)
+                    ))?;
+                }
+                Ok(())
             }
             VolumeCommand::ReplicaRm { name, replica } => {
                 let _: serde_json::Value = client
@@ -419,16 +454,26 @@ fn print_volume(detail: &VolumeDetail) -> anyhow::Result<()> {
     if !v.status.message.is_empty() {
         line(format_args!("message:     {}", v.status.message))?;
     }
+    line(format_args!(
+        "locality:    {}",
+        json_name(&v.spec.data_locality)
+    ))?;
     line(format_args!("replicas:    {} wanted", v.spec.replicas))?;
     for r in &detail.replicas {
+        let unix = r
+            .status
+            .data_path
+            .as_deref()
+            .is_some_and(|path| path.starts_with("unix://"));
         line(format_args!(
-            "  {:<28} {:<8} {:<4} {}:{} port {}{}{}",
+            "  {:<28} {:<8} {:<4} {}:{} port {}{}{}{}",
             r.name,
             json_name(&r.status.state),
             r.status.mode.as_deref().unwrap_or("-"),
             r.spec.node,
             r.spec.disk,
             r.spec.port,
+            if unix { " (unix socket)" } else { "" },
             r.status
                 .rebuild
                 .as_deref()
@@ -442,4 +487,10 @@ fn print_volume(detail: &VolumeDetail) -> anyhow::Result<()> {
         ))?;
     }
     Ok(())
+}
+
+/// A data locality mode as the API names it.
+fn parse_locality(text: &str) -> Result<DataLocality, String> {
+    serde_json::from_value(serde_json::Value::String(text.to_string()))
+        .map_err(|_| format!("{text:?}: expected best-effort or disabled"))
 }

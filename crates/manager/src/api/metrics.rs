@@ -120,6 +120,7 @@ mod tests {
                 from_backup: None,
                 from_snapshot: None,
                 salvage_requests: 0,
+                data_locality: crate::model::DataLocality::Disabled,
             },
             status: VolumeStatus::default(),
         }

@@ -21,10 +21,11 @@ use utoipa::OpenApi;
 
 use crate::model::{
     Backup, BackupSpec, BackupState, BackupStatus, BackupTarget, BackupTargetSpec,
-    BackupTargetStatus, DiskSpec, DiskStatus, Engine, EngineReplicaStatus, EngineSpec, EngineState,
-    EngineStatus, EngineTuning, Event, JobTask, Node, NodeSpec, NodeStatus, RecurringJob,
-    RecurringJobSpec, RecurringJobStatus, Replica, ReplicaSpec, ReplicaState, ReplicaStatus,
-    Robustness, Settings, Volume, VolumeSpec, VolumeState, VolumeStatus,
+    BackupTargetStatus, DataLocality, DiskSpec, DiskStatus, Engine, EngineReplicaStatus,
+    EngineSpec, EngineState, EngineStatus, EngineTuning, Event, JobTask, Node, NodeSpec,
+    NodeStatus, RecurringJob, RecurringJobSpec, RecurringJobStatus, Replica, ReplicaSpec,
+    ReplicaState, ReplicaStatus, Robustness, Settings, Volume, VolumeSpec, VolumeState,
+    VolumeStatus,
 };
 use crate::reconcile::Manager;
 use crate::scheduler::SchedulingSettings;
@@ -51,7 +52,8 @@ pub use nodes::UpdateNode;
 pub use settings::SetSetting;
 pub use snapshots::{CreateSnapshot, Snapshot};
 pub use volumes::{
-    AttachVolume, CreateVolume, ExpandVolume, SetReplicaCount, VolumeDetail, VolumeJobs,
+    AttachVolume, CreateVolume, ExpandVolume, SetDataLocality, SetReplicaCount, VolumeDetail,
+    VolumeJobs,
 };
 pub use watch::WatchMessage;
 
@@ -68,7 +70,7 @@ pub const OPENAPI_PATH: &str = "/v1/openapi.json";
         engines::list_replicas, backups::list_backup_targets, backups::set_backup_target, backups::delete_backup_target,
         backups::list_backups, backups::create_backup, backups::get_backup, backups::delete_backup, cluster::cluster_info,
         snapshots::list_snapshots, snapshots::create_snapshot, snapshots::get_snapshot, snapshots::delete_snapshot,
-        snapshots::revert_snapshot, snapshots::purge_snapshots, volumes::set_replica_count,
+        snapshots::revert_snapshot, snapshots::purge_snapshots, volumes::set_replica_count, volumes::set_data_locality,
         volumes::remove_volume_replica, volumes::salvage_volume, events::list_events, watch::watch
     ),
     components(schemas(
@@ -78,7 +80,7 @@ pub const OPENAPI_PATH: &str = "/v1/openapi.json";
         SchedulingSettings, VolumeJobs, ExpandVolume, UpdateNode, CreateJob, RecurringJob, RecurringJobSpec,
         RecurringJobStatus, JobTask, Engine, EngineSpec, EngineStatus, EngineState,
         EngineReplicaStatus, BackupTarget, BackupTargetSpec, BackupTargetStatus, Backup,
-        BackupSpec, BackupStatus, BackupState, SetBackupTarget, CreateBackup, ClusterInfo, Snapshot, CreateSnapshot, SetReplicaCount, Event, WatchMessage
+        BackupSpec, BackupStatus, BackupState, SetBackupTarget, CreateBackup, ClusterInfo, Snapshot, CreateSnapshot, SetReplicaCount, SetDataLocality, DataLocality, Event, WatchMessage
     )),
     modifiers(&BearerAuth),
     security(("bearer" = []))
@@ -126,6 +128,10 @@ pub fn router(manager: Arc<Manager>, user_token: &str, node_token: &str) -> Rout
         .route(
             "/v1/volumes/{name}/replicas/{replica}",
             axum::routing::delete(volumes::remove_volume_replica),
+        )
+        .route(
+            "/v1/volumes/{name}/data-locality",
+            post(volumes::set_data_locality),
         )
         .route("/v1/volumes/{name}/salvage", post(volumes::salvage_volume))
         .route(

@@ -9,7 +9,8 @@ use utoipa::ToSchema;
 
 use super::{ApiError, ApiResult, AppState, ErrorBody, JsonObject};
 use crate::model::{
-    Engine, Node, RecurringJob, Replica, Robustness, SnapshotRef, Volume, VolumeSpec, VolumeStatus,
+    DataLocality, Engine, Node, RecurringJob, Replica, Robustness, SnapshotRef, Volume, VolumeSpec,
+    VolumeStatus,
 };
 use crate::reconcile::SnapshotChange;
 use crate::state::{Kind, StateStoreExt};
@@ -61,6 +62,10 @@ pub struct CreateVolume {
     #[serde(default)]
     #[schema(schema_with = schema::optional_name)]
     pub from_volume: Option<String>,
+    /// Whether a replica follows the engine's node [default: the `default_data_locality`
+    /// setting].
+    #[serde(default)]
+    pub data_locality: Option<DataLocality>,
 }
 
 impl CreateVolume {
@@ -117,6 +122,22 @@ pub struct SetReplicaCount {
 impl Validate for SetReplicaCount {
     fn validate(&self) -> Result<(), FieldError> {
         validate::range("replicas", self.replicas, 1..=validate::MAX_REPLICAS)
+    }
+}
+
+/// A request to change a volume's data locality.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SetDataLocality {
+    /// `best-effort`: while attached, a replica is kept on the engine's node (built
+    /// there, then one elsewhere removed); `disabled`: replicas stay where they are.
+    pub data_locality: DataLocality,
+}
+
+impl Validate for SetDataLocality {
+    /// Any of the enum's values will do; serde refuses the rest.
+    fn validate(&self) -> Result<(), FieldError> {
+        Ok(())
     }
 }
 
@@ -246,6 +267,9 @@ pub(super) async fn create_volume(
             from_backup: request.from_backup,
             from_snapshot,
             salvage_requests: 0,
+            data_locality: request
+                .data_locality
+                .unwrap_or(settings.default_data_locality),
         },
         status: VolumeStatus::default(),
     };
@@ -595,6 +619,26 @@ pub(super) async fn set_replica_count(
         .manager
         .update_volume(&name, |volume| {
             volume.spec.replicas = body.replicas;
+            Ok(())
+        })
+        .await?;
+    Ok(Json(volume))
+}
+
+#[utoipa::path(post, path = "/v1/volumes/{name}/data-locality", params(("name" = String, Path)),
+    request_body = SetDataLocality, responses(
+    (status = 200, body = Volume), (status = 400, body = ErrorBody),
+    (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub(super) async fn set_data_locality(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    JsonObject(body): JsonObject<SetDataLocality>,
+) -> ApiResult<Volume> {
+    exists(&state, &name)?;
+    let volume = state
+        .manager
+        .update_volume(&name, |volume| {
+            volume.spec.data_locality = body.data_locality;
             Ok(())
         })
         .await?;

@@ -209,6 +209,7 @@ impl Manager {
                             format!("{} {}/{} bytes", p.phase, p.done_bytes, p.total_bytes)
                         }),
                         error: replica.error.clone(),
+                        data_path: replica.data_path.clone(),
                     };
                     (replica.address.clone(), status)
                 })
@@ -283,6 +284,7 @@ impl Manager {
                 if engine.spec.node.is_none() {
                     replica.status.mode = None;
                     replica.status.rebuild = None;
+                    replica.status.data_path = None;
                 }
                 continue;
             }
@@ -290,6 +292,9 @@ impl Manager {
             let mode = in_engine.map(|s| s.mode.as_str());
             replica.status.mode = mode.map(str::to_string);
             replica.status.rebuild = in_engine.and_then(|s| s.rebuild.clone());
+            replica.status.data_path = in_engine
+                .map(|s| s.data_path.clone())
+                .filter(|path| !path.is_empty());
             if !replica.spec.desire_running {
                 continue;
             }

@@ -36,6 +36,7 @@ mod engine;
 mod events;
 mod eviction;
 mod expansion;
+mod locality;
 mod nodes;
 mod replicas;
 mod snapshots;
@@ -45,6 +46,7 @@ mod tests;
 
 use eviction::Evictions;
 pub use expansion::ExpandError;
+use locality::{Locality, locality};
 pub(crate) use nodes::node_is_ready;
 use replicas::retire_excess;
 pub use snapshots::{SnapshotChange, SnapshotError};
@@ -303,8 +305,16 @@ impl Manager {
             .iter()
             .filter(|r| r.spec.desire_running && evictions.keeps(r))
             .count();
-        if usable > volume.spec.replicas {
-            retire_excess(&mut replicas, usable - volume.spec.replicas, evictions);
+        let locality = locality(&volume, &replicas, evictions);
+        // While a replica is built on the engine's node, the one it is to replace keeps
+        // serving; once it is in sync, it is never the one that retires.
+        if usable > volume.spec.replicas && locality != Locality::Building {
+            retire_excess(
+                &mut replicas,
+                usable - volume.spec.replicas,
+                evictions,
+                locality.local_replica(),
+            );
         }
         let usable = usable.min(volume.spec.replicas);
         let mut message = String::new();
@@ -312,10 +322,24 @@ impl Manager {
         // REPLACEMENT_BACKOFF, so a replica that cannot start is not replaced in a loop.
         let replacing = !replicas.is_empty();
         let backing_off = replacing && self.replaced_recently(&volume.name);
-        if usable < volume.spec.replicas && backing_off {
-            message = "waiting before replacing a failed replica again".into();
-        } else if usable < volume.spec.replicas {
-            if replacing {
+        // What to place: replacements, or else the replica locality wants on the
+        // engine's node (one more than wanted, until it is in sync).
+        let (count, only) = match &locality {
+            _ if usable < volume.spec.replicas => (volume.spec.replicas - usable, None),
+            Locality::Missing(node) => (1, Some(node.as_str())),
+            Locality::Satisfied { .. } | Locality::Building => (0, None),
+        };
+        if count > 0 && backing_off {
+            message = match only {
+                Some(node) => {
+                    format!("data locality: waiting before building a replica on node {node} again")
+                }
+                None => "waiting before replacing a failed replica again".into(),
+            };
+        } else if count > 0 {
+            // A locality replica that cannot be placed is tried again each pass (only
+            // the message changes); one that was placed counts as a replacement.
+            if replacing && only.is_none() {
                 self.note_replacement(&volume.name);
             }
             // Replicas that must move do not hold their place (a disk eviction may
@@ -325,15 +349,26 @@ impl Manager {
                 .filter(|r| evictions.keeps(r))
                 .cloned()
                 .collect();
-            match self.schedule_replicas(&volume, &staying, volume.spec.replicas - usable) {
+            match self.schedule_replicas(&volume, &staying, count, only) {
                 Ok(new) => {
                     for mut replica in new {
+                        if only.is_some() {
+                            self.note_replacement(&volume.name);
+                            tracing::info!(volume = %volume.name, replica = %replica.name, node = %replica.spec.node, "data locality: building a replica on the engine's node");
+                        }
                         self.reconcile_replica_process(&volume, &mut replica, settings)
                             .await?;
                         replicas.push(replica);
                     }
                 }
-                Err(e) => message = format!("{e:#}"),
+                Err(e) => match only {
+                    Some(node) => {
+                        message = format!(
+                            "data locality: no replica can be built on node {node}, where the volume is attached; its replicas stay where they are: {e:#}"
+                        );
+                    }
+                    None => message = format!("{e:#}"),
+                },
             }
         }
         // 3. Engine: the volume says where it runs and which replicas it holds; the

@@ -243,16 +243,22 @@ impl Manager {
         source.map(|r| self.replica_address(r)).transpose()
     }
 
-    /// Where `count` new replicas of `volume` would go beside `existing`, with the
-    /// nodes they were chosen from; nothing is stored.
+    /// Where `count` new replicas of `volume` would go beside `existing` (only on node
+    /// `only`, when given), with the nodes they were chosen from; nothing is stored.
     fn place(
         &self,
         volume: &Volume,
         existing: &[Replica],
         count: usize,
+        only: Option<&str>,
     ) -> anyhow::Result<(Vec<Node>, Placed)> {
         let nodes: Vec<Node> = self.state.list(Kind::Node)?;
-        let chosen = self.place_among(&nodes, volume, existing, count)?;
+        let nodes_given: Vec<Node> = nodes
+            .iter()
+            .filter(|n| only.is_none_or(|only| n.name == only))
+            .cloned()
+            .collect();
+        let chosen = self.place_among(&nodes_given, volume, existing, count)?;
         Ok((nodes, chosen))
     }
 
@@ -356,7 +362,7 @@ impl Manager {
         if missing == 0 {
             return Ok(None);
         }
-        let (_, chosen) = self.place(volume, &replicas, missing)?;
+        let (_, chosen) = self.place(volume, &replicas, missing, None)?;
         let Err(error) = chosen else {
             return Ok(None);
         };
@@ -367,14 +373,16 @@ impl Manager {
         )))
     }
 
-    /// Places `count` new replicas of `volume` and stores them (pending).
+    /// Places `count` new replicas of `volume` (only on node `only`, when given) and
+    /// stores them (pending).
     pub(super) fn schedule_replicas(
         &self,
         volume: &Volume,
         existing: &[Replica],
         count: usize,
+        only: Option<&str>,
     ) -> anyhow::Result<Vec<Replica>> {
-        let (nodes, chosen) = self.place(volume, existing, count)?;
+        let (nodes, chosen) = self.place(volume, existing, count, only)?;
         let chosen = chosen?;
         let mut used = self.ports_in_use()?;
         let mut created = Vec::new();
@@ -510,8 +518,14 @@ impl Manager {
 /// Marks the `count` least useful wanted replicas to retire: first those not running,
 /// then those rebuilding, then those sharing a node with another replica of the
 /// volume; by name among equals, so every pass picks the same. Replicas being evicted
-/// are not among them: they retire by [`Evictions::retire_moved`].
-pub(super) fn retire_excess(replicas: &mut [Replica], count: usize, evictions: &Evictions) {
+/// are not among them: they retire by [`Evictions::retire_moved`]; nor is `local`, the
+/// replica data locality keeps on the engine's node.
+pub(super) fn retire_excess(
+    replicas: &mut [Replica],
+    count: usize,
+    evictions: &Evictions,
+    local: Option<&str>,
+) {
     let mut per_node: HashMap<String, usize> = HashMap::new();
     for replica in replicas.iter().filter(|r| r.spec.desire_running) {
         *per_node.entry(replica.spec.node.clone()).or_default() += 1;
@@ -519,6 +533,7 @@ pub(super) fn retire_excess(replicas: &mut [Replica], count: usize, evictions: &
     let mut ranked: Vec<(u8, bool, String)> = replicas
         .iter()
         .filter(|r| r.spec.desire_running && evictions.keeps(r))
+        .filter(|r| local != Some(r.name.as_str()))
         .map(|r| {
             let state = match r.status.state {
                 ReplicaState::Running => 0,

@@ -245,6 +245,7 @@ impl Cluster {
                 from_backup: None,
                 from_snapshot: None,
                 salvage_requests: 0,
+                data_locality: crate::model::DataLocality::Disabled,
             },
             status: VolumeStatus::default(),
         };
@@ -697,4 +698,95 @@ async fn a_clone_fills_each_first_replica_from_a_running_replica_of_its_source()
             1
         );
     }
+}
+
+#[tokio::test]
+async fn best_effort_locality_builds_a_replica_on_the_engine_s_node_then_retires_another() {
+    let cluster = Cluster::new(3);
+    cluster.create_volume("v", 2, None);
+    cluster.pass().await;
+    let first = cluster.replicas();
+    let elsewhere: Vec<&str> = first.iter().map(|r| r.spec.node.as_str()).collect();
+    let free = ["n1", "n2", "n3"]
+        .into_iter()
+        .find(|n| !elsewhere.contains(n))
+        .unwrap();
+    cluster
+        .state
+        .update::<Volume>(Kind::Volume, "v", |v| {
+            v.spec.attached_node = Some(free.to_string());
+            v.spec.data_locality = crate::model::DataLocality::BestEffort;
+            Ok(())
+        })
+        .unwrap();
+    cluster.pass().await;
+    let replicas = cluster.replicas();
+    assert_eq!(replicas.len(), 3, "one more, on the engine's node");
+    let local = replicas
+        .iter()
+        .find(|r| r.spec.node == free)
+        .expect("a replica on the engine's node");
+    assert_eq!(local.status.state, ReplicaState::Rebuilding);
+    assert!(
+        replicas.iter().all(|r| r.spec.desire_running),
+        "none retires before the local replica is in sync: {replicas:?}"
+    );
+    cluster.pass().await;
+    assert_eq!(cluster.replicas().len(), 3, "nothing more is placed");
+    // The engine reports it in sync.
+    let local = local.name.clone();
+    cluster
+        .state
+        .update::<Replica>(Kind::Replica, &local, |r| {
+            r.status.state = ReplicaState::Running;
+            Ok(())
+        })
+        .unwrap();
+    cluster.pass().await;
+    let wanted: Vec<Replica> = cluster
+        .replicas()
+        .into_iter()
+        .filter(|r| r.spec.desire_running)
+        .collect();
+    assert_eq!(wanted.len(), 2, "back to the replica count: {wanted:?}");
+    assert!(
+        wanted.iter().any(|r| r.name == local),
+        "the local replica stays"
+    );
+    let retired: Vec<Replica> = cluster
+        .replicas()
+        .into_iter()
+        .filter(|r| r.spec.retire)
+        .collect();
+    assert_eq!(retired.len(), 1, "one of the others retires");
+    assert_ne!(retired[0].spec.node, free);
+}
+
+#[tokio::test]
+async fn best_effort_locality_on_a_node_that_cannot_take_a_replica_moves_nothing() {
+    let cluster = Cluster::new(4);
+    cluster
+        .state
+        .update::<Node>(Kind::Node, "n4", |n| {
+            n.spec.allow_scheduling = false;
+            Ok(())
+        })
+        .unwrap();
+    cluster.create_volume("v", 3, None);
+    cluster.pass().await;
+    cluster
+        .state
+        .update::<Volume>(Kind::Volume, "v", |v| {
+            v.spec.attached_node = Some("n4".into());
+            v.spec.data_locality = crate::model::DataLocality::BestEffort;
+            Ok(())
+        })
+        .unwrap();
+    for _ in 0..3 {
+        cluster.pass().await;
+    }
+    let replicas = cluster.replicas();
+    assert_eq!(replicas.len(), 3, "{replicas:?}");
+    assert!(replicas.iter().all(|r| r.spec.desire_running));
+    assert!(replicas.iter().all(|r| r.spec.node != "n4"));
 }

@@ -35,13 +35,13 @@ use crate::common::{BIN, Outcome, path_str, run_command};
 use crate::netns::{Namespaces, ip, kill_namespace_pids};
 use tempfile::TempDir;
 
-const NODES: usize = 4;
-const VOLUME: &str = "mvol";
+pub(super) const NODES: usize = 4;
+pub(super) const VOLUME: &str = "mvol";
 const ETCD: &str = "http://10.78.1.1:2379";
 static CLUSTERS: AtomicUsize = AtomicUsize::new(0);
 
 /// The hub and node namespaces, etcd, and one `shorthorn up` per node.
-struct Cluster {
+pub(super) struct Cluster {
     hub: String,
     nodes: Vec<String>,
     dir: TempDir,
@@ -53,13 +53,13 @@ struct Cluster {
     namespaces: Namespaces,
 }
 
-fn address(node: usize) -> String {
+pub(super) fn address(node: usize) -> String {
     format!("10.78.{node}.2")
 }
 
 impl Cluster {
     /// Starts etcd and every node; those in `agents` run only the agent.
-    fn start(agents: &[usize]) -> Cluster {
+    pub(super) fn start(agents: &[usize]) -> Cluster {
         let tag = format!(
             "sh{}m{}",
             std::process::id(),
@@ -212,7 +212,7 @@ impl Cluster {
         std::fs::read_to_string(self.dir.path().join(name)).unwrap_or_default()
     }
 
-    fn logs(&self) -> String {
+    pub(super) fn logs(&self) -> String {
         (1..=NODES)
             .map(|i| {
                 format!(
@@ -233,17 +233,17 @@ impl Cluster {
         run_command(command, Duration::from_secs(180))
     }
 
-    fn cli_ok(&self, via: usize, args: &[&str]) -> String {
+    pub(super) fn cli_ok(&self, via: usize, args: &[&str]) -> String {
         let outcome = self.cli(via, args);
         assert!(outcome.success(), "{args:?}: {outcome:?}\n{}", self.logs());
         outcome.stdout
     }
 
-    fn volume(&self, via: usize) -> serde_json::Value {
+    pub(super) fn volume(&self, via: usize) -> serde_json::Value {
         serde_json::from_str(&self.cli_ok(via, &["volume", "get", VOLUME, "--json"])).unwrap()
     }
 
-    fn wait_for(
+    pub(super) fn wait_for(
         &self,
         via: usize,
         what: &str,
@@ -266,7 +266,7 @@ impl Cluster {
     }
 
     /// `qemu-io` from the hub; every command must succeed.
-    fn qemu_io(&self, uri: &str, commands: &[&str]) {
+    pub(super) fn qemu_io(&self, uri: &str, commands: &[&str]) {
         let mut args = vec!["-f", "raw", uri];
         for command in commands {
             args.extend(["-c", command]);
@@ -299,7 +299,7 @@ impl Drop for Cluster {
     }
 }
 
-fn tail(text: &str, lines: usize) -> String {
+pub(super) fn tail(text: &str, lines: usize) -> String {
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
 }

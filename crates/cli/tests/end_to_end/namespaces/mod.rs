@@ -4,6 +4,7 @@
 
 mod engine_crash_recovery;
 mod engine_stale_open;
+mod manager_data_locality;
 mod manager_multi_node;
 mod rebuild_link_cut;
 mod rebuild_replica_killed;

@@ -629,6 +629,7 @@ fn bad_requests_get_4xx_with_a_message_and_change_nothing() {
                 "[1]",
                 "18446744073709551616",
             ],
+            Kind::Mode(_) => &[r#""no-such-mode""#, r#""""#, "1", "true", "null", "[]"],
         };
         for value in wrong {
             cases.push(case(

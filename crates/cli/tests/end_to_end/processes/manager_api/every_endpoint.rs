@@ -43,6 +43,9 @@ fn valid_body(template: &str, method: &str) -> Option<Value> {
         ("/v1/settings/{name}", "put") => Some(json!({"value": false})),
         ("/v1/volumes/{name}/expand", "post") => Some(json!({"size": SIZE * 2})),
         ("/v1/volumes/{name}/replica-count", "post") => Some(json!({"replicas": 1})),
+        ("/v1/volumes/{name}/data-locality", "post") => {
+            Some(json!({"data_locality": "best-effort"}))
+        }
         ("/v1/nodes/{name}", "put") => Some(json!({"zone": "refused"})),
         ("/v1/recurring-jobs", "post") => Some(json!({"name": "refused-job", "spec": {
             "task": "snapshot", "cron": "0 3 * * *", "retain": 1}})),
@@ -190,6 +193,10 @@ fn every_documented_endpoint_requires_the_token_and_works() {
         match kind {
             Kind::Bool => assert!(value.is_boolean(), "{name}: {value}"),
             Kind::Unsigned => assert!(value.is_u64(), "{name}: {value}"),
+            Kind::Mode(modes) => assert!(
+                value.as_str().is_some_and(|v| modes.contains(&v)),
+                "{name}: {value}"
+            ),
         }
         let after = ops
             .call(
@@ -839,6 +846,29 @@ fn every_documented_endpoint_requires_the_token_and_works() {
         .expect(200)
         .json();
     assert_eq!(kept["spec"]["replicas"], 1, "{kept:#}");
+    // Data locality on and off again (one node: its replica is already local), and a
+    // mode it does not know refused.
+    for mode in ["best-effort", "disabled"] {
+        let set = ops
+            .call(
+                "POST",
+                "/v1/volumes/{name}/data-locality",
+                VOLUME,
+                Some(&json!({"data_locality": mode})),
+            )
+            .expect(200)
+            .json();
+        assert_eq!(set["spec"]["data_locality"], mode, "{set:#}");
+    }
+    let unknown = ops
+        .call(
+            "POST",
+            "/v1/volumes/{name}/data-locality",
+            VOLUME,
+            Some(&json!({"data_locality": "strict-local"})),
+        )
+        .expect(400);
+    assert!(unknown.message().contains("strict-local"), "{unknown}");
     let healthy = ops
         .call("POST", "/v1/volumes/{name}/salvage", VOLUME, None)
         .expect(409);

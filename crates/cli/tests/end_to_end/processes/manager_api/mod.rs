@@ -40,7 +40,7 @@ const SCHEMATHESIS_TIMEOUT: Duration = Duration::from_secs(300);
 /// Test cases schemathesis generates per operation and phase.
 const SCHEMATHESIS_EXAMPLES: &str = "50";
 /// Every setting, with the JSON type of its value.
-const SETTINGS: [(&str, Kind); 12] = [
+const SETTINGS: [(&str, Kind); 13] = [
     ("replica_soft_anti_affinity", Kind::Bool),
     ("replica_zone_soft_anti_affinity", Kind::Bool),
     ("replica_disk_soft_anti_affinity", Kind::Bool),
@@ -53,6 +53,10 @@ const SETTINGS: [(&str, Kind); 12] = [
     ("engine_replica_timeout", Kind::Unsigned),
     ("slow_replica_ratio", Kind::Unsigned),
     ("slow_replica_window", Kind::Unsigned),
+    (
+        "default_data_locality",
+        Kind::Mode(&["disabled", "best-effort"]),
+    ),
 ];
 
 /// A setting's JSON type.
@@ -60,6 +64,8 @@ const SETTINGS: [(&str, Kind); 12] = [
 enum Kind {
     Bool,
     Unsigned,
+    /// A string, one of these.
+    Mode(&'static [&'static str]),
 }
 
 impl Api {
