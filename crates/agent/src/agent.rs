@@ -262,6 +262,14 @@ impl Agent {
         }
     }
 
+    /// A task's last progress report (a restore's or clone's), if it runs and made one.
+    pub async fn progress(&self, name: &str) -> Option<String> {
+        let processes = self.processes.lock().await;
+        processes
+            .get(name)
+            .and_then(|tracked| tracked.daemon.progress())
+    }
+
     /// Stops a replica and removes its data directory, found on this node's disks by
     /// its name and removed only if its marker names it; already gone is done.
     pub async fn remove_replica(&self, name: &str) -> Result<(), AgentError> {
@@ -317,5 +325,9 @@ impl NodeAgent for Agent {
 
     async fn state(&self, name: &str) -> ProcessState {
         Agent::state(self, name).await
+    }
+
+    async fn progress(&self, name: &str) -> Option<String> {
+        Agent::progress(self, name).await
     }
 }

@@ -2,11 +2,14 @@
 
 use std::os::unix::process::CommandExt as _;
 use std::process::Stdio;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use tokio::io::{AsyncBufReadExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
+
+use crate::protocol::PROGRESS_PREFIX;
 
 /// How long each daemon may take to start listening.
 const START_TIMEOUT: Duration = Duration::from_secs(20);
@@ -24,6 +27,25 @@ pub struct Daemon {
     /// The daemon announces readiness on stdout; kept open so later output never hits a
     /// closed pipe.
     stdout: Option<Lines<BufReader<ChildStdout>>>,
+    /// A task's last progress line (without its prefix), read from its stdout.
+    progress: Arc<Mutex<Option<String>>>,
+}
+
+/// Reads a task's stdout to its end (its progress lines, then its result) in the
+/// background, keeping the last progress report.
+fn follow_progress(mut lines: Lines<BufReader<ChildStdout>>) -> Arc<Mutex<Option<String>>> {
+    let progress = Arc::new(Mutex::new(None));
+    let last = progress.clone();
+    tokio::spawn(async move {
+        while let Ok(Some(line)) = lines.next_line().await {
+            if let Some(report) = line.strip_prefix(PROGRESS_PREFIX)
+                && let Ok(mut last) = last.lock()
+            {
+                *last = Some(report.to_string());
+            }
+        }
+    });
+    progress
 }
 
 impl Daemon {
@@ -33,8 +55,8 @@ impl Daemon {
         Daemon::start(name, args, &[], true)
     }
 
-    /// Starts a one-shot `shorthorn ARGS` (a restore, say): it ends by itself, and is
-    /// killed if stopped first.
+    /// Starts a one-shot `shorthorn ARGS --progress-lines` (a restore, say): it ends by
+    /// itself, and is killed if stopped first; [`Daemon::progress`] is its last report.
     /// `env` is added to its environment (secrets go there, never into its arguments,
     /// which every user of the host can read).
     pub fn spawn_task(
@@ -63,7 +85,10 @@ impl Daemon {
                 .stdin(Stdio::piped())
                 .stdout(Stdio::piped());
         } else {
-            command.stdin(Stdio::null()).stdout(Stdio::null());
+            command
+                .arg("--progress-lines")
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped());
         }
         // Own process group: a terminal's Ctrl-C reaches only us, and we stop the
         // daemons in order (engine first, so its final flush reaches the replicas).
@@ -72,13 +97,23 @@ impl Daemon {
             .spawn()
             .with_context(|| format!("starting {name}"))?;
         let stdin = child.stdin.take();
-        let stdout = child.stdout.take().map(|out| BufReader::new(out).lines());
+        let mut stdout = child.stdout.take().map(|out| BufReader::new(out).lines());
+        let progress = match stdout.take_if(|_| !daemon) {
+            Some(lines) => follow_progress(lines),
+            None => Arc::default(),
+        };
         Ok(Daemon {
             name,
             child,
             stdin,
             stdout,
+            progress,
         })
+    }
+
+    /// A task's last progress report, if it printed one.
+    pub fn progress(&self) -> Option<String> {
+        self.progress.lock().ok().and_then(|last| last.clone())
     }
 
     /// The name it was started with.
@@ -138,5 +173,32 @@ impl Daemon {
                 let _ = self.child.kill().await;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_task_s_last_progress_line_is_kept() {
+        let mut child = Command::new("sh")
+            .args([
+                "-c",
+                "echo 'progress: 10%'; echo noise; echo 'progress: 60% (6 of 10)'; echo 'restored x'",
+            ])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let progress = follow_progress(lines);
+        child.wait().await.unwrap();
+        for _ in 0..100 {
+            if progress.lock().unwrap().as_deref() == Some("60% (6 of 10)") {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("last progress: {:?}", progress.lock().unwrap());
     }
 }

@@ -258,7 +258,15 @@ pub struct ProcessReport {
     /// The exit status, when exited.
     #[serde(default)]
     pub status: String,
+    /// A task's (restore, clone) last progress report, such as `40% (… of … bytes
+    /// examined, … transferred)`.
+    #[serde(default)]
+    pub progress: Option<String>,
 }
+
+/// What starts the progress lines a task (`backup restore`, `clone`, run with
+/// `--progress-lines`) prints on stdout; the agent keeps the last one.
+pub const PROGRESS_PREFIX: &str = "progress: ";
 
 impl From<&ProcessState> for ProcessReport {
     fn from(state: &ProcessState) -> ProcessReport {
@@ -270,6 +278,7 @@ impl From<&ProcessState> for ProcessReport {
         ProcessReport {
             state: state.into(),
             status,
+            progress: None,
         }
     }
 }

@@ -30,6 +30,10 @@ pub trait NodeAgent: Send + Sync {
     async fn remove_replica(&self, name: &str) -> anyhow::Result<()>;
     /// A process's state there; `Unreachable` when the agent does not answer.
     async fn state(&self, name: &str) -> ProcessState;
+    /// A task's last progress report there (a restore's or clone's), if any.
+    async fn progress(&self, _name: &str) -> Option<String> {
+        None
+    }
 }
 
 /// Another node's agent, over its API.
@@ -57,6 +61,18 @@ impl RemoteAgent {
             node_token: node_token.to_string(),
             http,
         })
+    }
+
+    /// What the agent says of process `name`.
+    async fn report(&self, name: &str) -> anyhow::Result<ProcessReport> {
+        let bytes = self
+            .call::<()>(
+                reqwest::Method::GET,
+                &format!("/agent/v1/processes/{name}"),
+                None,
+            )
+            .await?;
+        serde_json::from_slice(&bytes).context("agent answer")
     }
 
     async fn call<T: Serialize + Sync>(
@@ -136,21 +152,15 @@ impl NodeAgent for RemoteAgent {
     }
 
     async fn state(&self, name: &str) -> ProcessState {
-        let answer = self
-            .call::<()>(
-                reqwest::Method::GET,
-                &format!("/agent/v1/processes/{name}"),
-                None,
-            )
-            .await
-            .and_then(|bytes| {
-                serde_json::from_slice::<ProcessReport>(&bytes).context("agent answer")
-            });
-        match answer {
+        match self.report(name).await {
             Ok(report) if report.state == "running" => ProcessState::Running,
             Ok(report) if report.state == "exited" => ProcessState::Exited(report.status),
             Ok(_) => ProcessState::Absent,
             Err(e) => ProcessState::Unreachable(format!("{e:#}")),
         }
+    }
+
+    async fn progress(&self, name: &str) -> Option<String> {
+        self.report(name).await.ok()?.progress
     }
 }

@@ -128,7 +128,9 @@ async fn agent_process(
     Path(name): Path<String>,
 ) -> ApiResult<ProcessReport> {
     let process = agent.state_checked(&name).await?;
-    Ok(Json(ProcessReport::from(&process)))
+    let mut report = ProcessReport::from(&process);
+    report.progress = agent.progress(&name).await;
+    Ok(Json(report))
 }
 
 #[utoipa::path(delete, path = "/agent/v1/processes/{name}", params(("name" = String, Path)),

@@ -280,6 +280,10 @@ pub struct ReplicaStatus {
     pub mode: Option<String>,
     /// Rebuild progress while it is rebuilt.
     pub rebuild: Option<String>,
+    /// While it is filled before its first start (restored from a backup, or copied
+    /// from a clone's source), how far: `40% (… of … bytes examined, … transferred)`.
+    #[serde(default)]
+    pub fill_progress: Option<String>,
     /// While attached, where the engine's data path to it goes: `unix:///…/data.sock`
     /// on the engine's node (no network in between), else its TCP address.
     #[serde(default)]

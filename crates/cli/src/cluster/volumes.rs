@@ -466,7 +466,7 @@ fn print_volume(detail: &VolumeDetail) -> anyhow::Result<()> {
             .as_deref()
             .is_some_and(|path| path.starts_with("unix://"));
         line(format_args!(
-            "  {:<28} {:<8} {:<4} {}:{} port {}{}{}{}",
+            "  {:<28} {:<8} {:<4} {}:{} port {}{}{}{}{}",
             r.name,
             json_name(&r.status.state),
             r.status.mode.as_deref().unwrap_or("-"),
@@ -478,6 +478,11 @@ fn print_volume(detail: &VolumeDetail) -> anyhow::Result<()> {
                 .rebuild
                 .as_deref()
                 .map(|p| format!(" rebuild {p}"))
+                .unwrap_or_default(),
+            r.status
+                .fill_progress
+                .as_deref()
+                .map(|p| format!(" filling {p}"))
                 .unwrap_or_default(),
             if r.status.message.is_empty() {
                 String::new()

@@ -147,6 +147,8 @@ pub struct CreateArgs {
     target_args: TargetArgs,
     #[command(flatten)]
     lock: LockArgs,
+    #[command(flatten)]
+    progress: ProgressLines,
 }
 
 /// Arguments of `backup ls`.
@@ -183,6 +185,8 @@ pub struct RestoreArgs {
     target_args: TargetArgs,
     #[command(flatten)]
     lock: LockArgs,
+    #[command(flatten)]
+    progress: ProgressLines,
 }
 
 /// Runs a `backup` command.
@@ -229,7 +233,7 @@ async fn create(engine: &str, args: CreateArgs) -> anyhow::Result<()> {
         &options,
         progress.clone(),
     );
-    let record = with_progress("backup", &progress, work).await?;
+    let record = with_progress("backup", &progress, args.progress, work).await?;
     let url = BackupUrl {
         target: args.target.clone(),
         volume: record.volume.clone(),
@@ -255,6 +259,7 @@ async fn create(engine: &str, args: CreateArgs) -> anyhow::Result<()> {
 pub(crate) async fn with_progress<T, E: Into<anyhow::Error>>(
     what: &str,
     progress: &Progress,
+    lines: ProgressLines,
     work: impl Future<Output = Result<T, E>>,
 ) -> anyhow::Result<T> {
     tokio::pin!(work);
@@ -263,9 +268,28 @@ pub(crate) async fn with_progress<T, E: Into<anyhow::Error>>(
     loop {
         tokio::select! {
             result = &mut work => return result.map_err(Into::into),
-            _ = ticker.tick() => note(format_args!("{what}: {}", progress.summary())),
+            _ = ticker.tick() => {
+                let summary = progress.summary();
+                if lines.progress_lines {
+                    line(format_args!("{PROGRESS_PREFIX}{summary}"))?;
+                }
+                note(format_args!("{what}: {summary}"));
+            }
         }
     }
+}
+
+/// What starts each progress line on stdout (see [`ProgressLines`]); the node agent
+/// looks for it.
+pub(crate) const PROGRESS_PREFIX: &str = shorthorn_agent::protocol::PROGRESS_PREFIX;
+
+/// Where a long copy's progress goes besides stderr.
+#[derive(Debug, Clone, Copy, Args)]
+pub struct ProgressLines {
+    /// Also print progress on stdout, a `progress: …` line a second (the node agent
+    /// reads them into the replica's status).
+    #[arg(long)]
+    progress_lines: bool,
 }
 
 /// A backup record as `ls --json` and `inspect` show it: everything but the block map.
@@ -395,7 +419,7 @@ async fn restore(args: RestoreArgs) -> anyhow::Result<()> {
         options,
         progress.clone(),
     );
-    let summary = with_progress("restore", &progress, work).await?;
+    let summary = with_progress("restore", &progress, args.progress, work).await?;
     line(format_args!(
         "restored {} to {} incremental={} fetched_blocks={} fetched_bytes={} zeroed_blocks={} \
          unchanged_blocks={} seconds={:.1}",

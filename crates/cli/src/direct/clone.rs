@@ -9,7 +9,7 @@ use clap::Args;
 use shorthorn_backup::{Progress, clone_snapshot};
 use shorthorn_block::size::parse_size;
 
-use super::backup::with_progress;
+use super::backup::{ProgressLines, with_progress};
 use crate::daemon;
 use crate::output::line;
 
@@ -37,6 +37,8 @@ pub struct CloneArgs {
     /// The new volume's size, at least the snapshot's [default: the snapshot's].
     #[arg(long, value_parser = parse_size)]
     size: Option<u64>,
+    #[command(flatten)]
+    progress: ProgressLines,
 }
 
 /// Runs `shorthorn clone`.
@@ -54,7 +56,7 @@ pub fn run(args: CloneArgs) -> anyhow::Result<()> {
             args.size,
             progress.clone(),
         );
-        let summary = with_progress("clone", &progress, work).await?;
+        let summary = with_progress("clone", &progress, args.progress, work).await?;
         line(format_args!(
             "cloned snapshot {} of {} to {} size={} copied_bytes={} seconds={:.1}",
             args.snapshot,

@@ -158,7 +158,12 @@ impl Manager {
         };
         let task = restore_task_name(&replica.name);
         match agent.state(&task).await {
-            ProcessState::Running => Ok(false),
+            ProcessState::Running => {
+                if let Some(progress) = agent.progress(&task).await {
+                    replica.status.fill_progress = Some(progress);
+                }
+                Ok(false)
+            }
             ProcessState::Exited(status) if exited_cleanly(&status) => {
                 agent.stop(&task).await?;
                 if replica.spec.restore_from.is_some() {
@@ -170,6 +175,7 @@ impl Manager {
                 replica.spec.restore_from = None;
                 replica.spec.clone_from = None;
                 replica.status.message.clear();
+                replica.status.fill_progress = None;
                 Ok(true)
             }
             ProcessState::Exited(status) => {

@@ -40,6 +40,8 @@ enum Call {
 #[derive(Default)]
 struct FakeAgent {
     processes: Mutex<HashMap<String, ProcessState>>,
+    /// Tasks' progress reports, as a test sets them.
+    progress: Mutex<HashMap<String, String>>,
     calls: Mutex<Vec<Call>>,
     down: AtomicBool,
 }
@@ -128,6 +130,10 @@ impl NodeAgent for FakeAgent {
             .get(name)
             .cloned()
             .unwrap_or(ProcessState::Absent)
+    }
+
+    async fn progress(&self, name: &str) -> Option<String> {
+        self.progress.lock().unwrap().get(name).cloned()
     }
 }
 
@@ -682,13 +688,32 @@ async fn a_clone_fills_each_first_replica_from_a_running_replica_of_its_source()
             agent.replica_starts(&replica.name).is_empty(),
             "not started before the copy"
         );
-        agent.set(
+        // The copy runs and reports how far it is: the replica's status shows it.
+        let task = restore_task_name(&replica.name);
+        agent.set(&task, ProcessState::Running);
+        agent.progress.lock().unwrap().insert(
+            task.clone(),
+            "40% (400 of 1000 bytes examined, 400 transferred)".into(),
+        );
+    }
+    cluster.pass().await;
+    for replica in &clones {
+        assert_eq!(
+            cluster
+                .replica(&replica.name)
+                .status
+                .fill_progress
+                .as_deref(),
+            Some("40% (400 of 1000 bytes examined, 400 transferred)")
+        );
+        cluster.agent(&replica.spec.node).set(
             &restore_task_name(&replica.name),
             ProcessState::Exited("exit status: 0".into()),
         );
     }
     cluster.pass().await;
     for replica in &clones {
+        assert_eq!(cluster.replica(&replica.name).status.fill_progress, None);
         assert_eq!(cluster.replica(&replica.name).spec.clone_from, None);
         assert_eq!(
             cluster
