@@ -99,10 +99,6 @@ impl Agent {
             launch.size.to_string(),
             "--listen".into(),
             launch.listen.to_string(),
-            "--frontend".into(),
-            "nbd".into(),
-            "--frontend-listen".into(),
-            launch.nbd.to_string(),
             "--request-timeout".into(),
             format!("{}s", launch.tuning.engine_replica_timeout),
             "--slow-replica-ratio".into(),
@@ -110,6 +106,14 @@ impl Agent {
             "--slow-replica-window".into(),
             format!("{}s", launch.tuning.slow_replica_window),
         ];
+        if launch.frontend {
+            args.extend([
+                "--frontend".into(),
+                "nbd".into(),
+                "--frontend-listen".into(),
+                launch.nbd.to_string(),
+            ]);
+        }
         for replica in &launch.replicas {
             args.extend(["--replica".into(), replica.clone()]);
         }

@@ -329,6 +329,7 @@ mod tests {
             replicas: vec!["tcp://10.0.0.1:20000".into()],
             salvage: false,
             tuning: crate::node::EngineTuning::default(),
+            frontend: true,
         };
         check_engine_launch(&launch, &node, std::slice::from_ref(&node)).unwrap();
         for replica in [

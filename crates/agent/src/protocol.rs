@@ -99,6 +99,15 @@ pub struct EngineLaunch {
     /// Its replica timeout and slow-replica rule (the engine's defaults when left out).
     #[serde(default)]
     pub tuning: EngineTuning,
+    /// Whether it serves its NBD frontend at `nbd`: not for a maintenance engine (a
+    /// detached volume's evicted replicas rebuilt elsewhere, with no client).
+    #[serde(default = "serves_a_frontend")]
+    pub frontend: bool,
+}
+
+/// An engine launch without `frontend` serves one (as before the field existed).
+fn serves_a_frontend() -> bool {
+    true
 }
 
 /// A restore of a backup into a new replica's directory, before its first start; it

@@ -149,6 +149,10 @@ pub struct EngineSpec {
     /// be salvaged from them. Replicas in neither list are removed from it.
     #[serde(default)]
     pub failed: Vec<String>,
+    /// Run for maintenance, without a frontend: the volume is detached, and its engine
+    /// rebuilds the replicas that replace evicted ones.
+    #[serde(default)]
+    pub maintenance: bool,
 }
 
 /// Where an engine is in its life.
@@ -202,6 +206,9 @@ pub struct EngineStatus {
     pub replicas: BTreeMap<String, EngineReplicaStatus>,
     /// What went wrong last, if anything.
     pub message: String,
+    /// Started for maintenance (no frontend), as `spec.maintenance` was then.
+    #[serde(default)]
+    pub maintenance: bool,
 }
 
 /// A volume's engine (controller): one per volume, named `<volume>-e`.

@@ -77,11 +77,14 @@ impl Manager {
     ) -> anyhow::Result<()> {
         let salvage = salvage || requested;
         engine.status.message.clear();
+        // Stopped where it should no longer run, or to start again with (or without)
+        // its frontend.
+        let restart = engine.status.maintenance != engine.spec.maintenance;
         if let Some(old) = engine
             .status
             .node
             .clone()
-            .filter(|n| engine.spec.node.as_ref() != Some(n))
+            .filter(|n| engine.spec.node.as_ref() != Some(n) || restart)
         {
             engine.status.state = EngineState::Stopping;
             self.put_engine_if_changed(engine, stored)?;
@@ -144,6 +147,7 @@ impl Manager {
                 replicas: engine.spec.replicas.clone(),
                 salvage,
                 tuning: settings.engine,
+                frontend: !engine.spec.maintenance,
             };
             if requested {
                 tracing::warn!(engine = %engine.name, replicas = ?launch.replicas, "salvage asked for: starting the engine with --salvage");
@@ -159,7 +163,10 @@ impl Manager {
             }
             engine.status.address = Some(launch.listen.to_string());
             engine.status.node = Some(node.clone());
-            engine.status.endpoint = Some(format!("nbd://{}/{}", launch.nbd, engine.spec.volume));
+            engine.status.maintenance = engine.spec.maintenance;
+            engine.status.endpoint = launch
+                .frontend
+                .then(|| format!("nbd://{}/{}", launch.nbd, engine.spec.volume));
             // Recorded at once: a later step failing must not forget a running engine.
             self.put_engine_if_changed(engine, stored)?;
         }

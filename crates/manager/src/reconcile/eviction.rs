@@ -83,7 +83,7 @@ impl Evictions {
                     )
                 } else {
                     format!(
-                        "evicting: {reason}; waiting for the volume to be attached (its engine rebuilds the replicas elsewhere)"
+                        "evicting: {reason}; waiting for the volume's engine (attached, or started without a frontend for the move) to rebuild the replicas elsewhere"
                     )
                 };
             }

@@ -34,7 +34,7 @@ impl Manager {
             && let Some(node) = engine.as_ref().and_then(|e| e.status.node.as_ref())
         {
             return Err(ExpandError::Busy(format!(
-                "volume {name:?} is detaching (its engine still runs on {node}); expand it once detached"
+                "volume {name:?} is detaching or moving evicted replicas (its engine still runs on {node}); expand it once it stops"
             )));
         }
         match (

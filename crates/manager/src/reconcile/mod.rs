@@ -28,6 +28,7 @@ use crate::engine_client::ENGINE_TIMEOUT;
 use crate::jobs::JobRunner;
 use crate::model::{
     Engine, EngineSpec, EngineState, EngineStatus, Node, Replica, ReplicaState, Settings, Volume,
+    VolumeState,
 };
 use crate::state::{Kind, StateStore, StateStoreExt};
 use shorthorn_agent::{Agent, NodeAgent};
@@ -278,9 +279,18 @@ impl Manager {
             .iter()
             .map(|r| (r.name.clone(), r.clone()))
             .collect();
+        // A detached volume with replicas to move off an evicted node or disk gets an
+        // engine for maintenance (no frontend): only an engine rebuilds their
+        // replacements.
+        let moving = volume.spec.attached_node.is_none()
+            && volume.status.state != VolumeState::Creating
+            && replicas
+                .iter()
+                .any(|r| r.spec.desire_running && !evictions.keeps(r));
+        let engine_runs = volume.spec.attached_node.is_some() || moving;
         // 1. Processes: start what should run, report what exited.
         for replica in &mut replicas {
-            self.reconcile_replica_process(&volume, replica, settings)
+            self.reconcile_replica_process(&volume, replica, settings, engine_runs)
                 .await?;
         }
         // Replicas given up on (replaced) are deleted after the stale replica timeout.
@@ -356,8 +366,13 @@ impl Manager {
                             self.note_replacement(&volume.name);
                             tracing::info!(volume = %volume.name, replica = %replica.name, node = %replica.spec.node, "data locality: building a replica on the engine's node");
                         }
-                        self.reconcile_replica_process(&volume, &mut replica, settings)
-                            .await?;
+                        self.reconcile_replica_process(
+                            &volume,
+                            &mut replica,
+                            settings,
+                            engine_runs,
+                        )
+                        .await?;
                         replicas.push(replica);
                     }
                 }
@@ -385,7 +400,29 @@ impl Manager {
             },
             status: EngineStatus::default(),
         });
-        engine.spec.node = volume.spec.attached_node.clone();
+        // Maintenance only while a replacement is still to be rebuilt (none placed, as
+        // when there is nowhere to go: no engine), on the node of the first one (whose
+        // rebuild writes then go over its unix socket).
+        let maintenance_node = replicas
+            .iter()
+            .filter(|_| moving)
+            .find(|r| {
+                r.spec.desire_running
+                    && evictions.keeps(r)
+                    && r.status.state != ReplicaState::Running
+            })
+            .map(|r| r.spec.node.clone());
+        // Where the maintenance engine started, it stays until the move is done.
+        let maintenance_node = maintenance_node.map(|node| {
+            engine
+                .status
+                .node
+                .clone()
+                .filter(|_| engine.status.maintenance)
+                .unwrap_or(node)
+        });
+        engine.spec.maintenance = volume.spec.attached_node.is_none() && maintenance_node.is_some();
+        engine.spec.node = volume.spec.attached_node.clone().or(maintenance_node);
         self.set_engine_members(&mut engine, &replicas)?;
         self.put_engine_if_changed(&engine, &mut stored_engine)?;
         // A replica on a node that is down cannot come back soon; if the engine's open

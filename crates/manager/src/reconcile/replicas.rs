@@ -32,12 +32,14 @@ type Placed = Result<Vec<Placement>, ScheduleError>;
 impl Manager {
     /// Starts a replica that should run and does not (first start, or after a manager
     /// restart), marks one whose process exited failed, and after the wait interval
-    /// starts a failed one again on its data.
+    /// starts a failed one again on its data. `engine_runs`: the volume's engine runs (or
+    /// is to), so a started replica must be rebuilt by it before it counts as running.
     pub(super) async fn reconcile_replica_process(
         &self,
         volume: &Volume,
         replica: &mut Replica,
         settings: &Settings,
+        engine_runs: bool,
     ) -> anyhow::Result<()> {
         if !replica.spec.desire_running {
             return Ok(());
@@ -105,8 +107,8 @@ impl Manager {
         };
         match agent.start_replica(&launch).await {
             Ok(()) => {
-                // An attached volume's engine must add it (and rebuild what it lacks).
-                let state = if volume.spec.attached_node.is_some() {
+                // A running engine must add it (and rebuild what it lacks).
+                let state = if engine_runs {
                     ReplicaState::Rebuilding
                 } else {
                     ReplicaState::Running

@@ -166,7 +166,7 @@ impl Manager {
         }
         if let Some(node) = engine_node {
             return Err(SnapshotError::Busy(format!(
-                "volume {:?} is detaching (its engine still runs on {node}); try again once detached",
+                "volume {:?} is detaching or moving evicted replicas (its engine still runs on {node}); try again once it stops",
                 volume.name
             )));
         }

@@ -42,7 +42,18 @@ pub(super) fn volume_status(
         .iter()
         .filter(|r| r.status.state == ReplicaState::Running)
         .count();
-    status.state = if engine.status.node.is_some() {
+    let maintenance = engine
+        .spec
+        .maintenance
+        .then_some(engine.status.node.as_ref());
+    if let Some(node) = maintenance.flatten()
+        && status.message.is_empty()
+    {
+        status.message = format!(
+            "moving replicas off an evicted node or disk: an engine without a frontend runs on {node} until they are rebuilt"
+        );
+    }
+    status.state = if engine.status.node.is_some() && maintenance.is_none() {
         VolumeState::Detaching
     } else if running == 0 && replicas.is_empty() && !status.message.is_empty() {
         VolumeState::Failed

@@ -14,7 +14,7 @@ use super::{ExpandError, Manager, SETTINGS_NAME};
 use crate::cluster_agents::{NodeAgents, StoredNodes};
 use crate::model::{
     DiskSpec, DiskStatus, Engine, Node, NodeSpec, NodeStatus, Replica, ReplicaState, Settings,
-    Volume, VolumeSpec, VolumeStatus,
+    Volume, VolumeSpec, VolumeState, VolumeStatus,
 };
 use crate::state::{EmbeddedStore, Kind, StateStore, StateStoreExt};
 use shorthorn_agent::protocol::{
@@ -814,4 +814,65 @@ async fn best_effort_locality_on_a_node_that_cannot_take_a_replica_moves_nothing
     assert_eq!(replicas.len(), 3, "{replicas:?}");
     assert!(replicas.iter().all(|r| r.spec.desire_running));
     assert!(replicas.iter().all(|r| r.spec.node != "n4"));
+}
+
+#[tokio::test]
+async fn a_detached_volume_s_evicted_replica_is_moved_by_an_engine_without_a_frontend() {
+    let cluster = Cluster::new(3);
+    cluster.create_volume("v", 2, None);
+    cluster.pass().await;
+    cluster.pass().await;
+    assert_eq!(cluster.volume("v").status.state, VolumeState::Detached);
+    let first = cluster.replicas();
+    let evicted = first[0].spec.node.clone();
+    let spare = ["n1", "n2", "n3"]
+        .into_iter()
+        .find(|n| first.iter().all(|r| r.spec.node != *n))
+        .unwrap();
+    cluster
+        .state
+        .update::<Node>(Kind::Node, &evicted, |n| {
+            n.spec.evict = true;
+            Ok(())
+        })
+        .unwrap();
+    cluster.pass().await;
+    let replacement = cluster
+        .replicas()
+        .into_iter()
+        .find(|r| r.spec.node == spare)
+        .expect("a replacement on the spare node");
+    assert_eq!(
+        replacement.status.state,
+        ReplicaState::Rebuilding,
+        "an engine must rebuild it before it counts"
+    );
+    let engine = cluster.engine("v");
+    assert!(engine.spec.maintenance, "{engine:?}");
+    assert_eq!(engine.spec.node.as_deref(), Some(spare));
+    let launches = cluster.agent(spare).engine_starts();
+    assert_eq!(launches.len(), 1, "{launches:?}");
+    assert!(!launches[0].frontend, "no frontend for maintenance");
+    assert!(cluster.volume("v").spec.attached_node.is_none());
+    // Nothing to move (the eviction stopped, the replacement in sync): no engine.
+    cluster
+        .state
+        .update::<Node>(Kind::Node, &evicted, |n| {
+            n.spec.evict = false;
+            Ok(())
+        })
+        .unwrap();
+    cluster
+        .state
+        .update::<Replica>(Kind::Replica, &replacement.name, |r| {
+            r.status.state = ReplicaState::Running;
+            Ok(())
+        })
+        .unwrap();
+    cluster.pass().await;
+    let engine = cluster.engine("v");
+    assert!(
+        !engine.spec.maintenance && engine.spec.node.is_none(),
+        "{engine:?}"
+    );
 }

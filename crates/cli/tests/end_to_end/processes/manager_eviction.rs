@@ -4,7 +4,9 @@
 //! (RW) replicas it wants, and afterwards every acknowledged write reads back. A disk or
 //! node that holds replicas cannot be removed (the error says to evict it); once empty
 //! the disk can. A node eviction with nowhere to go is refused with the reason. `node
-//! ls` shows the replicas left on each disk.
+//! ls` shows the replicas left on each disk. A detached volume's replicas move too (an
+//! engine without a frontend rebuilds them; the volume stays detached), and read back
+//! once attached.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -186,6 +188,81 @@ fn an_evicted_disk_hands_its_replicas_over_without_ever_losing_a_healthy_copy() 
         2,
         "{volume:#}"
     );
+    qemu_io(&uri, &["read -P 0x0b 62M 2M"]);
+    node.cli_ok(&["volume", "detach", VOLUME]);
+    node.wait_for(VOLUME, "detached", WAIT, |v| {
+        v["status"]["state"] == "detached"
+    });
+
+    // Detached: the evicted disk's replicas are moved by an engine started for it
+    // without a frontend; the volume stays detached (no endpoint) all along, and the
+    // engine stops once they are moved.
+    let third_path = node.dir.path().join("third");
+    std::fs::create_dir(&third_path).unwrap();
+    let third_disk = format!("third={}", path_str(&third_path));
+    node.cli_ok(&[
+        "node",
+        "update",
+        NODE,
+        "--disk",
+        &second_disk,
+        "--disk",
+        &third_disk,
+    ]);
+    // Once the node reports the new disk's space, the replicas have somewhere to go.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let nodes: Value = serde_json::from_str(&node.cli_ok(&["node", "ls", "--json"])).unwrap();
+        let reported = nodes[0]["status"]["disks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|d| d["name"] == "third" && d["capacity"].as_u64() > Some(0));
+        if reported {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "disk third not reported: {nodes:#}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    node.cli_ok(&["node", "update", NODE, "--evict-disk", "second=true"]);
+    let mut saw_maintenance = false;
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let volume = node.volume(VOLUME);
+        assert!(
+            volume["spec"]["attached_node"].is_null() && volume["status"]["endpoint"].is_null(),
+            "the volume stays detached: {volume:#}"
+        );
+        saw_maintenance |= volume["engine"]["spec"]["maintenance"] == true
+            && volume["engine"]["status"]["endpoint"].is_null();
+        let wanted = wanted(&volume);
+        let moved = volume["replicas"].as_array().unwrap().len() == 2
+            && wanted.len() == 2
+            && wanted.iter().all(|r| r["spec"]["disk"] == "third")
+            && wanted.iter().all(|r| r["status"]["state"] == "running")
+            && volume["engine"]["status"]["node"].is_null();
+        if moved {
+            assert_eq!(volume["status"]["state"], "detached", "{volume:#}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "a detached volume's replicas not moved within {WAIT:?}: {volume:#}\n{}",
+            node.log_tail(60)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(saw_maintenance, "no engine without a frontend was seen");
+    let uri = node
+        .cli_ok(&["volume", "attach", VOLUME])
+        .trim()
+        .to_string();
+    for i in 0..acknowledged {
+        qemu_io(&uri, &[&format!("read -P {} {i}M 1M", pattern(i))]);
+    }
     qemu_io(&uri, &["read -P 0x0b 62M 2M"]);
     node.cli_ok(&["volume", "detach", VOLUME]);
 }
