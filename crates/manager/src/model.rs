@@ -371,7 +371,8 @@ pub struct NodeSpec {
 /// What the node's agent reports.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct NodeStatus {
-    /// Whether its manager reported in lately.
+    /// Whether its manager reported in lately: the API answers it as of the request
+    /// (false once the heartbeat is older than 15 s, whatever the node last wrote).
     pub ready: bool,
     /// When its manager last reported (RFC 3339).
     #[serde(default)]

@@ -71,7 +71,14 @@ impl Validate for UpdateNode {
 #[utoipa::path(get, path = "/v1/nodes", responses(
     (status = 200, body = [Node]), (status = 401, body = ErrorBody)))]
 pub(super) async fn list_nodes(State(state): State<AppState>) -> ApiResult<Vec<Node>> {
-    Ok(Json(state.manager.state().list(Kind::Node)?))
+    let nodes: Vec<Node> = state.manager.state().list(Kind::Node)?;
+    Ok(Json(nodes.into_iter().map(as_of_now).collect()))
+}
+
+/// `node` with `ready` as of now: a node that died wrote `true` last.
+fn as_of_now(mut node: Node) -> Node {
+    node.status.ready = crate::reconcile::node_is_ready(&node);
+    node
 }
 
 #[utoipa::path(get, path = "/v1/nodes/{name}", params(("name" = String, Path)), responses(
@@ -86,7 +93,7 @@ pub(super) async fn get_node(
         .state()
         .get(Kind::Node, &name)?
         .ok_or_else(|| ApiError::not_found("node", &name))?;
-    Ok(Json(node))
+    Ok(Json(as_of_now(node)))
 }
 
 /// Forgets a node that is gone: refused while it holds replicas or an attached volume,

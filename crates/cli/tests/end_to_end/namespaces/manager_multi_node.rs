@@ -225,7 +225,7 @@ impl Cluster {
     }
 
     /// `shorthorn ARGS` from the hub, against node `via`'s API.
-    fn cli(&self, via: usize, args: &[&str]) -> Outcome {
+    pub(super) fn cli(&self, via: usize, args: &[&str]) -> Outcome {
         let mut command = self.in_ns(&self.hub, BIN, args);
         command
             .env("SHORTHORN_URL", format!("http://{}:9600", address(via)))
@@ -284,7 +284,7 @@ impl Cluster {
     }
 
     /// Kills every process of node `i` (its manager, agent, replicas, engines).
-    fn kill_node(&self, i: usize) {
+    pub(super) fn kill_node(&self, i: usize) {
         kill_namespace_pids(&self.nodes[i - 1]);
     }
 }

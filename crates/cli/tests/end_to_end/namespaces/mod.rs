@@ -6,6 +6,7 @@ mod engine_crash_recovery;
 mod engine_stale_open;
 mod manager_data_locality;
 mod manager_multi_node;
+mod manager_unschedulable_attach;
 mod rebuild_link_cut;
 mod rebuild_replica_killed;
 mod replica_disk_full;
