@@ -198,6 +198,20 @@ pub fn qemu_io(uri: &str, commands: &[&str]) -> String {
 }
 
 /// `sha256sum FILE`, as lowercase hex.
+/// The replicas a volume (as `volume get --json` or `GET /v1/volumes/NAME` shows it)
+/// wants: `desire_running`, not retiring or given up on.
+pub fn wanted_replicas(volume: &serde_json::Value) -> Vec<serde_json::Value> {
+    volume["replicas"]
+        .as_array()
+        .map(|all| {
+            all.iter()
+                .filter(|r| r["spec"]["desire_running"] == true)
+                .cloned()
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 pub fn sha256(file: &Path) -> String {
     let out = run_ok(require("sha256sum", "coreutils"), &[path_str(file)]);
     let hash = out.split_whitespace().next().unwrap_or_default().to_owned();

@@ -9,17 +9,7 @@
 use std::time::{Duration, Instant};
 
 use super::manager_multi_node::{Cluster, NODES, VOLUME, tail};
-
-/// The wanted replicas (`desire_running`) of a volume as `volume get --json` shows it.
-fn wanted(volume: &serde_json::Value) -> Vec<serde_json::Value> {
-    volume["replicas"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|r| r["spec"]["desire_running"] == true)
-        .cloned()
-        .collect()
-}
+use crate::common::wanted_replicas;
 
 fn nodes_of(replicas: &[serde_json::Value]) -> Vec<String> {
     let mut nodes: Vec<String> = replicas
@@ -49,10 +39,10 @@ fn a_best_effort_volume_moves_a_replica_to_the_node_it_is_attached_to() {
         ],
     );
     let created = cluster.wait_for(1, "placed", Duration::from_secs(60), |v| {
-        v["status"]["state"] == "detached" && wanted(v).len() == 2
+        v["status"]["state"] == "detached" && wanted_replicas(v).len() == 2
     });
     assert_eq!(created["spec"]["data_locality"], "best-effort");
-    let first = nodes_of(&wanted(&created));
+    let first = nodes_of(&wanted_replicas(&created));
     let free: Vec<usize> = (1..=NODES)
         .filter(|n| !first.contains(&format!("n{n}")))
         .collect();
@@ -79,7 +69,7 @@ fn a_best_effort_volume_moves_a_replica_to_the_node_it_is_attached_to() {
             );
             looks += 1;
         }
-        let replicas = wanted(&volume);
+        let replicas = wanted_replicas(&volume);
         let done = replicas.len() == 2
             && volume["replicas"].as_array().unwrap().len() == 2
             && replicas.iter().all(|r| r["status"]["mode"] == "RW")
@@ -97,7 +87,7 @@ fn a_best_effort_volume_moves_a_replica_to_the_node_it_is_attached_to() {
         std::thread::sleep(Duration::from_millis(200));
     };
     eprintln!("a replica moved to {here_name}; {looks} looks, never fewer than 2 RW");
-    for replica in wanted(&moved) {
+    for replica in wanted_replicas(&moved) {
         let path = replica["status"]["data_path"].as_str().unwrap_or_default();
         if replica["spec"]["node"] == here_name.as_str() {
             let socket = format!(
@@ -130,7 +120,7 @@ fn a_best_effort_volume_moves_a_replica_to_the_node_it_is_attached_to() {
         &["volume", "update", VOLUME, "--data-locality", "disabled"],
     );
     assert!(set.contains("data locality disabled"), "{set}");
-    let before = nodes_of(&wanted(&cluster.volume(1)));
+    let before = nodes_of(&wanted_replicas(&cluster.volume(1)));
     let uri = cluster
         .cli_ok(
             1,
@@ -141,6 +131,6 @@ fn a_best_effort_volume_moves_a_replica_to_the_node_it_is_attached_to() {
     cluster.qemu_io(&uri, &["read -P 0x51 0 16M", "read -P 0x52 16M 8M"]);
     std::thread::sleep(Duration::from_secs(3));
     let after = cluster.volume(1);
-    assert_eq!(nodes_of(&wanted(&after)), before, "{after:#}");
+    assert_eq!(nodes_of(&wanted_replicas(&after)), before, "{after:#}");
     assert_eq!(after["replicas"].as_array().unwrap().len(), 2, "{after:#}");
 }

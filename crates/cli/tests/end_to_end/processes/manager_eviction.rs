@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::common::{path_str, qemu_io};
+use crate::common::{path_str, qemu_io, wanted_replicas};
 use crate::upnode::Node;
 
 const VOLUME: &str = "evol";
@@ -22,17 +22,6 @@ const NODE: &str = "node-1";
 /// Megabytes the writer may write, one per write (the volume holds 64).
 const WRITES: usize = 60;
 const WAIT: Duration = Duration::from_secs(120);
-
-/// The replicas the volume wants (not retiring).
-fn wanted(volume: &Value) -> Vec<Value> {
-    volume["replicas"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|r| r["spec"]["desire_running"] == true)
-        .cloned()
-        .collect()
-}
 
 /// The pattern byte of megabyte `i`.
 fn pattern(i: usize) -> usize {
@@ -104,7 +93,7 @@ fn an_evicted_disk_hands_its_replicas_over_without_ever_losing_a_healthy_copy() 
     let mut saw_waiting = false;
     loop {
         let volume = node.volume(VOLUME);
-        let wanted = wanted(&volume);
+        let wanted = wanted_replicas(&volume);
         let healthy = wanted
             .iter()
             .filter(|r| r["status"]["mode"] == "RW")
@@ -181,7 +170,7 @@ fn an_evicted_disk_hands_its_replicas_over_without_ever_losing_a_healthy_copy() 
     assert_eq!(nodes[0]["spec"]["evict"], false, "{nodes:#}");
     let volume = node.volume(VOLUME);
     assert_eq!(
-        wanted(&volume)
+        wanted_replicas(&volume)
             .iter()
             .filter(|r| r["status"]["mode"] == "RW")
             .count(),
@@ -238,7 +227,7 @@ fn an_evicted_disk_hands_its_replicas_over_without_ever_losing_a_healthy_copy() 
         );
         saw_maintenance |= volume["engine"]["spec"]["maintenance"] == true
             && volume["engine"]["status"]["endpoint"].is_null();
-        let wanted = wanted(&volume);
+        let wanted = wanted_replicas(&volume);
         let moved = volume["replicas"].as_array().unwrap().len() == 2
             && wanted.len() == 2
             && wanted.iter().all(|r| r["spec"]["disk"] == "third")

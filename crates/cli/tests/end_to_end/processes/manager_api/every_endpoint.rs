@@ -14,6 +14,7 @@
 //! document, so a new endpoint without a test fails.
 
 use super::*;
+use crate::common::wanted_replicas;
 
 /// Records which documented operations a test exercised.
 struct Exercised<'a> {
@@ -56,19 +57,6 @@ fn valid_body(template: &str, method: &str) -> Option<Value> {
         (_, "get" | "delete" | "head" | "options") => None,
         _ => Some(json!({})),
     }
-}
-
-/// The replicas of a volume (GET /v1/volumes/NAME) that should run.
-fn wanted_replicas(volume: &Value) -> Vec<Value> {
-    volume["replicas"]
-        .as_array()
-        .map(|all| {
-            all.iter()
-                .filter(|r| r["spec"]["desire_running"] == true)
-                .cloned()
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 /// Host and port of `nbd://HOST:PORT/NAME`.
