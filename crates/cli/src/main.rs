@@ -76,6 +76,7 @@ enum Command {
     /// engines and replicas the cluster's managers ask for; it restarts nothing by
     /// itself. Same options as `up`.
     Agent(daemons::up::UpArgs),
+    Csi(daemons::csi::CsiArgs),
     /// Volumes of a cluster run by `shorthorn up`: create (also from a backup, a snapshot
     /// or another volume), ls, get,
     /// attach, detach, expand, update (replica count), replica-rm, salvage, rm, snapshot,
@@ -156,6 +157,7 @@ fn main() -> ExitCode {
             | Command::LaunchSimple(_)
             | Command::Up(_)
             | Command::Agent(_)
+            | Command::Csi(_)
     );
     init_logging(if daemon { "info" } else { "warn" });
     match run(cli) {
@@ -184,6 +186,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Clone(args) => direct::clone::run(args),
         Command::Up(args) => daemons::up::up(args, NodeRole::Full),
         Command::Agent(args) => daemons::up::up(args, NodeRole::Agent),
+        Command::Csi(args) => daemons::csi::run(args),
         Command::Volume { api, command } => cluster::volumes::volume(&api, command),
         Command::Node { api, command } => cluster::nodes::node(&api, command),
         Command::Setting { api, command } => cluster::settings::setting(&api, command),
