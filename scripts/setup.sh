@@ -2,14 +2,15 @@
 # Installs what building and testing Shorthorn needs on a fresh Debian machine:
 # protoc for the gRPC protos, and the real clients the end-to-end tests drive
 # (qemu-io, nbdinfo/nbdcopy/nbdfuse, nbdsh's python module, fio, mkfs.ext4, and s3s-fs,
-# an S3-compatible server, for the backup tests; etcd for the multi-node manager tests).
+# an S3-compatible server, for the backup tests; etcd for the multi-node manager tests;
+# mkfs.xfs and csi-sanity for the CSI driver's tests).
 # Does nothing when everything is already there.
 set -euo pipefail
 
-packages=(protobuf-compiler qemu-utils libnbd-bin fio python3-libnbd e2fsprogs fuse3 iproute2 etcd-server)
+packages=(protobuf-compiler qemu-utils libnbd-bin fio python3-libnbd e2fsprogs fuse3 iproute2 etcd-server xfsprogs)
 probes=("command -v protoc" "command -v qemu-io" "command -v nbdinfo" "command -v fio"
         "/usr/bin/python3 -c 'import nbd'" "command -v mkfs.ext4" "command -v fusermount3"
-        "command -v ip" "command -v etcd")
+        "command -v ip" "command -v etcd" "command -v mkfs.xfs || test -x /usr/sbin/mkfs.xfs")
 missing=()
 for i in "${!packages[@]}"; do
     bash -c "${probes[$i]}" >/dev/null 2>&1 || missing+=("${packages[$i]}")
@@ -31,5 +32,14 @@ fi
 if ! command -v s3s-fs >/dev/null 2>&1 && [ ! -x "${CARGO_HOME:-$HOME/.cargo}/bin/s3s-fs" ]; then
     echo "installing s3s-fs (S3 test server)" >&2
     cargo install --locked s3s-fs --version 0.14.1 --features binary
+fi
+# csi-sanity, the CSI conformance suite the CSI driver's test runs (pinned), where the
+# tests find it: on PATH (/usr/local/bin as root, else the Go bin directory).
+CSI_SANITY_VERSION=v5.6.0
+if ! command -v csi-sanity >/dev/null 2>&1; then
+    echo "installing csi-sanity $CSI_SANITY_VERSION" >&2
+    gobin="$(go env GOPATH)/bin"
+    [ "$(id -u)" -ne 0 ] || gobin=/usr/local/bin
+    GOBIN="$gobin" go install "github.com/kubernetes-csi/csi-test/v5/cmd/csi-sanity@$CSI_SANITY_VERSION"
 fi
 python3 -c 'import schemathesis' 2>/dev/null || python3 -m pip install --quiet schemathesis

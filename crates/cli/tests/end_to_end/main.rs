@@ -6,6 +6,7 @@
 //! - [`processes`]: plain processes on loopback (volumes, store commands, backups,
 //!   managers on one host);
 //! - [`namespaces`]: root, with hosts in network namespaces and real block devices;
+//! - [`csi`]: root, the CSI driver over `shorthorn up` (csi-sanity, the kubelet's calls);
 //! - `failpoints`: crash tests at fail points (only with `--features failpoints`).
 //!
 //! `cargo nextest run -p shorthorn --test end_to_end namespaces::` runs one group.
@@ -19,6 +20,7 @@
 mod backupstore;
 mod blockdev;
 mod common;
+mod csi;
 mod http;
 mod netns;
 mod ops;

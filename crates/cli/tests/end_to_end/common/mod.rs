@@ -198,6 +198,12 @@ pub fn qemu_io(uri: &str, commands: &[&str]) -> String {
 }
 
 /// `sha256sum FILE`, as lowercase hex.
+/// The last `lines` lines of `text`.
+pub fn tail_lines(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
 /// The replicas a volume (as `volume get --json` or `GET /v1/volumes/NAME` shows it)
 /// wants: `desire_running`, not retiring or given up on.
 pub fn wanted_replicas(volume: &serde_json::Value) -> Vec<serde_json::Value> {

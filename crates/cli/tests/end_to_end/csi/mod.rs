@@ -1,0 +1,129 @@
+//! The CSI driver (`shorthorn csi`) over a real `shorthorn up`, driven as Kubernetes
+//! would drive it: csi-sanity, and the gRPC calls of the kubelet and the sidecars. Root:
+//! the node service makes loop devices and mounts. Each behaviour is one module.
+
+mod sanity;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::common::{BIN, kill_processes_mentioning, path_str, run};
+use crate::upnode::Node;
+
+/// `shorthorn csi --mode all` for `node`, its socket, state and allowed root under
+/// `dir`; on drop it is stopped and everything it left under `dir` (mounts, loop
+/// devices, nbdfuse) is undone, so a failed test cleans up too.
+pub struct CsiDriver {
+    dir: PathBuf,
+    child: Option<Child>,
+}
+
+impl CsiDriver {
+    pub fn start(node: &Node, dir: &Path) -> CsiDriver {
+        std::fs::create_dir_all(dir.join("root")).unwrap();
+        let log = std::fs::File::create(dir.join("csi.log")).unwrap();
+        let child = Command::new(BIN)
+            .args([
+                "csi",
+                "--endpoint",
+                &format!("unix://{}", path_str(&dir.join("csi.sock"))),
+                "--node-id",
+                "node-1",
+                "--manager-url",
+                &node.url(),
+                "--token-file",
+                path_str(&node.data_dir().join("token")),
+                "--state-dir",
+                path_str(&dir.join("state")),
+                "--allowed-root",
+                path_str(&dir.join("root")),
+            ])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let driver = CsiDriver {
+            dir: dir.to_path_buf(),
+            child: Some(child),
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !driver.socket().exists() {
+            assert!(
+                Instant::now() < deadline,
+                "shorthorn csi did not listen:\n{}",
+                driver.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        driver
+    }
+
+    pub fn socket(&self) -> PathBuf {
+        self.dir.join("csi.sock")
+    }
+
+    /// Where staging and target paths may be.
+    pub fn root(&self) -> PathBuf {
+        self.dir.join("root")
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("csi.log")).unwrap_or_default()
+    }
+
+    /// What is left under the driver's directory: mounts, loop devices, nbdfuse
+    /// processes (each a line; empty when nothing).
+    pub fn leftovers(&self) -> Vec<String> {
+        let dir = path_str(&self.dir).to_owned();
+        let mut left: Vec<String> = std::fs::read_to_string("/proc/self/mountinfo")
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains(&dir))
+            .map(|l| format!("mount: {l}"))
+            .collect();
+        let loops = run("losetup", &["-a"], Duration::from_secs(10)).stdout;
+        left.extend(
+            loops
+                .lines()
+                .filter(|l| l.contains(&dir))
+                .map(|l| format!("loop: {l}")),
+        );
+        left.extend(
+            crate::common::processes_mentioning(&dir)
+                .into_iter()
+                .filter(|(_, cmdline)| cmdline.first().is_some_and(|p| p.ends_with("nbdfuse")))
+                .map(|(pid, cmdline)| format!("process {pid}: {}", cmdline.join(" "))),
+        );
+        left
+    }
+}
+
+impl Drop for CsiDriver {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let dir = path_str(&self.dir).to_owned();
+        let mut mounts: Vec<String> = std::fs::read_to_string("/proc/self/mountinfo")
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.split(' ').nth(4).map(str::to_owned))
+            .filter(|m| m.starts_with(&dir))
+            .collect();
+        // Deepest first: bind mounts before what they show.
+        mounts.sort_by_key(|m| std::cmp::Reverse(m.len()));
+        for mount in mounts {
+            let _ = run("umount", &["-l", &mount], Duration::from_secs(10));
+        }
+        let loops = run("losetup", &["-a"], Duration::from_secs(10)).stdout;
+        for line in loops.lines().filter(|l| l.contains(&dir)) {
+            if let Some(device) = line.split(':').next() {
+                let _ = run("losetup", &["-d", device], Duration::from_secs(10));
+            }
+        }
+        kill_processes_mentioning(&dir);
+    }
+}
