@@ -3,7 +3,8 @@
 # protoc for the gRPC protos, and the real clients the end-to-end tests drive
 # (qemu-io, nbdinfo/nbdcopy/nbdfuse, nbdsh's python module, fio, mkfs.ext4, and s3s-fs,
 # an S3-compatible server, for the backup tests; etcd for the multi-node manager tests;
-# mkfs.xfs and csi-sanity for the CSI driver's tests).
+# mkfs.xfs and csi-sanity for the CSI driver's tests; helm and kubernetes-validate for
+# the deployment's check).
 # Does nothing when everything is already there.
 set -euo pipefail
 
@@ -42,4 +43,13 @@ if ! command -v csi-sanity >/dev/null 2>&1; then
     [ "$(id -u)" -ne 0 ] || gobin=/usr/local/bin
     GOBIN="$gobin" go install "github.com/kubernetes-csi/csi-test/v5/cmd/csi-sanity@$CSI_SANITY_VERSION"
 fi
+# helm and kubernetes-validate for the deployment's check (scripts/check-deploy.sh), pinned.
+HELM_VERSION=v4.3.2
+if ! command -v helm >/dev/null 2>&1; then
+    echo "installing helm $HELM_VERSION" >&2
+    gobin="$(go env GOPATH)/bin"
+    [ "$(id -u)" -ne 0 ] || gobin=/usr/local/bin
+    GOBIN="$gobin" go install "helm.sh/helm/v4/cmd/helm@$HELM_VERSION"
+fi
+command -v kubernetes-validate >/dev/null 2>&1 || python3 -m pip install --quiet kubernetes-validate==1.37.0
 python3 -c 'import schemathesis' 2>/dev/null || python3 -m pip install --quiet schemathesis

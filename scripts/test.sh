@@ -6,3 +6,5 @@ cd "$(dirname "$0")/.."
 ./scripts/setup.sh
 # --all-features turns on the `failpoints` features, which compile the crash tests.
 cargo nextest run --workspace --all-features --no-fail-fast "$@"
+# The Kubernetes deployment: helm lint/template, kubernetes-validate, command lines.
+./scripts/check-deploy.sh
