@@ -171,6 +171,11 @@ impl NodeService {
             }) = &mount
             {
                 format_if_blank(&stage.loop_device, fs, mkfs_params).await?;
+                // A volume grown while it was not staged: its ext4 grows before the
+                // mount (growing a mounted one needs CAP_SYS_RESOURCE).
+                if fs == "ext4" {
+                    grow_ext4_offline(&stage.loop_device).await?;
+                }
                 let mut args = vec!["-t", fs.as_str()];
                 let options = flags.join(",");
                 if !options.is_empty() {
@@ -180,6 +185,9 @@ impl NodeService {
                 args.extend([stage.loop_device.as_str(), &staging]);
                 host::run("mount", &args).await?;
                 stage.filesystem = Some(fs.clone());
+                if fs == "xfs" {
+                    host::run("xfs_growfs", &[&staging]).await?;
+                }
             }
             self.save(&stage)
         }
@@ -237,6 +245,38 @@ struct MountRequest {
     mkfs_params: Vec<String>,
     /// Mount flags.
     flags: Vec<String>,
+}
+
+/// Grows the (unmounted) ext4 filesystem on `device` to the device's size when the
+/// device is larger: `e2fsck -f -p`, then `resize2fs`.
+async fn grow_ext4_offline(device: &str) -> Result<(), Status> {
+    let header = host::run("dumpe2fs", &["-h", device]).await?;
+    let field = |name: &str| -> Option<u64> {
+        header
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().parse().ok())
+    };
+    let (Some(blocks), Some(block_size)) = (field("Block count:"), field("Block size:")) else {
+        return Err(Status::internal(format!(
+            "dumpe2fs -h {device}: no block count or size"
+        )));
+    };
+    if host::device_size(device).await? <= blocks.saturating_mul(block_size) {
+        return Ok(());
+    }
+    // Exit 1 means errors were corrected; anything above is a failure.
+    let (_, _, stderr) = host::run_status("e2fsck", &["-f", "-p", device]).await?;
+    let (checked, ..) = host::run_status("e2fsck", &["-n", device]).await?;
+    if !checked {
+        return Err(Status::internal(format!(
+            "e2fsck {device} before growing it: {}",
+            stderr.trim()
+        )));
+    }
+    host::run("resize2fs", &[device]).await?;
+    tracing::info!(device, "grew the ext4 filesystem to the volume's new size");
+    Ok(())
 }
 
 /// The filesystem, mkfs arguments and mount flags a mount capability asks for.
@@ -549,7 +589,18 @@ impl Node for NodeService {
         }
         match stage.filesystem.as_deref() {
             Some("ext4") => {
-                host::run("resize2fs", &[&stage.loop_device]).await?;
+                let (grown, stdout, stderr) =
+                    host::run_status("resize2fs", &[&stage.loop_device]).await?;
+                if !grown {
+                    // Online growth needs CAP_SYS_RESOURCE; without it the filesystem
+                    // grows at the next stage, before the mount.
+                    return Err(Status::failed_precondition(format!(
+                        "resize2fs {} while mounted: {} {}; the filesystem grows when the volume is staged again",
+                        stage.loop_device,
+                        stdout.trim(),
+                        stderr.trim()
+                    )));
+                }
             }
             Some("xfs") => {
                 host::run("xfs_growfs", &[&stage.staging_path.to_string_lossy()]).await?;

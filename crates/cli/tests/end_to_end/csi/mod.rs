@@ -2,6 +2,7 @@
 //! would drive it: csi-sanity, and the gRPC calls of the kubelet and the sidecars. Root:
 //! the node service makes loop devices and mounts. Each behaviour is one module.
 
+mod lifecycle;
 mod sanity;
 
 use std::path::{Path, PathBuf};
