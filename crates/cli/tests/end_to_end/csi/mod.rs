@@ -2,7 +2,9 @@
 //! would drive it: csi-sanity, and the gRPC calls of the kubelet and the sidecars. Root:
 //! the node service makes loop devices and mounts. Each behaviour is one module.
 
+mod client;
 mod lifecycle;
+mod restart;
 mod sanity;
 
 use std::path::{Path, PathBuf};
@@ -23,7 +25,33 @@ pub struct CsiDriver {
 impl CsiDriver {
     pub fn start(node: &Node, dir: &Path) -> CsiDriver {
         std::fs::create_dir_all(dir.join("root")).unwrap();
-        let log = std::fs::File::create(dir.join("csi.log")).unwrap();
+        let mut driver = CsiDriver {
+            dir: dir.to_path_buf(),
+            child: None,
+        };
+        driver.spawn(node);
+        driver
+    }
+
+    /// Kills the driver (SIGKILL, as a crash would) and starts it again.
+    pub fn restart(&mut self, node: &Node) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        self.spawn(node);
+    }
+
+    fn spawn(&mut self, node: &Node) {
+        let dir = self.dir.clone();
+        let _ = std::fs::remove_file(self.socket());
+        // Its own copy of the token, as a mounted Secret would be.
+        std::fs::copy(node.data_dir().join("token"), dir.join("token")).unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("csi.log"))
+            .unwrap();
         let child = Command::new(BIN)
             .args([
                 "csi",
@@ -34,7 +62,7 @@ impl CsiDriver {
                 "--manager-url",
                 &node.url(),
                 "--token-file",
-                path_str(&node.data_dir().join("token")),
+                path_str(&dir.join("token")),
                 "--state-dir",
                 path_str(&dir.join("state")),
                 "--allowed-root",
@@ -45,20 +73,16 @@ impl CsiDriver {
             .stderr(log)
             .spawn()
             .unwrap();
-        let driver = CsiDriver {
-            dir: dir.to_path_buf(),
-            child: Some(child),
-        };
+        self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(30);
-        while !driver.socket().exists() {
+        while !self.socket().exists() {
             assert!(
                 Instant::now() < deadline,
                 "shorthorn csi did not listen:\n{}",
-                driver.log()
+                self.log()
             );
             std::thread::sleep(Duration::from_millis(50));
         }
-        driver
     }
 
     pub fn socket(&self) -> PathBuf {
