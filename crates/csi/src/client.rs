@@ -62,7 +62,8 @@ impl CallError {
             Some(400) => Code::InvalidArgument,
             Some(404) => Code::NotFound,
             Some(409) => Code::FailedPrecondition,
-            Some(401 | 403) => Code::Unauthenticated,
+            Some(401) => Code::Unauthenticated,
+            Some(403) => Code::PermissionDenied,
             None if matches!(self, CallError::Unreachable { .. }) => Code::Unavailable,
             _ => Code::Internal,
         };

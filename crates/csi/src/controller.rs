@@ -85,31 +85,20 @@ impl ControllerService {
         }
     }
 
-    /// The CSI volume for `detail`, its topology the nodes holding its replicas.
+    /// The CSI volume for `detail`. Its topology is left empty: any node reaches the
+    /// volume over the network, and a topology of the replica nodes would pin its pods
+    /// to them (a PV's node affinity never changes when replicas move).
     fn csi_volume(
         detail: &VolumeDetail,
         context: HashMap<String, String>,
         source: Option<pb::VolumeContentSource>,
     ) -> pb::Volume {
-        let mut nodes: Vec<&str> = detail
-            .replicas
-            .iter()
-            .filter(|r| r.spec.desire_running)
-            .map(|r| r.spec.node.as_str())
-            .collect();
-        nodes.sort_unstable();
-        nodes.dedup();
         pb::Volume {
             capacity_bytes: i64::try_from(detail.volume.spec.size).unwrap_or(i64::MAX),
             volume_id: detail.volume.name.clone(),
             volume_context: context,
             content_source: source,
-            accessible_topology: nodes
-                .into_iter()
-                .map(|n| pb::Topology {
-                    segments: [(TOPOLOGY_KEY.to_string(), n.to_string())].into(),
-                })
-                .collect(),
+            accessible_topology: Vec::new(),
         }
     }
 
@@ -457,53 +446,55 @@ impl Controller for ControllerService {
         let context = volume_context(&parameters);
         if let Some(existing) = self.volume(&name).await? {
             let spec = &existing.volume.spec;
+            // A clone of a volume is stored as a clone of the snapshot taken of it.
+            let stored_source = spec.from_snapshot.as_ref();
             let same_source = spec.from_backup == from_backup
-                && spec.from_snapshot.as_ref().map(ToString::to_string) == from_snapshot
-                && (from_volume.is_none() || spec.from_snapshot.is_some());
+                && match &from_volume {
+                    Some(volume) => stored_source.is_some_and(|s| s.volume == *volume),
+                    None => stored_source.map(ToString::to_string) == from_snapshot,
+                };
             if !fits(spec.size, range) || !same_source {
                 return Err(Status::already_exists(format!(
                     "volume {name} exists with {} bytes and another source",
                     spec.size
                 )));
             }
-            return Ok(Response::new(pb::CreateVolumeResponse {
-                volume: Some(Self::csi_volume(&existing, context, source)),
-            }));
-        }
-        let mut body = json!({
-            "name": name,
-            "size": size,
-            "node_selector": parameters.node_selector,
-            "disk_selector": parameters.disk_selector,
-            "recurring_jobs": parameters.recurring_jobs,
-            "recurring_job_groups": parameters.recurring_job_groups,
-        });
-        for (key, value) in [
-            ("from_backup", from_backup),
-            ("from_snapshot", from_snapshot),
-            ("from_volume", from_volume),
-        ] {
-            if let Some(value) = value {
-                body[key] = json!(value);
+        } else {
+            let mut body = json!({
+                "name": name,
+                "size": size,
+                "node_selector": parameters.node_selector,
+                "disk_selector": parameters.disk_selector,
+                "recurring_jobs": parameters.recurring_jobs,
+                "recurring_job_groups": parameters.recurring_job_groups,
+            });
+            for (key, value) in [
+                ("from_backup", from_backup),
+                ("from_snapshot", from_snapshot),
+                ("from_volume", from_volume),
+            ] {
+                if let Some(value) = value {
+                    body[key] = json!(value);
+                }
             }
-        }
-        if let Some(replicas) = parameters.replicas {
-            body["replicas"] = json!(replicas);
-        }
-        if let Some(locality) = parameters.data_locality {
-            body["data_locality"] = json!(locality);
-        }
-        match self.manager.post::<Volume>("/v1/volumes", body).await {
-            Ok(_) => {}
-            // Created meanwhile by a retry of the same request: answered below.
-            Err(e) if e.status() == Some(409) && self.volume(&name).await?.is_some() => {}
-            Err(e) if e.status() == Some(409) => {
-                return Err(Status::resource_exhausted(e.to_string()));
+            if let Some(replicas) = parameters.replicas {
+                body["replicas"] = json!(replicas);
             }
-            Err(e) if e.status() == Some(400) && e.to_string().contains("size") => {
-                return Err(Status::out_of_range(e.to_string()));
+            if let Some(locality) = parameters.data_locality {
+                body["data_locality"] = json!(locality);
             }
-            Err(e) => return Err(e.into()),
+            match self.manager.post::<Volume>("/v1/volumes", body).await {
+                Ok(_) => {}
+                // Created meanwhile by a retry of the same request: answered below.
+                Err(e) if e.status() == Some(409) && self.volume(&name).await?.is_some() => {}
+                Err(e) if e.status() == Some(409) => {
+                    return Err(Status::resource_exhausted(e.to_string()));
+                }
+                Err(e) if e.status() == Some(400) && e.to_string().contains("size") => {
+                    return Err(Status::out_of_range(e.to_string()));
+                }
+                Err(e) => return Err(e.into()),
+            }
         }
         let (detail, ready) = self
             .wait_for(&name, CREATE_WAIT, |d| {
@@ -513,6 +504,12 @@ impl Controller for ControllerService {
         if !ready {
             return Err(Status::aborted(format!(
                 "volume {name} is still being created ({}); ask again",
+                detail.volume.status.message
+            )));
+        }
+        if detail.volume.status.state == VolumeState::Failed {
+            return Err(Status::internal(format!(
+                "volume {name} failed: {}",
                 detail.volume.status.message
             )));
         }
@@ -561,6 +558,9 @@ impl Controller for ControllerService {
         }
         let detail = self.existing_volume(id).await?;
         let node = &request.node_id;
+        if shorthorn_block::validate_name(node).is_err() {
+            return Err(Status::not_found(format!("no node {node:?}")));
+        }
         match self.manager.get::<Node>(&format!("/v1/nodes/{node}")).await {
             Ok(_) => {}
             Err(e) if e.status() == Some(404) => {
@@ -885,6 +885,11 @@ impl Controller for ControllerService {
             .capacity_range
             .as_ref()
             .ok_or_else(|| Status::invalid_argument("capacity_range is required"))?;
+        if range.required_bytes <= 0 {
+            return Err(Status::invalid_argument(
+                "capacity_range.required_bytes must be above 0",
+            ));
+        }
         let size = size_for(Some(range))?;
         let detail = self.existing_volume(id).await?;
         // A filesystem on it must grow on its node too; a block volume is done.

@@ -29,6 +29,15 @@ pub async fn run(program: &str, args: &[&str]) -> Result<String, Status> {
 
 /// Runs `program args`: (succeeded, stdout, stderr).
 pub async fn run_status(program: &str, args: &[&str]) -> Result<(bool, String, String), Status> {
+    let (code, stdout, stderr) = run_code(program, args).await?;
+    Ok((code == Some(0), stdout, stderr))
+}
+
+/// Runs `program args`: (exit code, none when killed by a signal; stdout; stderr).
+pub async fn run_code(
+    program: &str,
+    args: &[&str],
+) -> Result<(Option<i32>, String, String), Status> {
     let child = tokio::process::Command::new(program)
         .args(args)
         .stdin(Stdio::null())
@@ -47,7 +56,7 @@ pub async fn run_status(program: &str, args: &[&str]) -> Result<(bool, String, S
         })?
         .map_err(|e| Status::internal(format!("{program}: {e}")))?;
     Ok((
-        output.status.success(),
+        output.status.code(),
         String::from_utf8_lossy(&output.stdout).into_owned(),
         String::from_utf8_lossy(&output.stderr).into_owned(),
     ))
@@ -186,10 +195,17 @@ pub async fn attach_loop(file: &Path) -> Result<String, Status> {
     Ok(device.trim().to_string())
 }
 
+/// The file loop device `device` (`/dev/loopN`) is backed by, from sysfs (which never
+/// touches the file: asking losetup would hang on a FUSE file whose server died).
+pub fn loop_backing_file(device: &str) -> Option<PathBuf> {
+    let name = device.strip_prefix("/dev/")?;
+    let text = std::fs::read_to_string(format!("/sys/block/{name}/loop/backing_file")).ok()?;
+    Some(PathBuf::from(text.trim()))
+}
+
 /// Detaches loop device `device` if it is still backed by `file`.
 pub async fn detach_loop(device: &str, file: &Path) -> Result<(), Status> {
-    let (ok, backing, _) = run_status("losetup", &["-n", "-O", "BACK-FILE", device]).await?;
-    if ok && Path::new(backing.trim()) == file {
+    if loop_backing_file(device).is_some_and(|backing| backing == file) {
         run("losetup", &["-d", device]).await?;
     }
     Ok(())
@@ -208,19 +224,45 @@ pub enum Contents {
     Other(String),
 }
 
-/// Probes `device`'s first bytes with `blkid -p`.
+/// Bytes read from the start of a device blkid calls blank, which must all be zero (a
+/// new Shorthorn volume reads zeros) before it may be formatted.
+const BLANK_CHECK_BYTES: usize = 1 << 20;
+
+/// Probes `device`'s first bytes with `blkid -p`. Blank only when blkid exits 2 (nothing
+/// found; it also exits 2 after some read errors, hence the zero check) and the first
+/// MiB reads as zeros; a device that cannot be read is an error, never blank.
 pub async fn contents(device: &str) -> Result<Contents, Status> {
-    let (ok, stdout, stderr) = run_status("blkid", &["-p", "-o", "export", device]).await?;
-    if !ok {
-        // Exit 2: nothing found. Anything else is an error.
-        return if stderr.trim().is_empty() && stdout.trim().is_empty() {
-            Ok(Contents::Blank)
+    let (code, stdout, stderr) = run_code("blkid", &["-p", "-o", "export", device]).await?;
+    if code == Some(2) {
+        let path = device.to_string();
+        let zeros = tokio::task::spawn_blocking(move || -> std::io::Result<bool> {
+            use std::io::Read as _;
+            let mut head = vec![0u8; BLANK_CHECK_BYTES];
+            let mut file = std::fs::File::open(&path)?;
+            let mut filled = 0;
+            while filled < head.len() {
+                let n = file.read(&mut head[filled..])?;
+                if n == 0 {
+                    break;
+                }
+                filled += n;
+            }
+            Ok(head[..filled].iter().all(|b| *b == 0))
+        })
+        .await
+        .map_err(|e| Status::internal(format!("reading {device}: {e}")))?
+        .map_err(|e| Status::unavailable(format!("reading {device}: {e}")))?;
+        return Ok(if zeros {
+            Contents::Blank
         } else {
-            Err(Status::internal(format!(
-                "blkid -p {device}: {}",
-                stderr.trim()
-            )))
-        };
+            Contents::Other("data that blkid does not recognize".into())
+        });
+    }
+    if code != Some(0) {
+        return Err(Status::internal(format!(
+            "blkid -p {device} (exit {code:?}): {}",
+            stderr.trim()
+        )));
     }
     let field = |name: &str| {
         stdout

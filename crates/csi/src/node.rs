@@ -199,6 +199,16 @@ impl NodeService {
         Ok(stage)
     }
 
+    /// Whether a recorded stage still stands: nbdfuse's file, the loop device backed by
+    /// it, and (for a filesystem) the staging mount.
+    fn is_live(&self, stage: &Stage) -> bool {
+        let file = stage.fuse_dir.join("dev");
+        host::is_mounted(&stage.fuse_dir)
+            && stage.nbdfuse_pid.is_some_and(host::process_is_nbdfuse)
+            && host::loop_backing_file(&stage.loop_device).is_some_and(|b| b == file)
+            && (stage.filesystem.is_none() || host::is_mounted(&stage.staging_path))
+    }
+
     /// Undoes a stage: unmounts the staging path, detaches the loop device, stops nbdfuse.
     async fn teardown(&self, stage: &Stage) -> Result<(), Status> {
         host::unmount(&stage.staging_path).await?;
@@ -266,11 +276,10 @@ async fn grow_ext4_offline(device: &str) -> Result<(), Status> {
         return Ok(());
     }
     // Exit 1 means errors were corrected; anything above is a failure.
-    let (_, _, stderr) = host::run_status("e2fsck", &["-f", "-p", device]).await?;
-    let (checked, ..) = host::run_status("e2fsck", &["-n", device]).await?;
-    if !checked {
+    let (code, _, stderr) = host::run_code("e2fsck", &["-f", "-p", device]).await?;
+    if !matches!(code, Some(0 | 1)) {
         return Err(Status::internal(format!(
-            "e2fsck {device} before growing it: {}",
+            "e2fsck {device} before growing it (exit {code:?}): {}",
             stderr.trim()
         )));
     }
@@ -341,6 +350,12 @@ impl Node for NodeService {
             }
         }
         let fs = mount_request(capability, &request.volume_context)?;
+        if let Some(stage) = self.stage_of(volume).filter(|s| !self.is_live(s)) {
+            // Recorded, but gone (the node rebooted, or nbdfuse died): what is left is
+            // undone and the volume staged afresh.
+            tracing::warn!(%volume, "recorded stage is not live; staging again");
+            self.teardown(&stage).await?;
+        }
         if let Some(stage) = self.stage_of(volume) {
             if stage.staging_path != staging {
                 return Err(Status::already_exists(format!(
@@ -404,9 +419,12 @@ impl Node for NodeService {
             return Err(Status::invalid_argument(why));
         }
         let volume = volume_id(&request.volume_id)?;
-        let mut stage = self.stage_of(volume).ok_or_else(|| {
-            Status::failed_precondition(format!("volume {volume} is not staged on this node"))
-        })?;
+        let mut stage = self
+            .stage_of(volume)
+            .filter(|s| self.is_live(s))
+            .ok_or_else(|| {
+                Status::failed_precondition(format!("volume {volume} is not staged on this node"))
+            })?;
         if stage.staging_path != staging {
             return Err(Status::invalid_argument(format!(
                 "volume {volume} is staged at {}, not {}",

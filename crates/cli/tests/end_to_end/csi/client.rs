@@ -106,11 +106,24 @@ impl Csi {
         staging: &Path,
         target: &Path,
     ) -> Result<(), tonic::Status> {
+        self.attach_to("node-1", volume, capability, staging, target)
+            .await
+    }
+
+    /// [`Csi::attach`] to node `node`.
+    pub async fn attach_to(
+        &mut self,
+        node: &str,
+        volume: &str,
+        capability: &pb::VolumeCapability,
+        staging: &Path,
+        target: &Path,
+    ) -> Result<(), tonic::Status> {
         let published = self
             .controller
             .controller_publish_volume(pb::ControllerPublishVolumeRequest {
                 volume_id: volume.into(),
-                node_id: "node-1".into(),
+                node_id: node.into(),
                 volume_capability: Some(capability.clone()),
                 ..Default::default()
             })
@@ -139,13 +152,18 @@ impl Csi {
         Ok(())
     }
 
-    /// NodeUnpublish, NodeUnstage, ControllerUnpublish.
+    /// NodeUnpublish, NodeUnstage, ControllerUnpublish from node-1.
     pub async fn detach(&mut self, volume: &str, staging: &Path, target: &Path) {
+        self.detach_from("node-1", volume, staging, target).await;
+    }
+
+    /// [`Csi::detach`] from node `node`.
+    pub async fn detach_from(&mut self, node: &str, volume: &str, staging: &Path, target: &Path) {
         self.unstage(volume, staging, target).await;
         self.controller
             .controller_unpublish_volume(pb::ControllerUnpublishVolumeRequest {
                 volume_id: volume.into(),
-                node_id: "node-1".into(),
+                node_id: node.into(),
                 ..Default::default()
             })
             .await

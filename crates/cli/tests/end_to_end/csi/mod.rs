@@ -2,7 +2,7 @@
 //! would drive it: csi-sanity, and the gRPC calls of the kubelet and the sidecars. Root:
 //! the node service makes loop devices and mounts. Each behaviour is one module.
 
-mod client;
+pub mod client;
 mod lifecycle;
 mod restart;
 mod sanity;
@@ -101,28 +101,48 @@ impl CsiDriver {
     /// What is left under the driver's directory: mounts, loop devices, nbdfuse
     /// processes (each a line; empty when nothing).
     pub fn leftovers(&self) -> Vec<String> {
-        let dir = path_str(&self.dir).to_owned();
-        let mut left: Vec<String> = std::fs::read_to_string("/proc/self/mountinfo")
-            .unwrap_or_default()
-            .lines()
-            .filter(|l| l.contains(&dir))
-            .map(|l| format!("mount: {l}"))
-            .collect();
-        let loops = run("losetup", &["-a"], Duration::from_secs(10)).stdout;
-        left.extend(
-            loops
-                .lines()
-                .filter(|l| l.contains(&dir))
-                .map(|l| format!("loop: {l}")),
-        );
-        left.extend(
-            crate::common::processes_mentioning(&dir)
-                .into_iter()
-                .filter(|(_, cmdline)| cmdline.first().is_some_and(|p| p.ends_with("nbdfuse")))
-                .map(|(pid, cmdline)| format!("process {pid}: {}", cmdline.join(" "))),
-        );
-        left
+        leftovers_under(&self.dir)
     }
+}
+
+/// Attached loop devices and their backing files, from sysfs (`losetup -a` would hang on
+/// a FUSE file whose server died).
+fn loop_devices() -> Vec<(String, String)> {
+    let Ok(entries) = std::fs::read_dir("/sys/block") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter_map(|entry| {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let file = std::fs::read_to_string(entry.path().join("loop/backing_file")).ok()?;
+            Some((format!("/dev/{name}"), file.trim().to_owned()))
+        })
+        .collect()
+}
+
+/// What is left under `dir`: mounts, loop devices, nbdfuse processes (a line each).
+pub fn leftovers_under(dir: &Path) -> Vec<String> {
+    let dir = path_str(dir).to_owned();
+    let mut left: Vec<String> = std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains(&dir))
+        .map(|l| format!("mount: {l}"))
+        .collect();
+    left.extend(
+        loop_devices()
+            .into_iter()
+            .filter(|(_, file)| file.contains(&dir))
+            .map(|(device, file)| format!("loop: {device} on {file}")),
+    );
+    left.extend(
+        crate::common::processes_mentioning(&dir)
+            .into_iter()
+            .filter(|(_, cmdline)| cmdline.first().is_some_and(|p| p.ends_with("nbdfuse")))
+            .map(|(pid, cmdline)| format!("process {pid}: {}", cmdline.join(" "))),
+    );
+    left
 }
 
 impl Drop for CsiDriver {
@@ -131,24 +151,30 @@ impl Drop for CsiDriver {
             let _ = child.kill();
             let _ = child.wait();
         }
-        let dir = path_str(&self.dir).to_owned();
-        let mut mounts: Vec<String> = std::fs::read_to_string("/proc/self/mountinfo")
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| l.split(' ').nth(4).map(str::to_owned))
-            .filter(|m| m.starts_with(&dir))
-            .collect();
-        // Deepest first: bind mounts before what they show.
-        mounts.sort_by_key(|m| std::cmp::Reverse(m.len()));
-        for mount in mounts {
-            let _ = run("umount", &["-l", &mount], Duration::from_secs(10));
-        }
-        let loops = run("losetup", &["-a"], Duration::from_secs(10)).stdout;
-        for line in loops.lines().filter(|l| l.contains(&dir)) {
-            if let Some(device) = line.split(':').next() {
-                let _ = run("losetup", &["-d", device], Duration::from_secs(10));
-            }
-        }
-        kill_processes_mentioning(&dir);
+        undo_under(&self.dir);
     }
+}
+
+/// What CSI drivers left under `dir`: unmounts (deepest first), detaches loop devices
+/// and kills nbdfuse processes there; for a test's cleanup, also after a failure.
+pub fn undo_under(dir: &Path) {
+    let dir = path_str(dir).to_owned();
+    let mut mounts: Vec<String> = std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4).map(str::to_owned))
+        .filter(|m| m.starts_with(&dir))
+        .collect();
+    // Deepest first: bind mounts before what they show.
+    mounts.sort_by_key(|m| std::cmp::Reverse(m.len()));
+    for mount in mounts {
+        let _ = run("umount", &["-l", &mount], Duration::from_secs(10));
+    }
+    for (device, _) in loop_devices()
+        .into_iter()
+        .filter(|(_, file)| file.contains(&dir))
+    {
+        let _ = run("losetup", &["-d", &device], Duration::from_secs(10));
+    }
+    kill_processes_mentioning(&dir);
 }

@@ -127,6 +127,35 @@ impl Cluster {
         cluster
     }
 
+    /// Starts `program args` in node `node`'s network namespace but this process's mount
+    /// namespace (`nsenter --net`, not `ip netns exec`, which makes a mount namespace of
+    /// its own), so the mounts it makes are seen here; its output in the log file `log`;
+    /// killed with the cluster.
+    pub(super) fn spawn_on_node(&mut self, node: usize, program: &str, args: &[&str], log: &str) {
+        let file = std::fs::File::create(self.dir.path().join(log)).unwrap();
+        let child = Command::new("nsenter")
+            .arg(format!("--net=/run/netns/{}", self.nodes[node - 1]))
+            .arg(program)
+            .args(args)
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(file.try_clone().unwrap())
+            .stderr(file)
+            .spawn()
+            .unwrap();
+        self.processes.push(child);
+    }
+
+    /// The cluster's API token.
+    pub(super) fn token(&self) -> &str {
+        &self.token
+    }
+
+    /// The directory the cluster's data and logs live in.
+    pub(super) fn dir(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+
     fn in_ns(&self, ns: &str, program: &str, args: &[&str]) -> Command {
         let mut command = Command::new("ip");
         command.args(["netns", "exec", ns, program]).args(args);
@@ -208,7 +237,7 @@ impl Cluster {
         }
     }
 
-    fn log(&self, name: &str) -> String {
+    pub(super) fn log(&self, name: &str) -> String {
         std::fs::read_to_string(self.dir.path().join(name)).unwrap_or_default()
     }
 

@@ -2,6 +2,7 @@
 //! replicas on their own addresses) and real block devices (nbdfuse, loop devices,
 //! mkfs, mount). Each behaviour is one module.
 
+mod csi_multi_node;
 mod engine_crash_recovery;
 mod engine_stale_open;
 mod manager_data_locality;
