@@ -55,6 +55,16 @@ pub fn check_all(capabilities: &[VolumeCapability]) -> Result<(), Status> {
     Ok(())
 }
 
+/// A request's one capability: required (INVALID_ARGUMENT without it) and served.
+pub fn required(capability: Option<&VolumeCapability>) -> Result<&VolumeCapability, Status> {
+    let capability =
+        capability.ok_or_else(|| Status::invalid_argument("volume_capability is required"))?;
+    match unsupported(capability) {
+        Some(why) => Err(Status::invalid_argument(why)),
+        None => Ok(capability),
+    }
+}
+
 /// Whether a capability is a mount (else block).
 pub fn is_mount(capability: &VolumeCapability) -> bool {
     matches!(capability.access_type, Some(AccessType::Mount(_)))

@@ -549,13 +549,7 @@ impl Controller for ControllerService {
         if request.node_id.is_empty() {
             return Err(Status::invalid_argument("node_id is required"));
         }
-        let capability = request
-            .volume_capability
-            .as_ref()
-            .ok_or_else(|| Status::invalid_argument("volume_capability is required"))?;
-        if let Some(why) = capability::unsupported(capability) {
-            return Err(Status::invalid_argument(why));
-        }
+        capability::required(request.volume_capability.as_ref())?;
         let detail = self.existing_volume(id).await?;
         let node = &request.node_id;
         if shorthorn_block::validate_name(node).is_err() {

@@ -326,13 +326,7 @@ impl Node for NodeService {
             return Err(Status::invalid_argument("volume_id is required"));
         }
         let staging = self.path("staging_target_path", &request.staging_target_path)?;
-        let capability = request
-            .volume_capability
-            .as_ref()
-            .ok_or_else(|| Status::invalid_argument("volume_capability is required"))?;
-        if let Some(why) = capability::unsupported(capability) {
-            return Err(Status::invalid_argument(why));
-        }
+        let capability = capability::required(request.volume_capability.as_ref())?;
         let volume = volume_id(&request.volume_id)?;
         match std::fs::metadata(&staging) {
             Ok(m) if m.is_dir() => {}
@@ -411,13 +405,7 @@ impl Node for NodeService {
         }
         let target = self.path("target_path", &request.target_path)?;
         let staging = self.path("staging_target_path", &request.staging_target_path)?;
-        let capability = request
-            .volume_capability
-            .as_ref()
-            .ok_or_else(|| Status::invalid_argument("volume_capability is required"))?;
-        if let Some(why) = capability::unsupported(capability) {
-            return Err(Status::invalid_argument(why));
-        }
+        let capability = capability::required(request.volume_capability.as_ref())?;
         let volume = volume_id(&request.volume_id)?;
         let mut stage = self
             .stage_of(volume)
