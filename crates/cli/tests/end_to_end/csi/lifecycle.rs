@@ -317,12 +317,5 @@ fn a_volume_lives_through_the_calls_kubernetes_makes() {
                 .unwrap();
         }
     });
-    let left = driver.leftovers();
-    assert!(left.is_empty(), "left behind:\n{}", left.join("\n"));
-    let volumes = node.cli_ok(&["volume", "ls"]);
-    assert_eq!(
-        volumes.lines().count(),
-        1,
-        "volumes left in the manager:\n{volumes}"
-    );
+    driver.assert_nothing_left(&node);
 }

@@ -98,6 +98,19 @@ impl CsiDriver {
         std::fs::read_to_string(self.dir.join("csi.log")).unwrap_or_default()
     }
 
+    /// Fails the test if anything is left: mounts, loop devices or nbdfuse processes
+    /// under the driver's directory, or volumes in `node`'s manager.
+    pub fn assert_nothing_left(&self, node: &Node) {
+        let left = self.leftovers();
+        assert!(left.is_empty(), "left behind:\n{}", left.join("\n"));
+        let volumes = node.cli_ok(&["volume", "ls"]);
+        assert_eq!(
+            volumes.lines().count(),
+            1,
+            "volumes left in the manager:\n{volumes}"
+        );
+    }
+
     /// What is left under the driver's directory: mounts, loop devices, nbdfuse
     /// processes (each a line; empty when nothing).
     pub fn leftovers(&self) -> Vec<String> {

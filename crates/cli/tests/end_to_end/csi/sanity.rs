@@ -48,12 +48,5 @@ fn csi_sanity_passes_with_nothing_left_behind() {
         .and_then(|(n, _)| n.parse().ok())
         .unwrap_or(0);
     assert!(passed >= 70, "only {passed} specs passed: {summary}");
-    let left = driver.leftovers();
-    assert!(left.is_empty(), "left behind:\n{}", left.join("\n"));
-    let volumes = node.cli_ok(&["volume", "ls"]);
-    assert_eq!(
-        volumes.lines().count(),
-        1,
-        "volumes left in the manager:\n{volumes}"
-    );
+    driver.assert_nothing_left(&node);
 }
