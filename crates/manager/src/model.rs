@@ -101,6 +101,9 @@ pub struct VolumeSpec {
     /// Whether a replica follows the engine's node.
     #[serde(default)]
     pub data_locality: DataLocality,
+    /// Labels users find it by; nothing acts on them.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
 }
 
 /// What the manager observes of a volume.

@@ -61,6 +61,10 @@ pub enum VolumeCommand {
         /// [default: the default_data_locality setting].
         #[arg(long, value_name = "MODE", value_parser = parse_locality)]
         data_locality: Option<DataLocality>,
+        /// A label KEY=VALUE to find it by (the web UI filters on labels); repeat for
+        /// more.
+        #[arg(long = "label", value_name = "KEY=VALUE")]
+        labels: Vec<String>,
     },
     /// Set which recurring jobs run for a volume (replaces the lists; none: no jobs).
     Jobs {
@@ -204,6 +208,7 @@ pub fn volume(api: &ApiArgs, command: VolumeCommand) -> anyhow::Result<()> {
                 from_snapshot,
                 from_volume,
                 data_locality,
+                labels,
             } => {
                 let snapshot_source = match from_snapshot.as_deref() {
                     Some(text) => Some(
@@ -238,6 +243,7 @@ pub fn volume(api: &ApiArgs, command: VolumeCommand) -> anyhow::Result<()> {
                     from_snapshot,
                     from_volume,
                     data_locality,
+                    labels: super::backups::parse_labels(&labels)?,
                 })?;
                 let volume: Volume = client.call(Method::POST, "/v1/volumes", Some(body)).await?;
                 line(format_args!(

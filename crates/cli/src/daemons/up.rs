@@ -88,6 +88,7 @@ pub fn up(args: UpArgs, role: NodeRole) -> anyhow::Result<()> {
                 } else {
                     println!("  token:   in {data_dir}/token");
                 }
+                println!("  web UI:  {}/ (log in with the token)", connection.url);
                 println!("  create:  shorthorn volume create vol1 --size 10G");
                 println!("  attach:  shorthorn volume attach vol1   # prints nbd://…");
                 println!("  list:    shorthorn volume ls");

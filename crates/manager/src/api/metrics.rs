@@ -121,6 +121,7 @@ mod tests {
                 from_snapshot: None,
                 salvage_requests: 0,
                 data_locality: crate::model::DataLocality::Disabled,
+                labels: Default::default(),
             },
             status: VolumeStatus::default(),
         }

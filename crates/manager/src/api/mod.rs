@@ -40,8 +40,10 @@ mod events;
 mod jobs;
 mod metrics;
 mod nodes;
+mod session;
 mod settings;
 mod snapshots;
+mod ui;
 mod volumes;
 mod watch;
 
@@ -49,6 +51,7 @@ pub use backups::{CreateBackup, SetBackupTarget};
 pub use cluster::ClusterInfo;
 pub use jobs::CreateJob;
 pub use nodes::UpdateNode;
+pub use session::{Login, SessionInfo};
 pub use settings::SetSetting;
 pub use snapshots::{CreateSnapshot, Snapshot};
 pub use volumes::{
@@ -71,7 +74,8 @@ pub const OPENAPI_PATH: &str = "/v1/openapi.json";
         backups::list_backups, backups::create_backup, backups::get_backup, backups::delete_backup, cluster::cluster_info,
         snapshots::list_snapshots, snapshots::create_snapshot, snapshots::get_snapshot, snapshots::delete_snapshot,
         snapshots::revert_snapshot, snapshots::purge_snapshots, volumes::set_replica_count, volumes::set_data_locality,
-        volumes::remove_volume_replica, volumes::salvage_volume, events::list_events, watch::watch
+        volumes::remove_volume_replica, volumes::salvage_volume, events::list_events, watch::watch,
+        session::login, session::get_session, session::logout
     ),
     components(schemas(
         ErrorBody, CreateVolume, AttachVolume, SetSetting, VolumeDetail, Volume, VolumeSpec,
@@ -80,7 +84,7 @@ pub const OPENAPI_PATH: &str = "/v1/openapi.json";
         SchedulingSettings, VolumeJobs, ExpandVolume, UpdateNode, CreateJob, RecurringJob, RecurringJobSpec,
         RecurringJobStatus, JobTask, Engine, EngineSpec, EngineStatus, EngineState,
         EngineReplicaStatus, BackupTarget, BackupTargetSpec, BackupTargetStatus, Backup,
-        BackupSpec, BackupStatus, BackupState, SetBackupTarget, CreateBackup, ClusterInfo, Snapshot, CreateSnapshot, SetReplicaCount, SetDataLocality, DataLocality, Event, WatchMessage
+        BackupSpec, BackupStatus, BackupState, SetBackupTarget, CreateBackup, ClusterInfo, Snapshot, CreateSnapshot, SetReplicaCount, SetDataLocality, DataLocality, Event, WatchMessage, Login, SessionInfo
     )),
     modifiers(&BearerAuth),
     security(("bearer" = []))
@@ -89,7 +93,43 @@ struct ApiDoc;
 
 /// The OpenAPI document as JSON.
 pub fn openapi_json() -> String {
-    ApiDoc::openapi().to_pretty_json().unwrap_or_default()
+    let mut doc = serde_json::to_value(ApiDoc::openapi()).unwrap_or_default();
+    add_setting_defaults(&mut doc);
+    serde_json::to_string_pretty(&doc).unwrap_or_default()
+}
+
+/// Gives every setting's property in the document its default, taken from
+/// `Settings::default()` (one source for the code and the document), so that clients —
+/// the web UI's settings page — can show it.
+fn add_setting_defaults(doc: &mut serde_json::Value) {
+    fn visit(
+        schema: &mut serde_json::Value,
+        defaults: &std::collections::BTreeMap<String, serde_json::Value>,
+    ) {
+        let Some(object) = schema.as_object_mut() else {
+            return;
+        };
+        if let Some(properties) = object.get_mut("properties").and_then(|p| p.as_object_mut()) {
+            for (name, property) in properties {
+                if let (Some(default), Some(property)) =
+                    (defaults.get(name), property.as_object_mut())
+                {
+                    property.insert("default".into(), default.clone());
+                }
+            }
+        }
+        for nested in ["allOf", "oneOf", "anyOf"] {
+            if let Some(parts) = object.get_mut(nested).and_then(|p| p.as_array_mut()) {
+                parts.iter_mut().for_each(|part| visit(part, defaults));
+            }
+        }
+    }
+    let defaults = Settings::default().to_map();
+    for schema in ["Settings", "SchedulingSettings", "EngineTuning"] {
+        if let Some(schema) = doc.pointer_mut(&format!("/components/schemas/{schema}")) {
+            visit(schema, &defaults);
+        }
+    }
 }
 
 #[derive(Clone)]
@@ -99,6 +139,8 @@ struct AppState {
     user_token: Arc<str>,
     /// What the nodes of the cluster hold: the agent routes take it.
     node_token: Arc<str>,
+    /// The web UI's browser sessions: the user routes take one instead of the token.
+    sessions: Arc<session::Sessions>,
 }
 
 /// The API's routes over `manager`: the user routes require `user_token`, the agent
@@ -108,6 +150,7 @@ pub fn router(manager: Arc<Manager>, user_token: &str, node_token: &str) -> Rout
         manager,
         user_token: user_token.into(),
         node_token: node_token.into(),
+        sessions: Arc::default(),
     };
     let user_routes = Router::new()
         .route(
@@ -213,6 +256,18 @@ pub fn router(manager: Arc<Manager>, user_token: &str, node_token: &str) -> Rout
                 )
             }),
         )
+        .route(
+            "/v1/session",
+            get(session::get_session)
+                .post(session::login)
+                .delete(session::logout),
+        )
+        .route("/", get(ui::index))
+        .route("/assets/{*path}", get(ui::built_asset))
+        .route(
+            "/favicon.svg",
+            get(|| ui::file(axum::extract::Path("favicon.svg".into()))),
+        )
         .merge(user_routes)
         .with_state(state)
         .merge(agent_routes)
@@ -225,13 +280,27 @@ pub fn router(manager: Arc<Manager>, user_token: &str, node_token: &str) -> Rout
         })
 }
 
-/// The user routes take the user token; the node credential is refused there too, so
-/// a node's credential only ever drives agents.
+/// The user routes take the user token, or the web UI's session cookie (with its CSRF
+/// token on requests that change something); the node credential is refused there too,
+/// so a node's credential only ever drives agents.
 async fn require_user_token(
     State(state): State<AppState>,
     request: Request,
     next: Next,
 ) -> Response {
+    if bearer(&request).is_none() {
+        match state.sessions.check(&request) {
+            session::SessionCheck::Allowed => return next.run(request).await,
+            session::SessionCheck::MissingCsrf => {
+                return ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    "a request that changes something needs the session's X-CSRF-Token header",
+                )
+                .into_response();
+            }
+            session::SessionCheck::NoSession => {}
+        }
+    }
     match bearer(&request) {
         Some(token) if constant_time_eq(token.as_bytes(), state.user_token.as_bytes()) => {
             next.run(request).await
@@ -303,6 +372,44 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 mod tests {
     use super::*;
     use crate::validate;
+
+    /// The web UI's client types are generated (`npm run types` in `ui/`) from a copy of
+    /// the document in `ui/src/api/openapi.json`: it must be what the API serves.
+    /// `SHORTHORN_WRITE_OPENAPI=1` rewrites it.
+    #[test]
+    fn the_ui_has_the_current_document() {
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../ui/src/api/openapi.json");
+        let current = openapi_json() + "\n";
+        if std::env::var_os("SHORTHORN_WRITE_OPENAPI").is_some() {
+            std::fs::write(&path, &current).unwrap();
+        }
+        let committed = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(
+            committed == current,
+            "{} is not the API's document: run `SHORTHORN_WRITE_OPENAPI=1 cargo test -p shorthorn-manager the_ui_has_the_current_document`, then `npm run types` in ui/",
+            path.display()
+        );
+    }
+
+    /// Every setting the API takes has its default in the document.
+    #[test]
+    fn the_document_gives_every_setting_its_default() {
+        let doc: serde_json::Value = serde_json::from_str(&openapi_json()).unwrap();
+        let text = doc["components"]["schemas"].to_string();
+        for (name, default) in Settings::default().to_map() {
+            let mut found = false;
+            for schema in ["Settings", "SchedulingSettings", "EngineTuning"] {
+                let schema = &doc["components"]["schemas"][schema];
+                let mut parts = vec![schema];
+                parts.extend(schema["allOf"].as_array().into_iter().flatten());
+                found |= parts
+                    .iter()
+                    .any(|part| part["properties"][&name]["default"] == default);
+            }
+            assert!(found, "setting {name}: no default {default} in {text}");
+        }
+    }
 
     /// The request bodies' schemas state the rules the API enforces, so that a client
     /// (and schemathesis) can know them; what is optional stays optional.

@@ -1,6 +1,8 @@
 //! `/v1/volumes`: create, read, attach, detach, expand and delete volumes, and choose
 //! their recurring jobs.
 
+use std::collections::BTreeMap;
+
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -66,6 +68,10 @@ pub struct CreateVolume {
     /// setting].
     #[serde(default)]
     pub data_locality: Option<DataLocality>,
+    /// Labels to find it by (the UI filters on them); Shorthorn does not act on them.
+    #[serde(default)]
+    #[schema(schema_with = schema::labels)]
+    pub labels: BTreeMap<String, String>,
 }
 
 impl CreateVolume {
@@ -169,6 +175,7 @@ impl Validate for CreateVolume {
             source?;
         }
         validate::optional_name("from_volume", self.from_volume.as_deref())?;
+        validate::labels("labels", &self.labels)?;
         let sources = [
             self.from_backup.is_some(),
             self.from_snapshot.is_some(),
@@ -270,6 +277,7 @@ pub(super) async fn create_volume(
             data_locality: request
                 .data_locality
                 .unwrap_or(settings.default_data_locality),
+            labels: request.labels,
         },
         status: VolumeStatus::default(),
     };

@@ -81,6 +81,7 @@ mod tests {
                 from_snapshot: None,
                 salvage_requests: 0,
                 data_locality: locality,
+                labels: Default::default(),
             },
             status: VolumeStatus::default(),
         }

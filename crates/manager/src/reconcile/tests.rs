@@ -252,6 +252,7 @@ impl Cluster {
                 from_snapshot: None,
                 salvage_requests: 0,
                 data_locality: crate::model::DataLocality::Disabled,
+                labels: Default::default(),
             },
             status: VolumeStatus::default(),
         };
