@@ -4,14 +4,16 @@
 # (qemu-io, nbdinfo/nbdcopy/nbdfuse, nbdsh's python module, fio, mkfs.ext4, and s3s-fs,
 # an S3-compatible server, for the backup tests; etcd for the multi-node manager tests;
 # mkfs.xfs and csi-sanity for the CSI driver's tests; helm and kubernetes-validate for
-# the deployment's check).
+# the deployment's check; Chromium, the UI's npm packages and its build for the web UI,
+# which the binary embeds and its end-to-end tests drive).
 # Does nothing when everything is already there.
 set -euo pipefail
 
-packages=(protobuf-compiler qemu-utils libnbd-bin fio python3-libnbd e2fsprogs fuse3 iproute2 etcd-server xfsprogs)
+packages=(protobuf-compiler qemu-utils libnbd-bin fio python3-libnbd e2fsprogs fuse3 iproute2 etcd-server xfsprogs chromium fonts-dejavu-core)
 probes=("command -v protoc" "command -v qemu-io" "command -v nbdinfo" "command -v fio"
         "/usr/bin/python3 -c 'import nbd'" "command -v mkfs.ext4" "command -v fusermount3"
-        "command -v ip" "command -v etcd" "command -v mkfs.xfs || test -x /usr/sbin/mkfs.xfs")
+        "command -v ip" "command -v etcd" "command -v mkfs.xfs || test -x /usr/sbin/mkfs.xfs"
+        "command -v chromium" "test -d /usr/share/fonts/truetype/dejavu")
 missing=()
 for i in "${!packages[@]}"; do
     bash -c "${probes[$i]}" >/dev/null 2>&1 || missing+=("${packages[$i]}")
@@ -53,3 +55,11 @@ if ! command -v helm >/dev/null 2>&1; then
 fi
 command -v kubernetes-validate >/dev/null 2>&1 || python3 -m pip install --quiet kubernetes-validate==1.37.0
 python3 -c 'import schemathesis' 2>/dev/null || python3 -m pip install --quiet schemathesis
+
+# The web UI (ui/): its npm packages as locked, and its build, which crates/ui embeds in
+# the binary (a build without it serves a page saying how to build it).
+if ! (cd ui && npm ci --no-audit --no-fund --loglevel=error && npm run build --silent) >/tmp/shorthorn-ui-build.log 2>&1; then
+    cat /tmp/shorthorn-ui-build.log >&2
+    echo "building the web UI failed (log above)" >&2
+    exit 1
+fi

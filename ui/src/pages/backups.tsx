@@ -73,9 +73,13 @@ export function BackupsPage() {
         {volumes.map((volume) => (
           <details open>
             <summary>
-              {volume} ({byVolume.get(volume)?.length} backups)
-              {state.get('volume', volume) ? <> — <a href={href('volumes', volume)}>volume</a></> : ' — volume gone'}
+              {volume} ({byVolume.get(volume)?.length} backups{state.get('volume', volume) ? '' : '; the volume is gone'})
             </summary>
+            {state.get('volume', volume) && (
+              <p>
+                <a href={href('volumes', volume)}>Volume {volume}</a>
+              </p>
+            )}
             <table class="grid">
               <thead>
                 <tr>

@@ -7,6 +7,7 @@
 //!   managers on one host);
 //! - [`namespaces`]: root, with hosts in network namespaces and real block devices;
 //! - [`csi`]: root, the CSI driver over `shorthorn up` (csi-sanity, the kubelet's calls);
+//! - [`web_ui`]: the web UI in Chromium (playwright-core scripts in `ui/e2e/`);
 //! - `failpoints`: crash tests at fail points (only with `--features failpoints`).
 //!
 //! `cargo nextest run -p shorthorn --test end_to_end namespaces::` runs one group.
@@ -30,3 +31,4 @@ mod upnode;
 mod failpoints;
 mod namespaces;
 mod processes;
+mod web_ui;
