@@ -4,6 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh
+# The web UI's own logic (Vitest); its type check ran in setup.sh's build.
+(cd ui && npm test --silent)
 # --all-features turns on the `failpoints` features, which compile the crash tests.
 cargo nextest run --workspace --all-features --no-fail-fast "$@"
 # The Kubernetes deployment: helm lint/template, kubernetes-validate, command lines.
