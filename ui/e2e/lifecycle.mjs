@@ -110,6 +110,12 @@ await run(async ({ page, context }) => {
   check(typeof endpoint === 'string' && endpoint.startsWith('nbd://'), `endpoint ${endpoint}`);
   await page.getByText(endpoint, { exact: true }).waitFor();
   writeThroughNbd(endpoint, '0x5a', 0, '256M');
+  step('its I/O charts fill from the io stream');
+  await until('a few samples on the charts', async () => {
+    const points = await page.locator('.chart polyline.write').first().getAttribute('points');
+    return points && points.split(' ').length >= 3;
+  }, 30);
+  check((await page.locator('.chart').count()) === 3, 'three charts: IOPS, throughput, latency');
 
   step('take a snapshot; it shows in the tree');
   await page.locator('.page-header').getByRole('button', { name: 'Take snapshot' }).click();

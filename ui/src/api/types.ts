@@ -360,6 +360,22 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/volumes/{name}/io": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get: operations["volume_io"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/volumes/{name}/recurring-jobs": {
         parameters: {
             query?: never;
@@ -855,6 +871,46 @@ export interface components {
              * @description The new size in bytes: larger than now, a multiple of 4096, at most 2^50.
              */
             size: number;
+        };
+        /** @description One direction's figures over the last completed second. */
+        IoRates: {
+            /**
+             * Format: double
+             * @description Bytes per second.
+             */
+            bytes_per_second: number;
+            /**
+             * Format: int64
+             * @description Failed operations since the engine started.
+             */
+            errors_total: number;
+            /**
+             * Format: double
+             * @description Operations per second.
+             */
+            iops: number;
+            /**
+             * Format: double
+             * @description Mean latency, seconds.
+             */
+            latency_avg_seconds: number;
+            /**
+             * Format: double
+             * @description 99th percentile latency, seconds.
+             */
+            latency_p99_seconds: number;
+        };
+        /**
+         * @description A sample of the stream (`sample` events); `idle` events carry `{"message"}` instead
+         *     while the volume has no running engine.
+         */
+        IoSample: {
+            /** @description Reads. */
+            read: components["schemas"]["IoRates"];
+            /** @description When it was taken (RFC 3339). */
+            time: string;
+            /** @description Writes. */
+            write: components["schemas"]["IoRates"];
         };
         /**
          * @description What a recurring job does.
@@ -2533,6 +2589,57 @@ export interface operations {
                 };
             };
             409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    volume_io: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                name: string;
+                /**
+                 * @description End the stream after this many seconds (1 to 86400); without it the stream lasts
+                 *     until the client leaves.
+                 */
+                timeout_seconds: number | null;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description text/event-stream: a `sample` (an IoSample) every second while the volume's engine runs, else `idle` with a message */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "text/event-stream": components["schemas"]["IoSample"];
+                };
+            };
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            404: {
                 headers: {
                     [name: string]: unknown;
                 };

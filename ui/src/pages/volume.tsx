@@ -7,6 +7,7 @@ import { fillFraction, formatAgo, formatBytes, formatPercent, parseSize, rebuild
 import { useCluster } from '../live';
 import { href } from '../router';
 import { EventRows, newestEvents } from './events';
+import { IoCharts } from './io-charts';
 import { CreateVolumeDialog } from './volumes';
 
 type Action =
@@ -128,6 +129,11 @@ export function VolumePage(props: { name: string }) {
       <section aria-labelledby="replicas-title">
         <h2 id="replicas-title">Replicas</h2>
         <ReplicaTable replicas={replicas} engine={engine} volume={volume.name} />
+      </section>
+
+      <section aria-labelledby="io-title">
+        <h2 id="io-title">I/O</h2>
+        <IoCharts volume={volume.name} attached={volume.status.state === 'attached'} />
       </section>
 
       <section aria-labelledby="snapshots-title">

@@ -37,6 +37,7 @@ mod backups;
 mod cluster;
 mod engines;
 mod events;
+mod io;
 mod jobs;
 mod metrics;
 mod nodes;
@@ -49,6 +50,7 @@ mod watch;
 
 pub use backups::{CreateBackup, SetBackupTarget};
 pub use cluster::ClusterInfo;
+pub use io::{IoRates, IoSample};
 pub use jobs::CreateJob;
 pub use nodes::UpdateNode;
 pub use session::{Login, SessionInfo};
@@ -75,7 +77,7 @@ pub const OPENAPI_PATH: &str = "/v1/openapi.json";
         snapshots::list_snapshots, snapshots::create_snapshot, snapshots::get_snapshot, snapshots::delete_snapshot,
         snapshots::revert_snapshot, snapshots::purge_snapshots, volumes::set_replica_count, volumes::set_data_locality,
         volumes::remove_volume_replica, volumes::salvage_volume, events::list_events, watch::watch,
-        session::login, session::get_session, session::logout
+        session::login, session::get_session, session::logout, io::volume_io
     ),
     components(schemas(
         ErrorBody, CreateVolume, AttachVolume, SetSetting, VolumeDetail, Volume, VolumeSpec,
@@ -84,7 +86,7 @@ pub const OPENAPI_PATH: &str = "/v1/openapi.json";
         SchedulingSettings, VolumeJobs, ExpandVolume, UpdateNode, CreateJob, RecurringJob, RecurringJobSpec,
         RecurringJobStatus, JobTask, Engine, EngineSpec, EngineStatus, EngineState,
         EngineReplicaStatus, BackupTarget, BackupTargetSpec, BackupTargetStatus, Backup,
-        BackupSpec, BackupStatus, BackupState, SetBackupTarget, CreateBackup, ClusterInfo, Snapshot, CreateSnapshot, SetReplicaCount, SetDataLocality, DataLocality, Event, WatchMessage, Login, SessionInfo
+        BackupSpec, BackupStatus, BackupState, SetBackupTarget, CreateBackup, ClusterInfo, Snapshot, CreateSnapshot, SetReplicaCount, SetDataLocality, DataLocality, Event, WatchMessage, Login, SessionInfo, IoSample, IoRates
     )),
     modifiers(&BearerAuth),
     security(("bearer" = []))
@@ -177,6 +179,7 @@ pub fn router(manager: Arc<Manager>, user_token: &str, node_token: &str) -> Rout
             post(volumes::set_data_locality),
         )
         .route("/v1/volumes/{name}/salvage", post(volumes::salvage_volume))
+        .route("/v1/volumes/{name}/io", get(io::volume_io))
         .route(
             "/v1/volumes/{name}/snapshots",
             get(snapshots::list_snapshots).post(snapshots::create_snapshot),

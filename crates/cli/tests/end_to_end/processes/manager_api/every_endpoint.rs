@@ -97,10 +97,19 @@ fn every_documented_endpoint_requires_the_token_and_works() {
     assert!(!documented.is_empty(), "no operations in {doc:#}");
     for (path, method) in &documented {
         assert!(
-            doc["paths"][path][method]["responses"].get("401").is_some(),
+            !needs_token(&doc, path, method)
+                || doc["paths"][path][method]["responses"].get("401").is_some(),
             "{method} {path} does not document its 401"
         );
     }
+    let open: Vec<_> = documented
+        .iter()
+        .filter(|(path, method)| !needs_token(&doc, path, method))
+        .collect();
+    assert!(
+        open.iter().all(|(path, _)| path == "/v1/session"),
+        "only the UI's login session may be open: {open:?}"
+    );
 
     // Without the right token, every operation gets 401 and does nothing. Bodies are
     // valid (create this test's volume, switch auto_salvage off) so a missing check
@@ -118,6 +127,7 @@ fn every_documented_endpoint_requires_the_token_and_works() {
     ];
     let protected = documented
         .iter()
+        .filter(|(p, m)| needs_token(&doc, p, m))
         .map(|(p, m)| (p.as_str(), m.as_str()))
         .chain([("/metrics", "get")]);
     for (template, method) in protected {
@@ -625,6 +635,92 @@ fn every_documented_endpoint_requires_the_token_and_works() {
         assert_eq!(refused.status, 400, "{refused}");
         refused.message();
     }
+
+    // The volume's I/O rates, for two seconds: attached, samples of its engine.
+    ops.operations
+        .insert(("/v1/volumes/{name}/io".to_owned(), "get".to_owned()));
+    let io = api
+        .send(
+            "GET",
+            &format!("/v1/volumes/{VOLUME}/io?timeout_seconds=2"),
+            Auth::Token,
+            None,
+            None,
+        )
+        .expect(200);
+    let text = io.text();
+    let sample = text
+        .lines()
+        .skip_while(|line| *line != "event: sample")
+        .nth(1)
+        .and_then(|line| line.strip_prefix("data: "))
+        .unwrap_or_else(|| panic!("no sample in {text}"));
+    let sample: Value = serde_json::from_str(sample).unwrap();
+    assert!(
+        sample["time"].is_string()
+            && sample["read"]["iops"].is_number()
+            && sample["write"]["latency_p99_seconds"].is_number(),
+        "{sample:#}"
+    );
+    for (path, status) in [
+        (format!("/v1/volumes/{VOLUME}/io?timeout_seconds=0"), 400),
+        ("/v1/volumes/no-such-volume/io".to_owned(), 404),
+    ] {
+        let refused = api.send("GET", &path, Auth::Token, None, None);
+        assert_eq!(refused.status, status, "{refused}");
+        refused.message();
+    }
+
+    // The web UI's session: a wrong token refused; the right one gives an HttpOnly
+    // SameSite=Strict cookie and a CSRF token; the cookie reads, but changes only with
+    // the CSRF token; logout ends it.
+    for method in ["get", "post", "delete"] {
+        ops.operations
+            .insert(("/v1/session".to_owned(), method.to_owned()));
+    }
+    let login = |token: &str| {
+        let body = serde_json::to_vec(&json!({ "token": token })).unwrap();
+        api.send(
+            "POST",
+            "/v1/session",
+            Auth::None,
+            Some("application/json"),
+            Some(&body),
+        )
+    };
+    let refused = login("0123456789abcdef0123456789abcdef");
+    assert_eq!(refused.status, 401, "{refused}");
+    assert!(refused.header("set-cookie").is_none(), "{refused}");
+    let session = login(&api.token).expect(201);
+    let cookie = session.header("set-cookie").unwrap_or_default().to_owned();
+    assert!(
+        cookie.starts_with("shorthorn_session=")
+            && cookie.contains("HttpOnly")
+            && cookie.contains("SameSite=Strict"),
+        "{cookie}"
+    );
+    let csrf = session.json()["csrf_token"].as_str().unwrap().to_owned();
+    let cookie = cookie.split(';').next().unwrap().to_owned();
+    let with_cookie = |method: &str, path: &str, csrf: Option<&str>| {
+        let mut headers = vec![("Cookie", cookie.as_str())];
+        if let Some(csrf) = csrf {
+            headers.push(("X-CSRF-Token", csrf));
+        }
+        crate::http::request(api.addr, method, path, &headers, None)
+    };
+    assert_eq!(
+        with_cookie("GET", "/v1/session", None).expect(200).json()["csrf_token"],
+        csrf.as_str()
+    );
+    with_cookie("GET", &format!("/v1/volumes/{VOLUME}"), None).expect(200);
+    let no_csrf = with_cookie("POST", &format!("/v1/volumes/{VOLUME}/salvage"), None);
+    assert_eq!(no_csrf.status, 403, "{no_csrf}");
+    no_csrf.message();
+    with_cookie("DELETE", "/v1/session", None).expect(204);
+    let ended = with_cookie("GET", &format!("/v1/volumes/{VOLUME}"), None);
+    assert_eq!(ended.status, 401, "{ended}");
+    let ended = with_cookie("GET", "/v1/session", None);
+    assert_eq!(ended.status, 401, "{ended}");
 
     // Backup targets: none; `default` set to a directory (the default poll interval,
     // then another), listed, and read by the leader (which creates the directory).

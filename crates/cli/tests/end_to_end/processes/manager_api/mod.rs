@@ -147,6 +147,12 @@ fn documented_operations(doc: &Value) -> BTreeSet<(String, String)> {
     operations
 }
 
+/// Whether the document says `method path` takes the token: all but those it marks
+/// `security: []` (the web UI's login session).
+fn needs_token(doc: &Value, path: &str, method: &str) -> bool {
+    doc["paths"][path][method]["security"] != json!([])
+}
+
 /// `up` as these tests use it: node [`NODE`], backup targets under DIR/backups.
 fn start_up() -> Node {
     Node::start_with(NODE, |dir| {

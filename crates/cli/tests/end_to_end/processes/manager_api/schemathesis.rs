@@ -27,8 +27,9 @@ fn schemathesis() -> PathBuf {
     );
 }
 
-/// The watch stream, which schemathesis leaves out.
+/// The streams, which schemathesis leaves out: the watch and a volume's I/O rates.
 const WATCH: &str = "/v1/watch";
+const IO: &str = "/v1/volumes/{name}/io";
 
 /// What one schemathesis run over one document found.
 struct SchemathesisRun {
@@ -60,10 +61,12 @@ fn run_schemathesis(up: &Node, document: &'static str, token: &str) -> Schemathe
             "all",
             "--exclude-checks",
             "positive_data_acceptance",
-            // A stream that lasts until the client leaves: every_endpoint and
-            // manager_watch test it.
+            // Streams that last until the client leaves: every_endpoint and
+            // manager_watch test them.
             "--exclude-path",
             WATCH,
+            "--exclude-path",
+            IO,
             "--max-examples",
             SCHEMATHESIS_EXAMPLES,
             "--request-timeout",
@@ -103,7 +106,7 @@ fn run_schemathesis(up: &Node, document: &'static str, token: &str) -> Schemathe
         .map(|e| std::fs::read_to_string(e.path()).unwrap())
         .collect();
     for (path, method) in documented_operations(&doc) {
-        if path == WATCH {
+        if path == WATCH || path == IO {
             continue;
         }
         let testcase = format!("<testcase name=\"{} {path}\"", method.to_ascii_uppercase());
