@@ -50,6 +50,13 @@ await run(async ({ page, context }) => {
   const waitHeader = (state, seconds = 90) =>
     page.locator('.page-header .badge', { hasText: new RegExp(`^${state}$`) }).waitFor({ timeout: seconds * 1000 });
 
+  step('the page is served with its Content-Security-Policy');
+  const index = await fetch(`${url}/`);
+  const csp = index.headers.get('content-security-policy') ?? '';
+  check(csp.includes("default-src 'self'") && csp.includes("script-src 'self'") && !csp.includes('unsafe'), `CSP: ${csp}`);
+  check(index.headers.get('x-content-type-options') === 'nosniff', 'nosniff');
+  check(!/<script>|<script [^>]*>[^<]/.test(await index.text()), 'no inline script in the page');
+
   step('a wrong token is refused');
   await page.goto(`${url}/`);
   await page.getByLabel('API token').waitFor();

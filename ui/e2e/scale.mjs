@@ -72,6 +72,10 @@ await run(async ({ page }) => {
     300,
   );
   figure('create_1000_volumes_until_detached', (Date.now() - createStarted) / 1000, 's');
+  // A burst of creates must not starve the node's heartbeat (the node would count as
+  // down and the volumes as unschedulable).
+  const failed = (await callApi('GET', '/v1/events')).filter((e) => e.reason === 'VolumeFailed');
+  check(failed.length === 0, `volumes failed while ${COUNT} were created: ${failed.slice(0, 3).map((e) => e.message).join(' | ')}`);
 
   step('log in; the counter of watch bytes starts with the page');
   const counter = await watchBytes(page);

@@ -293,6 +293,35 @@ impl ControllerService {
 
 /// A manager refusal while doing `what`: 404 → NOT_FOUND, 409 → FAILED_PRECONDITION
 /// (the volume's state), others as [`CallError::to_status`].
+/// What volumes of `replicas` replicas can get from these free bytes (per node, per
+/// disk): the free space shared among each volume's replicas, and the largest volume
+/// whose every replica finds a disk — each on another node, unless `share_nodes` (soft
+/// anti-affinity lets replicas share a node, even a disk).
+fn capacity_for(free_by_node: &[Vec<u64>], replicas: usize, share_nodes: bool) -> (u64, u64) {
+    let replicas = replicas.max(1);
+    let copies = u64::try_from(replicas).unwrap_or(u64::MAX);
+    let total: u64 = free_by_node.iter().flatten().sum();
+    let largest = if share_nodes {
+        // The largest size S with room for `replicas` copies of S across the disks.
+        let disks: Vec<u64> = free_by_node.iter().flatten().copied().collect();
+        disks
+            .iter()
+            .flat_map(|free| (1..=copies).map(move |k| free / k))
+            .filter(|size| *size > 0 && disks.iter().map(|free| free / size).sum::<u64>() >= copies)
+            .max()
+            .unwrap_or(0)
+    } else {
+        let mut best_per_node: Vec<u64> = free_by_node
+            .iter()
+            .map(|disks| disks.iter().copied().max().unwrap_or(0))
+            .collect();
+        best_per_node.sort_unstable_by(|a, b| b.cmp(a));
+        best_per_node.get(replicas - 1).copied().unwrap_or(0)
+    };
+    let largest = largest / GRANULARITY * GRANULARITY;
+    (total / copies, largest)
+}
+
 fn refusal(error: CallError, what: &str) -> Status {
     let status = error.to_status();
     Status::new(status.code(), format!("{what}: {}", status.message()))
@@ -530,6 +559,35 @@ impl Controller for ControllerService {
             }
             return Ok(Response::new(pb::DeleteVolumeResponse {}));
         };
+        // `snap` VolumeSnapshots live in the volume's replicas: deleting the volume would
+        // delete them under Kubernetes' feet. `bak` ones live in the target and stay.
+        match self.snapshots(id).await {
+            Ok(snapshots) => {
+                let held: Vec<&str> = snapshots
+                    .iter()
+                    .filter_map(|s| s.labels.get(CSI_NAME_LABEL).map(String::as_str))
+                    .collect();
+                if !held.is_empty() {
+                    return Err(Status::failed_precondition(format!(
+                        "volume {id} holds the snapshots {} (type snap, kept in the volume): \
+                         delete those VolumeSnapshots first (type bak snapshots outlive their volume)",
+                        held.join(", ")
+                    )));
+                }
+            }
+            Err(e) if e.code() == tonic::Code::NotFound => {
+                return Ok(Response::new(pb::DeleteVolumeResponse {}));
+            }
+            Err(e) => {
+                return Err(Status::new(
+                    e.code(),
+                    format!(
+                        "volume {id}: listing its snapshots before deleting it: {}",
+                        e.message()
+                    ),
+                ));
+            }
+        }
         match self.manager.delete(&format!("/v1/volumes/{id}")).await {
             Ok(()) => {
                 tracing::info!(volume = %id, "CSI volume deleted");
@@ -701,13 +759,18 @@ impl Controller for ControllerService {
                 return Ok(Response::new(pb::GetCapacityResponse::default()));
             }
         }
+        let parameters = VolumeParameters::parse(&request.parameters)?;
+        let settings: shorthorn_manager::model::Settings = self.manager.get("/v1/settings").await?;
+        let replicas = parameters
+            .replicas
+            .unwrap_or(settings.default_replica_count)
+            .max(1);
         let wanted_node = request
             .accessible_topology
             .as_ref()
             .and_then(|t| t.segments.get(TOPOLOGY_KEY));
         let nodes: Vec<Node> = self.manager.get("/v1/nodes").await?;
-        let mut available: u64 = 0;
-        let mut largest: u64 = 0;
+        let mut free_by_node = Vec::new();
         for node in nodes
             .iter()
             .filter(|n| n.status.ready && n.spec.allow_scheduling)
@@ -715,22 +778,26 @@ impl Controller for ControllerService {
             if wanted_node.is_some_and(|w| *w != node.name) {
                 continue;
             }
-            for disk in node
+            let free: Vec<u64> = node
                 .spec
                 .disks
                 .iter()
                 .filter(|d| d.allow_scheduling && !d.evict)
-            {
-                let free = node
-                    .status
-                    .disks
-                    .iter()
-                    .find(|s| s.name == disk.name)
-                    .map_or(0, |s| s.available.saturating_sub(disk.reserved));
-                available = available.saturating_add(free);
-                largest = largest.max(free);
-            }
+                .map(|disk| {
+                    node.status
+                        .disks
+                        .iter()
+                        .find(|s| s.name == disk.name)
+                        .map_or(0, |s| s.available.saturating_sub(disk.reserved))
+                })
+                .collect();
+            free_by_node.push(free);
         }
+        let (available, largest) = capacity_for(
+            &free_by_node,
+            replicas,
+            settings.scheduling.replica_soft_anti_affinity,
+        );
         Ok(Response::new(pb::GetCapacityResponse {
             available_capacity: i64::try_from(available).unwrap_or(i64::MAX),
             maximum_volume_size: Some(i64::try_from(largest).unwrap_or(i64::MAX)),
@@ -930,6 +997,23 @@ impl Controller for ControllerService {
 
 #[cfg(test)]
 mod tests {
+    const GIB: u64 = 1 << 30;
+
+    #[test]
+    fn capacity_counts_every_replica() {
+        // Three nodes: 10, 6 (two disks: 6 and 2) and 4 GiB free.
+        let nodes = vec![vec![10 * GIB], vec![6 * GIB, 2 * GIB], vec![4 * GIB]];
+        // One replica: everything, and the largest disk.
+        assert_eq!(capacity_for(&nodes, 1, false), (22 * GIB, 10 * GIB));
+        // Three on distinct nodes: a third of it, and the third-best node bounds it.
+        assert_eq!(capacity_for(&nodes, 3, false), (22 * GIB / 3, 4 * GIB));
+        // Four cannot have four nodes.
+        assert_eq!(capacity_for(&nodes, 4, false).1, 0);
+        // Sharing nodes: four copies of 4 GiB fit (10 → 2, 6 → 1, 4 → 1).
+        assert_eq!(capacity_for(&nodes, 4, true).1, 4 * GIB);
+        assert_eq!(capacity_for(&[], 2, true), (0, 0));
+    }
+
     use super::*;
 
     fn range(required: i64, limit: i64) -> pb::CapacityRange {

@@ -195,6 +195,13 @@ pub async fn attach_loop(file: &Path) -> Result<String, Status> {
     Ok(device.trim().to_string())
 }
 
+/// `losetup -r -f --show FILE`: a read-only loop device over `file`. A read-only bind
+/// mount of a writable device node does not stop writes through it; this device does.
+pub async fn attach_loop_read_only(file: &Path) -> Result<String, Status> {
+    let device = run("losetup", &["-r", "-f", "--show", &file.to_string_lossy()]).await?;
+    Ok(device.trim().to_string())
+}
+
 /// The file loop device `device` (`/dev/loopN`) is backed by, from sysfs (which never
 /// touches the file: asking losetup would hang on a FUSE file whose server died).
 pub fn loop_backing_file(device: &str) -> Option<PathBuf> {

@@ -43,6 +43,10 @@ struct Stage {
     /// Where it is published (bind-mounted) now.
     #[serde(default)]
     targets: Vec<PathBuf>,
+    /// The read-only loop device of each target where a block volume is published
+    /// read-only.
+    #[serde(default)]
+    read_only_loops: std::collections::BTreeMap<PathBuf, String>,
 }
 
 /// Serves the Node service of node `node_id`.
@@ -161,6 +165,7 @@ impl NodeService {
             loop_device: String::new(),
             filesystem: None,
             targets: Vec::new(),
+            read_only_loops: Default::default(),
         };
         let result = async {
             stage.loop_device = host::attach_loop(&file).await?;
@@ -209,9 +214,24 @@ impl NodeService {
             && (stage.filesystem.is_none() || host::is_mounted(&stage.staging_path))
     }
 
-    /// Undoes a stage: unmounts the staging path, detaches the loop device, stops nbdfuse.
+    /// Detaches the read-only loop device of `target`, if it has one, and records so.
+    async fn release_read_only_loop(&self, stage: &mut Stage, target: &Path) {
+        if let Some(device) = stage.read_only_loops.remove(target) {
+            if let Err(e) = host::detach_loop(&device, &stage.fuse_dir.join("dev")).await {
+                tracing::warn!(volume = %stage.volume, %device, error = %e, "detaching a read-only loop device");
+            }
+        }
+        if let Err(e) = self.save(stage) {
+            tracing::warn!(volume = %stage.volume, error = %e, "recording the stage");
+        }
+    }
+
+    /// Undoes a stage: unmounts the staging path, detaches the loop devices, stops nbdfuse.
     async fn teardown(&self, stage: &Stage) -> Result<(), Status> {
         host::unmount(&stage.staging_path).await?;
+        for device in stage.read_only_loops.values() {
+            host::detach_loop(device, &stage.fuse_dir.join("dev")).await?;
+        }
         if !stage.loop_device.is_empty() {
             host::detach_loop(&stage.loop_device, &stage.fuse_dir.join("dev")).await?;
         }
@@ -445,10 +465,20 @@ impl Node for NodeService {
             if !target.exists() {
                 std::fs::File::create(&target).map_err(io)?;
             }
-            stage.loop_device.clone()
+            if request.readonly {
+                let device = host::attach_loop_read_only(&stage.fuse_dir.join("dev")).await?;
+                stage.read_only_loops.insert(target.clone(), device.clone());
+                self.save(&stage)?;
+                device
+            } else {
+                stage.loop_device.clone()
+            }
         };
         let target_text = target.to_string_lossy().into_owned();
-        host::run("mount", &["--bind", &source, &target_text]).await?;
+        if let Err(e) = host::run("mount", &["--bind", &source, &target_text]).await {
+            self.release_read_only_loop(&mut stage, &target).await;
+            return Err(e);
+        }
         let mut remount = vec!["remount", "bind"];
         if request.readonly {
             remount.push("ro");
@@ -460,6 +490,7 @@ impl Node for NodeService {
             let options = remount.join(",");
             if let Err(e) = host::run("mount", &["-o", &options, &target_text]).await {
                 let _ = host::unmount(&target).await;
+                self.release_read_only_loop(&mut stage, &target).await;
                 return Err(e);
             }
         }
@@ -484,7 +515,7 @@ impl Node for NodeService {
             .and_then(|v| self.stage_of(v))
         {
             stage.targets.retain(|t| *t != target);
-            self.save(&stage)?;
+            self.release_read_only_loop(&mut stage, &target).await;
         }
         match std::fs::metadata(&target) {
             Ok(m) if m.is_dir() => {

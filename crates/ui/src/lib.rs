@@ -76,6 +76,32 @@ mod tests {
         assert_eq!(content_type("LICENSE"), "application/octet-stream");
     }
 
+    /// Every file the page loads is in the build (a stale half-copied `ui/dist` fails).
+    #[test]
+    fn the_page_loads_only_files_of_the_build() {
+        let Some(index) = asset("index.html") else {
+            return; // built without the UI: `/` serves NOT_BUILT_PAGE
+        };
+        let html = std::str::from_utf8(index.bytes).unwrap();
+        let mut referenced = 0;
+        for part in html.split(['"', '\'']) {
+            if let Some(path) = part
+                .strip_prefix('/')
+                .filter(|p| p.starts_with("assets/") || p.ends_with(".svg"))
+            {
+                assert!(
+                    asset(path).is_some(),
+                    "index.html loads /{path}, which is not built"
+                );
+                referenced += 1;
+            }
+        }
+        assert!(
+            referenced >= 2,
+            "index.html loads no script or style: {html}"
+        );
+    }
+
     #[test]
     fn a_missing_file_is_none() {
         assert_eq!(asset("no/such/file.js"), None);

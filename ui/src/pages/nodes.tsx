@@ -2,7 +2,7 @@ import { useState } from 'preact/hooks';
 import type { Node, Replica } from '../api/client';
 import { api } from '../api/client';
 import { Badge, CapacityBar, Confirm, Header, perform } from '../components';
-import { formatAgo, formatPercent, rebuildFraction } from '../format';
+import { fillFraction, formatAgo, formatPercent, rebuildFraction } from '../format';
 import { useCluster } from '../live';
 import { href } from '../router';
 
@@ -14,13 +14,13 @@ export function NodesPage() {
     <>
       <Header title="Nodes and disks" />
       {nodes.map((node) => (
-        <NodeCard node={node} replicas={replicas.filter((r) => r.spec.node === node.name)} />
+        <NodeCard node={node} replicas={replicas.filter((r) => r.spec.node === node.name)} all={replicas} />
       ))}
     </>
   );
 }
 
-function NodeCard(props: { node: Node; replicas: Replica[] }) {
+function NodeCard(props: { node: Node; replicas: Replica[]; all: Replica[] }) {
   const { node, replicas } = props;
   const [tags, setTags] = useState((node.spec.tags ?? []).join(', '));
   const [confirmEvict, setConfirmEvict] = useState(false);
@@ -99,7 +99,18 @@ function NodeCard(props: { node: Node; replicas: Replica[] }) {
           </thead>
           <tbody>
             {replicas.map((replica) => {
-              const progress = rebuildFraction(replica.status.rebuild);
+              // While the node is evicted, a replica's move shows as its replacement's
+              // rebuild (or fill) on another node.
+              const replacement = node.spec.evict
+                ? props.all.find(
+                    (r) =>
+                      r.spec.volume === replica.spec.volume &&
+                      r.spec.node !== node.name &&
+                      (r.status.state === 'rebuilding' || r.status.fill_progress),
+                  )
+                : undefined;
+              const progress = rebuildFraction((replacement ?? replica).status.rebuild) ??
+                (replacement ? fillFraction(replacement.status.fill_progress) : null);
               return (
                 <tr key={replica.name}>
                   <td>
@@ -115,8 +126,11 @@ function NodeCard(props: { node: Node; replicas: Replica[] }) {
                   <td>
                     {progress !== null ? (
                       <span class="progress-cell">
-                        <progress max={1} value={progress} aria-label={`${replica.name} rebuilt ${formatPercent(progress)}`} />
-                        <span>{formatPercent(progress)}</span>
+                        <progress max={1} value={progress} aria-label={`${replacement ? `${replacement.name} on ${replacement.spec.node}` : replica.name} rebuilt ${formatPercent(progress)}`} />
+                        <span>
+                          {formatPercent(progress)}
+                          {replacement ? ` (moving to ${replacement.spec.node})` : ''}
+                        </span>
                       </span>
                     ) : (
                       '—'

@@ -87,6 +87,8 @@ pub struct Manager {
     backups: BackupRunner,
     /// Nodes whose agent did not answer, and when.
     unreachable: std::sync::Mutex<HashMap<String, Instant>>,
+    /// When this node's heartbeat was last written.
+    heartbeat_written: std::sync::Mutex<Option<Instant>>,
     /// Volumes that got a replacement replica, and when.
     replaced: std::sync::Mutex<HashMap<String, Instant>>,
     /// Control clients of running engines, by address.
@@ -134,6 +136,7 @@ impl Manager {
             jobs: JobRunner::new(volume_locks.clone(), target_policy.clone()),
             backups: BackupRunner::new(volume_locks, target_policy),
             unreachable: std::sync::Mutex::default(),
+            heartbeat_written: std::sync::Mutex::default(),
             replaced: std::sync::Mutex::default(),
             engine_clients: std::sync::Mutex::default(),
             reconciles,
@@ -252,6 +255,7 @@ impl Manager {
                 continue;
             }
             let replicas = by_volume.remove(&name).unwrap_or_default();
+            self.heartbeat_if_due()?;
             let reconciled = self
                 .reconcile_volume(volume, replicas, &settings, &evictions)
                 .await;

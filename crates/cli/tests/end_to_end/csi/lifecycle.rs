@@ -247,6 +247,37 @@ fn a_volume_lives_through_the_calls_kubernetes_makes() {
             verified.success() && verified.stdout.contains("err= 0"),
             "fio through the block device: {verified:?}"
         );
+        // Published read-only at a second target: its own read-only loop device, so a
+        // write through it fails (a read-only bind of the writable device would not stop
+        // one), while reads work; unpublishing it detaches that device.
+        let read_only = root.join("pods/c/dev");
+        csi.node
+            .node_publish_volume(pb::NodePublishVolumeRequest {
+                volume_id: raw.volume_id.clone(),
+                staging_target_path: path_str(&block_staging).into(),
+                target_path: path_str(&read_only).into(),
+                volume_capability: Some(block.clone()),
+                readonly: true,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let write = std::fs::OpenOptions::new().write(true).open(&read_only);
+        assert!(
+            write.is_err(),
+            "the read-only block target opened for writing"
+        );
+        let mut first = vec![0u8; 4096];
+        std::io::Read::read_exact(&mut std::fs::File::open(&read_only).unwrap(), &mut first)
+            .unwrap();
+        csi.node
+            .node_unpublish_volume(pb::NodeUnpublishVolumeRequest {
+                volume_id: raw.volume_id.clone(),
+                target_path: path_str(&read_only).into(),
+            })
+            .await
+            .unwrap();
+        assert!(!read_only.exists(), "the read-only target is left behind");
         csi.detach(&raw.volume_id, &block_staging, &device).await;
 
         // Bad input.
@@ -298,6 +329,17 @@ fn a_volume_lives_through_the_calls_kubernetes_makes() {
 
         // Everything goes.
         csi.detach(&volume.volume_id, &staging, &target).await;
+        // A volume holding a `snap` snapshot is not deleted under it.
+        let held = csi
+            .controller
+            .delete_volume(pb::DeleteVolumeRequest {
+                volume_id: volume.volume_id.clone(),
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(held.code(), Code::FailedPrecondition, "{held:?}");
+        assert!(held.message().contains("vs-snap"), "{held:?}");
         for id in [&snap, &bak] {
             csi.controller
                 .delete_snapshot(pb::DeleteSnapshotRequest {
