@@ -30,6 +30,8 @@ const MAX_SIZE: u64 = 1 << 50;
 const CREATE_WAIT: Duration = Duration::from_secs(30);
 /// How long ControllerPublish waits for the engine to serve, and Unpublish for it to stop.
 const ATTACH_WAIT: Duration = Duration::from_secs(110);
+/// How long DeleteVolume tries to list a volume's snapshots before giving up.
+const SNAPSHOT_LIST_PATIENCE: Duration = Duration::from_secs(15);
 /// How long a `bak` CreateSnapshot waits for the backup before answering not ready.
 const BACKUP_WAIT: Duration = Duration::from_secs(20);
 /// The label a snapshot or backup keeps its CSI name in.
@@ -150,6 +152,21 @@ impl ControllerService {
     }
 
     /// A volume's snapshots (user ones, not removed).
+    /// [`Self::snapshots`], tried again for a while when the volume cannot answer yet
+    /// (its replicas starting, its engine stopping after a detach).
+    async fn snapshots_retrying(&self, volume: &str) -> Result<Vec<Snapshot>, Status> {
+        let deadline = Instant::now() + SNAPSHOT_LIST_PATIENCE;
+        loop {
+            match self.snapshots(volume).await {
+                Err(e) if e.code() != tonic::Code::NotFound && Instant::now() < deadline => {
+                    tracing::debug!(%volume, error = %e, "listing snapshots; trying again");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                answer => return answer,
+            }
+        }
+    }
+
     async fn snapshots(&self, volume: &str) -> Result<Vec<Snapshot>, Status> {
         match self
             .manager
@@ -561,11 +578,16 @@ impl Controller for ControllerService {
         };
         // `snap` VolumeSnapshots live in the volume's replicas: deleting the volume would
         // delete them under Kubernetes' feet. `bak` ones live in the target and stay.
-        match self.snapshots(id).await {
+        match self.snapshots_retrying(id).await {
             Ok(snapshots) => {
+                // A `snap` one is named for its CSI name; a backup's snapshot carries
+                // the label too, but its VolumeSnapshot is the backup.
                 let held: Vec<&str> = snapshots
                     .iter()
-                    .filter_map(|s| s.labels.get(CSI_NAME_LABEL).map(String::as_str))
+                    .filter_map(|s| {
+                        let csi_name = s.labels.get(CSI_NAME_LABEL)?;
+                        (shorthorn_name(csi_name).ok()? == s.name).then_some(csi_name.as_str())
+                    })
                     .collect();
                 if !held.is_empty() {
                     return Err(Status::failed_precondition(format!(

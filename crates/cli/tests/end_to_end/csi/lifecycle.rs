@@ -262,10 +262,14 @@ fn a_volume_lives_through_the_calls_kubernetes_makes() {
             })
             .await
             .unwrap();
-        let write = std::fs::OpenOptions::new().write(true).open(&read_only);
+        // The kernel opens a read-only device for writing, then refuses every write.
+        let written = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&read_only)
+            .and_then(|mut device| std::io::Write::write_all(&mut device, &[0xee; 4096]));
         assert!(
-            write.is_err(),
-            "the read-only block target opened for writing"
+            written.is_err(),
+            "a write through the read-only block target went through"
         );
         let mut first = vec![0u8; 4096];
         std::io::Read::read_exact(&mut std::fs::File::open(&read_only).unwrap(), &mut first)
