@@ -217,3 +217,16 @@ export function VirtualRows<T>(props: {
     </div>
   );
 }
+
+/** A table's column headings; an empty name is an actions column (named for screen readers). */
+export function Columns(props: { names: string[] }) {
+  return (
+    <thead>
+      <tr>
+        {props.names.map((name) => (
+          <th scope="col">{name === '' ? <span class="sr-only">Actions</span> : name}</th>
+        ))}
+      </tr>
+    </thead>
+  );
+}

@@ -4,7 +4,7 @@ import { render } from 'preact';
 import { useEffect, useState } from 'preact/hooks';
 import { logout, resumeSession, whenLoggedOut } from './api/client';
 import { Notices, notify } from './components';
-import { cluster, connect, connected, disconnect, useCluster } from './live';
+import { connect, connected, disconnect, useCluster } from './live';
 import { BackupsPage } from './pages/backups';
 import { Dashboard } from './pages/dashboard';
 import { EventsPage } from './pages/events';
@@ -132,11 +132,6 @@ function Page(props: { page: string }) {
       return <Dashboard />;
   }
 }
-
-// For the end-to-end tests and for debugging from the console: how many objects of
-// each kind the page holds.
-(window as unknown as { shorthornCounts: () => Record<string, number> }).shorthornCounts = () =>
-  Object.fromEntries(Object.entries(cluster.objects).map(([kind, map]) => [kind, map.size]));
 
 const root = document.getElementById('app');
 if (root) render(<App />, root);

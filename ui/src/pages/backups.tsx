@@ -1,7 +1,7 @@
 import { useState } from 'preact/hooks';
 import type { Backup, BackupTarget } from '../api/client';
 import { api } from '../api/client';
-import { Badge, Confirm, Dialog, Header, perform } from '../components';
+import { Badge, Confirm, Dialog, Header, perform, Columns } from '../components';
 import { formatAgo, formatBytes } from '../format';
 import { useCluster } from '../live';
 import { href } from '../router';
@@ -35,17 +35,7 @@ export function BackupsPage() {
           <p>No backup target: add one (S3, or a directory the manager allows) to back volumes up.</p>
         ) : (
           <table class="grid">
-            <thead>
-              <tr>
-                <th scope="col">Target</th>
-                <th scope="col">URL</th>
-                <th scope="col">Credentials</th>
-                <th scope="col">Available</th>
-                <th scope="col">Backups</th>
-                <th scope="col">Last synced</th>
-                <th scope="col"><span class="sr-only">Actions</span></th>
-              </tr>
-            </thead>
+            <Columns names={['Target', 'URL', 'Credentials', 'Available', 'Backups', 'Last synced', '']} />
             <tbody>
               {targets.map((target) => (
                 <tr key={target.name}>
@@ -81,17 +71,7 @@ export function BackupsPage() {
               </p>
             )}
             <table class="grid">
-              <thead>
-                <tr>
-                  <th scope="col">Backup</th>
-                  <th scope="col">Target</th>
-                  <th scope="col">State</th>
-                  <th scope="col">Volume size</th>
-                  <th scope="col">Uploaded</th>
-                  <th scope="col">Completed</th>
-                  <th scope="col"><span class="sr-only">Actions</span></th>
-                </tr>
-              </thead>
+              <Columns names={['Backup', 'Target', 'State', 'Volume size', 'Uploaded', 'Completed', '']} />
               <tbody>
                 {(byVolume.get(volume) ?? [])
                   .sort((a, b) => b.name.localeCompare(a.name))

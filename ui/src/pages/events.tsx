@@ -1,6 +1,6 @@
 import { useState } from 'preact/hooks';
 import type { ClusterEvent } from '../api/client';
-import { Header } from '../components';
+import { Header, Columns } from '../components';
 import { formatAgo, formatTime } from '../format';
 import { useCluster } from '../live';
 import { href } from '../router';
@@ -13,14 +13,7 @@ export function newestEvents(events: ClusterEvent[], count: number): ClusterEven
 export function EventRows(props: { events: ClusterEvent[] }) {
   return (
     <table class="grid">
-      <thead>
-        <tr>
-          <th scope="col">When</th>
-          <th scope="col">Object</th>
-          <th scope="col">Reason</th>
-          <th scope="col">Message</th>
-        </tr>
-      </thead>
+      <Columns names={['When', 'Object', 'Reason', 'Message']} />
       <tbody>
         {props.events.map((event) => (
           <tr key={event.name}>

@@ -1,7 +1,7 @@
 import { useState } from 'preact/hooks';
 import type { BackupTarget, CreateJob, RecurringJob } from '../api/client';
 import { api } from '../api/client';
-import { Confirm, Dialog, Header, perform } from '../components';
+import { Confirm, Dialog, Header, perform, Columns } from '../components';
 import { formatAgo } from '../format';
 import { useCluster } from '../live';
 
@@ -23,19 +23,7 @@ export function JobsPage() {
         <p>No recurring jobs. A volume runs the jobs it names and those of the groups it is in.</p>
       ) : (
         <table class="grid">
-          <thead>
-            <tr>
-              <th scope="col">Job</th>
-              <th scope="col">Task</th>
-              <th scope="col">Schedule</th>
-              <th scope="col">Keeps</th>
-              <th scope="col">Groups</th>
-              <th scope="col">Last run</th>
-              <th scope="col">Next run</th>
-              <th scope="col">Last result</th>
-              <th scope="col"><span class="sr-only">Actions</span></th>
-            </tr>
-          </thead>
+          <Columns names={['Job', 'Task', 'Schedule', 'Keeps', 'Groups', 'Last run', 'Next run', 'Last result', '']} />
           <tbody>
             {jobs.map((job) => (
               <tr key={job.name}>

@@ -1,7 +1,7 @@
 import { useState } from 'preact/hooks';
 import type { Node, Replica } from '../api/client';
 import { api } from '../api/client';
-import { Badge, CapacityBar, Confirm, Header, perform } from '../components';
+import { Badge, CapacityBar, Confirm, Header, perform, Columns } from '../components';
 import { fillFraction, formatAgo, formatPercent, rebuildFraction } from '../format';
 import { useCluster } from '../live';
 import { href } from '../router';
@@ -89,14 +89,7 @@ function NodeCard(props: { node: Node; replicas: Replica[]; all: Replica[] }) {
         <p>None.</p>
       ) : (
         <table class="grid">
-          <thead>
-            <tr>
-              <th scope="col">Replica</th>
-              <th scope="col">Volume</th>
-              <th scope="col">State</th>
-              <th scope="col">Progress</th>
-            </tr>
-          </thead>
+          <Columns names={['Replica', 'Volume', 'State', 'Progress']} />
           <tbody>
             {replicas.map((replica) => {
               // While the node is evicted, a replica's move shows as its replacement's

@@ -1,7 +1,7 @@
 import { useEffect, useState } from 'preact/hooks';
 import type { OpenApiDocument, SchemaObject, Settings } from '../api/client';
 import { api } from '../api/client';
-import { Header, perform } from '../components';
+import { Header, perform, Columns } from '../components';
 import { useCluster } from '../live';
 
 export interface SettingInfo {
@@ -53,14 +53,7 @@ export function SettingsPage() {
       <Header title="Settings" />
       <p class="muted">Cluster-wide; a change applies at once (engines pick up engine settings when they next start).</p>
       <table class="grid settings">
-        <thead>
-          <tr>
-            <th scope="col">Setting</th>
-            <th scope="col">Value</th>
-            <th scope="col">Default</th>
-            <th scope="col">What it does</th>
-          </tr>
-        </thead>
+        <Columns names={['Setting', 'Value', 'Default', 'What it does']} />
         <tbody>
           {Object.keys(settings)
             .sort()

@@ -2,7 +2,7 @@ import { useEffect, useState } from 'preact/hooks';
 import type { Backup, BackupTarget, ClusterEvent, Engine, Node, Replica, Snapshot, Volume } from '../api/client';
 import { api, ApiError } from '../api/client';
 import { volumeHealth } from '../cluster';
-import { Badge, Confirm, Dialog, Header, notify, perform } from '../components';
+import { Badge, Confirm, Dialog, Header, notify, perform, Columns } from '../components';
 import { fillFraction, formatAgo, formatBytes, formatPercent, parseSize, rebuildFraction } from '../format';
 import { useCluster } from '../live';
 import { href } from '../router';
@@ -161,16 +161,7 @@ export function VolumePage(props: { name: string }) {
           <p>No backups of this volume.</p>
         ) : (
           <table class="grid">
-            <thead>
-              <tr>
-                <th scope="col">Backup</th>
-                <th scope="col">Target</th>
-                <th scope="col">State</th>
-                <th scope="col">Snapshot</th>
-                <th scope="col">Uploaded</th>
-                <th scope="col">Completed</th>
-              </tr>
-            </thead>
+            <Columns names={['Backup', 'Target', 'State', 'Snapshot', 'Uploaded', 'Completed']} />
             <tbody>
               {backups.map((b) => (
                 <tr key={b.name}>
@@ -202,18 +193,7 @@ export function VolumePage(props: { name: string }) {
 function ReplicaTable(props: { replicas: Replica[]; engine: Engine | undefined; volume: string }) {
   return (
     <table class="grid">
-      <thead>
-        <tr>
-          <th scope="col">Replica</th>
-          <th scope="col">Node</th>
-          <th scope="col">Disk</th>
-          <th scope="col">State</th>
-          <th scope="col">Mode</th>
-          <th scope="col">Progress</th>
-          <th scope="col">Data path</th>
-          <th scope="col"><span class="sr-only">Actions</span></th>
-        </tr>
-      </thead>
+      <Columns names={['Replica', 'Node', 'Disk', 'State', 'Mode', 'Progress', 'Data path', '']} />
       <tbody>
         {props.replicas.map((replica) => {
           const rebuild = rebuildFraction(replica.status.rebuild);

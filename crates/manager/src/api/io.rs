@@ -22,8 +22,6 @@ use crate::state::{Kind, StateStoreExt};
 
 /// How often a sample is sent.
 const SAMPLE_INTERVAL: Duration = Duration::from_secs(1);
-/// The longest `timeout_seconds`.
-const MAX_TIMEOUT_SECONDS: u64 = 86_400;
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 pub(super) struct IoFilter {
@@ -84,15 +82,7 @@ pub(super) async fn volume_io(
     Path(name): Path<String>,
     Query(filter): Query<IoFilter>,
 ) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
-    let timeout = match filter.timeout_seconds {
-        None => None,
-        Some(seconds @ 1..=MAX_TIMEOUT_SECONDS) => Some(Duration::from_secs(seconds)),
-        Some(seconds) => {
-            return Err(ApiError::bad_request(format!(
-                "timeout_seconds: {seconds} is not between 1 and {MAX_TIMEOUT_SECONDS}"
-            )));
-        }
-    };
+    let timeout = super::watch::stream_timeout(filter.timeout_seconds)?;
     if state
         .manager
         .state()
@@ -111,13 +101,10 @@ pub(super) async fn volume_io(
         let event = sampler.next().await?;
         Some((Ok(event), sampler))
     });
-    let deadline = async move {
-        match timeout {
-            Some(timeout) => tokio::time::sleep(timeout).await,
-            None => std::future::pending().await,
-        }
-    };
-    Ok(Sse::new(stream.take_until(deadline)).keep_alive(KeepAlive::default()))
+    Ok(
+        Sse::new(stream.take_until(super::watch::ends_after(timeout)))
+            .keep_alive(KeepAlive::default()),
+    )
 }
 
 /// One listener's sampling of a volume's engine.

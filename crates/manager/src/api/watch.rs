@@ -37,8 +37,27 @@ pub(super) struct WatchFilter {
     timeout_seconds: Option<u64>,
 }
 
-/// The longest `timeout_seconds`.
+/// The longest `timeout_seconds` of a stream.
 const MAX_TIMEOUT_SECONDS: u64 = 86_400;
+
+/// A stream's `timeout_seconds` (1 to [`MAX_TIMEOUT_SECONDS`]; none: no end).
+pub(super) fn stream_timeout(seconds: Option<u64>) -> Result<Option<Duration>, ApiError> {
+    match seconds {
+        None => Ok(None),
+        Some(seconds @ 1..=MAX_TIMEOUT_SECONDS) => Ok(Some(Duration::from_secs(seconds))),
+        Some(seconds) => Err(ApiError::bad_request(format!(
+            "timeout_seconds: {seconds} is not between 1 and {MAX_TIMEOUT_SECONDS}"
+        ))),
+    }
+}
+
+/// Resolves when a stream of this timeout is to end (never without one).
+pub(super) async fn ends_after(timeout: Option<Duration>) {
+    match timeout {
+        Some(timeout) => tokio::time::sleep(timeout).await,
+        None => std::future::pending().await,
+    }
+}
 
 /// One message of the watch stream (the SSE event name says which: `put`, `delete`).
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -75,15 +94,7 @@ pub(super) async fn watch(
             })
             .collect::<Result<_, _>>()?,
     };
-    let timeout = match filter.timeout_seconds {
-        None => None,
-        Some(seconds @ 1..=MAX_TIMEOUT_SECONDS) => Some(Duration::from_secs(seconds)),
-        Some(seconds) => {
-            return Err(ApiError::bad_request(format!(
-                "timeout_seconds: {seconds} is not between 1 and {MAX_TIMEOUT_SECONDS}"
-            )));
-        }
-    };
+    let timeout = stream_timeout(filter.timeout_seconds)?;
     let store = state.manager.state().clone();
     // Subscribed before the first list, so nothing falls between the two.
     let changes = store.subscribe();
@@ -99,13 +110,7 @@ pub(super) async fn watch(
         let event = watch.next().await?;
         Some((Ok(event), watch))
     });
-    let deadline = async move {
-        match timeout {
-            Some(timeout) => tokio::time::sleep(timeout).await,
-            None => std::future::pending().await,
-        }
-    };
-    let stream = stream.take_until(deadline);
+    let stream = stream.take_until(ends_after(timeout));
     Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(KEEP_ALIVE)))
 }
 
