@@ -165,11 +165,15 @@ impl BackupRunner {
                 let name = backup.name.clone();
                 let volume = backup.spec.volume.clone();
                 let _volume = volume_locks.lock(&volume).await;
+                let target = backup.spec.target.clone();
                 let (reason, message) = match run_backup(state.as_ref(), &policy, backup).await {
-                    Ok(()) => (
-                        "BackupCompleted",
-                        format!("backup {name} of volume {volume} completed"),
-                    ),
+                    Ok(()) => {
+                        read_target_soon(state.as_ref(), &target);
+                        (
+                            "BackupCompleted",
+                            format!("backup {name} of volume {volume} completed"),
+                        )
+                    }
                     Err(e) => {
                         tracing::warn!(backup = %name, error = %format!("{e:#}"), "backup failed");
                         let _ = update_status(state.as_ref(), &name, |status| {
@@ -206,6 +210,8 @@ impl BackupRunner {
                         let _ = update_status(state.as_ref(), &name, |status| {
                             status.message = format!("deletion failed: {e:#}");
                         });
+                    } else {
+                        read_target_soon(state.as_ref(), &backup.spec.target);
                     }
                 });
             }
@@ -413,6 +419,18 @@ async fn remove_backup(
     }
     state.delete(Kind::Backup, &backup.name)?;
     Ok(())
+}
+
+/// Has the leader read `target` again at its next pass (its backup count and list are
+/// out of date once a backup completed or went): a target never synced is due.
+fn read_target_soon(state: &dyn StateStore, target: &str) {
+    let forgot = state.update::<BackupTarget>(Kind::BackupTarget, target, |target| {
+        target.status.last_synced = None;
+        Ok(())
+    });
+    if let Err(e) = forgot {
+        tracing::warn!(%target, error = %format!("{e:#}"), "asking for a read of the target");
+    }
 }
 
 /// Reads a target's backups: objects for those made elsewhere, none for those gone.
