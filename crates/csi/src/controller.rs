@@ -14,7 +14,7 @@ use crate::TOPOLOGY_KEY;
 use crate::capability::{self, is_mount};
 use crate::client::{CallError, ManagerClient};
 use crate::condition;
-use crate::ids::{SnapshotId, shorthorn_name, volume_id};
+use crate::ids::{self, SnapshotId, shorthorn_name, volume_id};
 use crate::params::VolumeParameters;
 use crate::pb;
 use crate::pb::controller_server::Controller;
@@ -571,9 +571,7 @@ impl Controller for ControllerService {
     ) -> Result<Response<pb::DeleteVolumeResponse>, Status> {
         let id = request.into_inner().volume_id;
         let Ok(id) = volume_id(&id) else {
-            if id.is_empty() {
-                return Err(Status::invalid_argument("volume_id is required"));
-            }
+            ids::require("volume_id", &id)?;
             return Ok(Response::new(pb::DeleteVolumeResponse {}));
         };
         // `snap` VolumeSnapshots live in the volume's replicas: deleting the volume would
@@ -626,9 +624,7 @@ impl Controller for ControllerService {
     ) -> Result<Response<pb::ControllerPublishVolumeResponse>, Status> {
         let request = request.into_inner();
         let id = volume_id(&request.volume_id)?;
-        if request.node_id.is_empty() {
-            return Err(Status::invalid_argument("node_id is required"));
-        }
+        ids::require("node_id", &request.node_id)?;
         capability::required(request.volume_capability.as_ref())?;
         let detail = self.existing_volume(id).await?;
         let node = &request.node_id;
@@ -862,12 +858,8 @@ impl Controller for ControllerService {
         request: Request<pb::CreateSnapshotRequest>,
     ) -> Result<Response<pb::CreateSnapshotResponse>, Status> {
         let request = request.into_inner();
-        if request.name.is_empty() {
-            return Err(Status::invalid_argument("name is required"));
-        }
-        if request.source_volume_id.is_empty() {
-            return Err(Status::invalid_argument("source_volume_id is required"));
-        }
+        ids::require("name", &request.name)?;
+        ids::require("source_volume_id", &request.source_volume_id)?;
         let mut kind = "snap";
         let mut target = None;
         for (key, value) in &request.parameters {

@@ -12,9 +12,7 @@ pub const MAX_CSI_NAME: usize = 128;
 /// of all of it, so the same CSI name always gives the same volume (CreateVolume is
 /// idempotent by name).
 pub fn shorthorn_name(name: &str) -> Result<String, Status> {
-    if name.is_empty() {
-        return Err(Status::invalid_argument("name is required"));
-    }
+    require("name", name)?;
     if name.len() > MAX_CSI_NAME {
         return Err(Status::invalid_argument(format!(
             "name has {} bytes; at most {MAX_CSI_NAME}",
@@ -35,13 +33,20 @@ pub fn shorthorn_name(name: &str) -> Result<String, Status> {
 
 /// A volume id from a request: required, and NOT_FOUND when it cannot name a volume.
 pub fn volume_id(id: &str) -> Result<&str, Status> {
-    if id.is_empty() {
-        return Err(Status::invalid_argument("volume_id is required"));
-    }
+    require("volume_id", id)?;
     if shorthorn_block::validate_name(id).is_err() {
         return Err(Status::not_found(format!("no volume {id:?}")));
     }
     Ok(id)
+}
+
+/// INVALID_ARGUMENT unless the request's `field` is given (CSI sends absent fields as
+/// empty strings).
+pub fn require(field: &str, value: &str) -> Result<(), Status> {
+    if value.is_empty() {
+        return Err(Status::invalid_argument(format!("{field} is required")));
+    }
+    Ok(())
 }
 
 /// Where a CSI snapshot lives.
@@ -66,9 +71,7 @@ pub enum SnapshotId {
 impl SnapshotId {
     /// Parses an id; NOT_FOUND for one this driver never gave (empty: INVALID_ARGUMENT).
     pub fn parse(id: &str) -> Result<SnapshotId, Status> {
-        if id.is_empty() {
-            return Err(Status::invalid_argument("snapshot_id is required"));
-        }
+        require("snapshot_id", id)?;
         let unknown = || Status::not_found(format!("no snapshot {id:?}"));
         let (kind, rest) = id.split_once("://").ok_or_else(unknown)?;
         let (volume, name) = rest.split_once('/').ok_or_else(unknown)?;

@@ -20,7 +20,7 @@ use crate::client::ManagerClient;
 use crate::condition;
 use crate::controller::PUBLISH_URI;
 use crate::host::{self, Contents};
-use crate::ids::volume_id;
+use crate::ids::{self, volume_id};
 use crate::params::filesystem;
 use crate::pb;
 use crate::pb::node_server::Node;
@@ -98,9 +98,7 @@ impl NodeService {
 
     /// A path from a request: required, absolute, without `..`, under an allowed root.
     fn path(&self, field: &str, path: &str) -> Result<PathBuf, Status> {
-        if path.is_empty() {
-            return Err(Status::invalid_argument(format!("{field} is required")));
-        }
+        ids::require(field, path)?;
         let path = PathBuf::from(path);
         let plain = path.is_absolute()
             && path
@@ -342,9 +340,7 @@ impl Node for NodeService {
         request: Request<pb::NodeStageVolumeRequest>,
     ) -> Result<Response<pb::NodeStageVolumeResponse>, Status> {
         let request = request.into_inner();
-        if request.volume_id.is_empty() {
-            return Err(Status::invalid_argument("volume_id is required"));
-        }
+        ids::require("volume_id", &request.volume_id)?;
         let staging = self.path("staging_target_path", &request.staging_target_path)?;
         let capability = capability::required(request.volume_capability.as_ref())?;
         let volume = volume_id(&request.volume_id)?;
@@ -397,9 +393,7 @@ impl Node for NodeService {
         request: Request<pb::NodeUnstageVolumeRequest>,
     ) -> Result<Response<pb::NodeUnstageVolumeResponse>, Status> {
         let request = request.into_inner();
-        if request.volume_id.is_empty() {
-            return Err(Status::invalid_argument("volume_id is required"));
-        }
+        ids::require("volume_id", &request.volume_id)?;
         let staging = self.path("staging_target_path", &request.staging_target_path)?;
         let done = Response::new(pb::NodeUnstageVolumeResponse {});
         let Ok(volume) = volume_id(&request.volume_id) else {
@@ -420,9 +414,7 @@ impl Node for NodeService {
         request: Request<pb::NodePublishVolumeRequest>,
     ) -> Result<Response<pb::NodePublishVolumeResponse>, Status> {
         let request = request.into_inner();
-        if request.volume_id.is_empty() {
-            return Err(Status::invalid_argument("volume_id is required"));
-        }
+        ids::require("volume_id", &request.volume_id)?;
         let target = self.path("target_path", &request.target_path)?;
         let staging = self.path("staging_target_path", &request.staging_target_path)?;
         let capability = capability::required(request.volume_capability.as_ref())?;
@@ -505,9 +497,7 @@ impl Node for NodeService {
         request: Request<pb::NodeUnpublishVolumeRequest>,
     ) -> Result<Response<pb::NodeUnpublishVolumeResponse>, Status> {
         let request = request.into_inner();
-        if request.volume_id.is_empty() {
-            return Err(Status::invalid_argument("volume_id is required"));
-        }
+        ids::require("volume_id", &request.volume_id)?;
         let target = self.path("target_path", &request.target_path)?;
         host::unmount(&target).await?;
         if let Some(mut stage) = volume_id(&request.volume_id)
@@ -534,12 +524,8 @@ impl Node for NodeService {
         request: Request<pb::NodeGetVolumeStatsRequest>,
     ) -> Result<Response<pb::NodeGetVolumeStatsResponse>, Status> {
         let request = request.into_inner();
-        if request.volume_id.is_empty() {
-            return Err(Status::invalid_argument("volume_id is required"));
-        }
-        if request.volume_path.is_empty() {
-            return Err(Status::invalid_argument("volume_path is required"));
-        }
+        ids::require("volume_id", &request.volume_id)?;
+        ids::require("volume_path", &request.volume_path)?;
         let path = PathBuf::from(&request.volume_path);
         let stage = volume_id(&request.volume_id)
             .ok()
@@ -598,12 +584,8 @@ impl Node for NodeService {
         request: Request<pb::NodeExpandVolumeRequest>,
     ) -> Result<Response<pb::NodeExpandVolumeResponse>, Status> {
         let request = request.into_inner();
-        if request.volume_id.is_empty() {
-            return Err(Status::invalid_argument("volume_id is required"));
-        }
-        if request.volume_path.is_empty() {
-            return Err(Status::invalid_argument("volume_path is required"));
-        }
+        ids::require("volume_id", &request.volume_id)?;
+        ids::require("volume_path", &request.volume_path)?;
         let stage = volume_id(&request.volume_id)
             .ok()
             .and_then(|v| self.stage_of(v))
