@@ -6,8 +6,8 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use shorthorn_manager::api::{Snapshot, VolumeDetail};
-use shorthorn_manager::model::{Backup, BackupState, Node, Volume, VolumeState};
+use shorthorn_manager::api::VolumeDetail;
+use shorthorn_manager::model::{Node, Volume, VolumeState};
 use tonic::{Request, Response, Status};
 
 use crate::TOPOLOGY_KEY;
@@ -19,6 +19,11 @@ use crate::params::VolumeParameters;
 use crate::pb;
 use crate::pb::controller_server::Controller;
 use crate::pb::controller_service_capability::rpc::Type as Rpc;
+
+mod capacity;
+mod snapshots;
+
+use capacity::capacity_for;
 
 /// Volume size when a request gives none.
 const DEFAULT_SIZE: u64 = 1 << 30;
@@ -151,237 +156,18 @@ impl ControllerService {
         }
     }
 
-    /// A volume's snapshots (user ones, not removed).
-    /// [`Self::snapshots`], tried again for a while when the volume cannot answer yet
-    /// (its replicas starting, its engine stopping after a detach).
-    async fn snapshots_retrying(&self, volume: &str) -> Result<Vec<Snapshot>, Status> {
-        let deadline = Instant::now() + SNAPSHOT_LIST_PATIENCE;
-        loop {
-            match self.snapshots(volume).await {
-                Err(e) if e.code() != tonic::Code::NotFound && Instant::now() < deadline => {
-                    tracing::debug!(%volume, error = %e, "listing snapshots; trying again");
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                }
-                answer => return answer,
-            }
-        }
-    }
-
-    async fn snapshots(&self, volume: &str) -> Result<Vec<Snapshot>, Status> {
-        match self
-            .manager
-            .get::<Vec<Snapshot>>(&format!("/v1/volumes/{volume}/snapshots"))
-            .await
-        {
-            Ok(all) => Ok(all
-                .into_iter()
-                .filter(|s| s.user_created && !s.removed)
-                .collect()),
-            Err(e) if e.status() == Some(404) => {
-                Err(Status::not_found(format!("no volume {volume:?}")))
-            }
-            Err(e) => Err(e.into()),
-        }
-    }
-
-    async fn backup(&self, name: &str) -> Result<Option<Backup>, Status> {
-        match self.manager.get(&format!("/v1/backups/{name}")).await {
-            Ok(backup) => Ok(Some(backup)),
-            Err(e) if e.status() == Some(404) => Ok(None),
-            Err(e) => Err(e.into()),
-        }
-    }
-
     async fn volumes(&self) -> Result<Vec<Volume>, Status> {
         let mut volumes: Vec<Volume> = self.manager.get("/v1/volumes").await?;
         volumes.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(volumes)
     }
-
-    /// Every CSI snapshot: each volume's snapshots and the completed backups, by id.
-    async fn all_snapshots(&self) -> Result<Vec<pb::Snapshot>, Status> {
-        let mut out = Vec::new();
-        for volume in self.volumes().await? {
-            // A volume whose replicas cannot answer now lists nothing.
-            let Ok(snapshots) = self.snapshots(&volume.name).await else {
-                continue;
-            };
-            out.extend(snapshots.iter().map(|s| snap_of(s, volume.spec.size)));
-        }
-        let backups: Vec<Backup> = self.manager.get("/v1/backups").await?;
-        out.extend(backups.iter().filter_map(bak_of));
-        out.sort_by(|a, b| a.snapshot_id.cmp(&b.snapshot_id));
-        Ok(out)
-    }
-
-    async fn create_snap(
-        &self,
-        source: &str,
-        csi_name: &str,
-        size: u64,
-    ) -> Result<pb::Snapshot, Status> {
-        let name = shorthorn_name(csi_name)?;
-        // A CSI snapshot name is unique in the cluster, a Shorthorn one only per volume.
-        for volume in self.volumes().await? {
-            let Ok(snapshots) = self.snapshots(&volume.name).await else {
-                continue;
-            };
-            if let Some(taken) = snapshots.iter().find(|s| s.name == name) {
-                if volume.name == source {
-                    return Ok(snap_of(taken, size));
-                }
-                return Err(Status::already_exists(format!(
-                    "snapshot {csi_name:?} exists, of volume {}",
-                    volume.name
-                )));
-            }
-        }
-        let body = json!({"name": name, "labels": {CSI_NAME_LABEL: csi_name}});
-        let created: Snapshot = self
-            .manager
-            .post(&format!("/v1/volumes/{source}/snapshots"), body)
-            .await
-            .map_err(|e| refusal(e, "taking the snapshot"))?;
-        Ok(snap_of(&created, size))
-    }
-
-    async fn create_bak(
-        &self,
-        source: &str,
-        csi_name: &str,
-        target: Option<&str>,
-    ) -> Result<pb::Snapshot, Status> {
-        let backups: Vec<Backup> = self.manager.get("/v1/backups").await?;
-        let named =
-            |b: &&Backup| b.spec.labels.get(CSI_NAME_LABEL).map(String::as_str) == Some(csi_name);
-        let backup = match backups.iter().find(named) {
-            Some(b) if b.spec.volume != source => {
-                return Err(Status::already_exists(format!(
-                    "snapshot {csi_name:?} exists, of volume {}",
-                    b.spec.volume
-                )));
-            }
-            Some(b) => b.clone(),
-            None => {
-                let mut body = json!({"volume": source, "labels": {CSI_NAME_LABEL: csi_name}});
-                if let Some(target) = target {
-                    body["target"] = json!(target);
-                }
-                self.manager
-                    .post("/v1/backups", body)
-                    .await
-                    .map_err(|e| refusal(e, "starting the backup"))?
-            }
-        };
-        let deadline = Instant::now() + BACKUP_WAIT;
-        let mut backup = backup;
-        loop {
-            match backup.status.state {
-                BackupState::Completed => break,
-                BackupState::Error => {
-                    return Err(Status::internal(format!(
-                        "backup {} of volume {source} failed: {}",
-                        backup.name, backup.status.message
-                    )));
-                }
-                BackupState::Pending | BackupState::InProgress if Instant::now() < deadline => {
-                    tokio::time::sleep(Duration::from_millis(250)).await;
-                    backup = self.backup(&backup.name).await?.ok_or_else(|| {
-                        Status::aborted(format!("backup {} went away", backup.name))
-                    })?;
-                }
-                BackupState::Pending | BackupState::InProgress => break,
-            }
-        }
-        let mut snapshot = bak_of(&backup).unwrap_or_else(|| pb::Snapshot {
-            snapshot_id: SnapshotId::Bak {
-                volume: source.to_string(),
-                backup: backup.name.clone(),
-            }
-            .to_string(),
-            source_volume_id: source.to_string(),
-            ready_to_use: false,
-            ..pb::Snapshot::default()
-        });
-        snapshot.ready_to_use = backup.status.state == BackupState::Completed;
-        Ok(snapshot)
-    }
 }
 
 /// A manager refusal while doing `what`: 404 → NOT_FOUND, 409 → FAILED_PRECONDITION
 /// (the volume's state), others as [`CallError::to_status`].
-/// What volumes of `replicas` replicas can get from these free bytes (per node, per
-/// disk): the free space shared among each volume's replicas, and the largest volume
-/// whose every replica finds a disk — each on another node, unless `share_nodes` (soft
-/// anti-affinity lets replicas share a node, even a disk).
-fn capacity_for(free_by_node: &[Vec<u64>], replicas: usize, share_nodes: bool) -> (u64, u64) {
-    let replicas = replicas.max(1);
-    let copies = u64::try_from(replicas).unwrap_or(u64::MAX);
-    let total: u64 = free_by_node.iter().flatten().sum();
-    let largest = if share_nodes {
-        // The largest size S with room for `replicas` copies of S across the disks.
-        let disks: Vec<u64> = free_by_node.iter().flatten().copied().collect();
-        disks
-            .iter()
-            .flat_map(|free| (1..=copies).map(move |k| free / k))
-            .filter(|size| *size > 0 && disks.iter().map(|free| free / size).sum::<u64>() >= copies)
-            .max()
-            .unwrap_or(0)
-    } else {
-        let mut best_per_node: Vec<u64> = free_by_node
-            .iter()
-            .map(|disks| disks.iter().copied().max().unwrap_or(0))
-            .collect();
-        best_per_node.sort_unstable_by(|a, b| b.cmp(a));
-        best_per_node.get(replicas - 1).copied().unwrap_or(0)
-    };
-    let largest = largest / GRANULARITY * GRANULARITY;
-    (total / copies, largest)
-}
-
 fn refusal(error: CallError, what: &str) -> Status {
     let status = error.to_status();
     Status::new(status.code(), format!("{what}: {}", status.message()))
-}
-
-/// The CSI form of a replica snapshot of a volume of `size` bytes.
-fn snap_of(snapshot: &Snapshot, size: u64) -> pb::Snapshot {
-    pb::Snapshot {
-        size_bytes: i64::try_from(size).unwrap_or(i64::MAX),
-        snapshot_id: SnapshotId::Snap {
-            volume: snapshot.volume.clone(),
-            name: snapshot.name.clone(),
-        }
-        .to_string(),
-        source_volume_id: snapshot.volume.clone(),
-        creation_time: timestamp(&snapshot.created),
-        ready_to_use: true,
-        group_snapshot_id: String::new(),
-    }
-}
-
-/// The CSI form of a completed backup.
-fn bak_of(backup: &Backup) -> Option<pb::Snapshot> {
-    (backup.status.state == BackupState::Completed).then(|| pb::Snapshot {
-        size_bytes: i64::try_from(backup.status.volume_size).unwrap_or(i64::MAX),
-        snapshot_id: SnapshotId::Bak {
-            volume: backup.spec.volume.clone(),
-            backup: backup.name.clone(),
-        }
-        .to_string(),
-        source_volume_id: backup.spec.volume.clone(),
-        creation_time: backup.status.completed.as_deref().and_then(timestamp),
-        ready_to_use: true,
-        group_snapshot_id: String::new(),
-    })
-}
-
-fn timestamp(rfc3339: &str) -> Option<prost_types::Timestamp> {
-    let time = chrono::DateTime::parse_from_rfc3339(rfc3339).ok()?;
-    Some(prost_types::Timestamp {
-        seconds: time.timestamp(),
-        nanos: i32::try_from(time.timestamp_subsec_nanos()).unwrap_or(0),
-    })
 }
 
 /// The size for a capacity range: `required_bytes` rounded up to [`GRANULARITY`] (1 GiB
@@ -1011,23 +797,6 @@ impl Controller for ControllerService {
 
 #[cfg(test)]
 mod tests {
-    const GIB: u64 = 1 << 30;
-
-    #[test]
-    fn capacity_counts_every_replica() {
-        // Three nodes: 10, 6 (two disks: 6 and 2) and 4 GiB free.
-        let nodes = vec![vec![10 * GIB], vec![6 * GIB, 2 * GIB], vec![4 * GIB]];
-        // One replica: everything, and the largest disk.
-        assert_eq!(capacity_for(&nodes, 1, false), (22 * GIB, 10 * GIB));
-        // Three on distinct nodes: a third of it, and the third-best node bounds it.
-        assert_eq!(capacity_for(&nodes, 3, false), (22 * GIB / 3, 4 * GIB));
-        // Four cannot have four nodes.
-        assert_eq!(capacity_for(&nodes, 4, false).1, 0);
-        // Sharing nodes: four copies of 4 GiB fit (10 → 2, 6 → 1, 4 → 1).
-        assert_eq!(capacity_for(&nodes, 4, true).1, 4 * GIB);
-        assert_eq!(capacity_for(&[], 2, true), (0, 0));
-    }
-
     use super::*;
 
     fn range(required: i64, limit: i64) -> pb::CapacityRange {
