@@ -113,7 +113,9 @@ export function Confirm(props: {
         <div class="confirm-text">{props.children}</div>
         {props.typeToConfirm !== undefined && (
           <label>
-            Type <strong>{props.typeToConfirm}</strong> to confirm
+            <span>
+              Type <strong>{props.typeToConfirm}</strong> to confirm
+            </span>
             <input value={typed} onInput={(e) => setTyped(e.currentTarget.value)} autoFocus />
           </label>
         )}

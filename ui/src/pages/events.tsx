@@ -17,7 +17,9 @@ export function EventRows(props: { events: ClusterEvent[] }) {
       <tbody>
         {props.events.map((event) => (
           <tr key={event.name}>
-            <td title={formatTime(event.time)}>{formatAgo(event.time)}</td>
+            <td class="nowrap" title={formatTime(event.time)}>
+              {formatAgo(event.time)}
+            </td>
             <td>
               {event.object_kind}{' '}
               {event.volume ? <a href={href('volumes', event.volume)}>{event.object}</a> : event.object}
