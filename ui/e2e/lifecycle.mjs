@@ -107,10 +107,13 @@ await run(async ({ page, context }) => {
 
   step('a short replica wait, set on the settings page');
   await nav('Settings');
+  // Short for a test, long enough that the replica misses all 1.5 GiB written after it
+  // is killed: its rebuild then spans several of the manager's passes, each reporting
+  // progress (a rebuild within one pass shows none).
   const waitInput = page.getByLabel('replica_replenishment_wait_interval');
-  await waitInput.fill('2');
+  await waitInput.fill('8');
   await page.getByRole('row', { name: /replica_replenishment_wait_interval/ }).getByRole('button', { name: 'Save' }).click();
-  await until('the setting to change', async () => (await callApi('GET', '/v1/settings')).replica_replenishment_wait_interval === 2);
+  await until('the setting to change', async () => (await callApi('GET', '/v1/settings')).replica_replenishment_wait_interval === 8);
 
   step('create a volume from the UI');
   await nav('Volumes');
