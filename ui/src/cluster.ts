@@ -12,7 +12,8 @@ export type Health =
   | 'creating'
   | 'attaching'
   | 'detaching'
-  | 'failed';
+  | 'failed'
+  | 'standby';
 
 export const HEALTHS: Health[] = [
   'healthy',
@@ -23,6 +24,7 @@ export const HEALTHS: Health[] = [
   'attaching',
   'detaching',
   'failed',
+  'standby',
 ];
 
 /** One word for where a volume is: its data's health while attached, else its state. */

@@ -274,12 +274,14 @@ impl Agent {
             .and_then(|tracked| tracked.daemon.progress())
     }
 
-    /// Stops a replica and removes its data directory, found on this node's disks by
+    /// Stops a replica (and a fill of its directory) and removes its data directory, found on this node's disks by
     /// its name and removed only if its marker names it; already gone is done.
     pub async fn remove_replica(&self, name: &str) -> Result<(), AgentError> {
         check_replica_name(name)?;
         let node = self.own_node()?;
         self.stop(name).await;
+        // A restore or clone still filling its directory goes first.
+        self.stop(&restore_task_name(name)).await;
         let disks: Vec<&str> = node.disks.iter().map(|d| d.path.as_str()).collect();
         let removed = replica_dir::remove(&disks, name)?;
         if removed.is_empty() {

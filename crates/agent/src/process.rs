@@ -29,6 +29,8 @@ pub struct Daemon {
     stdout: Option<Lines<BufReader<ChildStdout>>>,
     /// A task's last progress line (without its prefix), read from its stdout.
     progress: Arc<Mutex<Option<String>>>,
+    /// A one-shot task: killed when stopped (it resumes when run again), not asked.
+    task: bool,
 }
 
 /// Reads a task's stdout to its end (its progress lines, then its result) in the
@@ -56,7 +58,7 @@ impl Daemon {
     }
 
     /// Starts a one-shot `shorthorn ARGS --progress-lines` (a restore, say): it ends by
-    /// itself, and is killed if stopped first; [`Daemon::progress`] is its last report.
+    /// itself (or when we die and its stdin closes), and is killed if stopped first; [`Daemon::progress`] is its last report.
     /// `env` is added to its environment (secrets go there, never into its arguments,
     /// which every user of the host can read).
     pub fn spawn_task(
@@ -79,16 +81,15 @@ impl Daemon {
             .args(args)
             .envs(env.iter().map(|(name, value)| (name, value)))
             .kill_on_drop(true);
-        if daemon {
-            command
-                .arg("--exit-on-stdin-eof")
-                .stdin(Stdio::piped())
-                .stdout(Stdio::piped());
-        } else {
-            command
-                .arg("--progress-lines")
-                .stdin(Stdio::null())
-                .stdout(Stdio::piped());
+        // Every child holds a pipe from us as its stdin and exits when it closes: a
+        // task (a restore) left running by a killed `up` would otherwise write on while
+        // the next `up` starts it again into the same directory.
+        command
+            .arg("--exit-on-stdin-eof")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped());
+        if !daemon {
+            command.arg("--progress-lines");
         }
         // Own process group: a terminal's Ctrl-C reaches only us, and we stop the
         // daemons in order (engine first, so its final flush reaches the replicas).
@@ -108,6 +109,7 @@ impl Daemon {
             stdin,
             stdout,
             progress,
+            task: !daemon,
         })
     }
 
@@ -155,10 +157,13 @@ impl Daemon {
 
     /// Asks the daemon to stop and waits for it; kills it if it does not stop in time.
     pub async fn stop(mut self) {
-        // A one-shot task has no stdin to close: ended at once (a restore resumes).
-        let Some(stdin) = self.stdin.take() else {
-            let _ = self.child.kill().await;
-            return;
+        // A one-shot task is ended at once (a restore resumes when run again).
+        let stdin = match self.stdin.take() {
+            Some(stdin) if !self.task => stdin,
+            _ => {
+                let _ = self.child.kill().await;
+                return;
+            }
         };
         drop(stdin);
         match tokio::time::timeout(STOP_TIMEOUT, self.child.wait()).await {

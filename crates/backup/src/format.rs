@@ -334,6 +334,38 @@ pub struct BackupUrl {
 impl BackupUrl {
     /// Parses a backup URL.
     pub fn parse(url: &str) -> Result<BackupUrl, FormatError> {
+        let source = BackupSource::parse(url).map_err(|e| match e {
+            FormatError::UrlNoVolume { url } => FormatError::UrlIncomplete { url },
+            other => other,
+        })?;
+        let Some(backup) = source.backup else {
+            return Err(FormatError::UrlIncomplete {
+                url: url.to_string(),
+            });
+        };
+        Ok(BackupUrl {
+            target: source.target,
+            volume: source.volume,
+            backup,
+        })
+    }
+}
+
+/// The backups of one volume in a target, and perhaps one of them:
+/// `TARGET?volume=VOLUME[&backup=NAME]` — what a standby volume follows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackupSource {
+    /// The target URL.
+    pub target: String,
+    /// The backed-up volume.
+    pub volume: String,
+    /// One backup of it, if the URL names one.
+    pub backup: Option<String>,
+}
+
+impl BackupSource {
+    /// Parses `TARGET?volume=VOLUME[&backup=NAME]`.
+    pub fn parse(url: &str) -> Result<BackupSource, FormatError> {
         let (target, query) = url.split_once('?').ok_or_else(|| FormatError::UrlNoQuery {
             url: url.to_string(),
         })?;
@@ -350,23 +382,34 @@ impl BackupUrl {
                 }
             }
         }
-        let (Some(volume), Some(backup)) = (volume, backup) else {
-            return Err(FormatError::UrlIncomplete {
+        let Some(volume) = volume else {
+            return Err(FormatError::UrlNoVolume {
                 url: url.to_string(),
             });
         };
-        for (field, name) in [("volume", &volume), ("backup", &backup)] {
+        for (field, name) in std::iter::once(("volume", &volume))
+            .chain(backup.as_ref().map(|backup| ("backup", backup)))
+        {
             shorthorn_block::validate_name(name).map_err(|source| FormatError::UrlName {
                 url: url.to_string(),
                 field,
                 source,
             })?;
         }
-        Ok(BackupUrl {
+        Ok(BackupSource {
             target: target.to_string(),
             volume,
             backup,
         })
+    }
+
+    /// The URL of backup `backup` of this volume.
+    pub fn backup_url(&self, backup: &str) -> BackupUrl {
+        BackupUrl {
+            target: self.target.clone(),
+            volume: self.volume.clone(),
+            backup: backup.to_string(),
+        }
     }
 }
 
@@ -503,6 +546,12 @@ pub enum FormatError {
     /// A backup URL's query lacks the backup or the volume.
     #[error("backup URL {url:?} needs both backup=NAME and volume=VOLUME")]
     UrlIncomplete {
+        /// The URL.
+        url: String,
+    },
+    /// A backup source URL's query lacks the volume.
+    #[error("backup URL {url:?} needs volume=VOLUME")]
+    UrlNoVolume {
         /// The URL.
         url: String,
     },

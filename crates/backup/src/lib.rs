@@ -28,7 +28,7 @@ pub use delete::{DeleteSummary, delete_backup};
 pub use error::{
     BackupError, LockError, PolicyError, RestoreError, SourceCause, SourceError, TargetError,
 };
-pub use format::{BackupRecord, BackupUrl, Compression, FormatError};
+pub use format::{BackupRecord, BackupSource, BackupUrl, Compression, FormatError};
 pub use list::{get_backup, list_backups, list_volumes};
 pub use lock::{LockGuard, LockKind, LockOptions, acquire, with_lock};
 pub use replica_source::ReplicaSource;

@@ -63,6 +63,9 @@ pub enum VolumeState {
     Detaching,
     /// Replicas could not be placed (see `status.message`).
     Failed,
+    /// A standby (disaster recovery) volume: its replicas follow the backups of a volume
+    /// in a backup target (`status.standby`); not attachable until activated.
+    Standby,
 }
 
 /// What a user asks for.
@@ -104,6 +107,69 @@ pub struct VolumeSpec {
     /// Labels users find it by; nothing acts on them.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
+    /// Set for a standby (disaster recovery) volume: the backups it follows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub standby: Option<StandbySpec>,
+}
+
+/// What a standby volume follows, and what was asked of it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct StandbySpec {
+    /// `TARGET?volume=VOLUME`: each new backup of that volume in that target is restored
+    /// onto the replicas, fetching only the blocks that changed.
+    pub source: String,
+    /// Reads of the target asked for (`volume sync`); one is made at once while this is
+    /// above `status.standby.syncs`.
+    #[serde(default)]
+    pub sync_requests: u64,
+    /// Activation asked for (`volume activate`): once done, the volume is an ordinary
+    /// one and this whole spec is gone.
+    #[serde(default)]
+    pub activation: Option<Activation>,
+}
+
+/// How a standby volume is to be activated.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Activation {
+    /// Activate with the backup restored last (a restore under way still finishes),
+    /// without waiting for newer backups to be applied.
+    pub at_last_restored: bool,
+    /// Without `at_last_restored`: the read of the target (the `sync_requests` count
+    /// the request raised it to) whose newest backup must be restored first.
+    pub after_sync: u64,
+}
+
+/// Where a standby volume is in following its source.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct StandbyStatus {
+    /// The backup the replicas hold, all of it.
+    pub last_restored: Option<String>,
+    /// When that backup was completed at the source (RFC 3339): the recovery point.
+    pub last_restored_completed: Option<String>,
+    /// When its restore completed here (RFC 3339).
+    pub restored_at: Option<String>,
+    /// Bytes the last restore fetched from the target (compressed, as stored; the most
+    /// any one replica fetched).
+    pub last_restore_bytes: u64,
+    /// The newest backup of the source in the target, as last read.
+    pub newest: Option<String>,
+    /// When the newest backup was completed (RFC 3339).
+    pub newest_completed: Option<String>,
+    /// Backups newer than the last restored one.
+    pub lag_backups: u64,
+    /// Seconds between the completion of the last restored backup and of the newest (0
+    /// when caught up).
+    pub lag_seconds: u64,
+    /// The backup being restored now, if any.
+    pub restoring: Option<String>,
+    /// The restore's progress (its slowest replica).
+    pub progress: Option<String>,
+    /// When the target was last read (RFC 3339).
+    pub last_read: Option<String>,
+    /// `spec.standby.sync_requests` as of the last read.
+    pub syncs: u64,
+    /// Why it does not follow, if it does not (the target unreadable, the source grown).
+    pub message: String,
 }
 
 /// What the manager observes of a volume.
@@ -123,6 +189,9 @@ pub struct VolumeStatus {
     /// `spec.salvage_requests` as of the last salvage carried out.
     #[serde(default)]
     pub salvages: u64,
+    /// A standby volume's progress in following its source.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub standby: Option<StandbyStatus>,
 }
 
 /// A volume.
@@ -135,6 +204,20 @@ pub struct Volume {
     /// Observed.
     #[serde(default)]
     pub status: VolumeStatus,
+}
+
+impl Volume {
+    /// Refuses `what` (`"attached"`, `"snapshotted"`) on a standby volume, saying why
+    /// and how to end that.
+    pub fn not_standby(&self, what: &str) -> Result<(), String> {
+        match &self.spec.standby {
+            Some(standby) => Err(format!(
+                "volume {:?} is a standby volume (it follows the backups at {}): it cannot be {what} until it is activated (shorthorn volume activate {})",
+                self.name, standby.source, self.name
+            )),
+            None => Ok(()),
+        }
+    }
 }
 
 /// Where a volume's engine should run, and which replicas it should hold.
@@ -639,6 +722,14 @@ pub struct Settings {
     /// Data locality of new volumes that do not choose one.
     #[serde(default)]
     pub default_data_locality: DataLocality,
+    /// Seconds between two reads of the backup target by each standby volume (`volume
+    /// sync` reads at once).
+    #[serde(default = "default_backup_poll_interval")]
+    pub backup_poll_interval: u64,
+}
+
+fn default_backup_poll_interval() -> u64 {
+    300
 }
 
 impl Default for Settings {
@@ -651,6 +742,7 @@ impl Default for Settings {
             auto_salvage: true,
             engine: EngineTuning::default(),
             default_data_locality: DataLocality::Disabled,
+            backup_poll_interval: default_backup_poll_interval(),
         }
     }
 }
@@ -675,6 +767,11 @@ impl Settings {
             ));
         }
         self.engine.validate().map_err(|e| e.to_string())?;
+        if !(1..=MAX_SECONDS).contains(&self.backup_poll_interval) {
+            return Err(format!(
+                "backup_poll_interval must be 1 to {MAX_SECONDS} seconds"
+            ));
+        }
         if self.replica_replenishment_wait_interval > MAX_SECONDS
             || self.stale_replica_timeout > MAX_SECONDS
         {

@@ -128,6 +128,9 @@ export const api = {
   setDataLocality: (name: string, data_locality: DataLocality) =>
     request<unknown>('POST', `/v1/volumes/${enc(name)}/data-locality`, { data_locality }),
   salvage: (name: string) => request<unknown>('POST', `/v1/volumes/${enc(name)}/salvage`),
+  syncStandby: (name: string) => request<unknown>('POST', `/v1/volumes/${enc(name)}/sync`),
+  activate: (name: string, at_last_restored: boolean) =>
+    request<unknown>('POST', `/v1/volumes/${enc(name)}/activate`, { at_last_restored }),
   removeReplica: (volume: string, replica: string) =>
     request<unknown>('DELETE', `/v1/volumes/${enc(volume)}/replicas/${enc(replica)}`),
   snapshots: (volume: string) => request<Snapshot[]>('GET', `/v1/volumes/${enc(volume)}/snapshots`),

@@ -296,6 +296,27 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/volumes/{name}/activate": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Asks for a standby volume to become an ordinary one (irreversible): done by its
+         *     manager once the newest backup is restored (or at once with `at_last_restored`);
+         *     `spec.standby` is then gone. Asking again while it waits changes nothing.
+         */
+        post: operations["activate_volume"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/volumes/{name}/attach": {
         parameters: {
             query?: never;
@@ -504,6 +525,23 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/volumes/{name}/sync": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Has a standby volume read its backup target now (and restore a newer backup). */
+        post: operations["sync_volume"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/watch": {
         parameters: {
             query?: never;
@@ -524,6 +562,29 @@ export interface paths {
 export type webhooks = Record<string, never>;
 export interface components {
     schemas: {
+        /** @description A request to turn a standby volume into an ordinary one. */
+        ActivateVolume: {
+            /**
+             * @description Activate with the backup restored last (a restore under way finishes first),
+             *     without reading the target again for newer ones [default: false: the target is
+             *     read, and its newest backup restored, first].
+             */
+            at_last_restored?: boolean;
+        };
+        /** @description How a standby volume is to be activated. */
+        Activation: {
+            /**
+             * Format: int64
+             * @description Without `at_last_restored`: the read of the target (the `sync_requests` count
+             *     the request raised it to) whose newest backup must be restored first.
+             */
+            after_sync: number;
+            /**
+             * @description Activate with the backup restored last (a restore under way still finishes),
+             *     without waiting for newer backups to be applied.
+             */
+            at_last_restored: boolean;
+        };
         /** @description A request to attach a volume. */
         AttachVolume: {
             node?: string | null;
@@ -685,6 +746,13 @@ export interface components {
              * @description Size in bytes, a multiple of 4096, at most 2^50 (1 PiB).
              */
             size: number;
+            /**
+             * @description A standby (disaster recovery) volume: `from_backup` names the backups of a
+             *     volume (`TARGET?volume=VOLUME`; a backup URL's volume will do); the newest is
+             *     restored now and every newer one as it appears, until the volume is activated.
+             *     Until then it cannot be attached, snapshotted, backed up or expanded.
+             */
+            standby?: boolean;
         };
         /**
          * @description Whether a volume keeps a replica on the node where its engine runs.
@@ -1169,6 +1237,13 @@ export interface components {
              */
             auto_salvage: boolean;
             /**
+             * Format: int64
+             * @description Seconds between two reads of the backup target by each standby volume (`volume
+             *     sync` reads at once).
+             * @default 300
+             */
+            backup_poll_interval: number;
+            /**
              * @description Data locality of new volumes that do not choose one.
              * @default disabled
              */
@@ -1232,6 +1307,64 @@ export interface components {
             snapshot: string;
             /** @description The volume. */
             volume: string;
+        };
+        /** @description What a standby volume follows, and what was asked of it. */
+        StandbySpec: {
+            activation?: null | components["schemas"]["Activation"];
+            /**
+             * @description `TARGET?volume=VOLUME`: each new backup of that volume in that target is restored
+             *     onto the replicas, fetching only the blocks that changed.
+             */
+            source: string;
+            /**
+             * Format: int64
+             * @description Reads of the target asked for (`volume sync`); one is made at once while this is
+             *     above `status.standby.syncs`.
+             */
+            sync_requests?: number;
+        };
+        /** @description Where a standby volume is in following its source. */
+        StandbyStatus: {
+            /**
+             * Format: int64
+             * @description Backups newer than the last restored one.
+             */
+            lag_backups: number;
+            /**
+             * Format: int64
+             * @description Seconds between the completion of the last restored backup and of the newest (0
+             *     when caught up).
+             */
+            lag_seconds: number;
+            /** @description When the target was last read (RFC 3339). */
+            last_read?: string | null;
+            /**
+             * Format: int64
+             * @description Bytes the last restore fetched from the target (compressed, as stored; the most
+             *     any one replica fetched).
+             */
+            last_restore_bytes: number;
+            /** @description The backup the replicas hold, all of it. */
+            last_restored?: string | null;
+            /** @description When that backup was completed at the source (RFC 3339): the recovery point. */
+            last_restored_completed?: string | null;
+            /** @description Why it does not follow, if it does not (the target unreadable, the source grown). */
+            message: string;
+            /** @description The newest backup of the source in the target, as last read. */
+            newest?: string | null;
+            /** @description When the newest backup was completed (RFC 3339). */
+            newest_completed?: string | null;
+            /** @description The restore's progress (its slowest replica). */
+            progress?: string | null;
+            /** @description When its restore completed here (RFC 3339). */
+            restored_at?: string | null;
+            /** @description The backup being restored now, if any. */
+            restoring?: string | null;
+            /**
+             * Format: int64
+             * @description `spec.standby.sync_requests` as of the last read.
+             */
+            syncs: number;
         };
         /** @description A change to a node's spec; fields left out keep their value. */
         UpdateNode: {
@@ -1304,12 +1437,13 @@ export interface components {
              * @description Size in bytes (a multiple of 4096).
              */
             size: number;
+            standby?: null | components["schemas"]["StandbySpec"];
         };
         /**
          * @description Where a volume is in its life.
          * @enum {string}
          */
-        VolumeState: "creating" | "detached" | "attaching" | "attached" | "detaching" | "failed";
+        VolumeState: "creating" | "detached" | "attaching" | "attached" | "detaching" | "failed" | "standby";
         /** @description What the manager observes of a volume. */
         VolumeStatus: {
             /** @description `nbd://host:port/NAME` while attached (its engine's endpoint). */
@@ -1325,6 +1459,7 @@ export interface components {
              * @description `spec.salvage_requests` as of the last salvage carried out.
              */
             salvages?: number;
+            standby?: null | components["schemas"]["StandbyStatus"];
             /** @description Life-cycle state. */
             state: components["schemas"]["VolumeState"];
         };
@@ -2398,6 +2533,63 @@ export interface operations {
             };
         };
     };
+    activate_volume: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                name: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["ActivateVolume"];
+            };
+        };
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Volume"];
+                };
+            };
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
     attach_volume: {
         parameters: {
             query?: never;
@@ -3121,6 +3313,51 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    sync_volume: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                name: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Volume"];
                 };
             };
             401: {

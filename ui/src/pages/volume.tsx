@@ -11,7 +11,7 @@ import { IoCharts } from './io-charts';
 import { CreateVolumeDialog } from './volumes';
 
 type Action =
-  | { kind: 'attach' | 'detach' | 'expand' | 'snapshot' | 'backup' | 'clone' | 'delete' | 'replicas' }
+  | { kind: 'attach' | 'detach' | 'expand' | 'snapshot' | 'backup' | 'clone' | 'delete' | 'replicas' | 'activate' }
   | { kind: 'revert' | 'delete-snapshot' | 'clone-snapshot'; snapshot: string };
 
 export function VolumePage(props: { name: string }) {
@@ -69,6 +69,17 @@ export function VolumePage(props: { name: string }) {
       </nav>
       <Header title={volume.name}>
         <Badge state={volumeHealth(volume)} />
+        {volume.spec.standby ? (
+          <>
+            <button type="button" onClick={() => perform(`sync ${volume.name}`, () => api.syncStandby(volume.name))}>
+              Sync now
+            </button>
+            <button type="button" onClick={() => setAction({ kind: 'activate' })}>Activate</button>
+            <button type="button" onClick={() => setAction({ kind: 'replicas' })}>Replica count</button>
+            <button type="button" class="danger" onClick={() => setAction({ kind: 'delete' })}>Delete</button>
+          </>
+        ) : (
+          <>
         {isAttached ? (
           <button type="button" onClick={() => setAction({ kind: 'detach' })}>Detach</button>
         ) : (
@@ -80,6 +91,8 @@ export function VolumePage(props: { name: string }) {
         <button type="button" onClick={() => setAction({ kind: 'clone' })}>Clone</button>
         <button type="button" onClick={() => setAction({ kind: 'replicas' })}>Replica count</button>
         <button type="button" class="danger" onClick={() => setAction({ kind: 'delete' })}>Delete</button>
+          </>
+        )}
       </Header>
       <dl class="facts">
         <dt>Size</dt>
@@ -125,6 +138,8 @@ export function VolumePage(props: { name: string }) {
           </>
         )}
       </dl>
+
+      {volume.spec.standby && <StandbyFacts volume={volume} />}
 
       <section aria-labelledby="replicas-title">
         <h2 id="replicas-title">Replicas</h2>
@@ -400,6 +415,20 @@ function VolumeActionDialog(props: { volume: Volume; action: Action; onClose: ()
           </form>
         </Dialog>
       );
+    case 'activate':
+      return (
+        <Confirm title={`Activate ${volume.name}`} action="Activate" typeToConfirm={volume.name} onClose={onClose}
+          onConfirm={() => run(`activate ${volume.name}`, () => api.activate(volume.name, value === 'now'))}>
+          <p>
+            It becomes an ordinary volume for good: attachable, with snapshots and backups; it no longer follows{' '}
+            <code>{volume.spec.standby?.source}</code>. Recurring jobs stay off until set.
+          </p>
+          <label class="checkbox">
+            <input type="checkbox" checked={value === 'now'} onChange={(e) => setValue(e.currentTarget.checked ? 'now' : '')} />
+            At once, with the backup restored last (otherwise the target is read and its newest backup restored first)
+          </label>
+        </Confirm>
+      );
     case 'delete':
       return (
         <Confirm title={`Delete ${volume.name}`} action="Delete volume" typeToConfirm={volume.name} onClose={onClose}
@@ -432,5 +461,51 @@ function Buttons(props: { onClose: () => void; action: string }) {
       <button type="button" onClick={props.onClose}>Cancel</button>
       <button type="submit" class="primary">{props.action}</button>
     </div>
+  );
+}
+
+/** Where a standby volume is in following its source's backups. */
+function StandbyFacts(props: { volume: Volume }) {
+  const { volume } = props;
+  const status = volume.status.standby;
+  return (
+    <section aria-labelledby="standby-title">
+      <h2 id="standby-title">Standby</h2>
+      <dl class="facts">
+        <dt>Follows</dt>
+        <dd>
+          <code>{volume.spec.standby?.source}</code>
+        </dd>
+        <dt>Holds backup</dt>
+        <dd>
+          {status?.last_restored ?? 'none yet'}
+          {status?.last_restored_completed && <span class="muted"> (completed {formatAgo(status.last_restored_completed)})</span>}
+        </dd>
+        <dt>Newest backup</dt>
+        <dd>{status?.newest ?? 'not read yet'}</dd>
+        <dt>Lag</dt>
+        <dd>
+          {status ? `${status.lag_backups} backups, ${status.lag_seconds} s` : '—'}
+        </dd>
+        <dt>Last restore</dt>
+        <dd>{status ? `${formatBytes(status.last_restore_bytes)} fetched` : '—'}</dd>
+        {status?.restoring && (
+          <>
+            <dt>Restoring</dt>
+            <dd>
+              {status.restoring} {status.progress ?? ''}
+            </dd>
+          </>
+        )}
+        {volume.spec.standby?.activation && (
+          <>
+            <dt>Activation</dt>
+            <dd>asked; waits {volume.spec.standby.activation.at_last_restored ? 'for a restore under way' : 'for the newest backup'}</dd>
+          </>
+        )}
+        <dt>Last read</dt>
+        <dd>{status?.last_read ? formatAgo(status.last_read) : 'never'}</dd>
+      </dl>
+    </section>
   );
 }

@@ -238,6 +238,7 @@ export function CreateVolumeDialog(props: {
   const [source, setSource] = useState<Source>(props.source ?? 'none');
   const [from, setFrom] = useState(props.from ?? '');
   const [labels, setLabels] = useState('');
+  const [standby, setStandby] = useState(false);
   const [error, setError] = useState<string | null>(null);
   const backups = state.list<Backup>('backup').filter((b) => b.status.state === 'completed' && b.status.url);
   const volumes = state.list<Volume>('volume').map((v) => v.name).sort();
@@ -260,6 +261,7 @@ export function CreateVolumeDialog(props: {
           if (source === 'snapshot') body.from_snapshot = from;
           if (source === 'volume') body.from_volume = from;
           if (source === 'backup') body.from_backup = from;
+          if (source === 'backup' && standby) body.standby = true;
           if (await perform(`create ${name}`, () => api.createVolume(body))) props.onClose();
         }}
       >
@@ -328,6 +330,13 @@ export function CreateVolumeDialog(props: {
                 </option>
               ))}
             </select>
+          </label>
+        )}
+        {source === 'backup' && (
+          <label class="checkbox">
+            <input type="checkbox" checked={standby} onChange={(e) => setStandby(e.currentTarget.checked)} />
+            Standby (disaster recovery): keep restoring each newer backup of this volume until activated; the size
+            must be the newest backup's
           </label>
         )}
         <label>

@@ -8,5 +8,6 @@ pub mod jobs;
 pub mod nodes;
 pub mod settings;
 pub mod snapshots;
+pub mod standby;
 pub mod volumes;
 pub mod watch;

@@ -47,6 +47,14 @@ pub enum VolumeCommand {
         /// print it); --size must be the backup's volume size.
         #[arg(long, conflicts_with_all = ["from_snapshot", "from_volume"])]
         from_backup: Option<String>,
+        /// A standby (disaster recovery) volume that keeps following the backups of
+        /// --from-backup's volume (TARGET?volume=VOLUME, or a backup URL of it): the
+        /// newest is restored now, each newer one as it appears (setting
+        /// backup_poll_interval, or `volume sync`), fetching only changed blocks. It cannot
+        /// be attached, snapshotted, backed up or expanded until `volume activate`.
+        /// --size must be the newest backup's volume size.
+        #[arg(long, requires = "from_backup")]
+        standby: bool,
         /// A clone of a snapshot of another volume, VOLUME/SNAPSHOT: each replica is
         /// copied from a replica of that volume (no backup target needed), which keeps
         /// serving meanwhile. The volume is `creating` until the copies are done.
@@ -145,6 +153,32 @@ pub enum VolumeCommand {
         /// The volume.
         name: String,
     },
+    /// Have a standby volume read its backup target now (a newer backup is then
+    /// restored at once).
+    Sync {
+        /// The volume.
+        name: String,
+        /// Wait until the newest backup that read found is restored.
+        #[arg(long)]
+        wait: bool,
+        /// How long --wait waits, e.g. 10m.
+        #[arg(long, default_value = "30m", value_parser = humantime::parse_duration)]
+        timeout: Duration,
+    },
+    /// Turn a standby volume into an ordinary volume: waits until the newest backup in
+    /// the target is restored, then it can be attached, snapshotted and backed up
+    /// (recurring jobs stay off until set). Irreversible.
+    Activate {
+        /// The volume.
+        name: String,
+        /// Activate with the backup restored last, without reading the target for newer
+        /// ones (a restore under way still finishes first).
+        #[arg(long)]
+        at_last_restored: bool,
+        /// How long to wait, e.g. 10m (the activation stays asked for after that).
+        #[arg(long, default_value = "30m", value_parser = humantime::parse_duration)]
+        timeout: Duration,
+    },
     /// Delete a detached volume and its replicas' data.
     Rm {
         /// The volume.
@@ -205,6 +239,7 @@ pub fn volume(api: &ApiArgs, command: VolumeCommand) -> anyhow::Result<()> {
                 recurring_jobs,
                 recurring_job_groups,
                 from_backup,
+                standby,
                 from_snapshot,
                 from_volume,
                 data_locality,
@@ -244,6 +279,7 @@ pub fn volume(api: &ApiArgs, command: VolumeCommand) -> anyhow::Result<()> {
                     from_volume,
                     data_locality,
                     labels: super::backups::parse_labels(&labels)?,
+                    standby,
                 })?;
                 let volume: Volume = client.call(Method::POST, "/v1/volumes", Some(body)).await?;
                 line(format_args!(
@@ -421,6 +457,16 @@ pub fn volume(api: &ApiArgs, command: VolumeCommand) -> anyhow::Result<()> {
                     "salvaging {name}; `volume get {name}` shows when it serves"
                 ))
             }
+            VolumeCommand::Sync {
+                name,
+                wait,
+                timeout,
+            } => super::standby::sync(&client, &name, wait, timeout).await,
+            VolumeCommand::Activate {
+                name,
+                at_last_restored,
+                timeout,
+            } => super::standby::activate(&client, &name, at_last_restored, timeout).await,
             VolumeCommand::Rm { name } => {
                 let _: serde_json::Value = client
                     .call(Method::DELETE, &format!("/v1/volumes/{name}"), None)
@@ -464,6 +510,7 @@ fn print_volume(detail: &VolumeDetail) -> anyhow::Result<()> {
         "locality:    {}",
         json_name(&v.spec.data_locality)
     ))?;
+    super::standby::print(v)?;
     line(format_args!("replicas:    {} wanted", v.spec.replicas))?;
     for r in &detail.replicas {
         let unix = r

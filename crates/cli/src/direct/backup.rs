@@ -255,7 +255,8 @@ async fn create(engine: &str, args: CreateArgs) -> anyhow::Result<()> {
     line(format_args!("{url}"))
 }
 
-/// Runs `work`, printing its progress to stderr every second.
+/// Runs `work`, printing its progress to stderr every second; with progress lines, a
+/// last one when it succeeds (the node agent reads the bytes transferred from it).
 pub(crate) async fn with_progress<T, E: Into<anyhow::Error>>(
     what: &str,
     progress: &Progress,
@@ -263,11 +264,20 @@ pub(crate) async fn with_progress<T, E: Into<anyhow::Error>>(
     work: impl Future<Output = Result<T, E>>,
 ) -> anyhow::Result<T> {
     tokio::pin!(work);
+    let lifeline = crate::daemon::shutdown_token(lines.exit_on_stdin_eof)?;
     let mut ticker = tokio::time::interval(Duration::from_secs(1));
     ticker.tick().await;
     loop {
         tokio::select! {
-            result = &mut work => return result.map_err(Into::into),
+            result = &mut work => {
+                if result.is_ok() && lines.progress_lines {
+                    line(format_args!("{PROGRESS_PREFIX}{}", progress.summary()))?;
+                }
+                return result.map_err(Into::into);
+            }
+            () = lifeline.cancelled() => {
+                anyhow::bail!("{what} stopped: interrupted, or the process that started it went away (run it again to resume)");
+            }
             _ = ticker.tick() => {
                 let summary = progress.summary();
                 if lines.progress_lines {
@@ -290,6 +300,10 @@ pub struct ProgressLines {
     /// reads them into the replica's status).
     #[arg(long)]
     progress_lines: bool,
+    /// Stop when stdin closes: the node agent that started it holds stdin open, so the
+    /// work never outlives the agent (a new one runs it again).
+    #[arg(long)]
+    exit_on_stdin_eof: bool,
 }
 
 /// A backup record as `ls --json` and `inspect` show it: everything but the block map.

@@ -272,6 +272,9 @@ pub(super) async fn create_backup(
     let volume: Volume = store
         .get(Kind::Volume, &request.volume)?
         .ok_or_else(|| ApiError::not_found("volume", &request.volume))?;
+    volume
+        .not_standby("backed up")
+        .map_err(|why| ApiError::new(StatusCode::CONFLICT, why))?;
     if volume.spec.attached_node.is_none() {
         return Err(ApiError::new(
             StatusCode::CONFLICT,

@@ -54,7 +54,49 @@ fn render(volumes: &[Volume], nodes: &[Node]) -> String {
             &volume.spec.size.to_string(),
         );
     }
+    render_standby(&mut out, volumes);
     render_disks(out, nodes)
+}
+
+/// The standby volumes' lag and last restore.
+fn render_standby(out: &mut String, volumes: &[Volume]) {
+    type StandbyFigure = fn(&crate::model::StandbyStatus) -> u64;
+    let families: [(&str, &str, StandbyFigure); 3] = [
+        (
+            "shorthorn_dr_lag_seconds",
+            "Seconds between the completion of the backup a standby volume holds and of the newest one",
+            |s| s.lag_seconds,
+        ),
+        (
+            "shorthorn_dr_lag_backups",
+            "Backups newer than the one a standby volume holds",
+            |s| s.lag_backups,
+        ),
+        (
+            "shorthorn_dr_last_restore_bytes",
+            "Bytes a standby volume's last restore fetched from the target",
+            |s| s.last_restore_bytes,
+        ),
+    ];
+    let standbys: Vec<(&Volume, crate::model::StandbyStatus)> = volumes
+        .iter()
+        .filter(|v| v.spec.standby.is_some())
+        .map(|v| (v, v.status.standby.clone().unwrap_or_default()))
+        .collect();
+    if standbys.is_empty() {
+        return;
+    }
+    for (name, help, figure) in families {
+        family_header(out, name, help, MetricKind::Gauge);
+        for (volume, status) in &standbys {
+            sample(
+                out,
+                name,
+                &[("volume", &volume.name)],
+                &figure(status).to_string(),
+            );
+        }
+    }
 }
 
 fn render_disks(mut out: String, nodes: &[Node]) -> String {
@@ -122,6 +164,7 @@ mod tests {
                 salvage_requests: 0,
                 data_locality: crate::model::DataLocality::Disabled,
                 labels: Default::default(),
+                standby: None,
             },
             status: VolumeStatus::default(),
         }
@@ -185,6 +228,33 @@ mod tests {
         )
         .unwrap();
         assert_eq!(scheduled.value, 30.0);
+    }
+
+    #[test]
+    fn standby_volumes_report_their_lag_and_last_restore() {
+        let mut standby = volume("dr1", 4096);
+        standby.spec.standby = Some(crate::model::StandbySpec {
+            source: "s3://b@r/p?volume=src".into(),
+            sync_requests: 0,
+            activation: None,
+        });
+        standby.status.standby = Some(crate::model::StandbyStatus {
+            lag_seconds: 40,
+            lag_backups: 2,
+            last_restore_bytes: 1 << 20,
+            ..Default::default()
+        });
+        let text = render(&[standby, volume("plain", 4096)], &[]);
+        let samples = exposition::parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        for (family, value) in [
+            ("shorthorn_dr_lag_seconds", 40.0),
+            ("shorthorn_dr_lag_backups", 2.0),
+            ("shorthorn_dr_last_restore_bytes", (1u64 << 20) as f64),
+        ] {
+            let found = exposition::find(&samples, family, &[("volume", "dr1")]).unwrap();
+            assert_eq!(found.value, value, "{family}");
+            assert!(exposition::find(&samples, family, &[("volume", "plain")]).is_none());
+        }
     }
 
     #[test]

@@ -20,12 +20,12 @@ use axum::routing::{get, post, put};
 use utoipa::OpenApi;
 
 use crate::model::{
-    Backup, BackupSpec, BackupState, BackupStatus, BackupTarget, BackupTargetSpec,
+    Activation, Backup, BackupSpec, BackupState, BackupStatus, BackupTarget, BackupTargetSpec,
     BackupTargetStatus, DataLocality, DiskSpec, DiskStatus, Engine, EngineReplicaStatus,
     EngineSpec, EngineState, EngineStatus, EngineTuning, Event, JobTask, Node, NodeSpec,
     NodeStatus, RecurringJob, RecurringJobSpec, RecurringJobStatus, Replica, ReplicaSpec,
-    ReplicaState, ReplicaStatus, Robustness, Settings, Volume, VolumeSpec, VolumeState,
-    VolumeStatus,
+    ReplicaState, ReplicaStatus, Robustness, Settings, StandbySpec, StandbyStatus, Volume,
+    VolumeSpec, VolumeState, VolumeStatus,
 };
 use crate::reconcile::Manager;
 use crate::scheduler::SchedulingSettings;
@@ -57,8 +57,8 @@ pub use session::{Login, SessionInfo};
 pub use settings::SetSetting;
 pub use snapshots::{CreateSnapshot, Snapshot};
 pub use volumes::{
-    AttachVolume, CreateVolume, ExpandVolume, SetDataLocality, SetReplicaCount, VolumeDetail,
-    VolumeJobs,
+    ActivateVolume, AttachVolume, CreateVolume, ExpandVolume, SetDataLocality, SetReplicaCount,
+    VolumeDetail, VolumeJobs,
 };
 pub use watch::WatchMessage;
 
@@ -76,7 +76,7 @@ pub const OPENAPI_PATH: &str = "/v1/openapi.json";
         backups::list_backups, backups::create_backup, backups::get_backup, backups::delete_backup, cluster::cluster_info,
         snapshots::list_snapshots, snapshots::create_snapshot, snapshots::get_snapshot, snapshots::delete_snapshot,
         snapshots::revert_snapshot, snapshots::purge_snapshots, volumes::set_replica_count, volumes::set_data_locality,
-        volumes::remove_volume_replica, volumes::salvage_volume, events::list_events, watch::watch,
+        volumes::remove_volume_replica, volumes::salvage_volume, volumes::sync_volume, volumes::activate_volume, events::list_events, watch::watch,
         session::login, session::get_session, session::logout, io::volume_io
     ),
     components(schemas(
@@ -86,7 +86,8 @@ pub const OPENAPI_PATH: &str = "/v1/openapi.json";
         SchedulingSettings, VolumeJobs, ExpandVolume, UpdateNode, CreateJob, RecurringJob, RecurringJobSpec,
         RecurringJobStatus, JobTask, Engine, EngineSpec, EngineStatus, EngineState,
         EngineReplicaStatus, BackupTarget, BackupTargetSpec, BackupTargetStatus, Backup,
-        BackupSpec, BackupStatus, BackupState, SetBackupTarget, CreateBackup, ClusterInfo, Snapshot, CreateSnapshot, SetReplicaCount, SetDataLocality, DataLocality, Event, WatchMessage, Login, SessionInfo, IoSample, IoRates
+        BackupSpec, BackupStatus, BackupState, SetBackupTarget, CreateBackup, ClusterInfo, Snapshot, CreateSnapshot, SetReplicaCount, SetDataLocality, DataLocality, Event, WatchMessage, Login, SessionInfo, IoSample, IoRates,
+        ActivateVolume, StandbySpec, StandbyStatus, Activation
     )),
     modifiers(&BearerAuth),
     security(("bearer" = []))
@@ -179,6 +180,11 @@ pub fn router(manager: Arc<Manager>, user_token: &str, node_token: &str) -> Rout
             post(volumes::set_data_locality),
         )
         .route("/v1/volumes/{name}/salvage", post(volumes::salvage_volume))
+        .route("/v1/volumes/{name}/sync", post(volumes::sync_volume))
+        .route(
+            "/v1/volumes/{name}/activate",
+            post(volumes::activate_volume),
+        )
         .route("/v1/volumes/{name}/io", get(io::volume_io))
         .route(
             "/v1/volumes/{name}/snapshots",

@@ -72,6 +72,30 @@ pub struct CreateVolume {
     #[serde(default)]
     #[schema(schema_with = schema::labels)]
     pub labels: BTreeMap<String, String>,
+    /// A standby (disaster recovery) volume: `from_backup` names the backups of a
+    /// volume (`TARGET?volume=VOLUME`; a backup URL's volume will do); the newest is
+    /// restored now and every newer one as it appears, until the volume is activated.
+    /// Until then it cannot be attached, snapshotted, backed up or expanded.
+    #[serde(default)]
+    pub standby: bool,
+}
+
+/// A request to turn a standby volume into an ordinary one.
+#[derive(Debug, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ActivateVolume {
+    /// Activate with the backup restored last (a restore under way finishes first),
+    /// without reading the target again for newer ones [default: false: the target is
+    /// read, and its newest backup restored, first].
+    #[serde(default)]
+    pub at_last_restored: bool,
+}
+
+impl Validate for ActivateVolume {
+    /// Any boolean will do.
+    fn validate(&self) -> Result<(), FieldError> {
+        Ok(())
+    }
 }
 
 impl CreateVolume {
@@ -171,6 +195,20 @@ impl Validate for CreateVolume {
         if let Some(url) = &self.from_backup {
             validate::url("from_backup", url)?;
         }
+        if self.standby {
+            if self.from_backup.is_none() {
+                return Err(FieldError::new(
+                    "standby",
+                    "a standby volume follows backups: give from_backup (TARGET?volume=VOLUME)",
+                ));
+            }
+            if !self.recurring_jobs.is_empty() || !self.recurring_job_groups.is_empty() {
+                return Err(FieldError::new(
+                    "recurring_jobs",
+                    "a standby volume runs no recurring jobs; set them after it is activated",
+                ));
+            }
+        }
         if let Some(source) = self.snapshot_source() {
             source?;
         }
@@ -250,8 +288,16 @@ pub(super) async fn create_volume(
     let request = body;
     let settings = state.manager.settings()?;
     let replicas = request.replicas.unwrap_or(settings.default_replica_count);
-    if let Some(url) = &request.from_backup {
-        check_backup_size(&state, url, request.size).await?;
+    let mut from_backup = request.from_backup.clone();
+    let mut standby = None;
+    match &request.from_backup {
+        Some(url) if request.standby => {
+            let (spec, first) = standby_source(&state, url, request.size).await?;
+            from_backup = Some(first);
+            standby = Some(spec);
+        }
+        Some(url) => check_backup_size(&state, url, request.size).await?,
+        None => {}
     }
     let store = state.manager.state();
     if store.get::<Volume>(Kind::Volume, &request.name)?.is_some() {
@@ -271,13 +317,14 @@ pub(super) async fn create_volume(
             attached_node: None,
             recurring_jobs: request.recurring_jobs,
             recurring_job_groups: request.recurring_job_groups,
-            from_backup: request.from_backup,
+            from_backup,
             from_snapshot,
             salvage_requests: 0,
             data_locality: request
                 .data_locality
                 .unwrap_or(settings.default_data_locality),
             labels: request.labels,
+            standby,
         },
         status: VolumeStatus::default(),
     };
@@ -291,10 +338,16 @@ pub(super) async fn create_volume(
         &volume.name,
         &volume.name,
         "Created",
-        format!(
-            "volume {} created: {} bytes, {} replicas",
-            volume.name, volume.spec.size, volume.spec.replicas
-        ),
+        match &volume.spec.standby {
+            Some(standby) => format!(
+                "standby volume {} created: {} bytes, {} replicas, following the backups at {}",
+                volume.name, volume.spec.size, volume.spec.replicas, standby.source
+            ),
+            None => format!(
+                "volume {} created: {} bytes, {} replicas",
+                volume.name, volume.spec.size, volume.spec.replicas
+            ),
+        },
     );
     state.manager.poke();
     Ok((StatusCode::CREATED, Json(volume)))
@@ -321,6 +374,9 @@ async fn clone_source(
         .state()
         .get(Kind::Volume, &source)?
         .ok_or_else(|| ApiError::not_found("volume", &source))?;
+    volume
+        .not_standby("cloned")
+        .map_err(|why| ApiError::new(StatusCode::CONFLICT, why))?;
     if request.size < volume.spec.size {
         return Err(ApiError::bad_request(format!(
             "size: a clone of volume {source} must hold at least its {} bytes, not {}",
@@ -389,6 +445,52 @@ fn source_not_ready(
         ),
         other => other.into(),
     }
+}
+
+/// A standby volume's source from `url` (`TARGET?volume=VOLUME[&backup=…]`) and the URL
+/// of the backup its replicas restore first: the newest of that volume's backups. The
+/// target must be readable, hold backups of the volume, and the newest must hold
+/// exactly `size` bytes.
+async fn standby_source(
+    state: &AppState,
+    url: &str,
+    size: u64,
+) -> Result<(crate::model::StandbySpec, String), ApiError> {
+    let source = shorthorn_backup::BackupSource::parse(url)
+        .map_err(|e| ApiError::bad_request(format!("from_backup: {:#}", anyhow::Error::from(e))))?;
+    let access = crate::backups::target_access(state.manager.state().as_ref(), &source.target)?;
+    let records = async {
+        state.manager.target_policy().check(&source.target)?;
+        let target = shorthorn_backup::Target::open(&source.target, &access.options(false))?;
+        anyhow::Ok(shorthorn_backup::list_backups(&target, &source.volume).await?)
+    }
+    .await
+    .map_err(|e| ApiError::bad_request(format!("from_backup: {e:#}")))?;
+    let newest = records
+        .iter()
+        .max_by_key(|r| chrono::DateTime::parse_from_rfc3339(&r.completed).ok())
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                format!(
+                    "from_backup: volume {:?} has no backups in {}; a standby needs one to start from",
+                    source.volume, source.target
+                ),
+            )
+        })?;
+    if newest.volume_size != size {
+        return Err(ApiError::bad_request(format!(
+            "from_backup: the newest backup, {}, holds a volume of {} bytes; create the volume with that size",
+            newest.name, newest.volume_size
+        )));
+    }
+    let first = source.backup_url(&newest.name).to_string();
+    let spec = crate::model::StandbySpec {
+        source: format!("{}?volume={}", source.target, source.volume),
+        sync_requests: 0,
+        activation: None,
+    };
+    Ok((spec, first))
 }
 
 /// Refuses a backup to restore a new volume from that this node may not open or cannot
@@ -495,6 +597,9 @@ pub(super) async fn attach_volume(
         return Err(ApiError::bad_request(format!("no node {node:?}")));
     }
     let current = exists(&state, &name)?;
+    current
+        .not_standby("attached")
+        .map_err(|why| ApiError::new(StatusCode::CONFLICT, why))?;
     // A volume none of whose replicas could be placed (the cluster changed since it was
     // created) would wait for ever: say why now.
     let placed = state
@@ -585,7 +690,12 @@ pub(super) async fn set_volume_jobs(
     JsonObject(body): JsonObject<VolumeJobs>,
 ) -> ApiResult<Volume> {
     let request = body;
-    exists(&state, &name)?;
+    let current = exists(&state, &name)?;
+    if !request.jobs.is_empty() || !request.groups.is_empty() {
+        current
+            .not_standby("given recurring jobs")
+            .map_err(|why| ApiError::new(StatusCode::CONFLICT, why))?;
+    }
     for job in &request.jobs {
         if state
             .manager
@@ -724,4 +834,72 @@ pub(super) async fn salvage_volume(
         })
         .await?;
     Ok(Json(volume))
+}
+
+#[utoipa::path(post, path = "/v1/volumes/{name}/sync", params(("name" = String, Path)),
+    responses((status = 200, body = Volume), (status = 401, body = ErrorBody),
+    (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+/// Has a standby volume read its backup target now (and restore a newer backup).
+pub(super) async fn sync_volume(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> ApiResult<Volume> {
+    exists(&state, &name)?;
+    let volume = state
+        .manager
+        .update_volume(&name, |volume| {
+            let standby = volume
+                .spec
+                .standby
+                .as_mut()
+                .ok_or_else(|| not_a_standby(&name))?;
+            standby.sync_requests += 1;
+            Ok(())
+        })
+        .await
+        .map_err(|e| ApiError::new(StatusCode::CONFLICT, format!("{e:#}")))?;
+    Ok(Json(volume))
+}
+
+#[utoipa::path(post, path = "/v1/volumes/{name}/activate", params(("name" = String, Path)),
+    request_body = ActivateVolume, responses(
+    (status = 200, body = Volume), (status = 400, body = ErrorBody),
+    (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
+    (status = 409, body = ErrorBody)))]
+/// Asks for a standby volume to become an ordinary one (irreversible): done by its
+/// manager once the newest backup is restored (or at once with `at_last_restored`);
+/// `spec.standby` is then gone. Asking again while it waits changes nothing.
+pub(super) async fn activate_volume(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    JsonObject(body): JsonObject<ActivateVolume>,
+) -> ApiResult<Volume> {
+    exists(&state, &name)?;
+    let volume = state
+        .manager
+        .update_volume(&name, |volume| {
+            let standby = volume
+                .spec
+                .standby
+                .as_mut()
+                .ok_or_else(|| not_a_standby(&name))?;
+            if standby.activation.is_none() {
+                // A fresh read of the target, whose newest backup is restored first.
+                standby.sync_requests += 1;
+                standby.activation = Some(crate::model::Activation {
+                    at_last_restored: body.at_last_restored,
+                    after_sync: standby.sync_requests,
+                });
+            }
+            Ok(())
+        })
+        .await
+        .map_err(|e| ApiError::new(StatusCode::CONFLICT, format!("{e:#}")))?;
+    Ok(Json(volume))
+}
+
+fn not_a_standby(name: &str) -> anyhow::Error {
+    anyhow::anyhow!(
+        "volume {name:?} is not a standby volume (an ordinary one, or already activated)"
+    )
 }

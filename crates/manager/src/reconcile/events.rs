@@ -66,6 +66,7 @@ fn volume_changes(name: &str, before: &VolumeStatus, after: &VolumeStatus) -> Ve
             VolumeState::Attached => "Attached",
             VolumeState::Detaching => "Detaching",
             VolumeState::Failed => "VolumeFailed",
+            VolumeState::Standby => "Standby",
         };
         let mut message = format!(
             "volume {name}: {} → {}",
@@ -93,6 +94,34 @@ fn volume_changes(name: &str, before: &VolumeStatus, after: &VolumeStatus) -> Ve
                 json_name(&before.robustness),
                 json_name(&after.robustness)
             ),
+        ));
+    }
+    let standby = |status: &VolumeStatus| status.standby.clone().unwrap_or_default();
+    let (was, now) = (standby(before), standby(after));
+    if now.restoring.is_some() && now.restoring != was.restoring {
+        changes.push((
+            "StandbyRestoring",
+            format!(
+                "volume {name}: restoring backup {} onto its replicas",
+                now.restoring.as_deref().unwrap_or_default()
+            ),
+        ));
+    }
+    if now.last_restored.is_some() && now.last_restored != was.last_restored {
+        changes.push((
+            "StandbyRestored",
+            format!(
+                "volume {name}: holds backup {} ({} bytes fetched); {} newer backups",
+                now.last_restored.as_deref().unwrap_or_default(),
+                now.last_restore_bytes,
+                now.lag_backups
+            ),
+        ));
+    }
+    if !now.message.is_empty() && now.message != was.message {
+        changes.push((
+            "StandbyNotFollowing",
+            format!("volume {name}: {}", now.message),
         ));
     }
     changes

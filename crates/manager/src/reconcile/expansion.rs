@@ -21,6 +21,7 @@ impl Manager {
             .state
             .get(Kind::Volume, name)?
             .ok_or_else(|| ExpandError::Invalid(format!("no volume {name:?}")))?;
+        volume.not_standby("expanded").map_err(ExpandError::Busy)?;
         if size <= volume.spec.size || size % 4096 != 0 {
             return Err(ExpandError::Invalid(format!(
                 "size {size} must be a multiple of 4096 larger than {}",

@@ -82,6 +82,7 @@ mod tests {
                 salvage_requests: 0,
                 data_locality: locality,
                 labels: Default::default(),
+                standby: None,
             },
             status: VolumeStatus::default(),
         }

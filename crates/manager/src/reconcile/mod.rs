@@ -9,7 +9,7 @@
 //!
 //! This file holds the manager and the pass over each volume; what the pass does for
 //! each object is in a file of its own: `nodes`, `replicas`, `engine`, `expansion`,
-//! `status`.
+//! `status`; standby (disaster recovery) volumes have a pass of their own, `standby`.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -41,6 +41,7 @@ mod locality;
 mod nodes;
 mod replicas;
 mod snapshots;
+mod standby;
 mod status;
 #[cfg(test)]
 mod tests;
@@ -96,6 +97,8 @@ pub struct Manager {
     /// Whether this manager reconciles volumes, runs jobs and backups and may lead;
     /// false on an agent-only node, which only reports itself.
     reconciles: bool,
+    /// Standby volumes' reads of their backup targets.
+    standby_reads: standby::StandbyReads,
 }
 
 impl Manager {
@@ -140,6 +143,7 @@ impl Manager {
             replaced: std::sync::Mutex::default(),
             engine_clients: std::sync::Mutex::default(),
             reconciles,
+            standby_reads: standby::StandbyReads::default(),
         }
     }
 
@@ -278,6 +282,9 @@ impl Manager {
         settings: &Settings,
         evictions: &Evictions,
     ) -> anyhow::Result<()> {
+        if volume.spec.standby.is_some() {
+            return self.reconcile_standby(volume, replicas, settings).await;
+        }
         volume.status.owner = Some(self.node.clone());
         let stored_replicas: HashMap<String, Replica> = replicas
             .iter()

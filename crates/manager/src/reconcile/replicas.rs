@@ -167,6 +167,9 @@ impl Manager {
                 Ok(false)
             }
             ProcessState::Exited(status) if exited_cleanly(&status) => {
+                // Its last report (what it transferred in all) stays until the replica
+                // starts; a standby volume reads it.
+                let report = agent.progress(&task).await;
                 agent.stop(&task).await?;
                 if replica.spec.restore_from.is_some() {
                     tracing::info!(replica = %replica.name, "{what}: restored from the backup");
@@ -177,7 +180,7 @@ impl Manager {
                 replica.spec.restore_from = None;
                 replica.spec.clone_from = None;
                 replica.status.message.clear();
-                replica.status.fill_progress = None;
+                replica.status.fill_progress = report;
                 Ok(true)
             }
             ProcessState::Exited(status) => {

@@ -96,6 +96,9 @@ impl Manager {
         // Detached work goes replica by replica: no attach may start meanwhile.
         let _busy = self.busy.lock().await;
         let volume = self.snapshot_volume(volume)?;
+        volume
+            .not_standby("snapshotted, reverted or purged")
+            .map_err(SnapshotError::Busy)?;
         if let (SnapshotChange::Revert(_), Some(node)) = (&change, &volume.spec.attached_node) {
             return Err(SnapshotError::Busy(format!(
                 "volume {:?} is attached to {node}: a revert needs its frontend stopped, so that no client sees the data change under it; detach it first",

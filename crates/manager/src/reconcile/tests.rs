@@ -253,6 +253,7 @@ impl Cluster {
                 salvage_requests: 0,
                 data_locality: crate::model::DataLocality::Disabled,
                 labels: Default::default(),
+                standby: None,
             },
             status: VolumeStatus::default(),
         };

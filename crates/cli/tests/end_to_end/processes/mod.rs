@@ -18,6 +18,7 @@ mod manager_single_node;
 mod manager_snapshot_prune_jobs;
 mod manager_snapshots;
 mod manager_stale_open;
+mod manager_standby;
 mod manager_target_credentials;
 mod manager_unschedulable;
 mod manager_watch;

@@ -323,6 +323,18 @@ impl Node {
         }
     }
 
+    /// Kills `up` alone with SIGKILL, as a crash would (what it started is left to
+    /// notice by itself); [`Node::restart`] starts it again.
+    pub fn crash(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if let Some(thread) = self.stdout_thread.take() {
+            let _ = thread.join();
+        }
+    }
+
     /// Kills `up` and everything it started; on drop and between start attempts.
     fn kill_all(&mut self) {
         let mut daemons = Vec::new();

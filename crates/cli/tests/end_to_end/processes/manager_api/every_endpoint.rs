@@ -957,6 +957,17 @@ fn every_documented_endpoint_requires_the_token_and_works() {
         .call("POST", "/v1/volumes/{name}/salvage", VOLUME, None)
         .expect(409);
     assert!(healthy.message().contains("not faulted"), "{healthy}");
+    // Sync and activate are for standby volumes (docs/disaster-recovery.md; the
+    // standby test drives them): an ordinary volume is refused, naming why.
+    for operation in ["/v1/volumes/{name}/sync", "/v1/volumes/{name}/activate"] {
+        let refused = ops
+            .call("POST", operation, VOLUME, Some(&json!({})))
+            .expect(409);
+        assert!(
+            refused.message().contains("not a standby volume"),
+            "{operation}: {refused}"
+        );
+    }
     let stranger = ops
         .call(
             "DELETE",

@@ -40,7 +40,7 @@ const SCHEMATHESIS_TIMEOUT: Duration = Duration::from_secs(300);
 /// Test cases schemathesis generates per operation and phase.
 const SCHEMATHESIS_EXAMPLES: &str = "50";
 /// Every setting, with the JSON type of its value.
-const SETTINGS: [(&str, Kind); 13] = [
+const SETTINGS: [(&str, Kind); 14] = [
     ("replica_soft_anti_affinity", Kind::Bool),
     ("replica_zone_soft_anti_affinity", Kind::Bool),
     ("replica_disk_soft_anti_affinity", Kind::Bool),
@@ -57,6 +57,7 @@ const SETTINGS: [(&str, Kind); 13] = [
         "default_data_locality",
         Kind::Mode(&["disabled", "best-effort"]),
     ),
+    ("backup_poll_interval", Kind::Unsigned),
 ];
 
 /// A setting's JSON type.
