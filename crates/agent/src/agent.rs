@@ -139,6 +139,10 @@ impl Agent {
             "--volume".into(),
             launch.volume.clone(),
         ];
+        let mut args = args;
+        if launch.since_last_restore {
+            args.push("--since-last-restore".into());
+        }
         self.start_fill(
             &launch.replica,
             "restore",
@@ -266,12 +270,15 @@ impl Agent {
         }
     }
 
-    /// A task's last progress report (a restore's or clone's), if it runs and made one.
+    /// A task's last progress report (a restore's or clone's), if it made one; once it
+    /// exited, its very last (what it did in all).
     pub async fn progress(&self, name: &str) -> Option<String> {
-        let processes = self.processes.lock().await;
-        processes
-            .get(name)
-            .and_then(|tracked| tracked.daemon.progress())
+        let mut processes = self.processes.lock().await;
+        let tracked = processes.get_mut(name)?;
+        match tracked.exited {
+            Some(_) => tracked.daemon.final_progress().await,
+            None => tracked.daemon.progress(),
+        }
     }
 
     /// Stops a replica (and a fill of its directory) and removes its data directory, found on this node's disks by

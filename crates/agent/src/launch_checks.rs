@@ -436,6 +436,7 @@ mod tests {
             disk: "default".into(),
             url: format!("file://{root}?backup=b1&volume=old"),
             access: Default::default(),
+            since_last_restore: false,
         };
         check_restore_launch(&launch, &node, &policy).unwrap();
         let mut bad_secret = launch.clone();

@@ -29,16 +29,20 @@ pub struct Daemon {
     stdout: Option<Lines<BufReader<ChildStdout>>>,
     /// A task's last progress line (without its prefix), read from its stdout.
     progress: Arc<Mutex<Option<String>>>,
+    /// The task reading a task's stdout: done once every line is read.
+    progress_reader: Option<tokio::task::JoinHandle<()>>,
     /// A one-shot task: killed when stopped (it resumes when run again), not asked.
     task: bool,
 }
 
 /// Reads a task's stdout to its end (its progress lines, then its result) in the
 /// background, keeping the last progress report.
-fn follow_progress(mut lines: Lines<BufReader<ChildStdout>>) -> Arc<Mutex<Option<String>>> {
+fn follow_progress(
+    mut lines: Lines<BufReader<ChildStdout>>,
+) -> (Arc<Mutex<Option<String>>>, tokio::task::JoinHandle<()>) {
     let progress = Arc::new(Mutex::new(None));
     let last = progress.clone();
-    tokio::spawn(async move {
+    let reader = tokio::spawn(async move {
         while let Ok(Some(line)) = lines.next_line().await {
             if let Some(report) = line.strip_prefix(PROGRESS_PREFIX)
                 && let Ok(mut last) = last.lock()
@@ -47,7 +51,7 @@ fn follow_progress(mut lines: Lines<BufReader<ChildStdout>>) -> Arc<Mutex<Option
             }
         }
     });
-    progress
+    (progress, reader)
 }
 
 impl Daemon {
@@ -99,9 +103,12 @@ impl Daemon {
             .with_context(|| format!("starting {name}"))?;
         let stdin = child.stdin.take();
         let mut stdout = child.stdout.take().map(|out| BufReader::new(out).lines());
-        let progress = match stdout.take_if(|_| !daemon) {
-            Some(lines) => follow_progress(lines),
-            None => Arc::default(),
+        let (progress, progress_reader) = match stdout.take_if(|_| !daemon) {
+            Some(lines) => {
+                let (progress, reader) = follow_progress(lines);
+                (progress, Some(reader))
+            }
+            None => (Arc::default(), None),
         };
         Ok(Daemon {
             name,
@@ -109,6 +116,7 @@ impl Daemon {
             stdin,
             stdout,
             progress,
+            progress_reader,
             task: !daemon,
         })
     }
@@ -116,6 +124,15 @@ impl Daemon {
     /// A task's last progress report, if it printed one.
     pub fn progress(&self) -> Option<String> {
         self.progress.lock().ok().and_then(|last| last.clone())
+    }
+
+    /// The last report of a task that exited: its stdout read to the end first (at
+    /// most a few seconds), so a report printed just before it exited is not missed.
+    pub async fn final_progress(&mut self) -> Option<String> {
+        if let Some(reader) = self.progress_reader.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(5), reader).await;
+        }
+        self.progress()
     }
 
     /// The name it was started with.
@@ -196,7 +213,7 @@ mod tests {
             .spawn()
             .unwrap();
         let lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let progress = follow_progress(lines);
+        let (progress, _reader) = follow_progress(lines);
         child.wait().await.unwrap();
         for _ in 0..100 {
             if progress.lock().unwrap().as_deref() == Some("60% (6 of 10)") {

@@ -131,6 +131,11 @@ pub struct RestoreLaunch {
     /// agent's environment otherwise).
     #[serde(default)]
     pub access: TargetAccess,
+    /// Nothing wrote the directory since its last complete restore (a standby volume's
+    /// replica): the restore compares the two backups' records instead of reading the
+    /// local data (`backup restore --since-last-restore`).
+    #[serde(default)]
+    pub since_last_restore: bool,
 }
 
 /// A clone of another volume's snapshot into a new replica's directory, before its

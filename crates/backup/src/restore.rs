@@ -5,7 +5,9 @@
 //! volume kept current by restoring each new backup — is compared block by block with
 //! the backup by hashing its local contents, so only blocks that differ are fetched and
 //! blocks the backup has as zeros are unmapped. Every fetched block's hash is verified
-//! before it is written.
+//! before it is written. When the caller knows nothing wrote the directory since its
+//! last complete restore (`since_last_restore`), the two backups' block maps are
+//! compared instead, and the local data is not read at all.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -38,6 +40,11 @@ pub struct RestoreOptions {
     pub parallel: usize,
     /// Lock timing.
     pub lock: LockOptions,
+    /// The directory holds its last complete restore (`restore.json`) unchanged — no
+    /// replica served it since: only the blocks in which that backup and this one
+    /// differ are written, without reading the local data. When that backup is gone (or
+    /// the directory's restore did not complete) the local data is compared instead.
+    pub since_last_restore: bool,
 }
 
 impl Default for RestoreOptions {
@@ -46,6 +53,7 @@ impl Default for RestoreOptions {
             volume_name: None,
             parallel: 8,
             lock: LockOptions::default(),
+            since_last_restore: false,
         }
     }
 }
@@ -63,6 +71,10 @@ pub struct RestoreSummary {
     pub zeroed_blocks: u64,
     /// Blocks already right locally.
     pub unchanged_blocks: u64,
+    /// The earlier backup whose block map was compared with this one's (with
+    /// `since_last_restore`, when the directory held it completely); `None`: the local
+    /// data was compared, or the directory was new.
+    pub since: Option<String>,
 }
 
 /// `restore.json`: which backup the directory holds, and whether it holds all of it.
@@ -127,6 +139,11 @@ pub async fn restore_backup(
             let restored_as = options.volume_name.as_deref().unwrap_or(&record.volume);
             let (store, incremental) =
                 open_or_create(dir.to_path_buf(), restored_as, &record).await?;
+            // Read before this restore marks the directory as restoring.
+            let previous = match incremental && options.since_last_restore {
+                true => previous_record(target, volume, dir, &record).await?,
+                false => None,
+            };
             let state = |state: &str| RestoreState {
                 volume: volume.to_string(),
                 backup: name.to_string(),
@@ -141,7 +158,23 @@ pub async fn restore_backup(
                 .iter()
                 .map(|b| (b.offset, b.hash.clone()))
                 .collect();
-            let plan = if incremental {
+            let plan = if let Some(previous) = &previous {
+                let before: BTreeMap<u64, &String> = previous
+                    .blocks
+                    .iter()
+                    .map(|b| (b.offset, &b.hash))
+                    .collect();
+                let now: BTreeMap<u64, &String> = wanted
+                    .iter()
+                    .map(|(offset, hash)| (*offset, hash))
+                    .collect();
+                before
+                    .keys()
+                    .chain(now.keys())
+                    .copied()
+                    .filter(|offset| before.get(offset) != now.get(offset))
+                    .collect::<BTreeSet<u64>>()
+            } else if incremental {
                 let local = local_blocks(&store, &record).await?;
                 wanted
                     .keys()
@@ -167,6 +200,8 @@ pub async fn restore_backup(
                     );
                     let hash = wanted.get(&offset).cloned();
                     let (len, record) = (block_len(offset), &record);
+                    // With the records compared, every planned block differs.
+                    let compare_local = incremental && previous.is_none();
                     async move {
                         restore_block(
                             &store,
@@ -175,7 +210,7 @@ pub async fn restore_backup(
                             offset,
                             len,
                             hash,
-                            incremental,
+                            compare_local,
                             &counters,
                         )
                         .await
@@ -207,7 +242,15 @@ pub async fn restore_backup(
             // A deletion may have removed blocks since the lock was lost.
             lock.ensure_held()?;
             state("complete").save(dir)?;
+            let total_blocks = record.volume_size.div_ceil(record.block_size);
+            let planned = progress_blocks(&counters);
+            if previous.is_some() {
+                counters
+                    .unchanged_blocks
+                    .store(total_blocks.saturating_sub(planned), Ordering::Relaxed);
+            }
             Ok(RestoreSummary {
+                since: previous.map(|p| p.name),
                 incremental,
                 fetched_blocks: counters.fetched_blocks.load(Ordering::Relaxed),
                 fetched_bytes: counters.fetched_bytes.load(Ordering::Relaxed),
@@ -217,6 +260,37 @@ pub async fn restore_backup(
         },
     )
     .await
+}
+
+/// Blocks fetched or zeroed so far.
+fn progress_blocks(counters: &Counters) -> u64 {
+    counters.fetched_blocks.load(Ordering::Relaxed) + counters.zeroed_blocks.load(Ordering::Relaxed)
+}
+
+/// The record of the backup `dir` last restored completely from `target`, if it is an
+/// earlier backup of `volume` still in the target, with `record`'s geometry.
+async fn previous_record(
+    target: &Target,
+    volume: &str,
+    dir: &Path,
+    record: &BackupRecord,
+) -> Result<Option<BackupRecord>, RestoreError> {
+    let Some(state) = RestoreState::load(dir)? else {
+        return Ok(None);
+    };
+    if state.state != "complete" || state.volume != volume || state.target != target.url() {
+        return Ok(None);
+    }
+    let previous = match get_backup(target, volume, &state.backup).await {
+        Ok(previous) => previous,
+        Err(e) => {
+            tracing::info!(backup = %state.backup, error = %e, "the backup restored last is not readable; comparing the local data");
+            return Ok(None);
+        }
+    };
+    let same_shape =
+        previous.block_size == record.block_size && previous.volume_size == record.volume_size;
+    Ok(same_shape.then_some(previous))
 }
 
 /// Wraps a failed `spawn_blocking` of the work `task` names.

@@ -1,9 +1,10 @@
 //! Backups checked against an in-memory model: random writes, zeroes, snapshots,
 //! snapshot removal + purge (which folds layers, so an incremental backup's base
 //! snapshot may vanish) and backups (incremental or full) of a real store into a
-//! `file://` target. Every backup must restore — into a fresh directory, and in place
-//! onto the directory holding the previous restore — to exactly the model's content at
-//! its snapshot.
+//! `file://` target. Every backup must restore — into a fresh directory, in place onto
+//! the directory holding the previous restore, and in place comparing only the two
+//! backups' block maps (`since_last_restore`) — to exactly the model's content at its
+//! snapshot.
 
 #![allow(
     clippy::unwrap_used,
@@ -128,6 +129,8 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
     let mut snapshots: Vec<(String, Vec<u8>)> = Vec::new();
     let mut backups: Vec<(String, Vec<u8>)> = Vec::new();
     let standby = dir.path().join("standby");
+    let follower = dir.path().join("follower");
+    let mut followed: Option<String> = None;
     for (step, op) in ops.into_iter().enumerate() {
         match op {
             Op::Write { offset, len, byte } => {
@@ -199,6 +202,26 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                     "in-place restore of {}",
                     record.name
                 );
+                let summary = runtime
+                    .block_on(restore_backup(
+                        &target,
+                        "model",
+                        &record.name,
+                        &follower,
+                        RestoreOptions {
+                            since_last_restore: true,
+                            ..RestoreOptions::default()
+                        },
+                        Arc::new(Progress::default()),
+                    ))
+                    .unwrap();
+                prop_assert!(
+                    read_all(&follower) == content,
+                    "restore of {} comparing records",
+                    record.name
+                );
+                prop_assert_eq!(&summary.since, &followed, "the records compared");
+                followed = Some(record.name.clone());
                 std::fs::remove_dir_all(&fresh).unwrap();
                 backups.push((record.name, content));
             }

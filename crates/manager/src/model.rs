@@ -162,7 +162,7 @@ pub struct StandbyStatus {
     pub lag_seconds: u64,
     /// The backup being restored now, if any.
     pub restoring: Option<String>,
-    /// The restore's progress (its slowest replica).
+    /// The restore's progress (of the first replica still restoring).
     pub progress: Option<String>,
     /// When the target was last read (RFC 3339).
     pub last_read: Option<String>,

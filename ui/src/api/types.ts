@@ -308,7 +308,8 @@ export interface paths {
         /**
          * Asks for a standby volume to become an ordinary one (irreversible): done by its
          *     manager once the newest backup is restored (or at once with `at_last_restored`);
-         *     `spec.standby` is then gone. Asking again while it waits changes nothing.
+         *     `spec.standby` is then gone. Asking again while it waits changes nothing, except that
+         *     `at_last_restored` may be turned on (to stop waiting for an unreachable target).
          */
         post: operations["activate_volume"];
         delete?: never;
@@ -1354,7 +1355,7 @@ export interface components {
             newest?: string | null;
             /** @description When the newest backup was completed (RFC 3339). */
             newest_completed?: string | null;
-            /** @description The restore's progress (its slowest replica). */
+            /** @description The restore's progress (of the first replica still restoring). */
             progress?: string | null;
             /** @description When its restore completed here (RFC 3339). */
             restored_at?: string | null;

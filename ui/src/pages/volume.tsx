@@ -154,15 +154,18 @@ export function VolumePage(props: { name: string }) {
       <section aria-labelledby="snapshots-title">
         <div class="section-header">
           <h2 id="snapshots-title">Snapshots</h2>
-          <button
-            type="button"
-            onClick={() => perform(`purge ${volume.name}`, () => api.purgeSnapshots(volume.name)).then(refreshSnapshots)}
-          >
-            Purge removed snapshots
-          </button>
+          {!volume.spec.standby && (
+            <button
+              type="button"
+              onClick={() => perform(`purge ${volume.name}`, () => api.purgeSnapshots(volume.name)).then(refreshSnapshots)}
+            >
+              Purge removed snapshots
+            </button>
+          )}
         </div>
-        {snapshotError && <p class="muted">Snapshots cannot be read now: {snapshotError}</p>}
-        {snapshots && (
+        {volume.spec.standby && <p class="muted">A standby volume has no snapshots until it is activated.</p>}
+        {snapshotError && !volume.spec.standby && <p class="muted">Snapshots cannot be read now: {snapshotError}</p>}
+        {snapshots && !volume.spec.standby && (
           <SnapshotTree
             snapshots={snapshots}
             onAction={(kind, snapshot) => setAction({ kind, snapshot })}

@@ -92,18 +92,15 @@ pub async fn activate(
     let mut last = StandbyStatus::default();
     loop {
         let volume = volume(client, name).await?;
-        let Some(status) = volume
-            .status
-            .standby
-            .clone()
-            .filter(|_| volume.spec.standby.is_some())
-        else {
+        if volume.spec.standby.is_none() {
             return line(format_args!(
                 "activated {name} in {:.1}s with backup {}; attach it: shorthorn volume attach {name}",
                 started.elapsed().as_secs_f64(),
                 last.last_restored.as_deref().unwrap_or("-")
             ));
-        };
+        }
+        // Before its first pass it has no status yet.
+        let status = volume.status.standby.clone().unwrap_or_default();
         report_progress(name, &volume, &status, started, &mut said);
         if started.elapsed() > timeout {
             bail!(

@@ -181,6 +181,13 @@ pub struct RestoreArgs {
     /// directory with `replica --volume NAME`.
     #[arg(long, value_name = "NAME")]
     volume: Option<String>,
+    /// DIR holds a complete earlier restore of this volume (its restore.json says which)
+    /// and nothing has written it since: write only the blocks in which the two backups
+    /// differ, without reading DIR's data (for a standby volume's replicas). If that
+    /// backup is gone, DIR's data is compared as without this flag. Wrong — DIR ends up
+    /// neither — if a replica served and changed DIR after that restore.
+    #[arg(long)]
+    since_last_restore: bool,
     #[command(flatten)]
     target_args: TargetArgs,
     #[command(flatten)]
@@ -422,6 +429,7 @@ async fn restore(args: RestoreArgs) -> anyhow::Result<()> {
         volume_name: args.volume,
         parallel: args.parallel,
         lock: args.lock.options()?,
+        since_last_restore: args.since_last_restore,
     };
     let started = Instant::now();
     let progress = Arc::new(Progress::default());
@@ -435,11 +443,12 @@ async fn restore(args: RestoreArgs) -> anyhow::Result<()> {
     );
     let summary = with_progress("restore", &progress, args.progress, work).await?;
     line(format_args!(
-        "restored {} to {} incremental={} fetched_blocks={} fetched_bytes={} zeroed_blocks={} \
-         unchanged_blocks={} seconds={:.1}",
+        "restored {} to {} incremental={} since={} fetched_blocks={} fetched_bytes={} \
+         zeroed_blocks={} unchanged_blocks={} seconds={:.1}",
         url.backup,
         args.to.display(),
         summary.incremental,
+        summary.since.as_deref().unwrap_or("-"),
         summary.fetched_blocks,
         summary.fetched_bytes,
         summary.zeroed_blocks,

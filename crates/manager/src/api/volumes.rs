@@ -844,21 +844,7 @@ pub(super) async fn sync_volume(
     State(state): State<AppState>,
     Path(name): Path<String>,
 ) -> ApiResult<Volume> {
-    exists(&state, &name)?;
-    let volume = state
-        .manager
-        .update_volume(&name, |volume| {
-            let standby = volume
-                .spec
-                .standby
-                .as_mut()
-                .ok_or_else(|| not_a_standby(&name))?;
-            standby.sync_requests += 1;
-            Ok(())
-        })
-        .await
-        .map_err(|e| ApiError::new(StatusCode::CONFLICT, format!("{e:#}")))?;
-    Ok(Json(volume))
+    update_standby(&state, &name, |standby| standby.sync_requests += 1).await
 }
 
 #[utoipa::path(post, path = "/v1/volumes/{name}/activate", params(("name" = String, Path)),
@@ -868,29 +854,44 @@ pub(super) async fn sync_volume(
     (status = 409, body = ErrorBody)))]
 /// Asks for a standby volume to become an ordinary one (irreversible): done by its
 /// manager once the newest backup is restored (or at once with `at_last_restored`);
-/// `spec.standby` is then gone. Asking again while it waits changes nothing.
+/// `spec.standby` is then gone. Asking again while it waits changes nothing, except that
+/// `at_last_restored` may be turned on (to stop waiting for an unreachable target).
 pub(super) async fn activate_volume(
     State(state): State<AppState>,
     Path(name): Path<String>,
     JsonObject(body): JsonObject<ActivateVolume>,
 ) -> ApiResult<Volume> {
-    exists(&state, &name)?;
+    update_standby(&state, &name, |standby| match &mut standby.activation {
+        None => {
+            // A fresh read of the target, whose newest backup is restored first.
+            standby.sync_requests += 1;
+            standby.activation = Some(crate::model::Activation {
+                at_last_restored: body.at_last_restored,
+                after_sync: standby.sync_requests,
+            });
+        }
+        Some(asked) => asked.at_last_restored |= body.at_last_restored,
+    })
+    .await
+}
+
+/// Changes the standby spec of volume `name`: 404 without the volume, 409 when it is
+/// not a standby.
+async fn update_standby(
+    state: &AppState,
+    name: &str,
+    mut change: impl FnMut(&mut crate::model::StandbySpec),
+) -> ApiResult<Volume> {
+    exists(state, name)?;
     let volume = state
         .manager
-        .update_volume(&name, |volume| {
+        .update_volume(name, |volume| {
             let standby = volume
                 .spec
                 .standby
                 .as_mut()
-                .ok_or_else(|| not_a_standby(&name))?;
-            if standby.activation.is_none() {
-                // A fresh read of the target, whose newest backup is restored first.
-                standby.sync_requests += 1;
-                standby.activation = Some(crate::model::Activation {
-                    at_last_restored: body.at_last_restored,
-                    after_sync: standby.sync_requests,
-                });
-            }
+                .ok_or_else(|| not_a_standby(name))?;
+            change(standby);
             Ok(())
         })
         .await

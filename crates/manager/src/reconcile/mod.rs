@@ -538,6 +538,7 @@ impl Manager {
             }
         }
         self.state.delete(Kind::Volume, name)?;
+        self.standby_reads.forget(name);
         tracing::info!(volume = name, "deleted");
         Ok(())
     }

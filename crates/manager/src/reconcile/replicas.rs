@@ -207,6 +207,9 @@ impl Manager {
                         access: crate::backups::target_access(self.state.as_ref(), &target)?,
                         url,
                         volume: replica.spec.volume.clone(),
+                        // A standby's replicas never run: what they hold is exactly
+                        // their last complete restore.
+                        since_last_restore: volume.spec.standby.is_some(),
                     };
                     agent.start_restore(&launch).await?;
                     replica.status.message = what;

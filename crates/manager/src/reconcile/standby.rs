@@ -13,17 +13,20 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use chrono::{DateTime, Utc};
 use shorthorn_backup::{BackupSource, Target, list_backups};
 
-use super::Manager;
+use super::replicas::mark_failed;
+use super::{MAX_START_FAILURES, Manager};
 use crate::clock::waited;
 use crate::model::{
     Replica, ReplicaState, Robustness, Settings, StandbySpec, StandbyStatus, Volume, VolumeState,
 };
 use crate::state::{Kind, StateStoreExt};
+use shorthorn_agent::protocol::restore_task_name;
 
 /// One backup of a standby's source, as the target lists it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,11 +39,27 @@ struct Listed {
 
 /// What one read of the target found.
 struct ReadOutcome {
+    /// The source read (`spec.standby.source` then).
+    source: String,
     /// `spec.standby.sync_requests` when the read started.
     syncs: u64,
     /// The source's backups, oldest first, or why they could not be read.
     backups: Result<Vec<Listed>, String>,
 }
+
+/// The list a read found, and which read it was.
+#[derive(Clone)]
+struct Listing {
+    /// The source it lists.
+    source: String,
+    /// When it was read (RFC 3339): it is used only while `status.last_read` says this
+    /// (another manager may have read since, or the volume have been made again).
+    read_at: String,
+    backups: Vec<Listed>,
+}
+
+/// How long after a failed read the target is read again.
+const READ_RETRY: Duration = Duration::from_secs(10);
 
 /// The standby volumes' reads of their targets, run in the background so that a slow
 /// or unreachable target never holds up a reconcile pass.
@@ -52,7 +71,9 @@ pub(super) struct StandbyReads {
     finished: Arc<Mutex<HashMap<String, ReadOutcome>>>,
     /// The last list read for each volume (kept in memory: a restarted manager reads
     /// again at once).
-    listings: Mutex<HashMap<String, Vec<Listed>>>,
+    listings: Mutex<HashMap<String, Listing>>,
+    /// When a volume's last read failed.
+    failed: Mutex<HashMap<String, Instant>>,
 }
 
 impl StandbyReads {
@@ -60,38 +81,62 @@ impl StandbyReads {
         self.running.lock().is_ok_and(|r| r.contains(volume))
     }
 
+    fn failed_lately(&self, volume: &str) -> bool {
+        self.failed
+            .lock()
+            .is_ok_and(|f| f.get(volume).is_some_and(|at| at.elapsed() < READ_RETRY))
+    }
+
+    fn note_failure(&self, volume: &str) {
+        if let Ok(mut failed) = self.failed.lock() {
+            failed.insert(volume.to_string(), Instant::now());
+        }
+    }
+
     fn take_finished(&self, volume: &str) -> Option<ReadOutcome> {
         self.finished.lock().ok()?.remove(volume)
     }
 
-    fn listing(&self, volume: &str) -> Option<Vec<Listed>> {
-        self.listings.lock().ok()?.get(volume).cloned()
+    /// The list last read for `volume` from `source`, if that read is the one its
+    /// status records (`last_read`).
+    fn listing(&self, volume: &str, source: &str, last_read: Option<&str>) -> Option<Vec<Listed>> {
+        let listings = self.listings.lock().ok()?;
+        let listing = listings.get(volume)?;
+        (listing.source == source && Some(listing.read_at.as_str()) == last_read)
+            .then(|| listing.backups.clone())
     }
 
-    fn keep_listing(&self, volume: &str, listing: Vec<Listed>) {
+    fn keep_listing(&self, volume: &str, listing: Listing) {
         if let Ok(mut listings) = self.listings.lock() {
             listings.insert(volume.to_string(), listing);
         }
     }
 
-    /// Forgets a volume that is no longer a standby.
-    fn forget(&self, volume: &str) {
+    /// Forgets a volume that is no longer a standby (activated or deleted).
+    pub(super) fn forget(&self, volume: &str) {
         if let Ok(mut listings) = self.listings.lock() {
             listings.remove(volume);
+        }
+        if let Ok(mut finished) = self.finished.lock() {
+            finished.remove(volume);
+        }
+        if let Ok(mut failed) = self.failed.lock() {
+            failed.remove(volume);
         }
     }
 
     /// Starts reading `source`'s backups for `volume` with `target` (already opened).
-    fn start(&self, volume: &str, source: BackupSource, target: Target, syncs: u64) {
+    fn start(&self, volume: &str, source: BackupSource, url: &str, target: Target, syncs: u64) {
         if let Ok(mut running) = self.running.lock()
             && !running.insert(volume.to_string())
         {
             return;
         }
-        let (running, finished, volume) = (
+        let (running, finished, volume, url) = (
             self.running.clone(),
             self.finished.clone(),
             volume.to_string(),
+            url.to_string(),
         );
         tokio::spawn(async move {
             let backups = list_backups(&target, &source.volume)
@@ -117,7 +162,14 @@ impl StandbyReads {
                     )
                 });
             if let Ok(mut finished) = finished.lock() {
-                finished.insert(volume.clone(), ReadOutcome { syncs, backups });
+                finished.insert(
+                    volume.clone(),
+                    ReadOutcome {
+                        source: url,
+                        syncs,
+                        backups,
+                    },
+                );
             }
             if let Ok(mut running) = running.lock() {
                 running.remove(&volume);
@@ -203,18 +255,37 @@ impl Manager {
             });
 
         // 1. The target's list: apply a finished read, start one when due.
-        if let Some(read) = self.standby_reads.take_finished(&volume.name) {
-            status.last_read = Some(Utc::now().to_rfc3339());
-            status.syncs = read.syncs;
+        let mut fresh_read = false;
+        if let Some(read) = self.standby_reads.take_finished(&volume.name)
+            && read.source == spec.source
+        {
             match read.backups {
-                Ok(listing) => {
+                Ok(backups) => {
+                    let now = Utc::now().to_rfc3339();
+                    status.last_read = Some(now.clone());
+                    status.syncs = read.syncs;
                     status.message.clear();
-                    self.standby_reads.keep_listing(&volume.name, listing);
+                    fresh_read = true;
+                    self.standby_reads.keep_listing(
+                        &volume.name,
+                        Listing {
+                            source: read.source,
+                            read_at: now,
+                            backups,
+                        },
+                    );
                 }
-                Err(why) => status.message = why,
+                // Not a sync: `volume sync --wait` and activation wait for a read that
+                // worked.
+                Err(why) => {
+                    self.standby_reads.note_failure(&volume.name);
+                    status.message = why;
+                }
             }
         }
-        let listing = self.standby_reads.listing(&volume.name);
+        let listing =
+            self.standby_reads
+                .listing(&volume.name, &spec.source, status.last_read.as_deref());
         if let Some(listing) = &listing {
             measure_lag(&mut status, listing);
         }
@@ -224,38 +295,69 @@ impl Manager {
                 .last_read
                 .as_deref()
                 .is_none_or(|at| waited(at, settings.backup_poll_interval));
-        if read_due && !self.standby_reads.is_running(&volume.name) {
+        if read_due
+            && !self.standby_reads.is_running(&volume.name)
+            && !self.standby_reads.failed_lately(&volume.name)
+        {
             match self.open_target(&source.target) {
                 Ok(target) => self.standby_reads.start(
                     &volume.name,
                     source.clone(),
+                    &spec.source,
                     target,
                     spec.sync_requests,
                 ),
-                Err(e) => status.message = format!("opening {}: {e:#}", source.target),
+                Err(e) => {
+                    self.standby_reads.note_failure(&volume.name);
+                    status.message = format!("opening {}: {e:#}", source.target);
+                }
             }
         }
 
         // 2. A newer backup than the replicas hold: restore it (unless activating with
-        // what is there).
+        // what is there) once no replica is still filling. A restore whose backup went
+        // from the target meanwhile switches to the newest.
         let at_last = spec.activation.as_ref().is_some_and(|a| a.at_last_restored);
+        let idle = replicas.iter().all(|r| r.spec.restore_from.is_none());
+        let newest = listing.as_ref().and_then(|l| l.last()).cloned();
+        let restoring_gone = status.restoring.as_deref().is_some_and(|restoring| {
+            listing
+                .as_ref()
+                .is_some_and(|l| !l.iter().any(|b| b.name == restoring))
+        });
         let mut started = None;
-        if status.restoring.is_none()
-            && !at_last
-            && let Some(listing) = &listing
-            && let Some(newest) = listing.last()
+        if let Some(newest) = &newest
+            && (restoring_gone || (status.restoring.is_none() && idle && !at_last))
             && status.last_restored.as_deref() != Some(newest.name.as_str())
+            && status.restoring.as_deref() != Some(newest.name.as_str())
         {
+            let older = match (
+                status
+                    .last_restored_completed
+                    .as_deref()
+                    .and_then(completed_at),
+                completed_at(&newest.completed),
+            ) {
+                (Some(held), Some(newest)) => newest <= held,
+                _ => false,
+            };
             if newest.volume_size != volume.spec.size {
                 status.message = format!(
                     "backup {} holds {} bytes and the volume {}: a standby does not follow a source that changed size (create a new standby)",
                     newest.name, newest.volume_size, volume.spec.size
                 );
+            } else if older {
+                status.message = format!(
+                    "the newest backup in the target, {}, is not newer than backup {} the replicas hold: a standby never goes back",
+                    newest.name,
+                    status.last_restored.as_deref().unwrap_or_default()
+                );
             } else {
+                let listed = listing.as_deref().unwrap_or_default();
                 if let Some(gone) = status
                     .last_restored
                     .as_deref()
-                    .filter(|last| !listing.iter().any(|l| l.name == *last))
+                    .filter(|last| !listed.iter().any(|l| l.name == *last))
                 {
                     self.report(
                         "volume",
@@ -268,14 +370,23 @@ impl Manager {
                         ),
                     );
                 }
+                if restoring_gone {
+                    tracing::info!(volume = %volume.name, backup = %newest.name, "the backup being restored is gone from the target; restoring the newest instead");
+                }
                 status.restoring = Some(newest.name.clone());
                 started = Some(newest.name.clone());
             }
         }
         let holds = status.restoring.clone().or(status.last_restored.clone());
         let url_of = |backup: &str| source.backup_url(backup).to_string();
-        for replica in replicas.iter_mut().filter(|r| r.spec.desire_running) {
-            if let Some(backup) = &started {
+        if let Some(backup) = &started {
+            for replica in replicas.iter_mut().filter(|r| r.spec.desire_running) {
+                // A fill still running restores another backup: stopped, so that the
+                // next pass starts the new one (onto what it left, compared in full).
+                if replica.spec.restore_from.is_some() {
+                    let agent = self.agent_for(&replica.spec.node)?;
+                    agent.stop(&restore_task_name(&replica.name)).await?;
+                }
                 replica.spec.restore_from = Some(url_of(backup));
             }
         }
@@ -317,16 +428,56 @@ impl Manager {
                 }
             }
         }
+
+        // 4. Fills: each replica restores what it is given; a failing restore is tried
+        // again after the next read of the target (never given up on: the replica holds
+        // a complete earlier backup); a replica whose node stays down is replaced.
         let mut progress = None;
         for replica in &mut replicas {
+            if fresh_read {
+                replica.status.start_failures = 0;
+            }
+            if !self.node_ready(&replica.spec.node) {
+                match replica.status.failed_at.as_deref() {
+                    None => mark_failed(replica, &format!("node {} is down", replica.spec.node)),
+                    Some(at) if waited(at, settings.replica_replenishment_wait_interval) => {
+                        replica.spec.desire_running = false;
+                        replica.status.message =
+                            format!("node {} did not come back; replaced", replica.spec.node);
+                    }
+                    Some(_) => {}
+                }
+                continue;
+            }
+            replica.status.failed_at = None;
             if replica.spec.restore_from.is_some() {
-                let agent = self.agent_for(&replica.spec.node)?;
-                if !self.fill_first(agent.as_ref(), &volume, replica).await? {
-                    progress = progress.or(replica.status.fill_progress.clone());
+                if replica.status.start_failures >= MAX_START_FAILURES {
+                    replica.status.message = format!(
+                        "restore failed {} times; tried again after the next read of the target",
+                        replica.status.start_failures
+                    );
                     continue;
                 }
-                // Failures count per restore: each backup is a fill of its own.
-                replica.status.start_failures = 0;
+                // One replica's trouble (a restore that cannot start) is its own: the
+                // pass goes on and the status is saved.
+                let filled = match self.agent_for(&replica.spec.node) {
+                    Ok(agent) => self.fill_first(agent.as_ref(), &volume, replica).await,
+                    Err(e) => Err(e),
+                };
+                // Never given up on (see above).
+                replica.spec.desire_running = true;
+                match filled {
+                    Ok(true) => replica.status.start_failures = 0,
+                    Ok(false) => {
+                        progress = progress.or(replica.status.fill_progress.clone());
+                        continue;
+                    }
+                    Err(e) => {
+                        replica.status.message = format!("{e:#}");
+                        message = format!("replica {}: {e:#}", replica.name);
+                        continue;
+                    }
+                }
             }
             replica.status.state = ReplicaState::Stopped;
             if let Some(backup) = &status.last_restored
@@ -337,12 +488,13 @@ impl Manager {
         }
         status.progress = status.restoring.as_ref().and(progress);
 
-        // 4. A restore is complete once every replica has it.
+        // 5. A restore is complete once every replica has it.
         let filled = replicas
             .iter()
             .filter(|r| r.spec.desire_running && r.spec.restore_from.is_none())
             .count();
-        if status.restoring.is_some() && filled > 0 && filled == replicas.len() {
+        let all_filled = filled > 0 && filled == replicas.len();
+        if status.restoring.is_some() && all_filled {
             status.last_restore_bytes = replicas
                 .iter()
                 .filter_map(|r| r.status.fill_progress.as_deref())
@@ -363,23 +515,20 @@ impl Manager {
                 measure_lag(&mut status, listing);
             }
         }
+        self.save_replicas(&replicas, &stored_replicas)?;
 
-        // 5. Activation, once caught up.
+        // 6. Activation, once caught up.
         let activated = spec.activation.as_ref().is_some_and(|activation| {
             let caught_up = activation.at_last_restored
                 || (status.syncs >= activation.after_sync
-                    && status.last_read.is_some()
+                    && listing.is_some()
                     && status.newest == status.last_restored);
-            caught_up
-                && status.restoring.is_none()
-                && status.last_restored.is_some()
-                && filled == replicas.len()
+            caught_up && status.restoring.is_none() && status.last_restored.is_some() && all_filled
         });
         if activated {
             self.activate(&volume.name, &spec, &status)?;
         }
 
-        self.save_replicas(&replicas, &stored_replicas)?;
         volume.status.endpoint = None;
         volume.status.message = if message.is_empty() {
             status.message.clone()
@@ -393,7 +542,17 @@ impl Manager {
         } else {
             VolumeState::Standby
         };
-        volume.status.robustness = match filled {
+        // A replica in step holds the backup, or is restoring the next one with the
+        // others; one whose node is down or whose restore keeps failing is not.
+        let in_step = replicas
+            .iter()
+            .filter(|r| {
+                r.spec.desire_running
+                    && r.status.failed_at.is_none()
+                    && r.status.start_failures < MAX_START_FAILURES
+            })
+            .count();
+        volume.status.robustness = match in_step {
             _ if status.last_restored.is_none() => Robustness::Unknown,
             0 => Robustness::Faulted,
             n if n >= volume.spec.replicas => Robustness::Healthy,

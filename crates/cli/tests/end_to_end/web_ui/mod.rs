@@ -7,6 +7,7 @@
 
 mod lifecycle;
 mod scale;
+mod standby;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
