@@ -426,7 +426,7 @@ function VolumeActionDialog(props: { volume: Volume; action: Action; onClose: ()
             It becomes an ordinary volume for good: attachable, with snapshots and backups; it no longer follows{' '}
             <code>{volume.spec.standby?.source}</code>. Recurring jobs stay off until set.
           </p>
-          <label class="checkbox">
+          <label class="inline">
             <input type="checkbox" checked={value === 'now'} onChange={(e) => setValue(e.currentTarget.checked ? 'now' : '')} />
             At once, with the backup restored last (otherwise the target is read and its newest backup restored first)
           </label>

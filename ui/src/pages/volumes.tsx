@@ -333,7 +333,7 @@ export function CreateVolumeDialog(props: {
           </label>
         )}
         {source === 'backup' && (
-          <label class="checkbox">
+          <label class="inline">
             <input type="checkbox" checked={standby} onChange={(e) => setStandby(e.currentTarget.checked)} />
             Standby (disaster recovery): keep restoring each newer backup of this volume until activated; the size
             must be the newest backup's
