@@ -130,7 +130,7 @@ impl Agent {
         let node = self.own_node()?;
         let disk = check_restore_launch(launch, &node, &self.target_policy)?;
         let dir = replica_dir::prepare(&disk.path, &launch.replica, &launch.volume)?;
-        let args = vec![
+        let mut args = vec![
             "backup".to_string(),
             "restore".into(),
             launch.url.clone(),
@@ -139,7 +139,6 @@ impl Agent {
             "--volume".into(),
             launch.volume.clone(),
         ];
-        let mut args = args;
         if launch.since_last_restore {
             args.push("--since-last-restore".into());
         }

@@ -75,6 +75,18 @@ pub fn target_access(state: &dyn StateStore, url: &str) -> anyhow::Result<Target
     })
 }
 
+/// The existing target at `url`, if `policy` lets this node open it, with the endpoint
+/// and credentials of its backup target object ([`target_access`]).
+pub fn open_target(
+    state: &dyn StateStore,
+    policy: &TargetPolicy,
+    url: &str,
+) -> anyhow::Result<Target> {
+    policy.check(url)?;
+    let access = target_access(state, url)?;
+    Ok(Target::open(url, &access.options(false))?)
+}
+
 /// A new backup's object name: the volume, the time, and a random suffix; for a volume
 /// whose name leaves no room for that (names are at most 63 bytes), `backup-` instead.
 pub fn new_backup_name(volume: &str) -> String {

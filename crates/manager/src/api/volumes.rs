@@ -458,10 +458,8 @@ async fn standby_source(
 ) -> Result<(crate::model::StandbySpec, String), ApiError> {
     let source = shorthorn_backup::BackupSource::parse(url)
         .map_err(|e| ApiError::bad_request(format!("from_backup: {:#}", anyhow::Error::from(e))))?;
-    let access = crate::backups::target_access(state.manager.state().as_ref(), &source.target)?;
     let records = async {
-        state.manager.target_policy().check(&source.target)?;
-        let target = shorthorn_backup::Target::open(&source.target, &access.options(false))?;
+        let target = state.manager.open_target(&source.target)?;
         anyhow::Ok(shorthorn_backup::list_backups(&target, &source.volume).await?)
     }
     .await
@@ -504,10 +502,8 @@ pub(super) async fn check_backup_size(
 ) -> Result<(), ApiError> {
     let parsed = shorthorn_backup::BackupUrl::parse(url)
         .map_err(|e| ApiError::bad_request(format!("from_backup: {:#}", anyhow::Error::from(e))))?;
-    let access = crate::backups::target_access(state.manager.state().as_ref(), &parsed.target)?;
     let record = async {
-        state.manager.target_policy().check(&parsed.target)?;
-        let target = shorthorn_backup::Target::open(&parsed.target, &access.options(false))?;
+        let target = state.manager.open_target(&parsed.target)?;
         anyhow::Ok(shorthorn_backup::get_backup(&target, &parsed.volume, &parsed.backup).await?)
     }
     .await

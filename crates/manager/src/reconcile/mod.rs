@@ -162,6 +162,12 @@ impl Manager {
         &self.node
     }
 
+    /// The existing backup target at `url`, as this node may open it
+    /// ([`crate::backups::open_target`]).
+    pub fn open_target(&self, url: &str) -> anyhow::Result<shorthorn_backup::Target> {
+        crate::backups::open_target(self.state.as_ref(), self.target_policy(), url)
+    }
+
     /// This node's agent.
     pub fn agent(&self) -> &Arc<Agent> {
         &self.agent

@@ -562,14 +562,6 @@ impl Manager {
         self.save_status(&volume)
     }
 
-    /// The target at `url`, opened with its backup target object's endpoint and
-    /// credentials, if this node may open it.
-    fn open_target(&self, url: &str) -> anyhow::Result<Target> {
-        self.target_policy().check(url)?;
-        let access = crate::backups::target_access(self.state.as_ref(), url)?;
-        Ok(Target::open(url, &access.options(false))?)
-    }
-
     /// Turns standby volume `name` into an ordinary one (its spec loses `standby`).
     fn activate(
         &self,
