@@ -201,6 +201,19 @@ impl StateStore for EtcdStore {
         Ok(())
     }
 
+    fn put_all_raw(&self, kind: Kind, documents: &[(&str, Vec<u8>)]) -> anyhow::Result<()> {
+        // etcd takes at most 128 operations in a transaction by default; a volume has a
+        // handful of replicas.
+        let puts: Vec<TxnOp> = documents
+            .iter()
+            .map(|(name, value)| TxnOp::put(key(kind, name), value.clone(), None))
+            .collect();
+        let mut client = self.client.clone();
+        self.block(client.txn(Txn::new().and_then(puts)))
+            .context("etcd txn")?;
+        Ok(())
+    }
+
     fn delete(&self, kind: Kind, name: &str) -> anyhow::Result<()> {
         let mut client = self.client.clone();
         self.block(client.delete(key(kind, name), None))

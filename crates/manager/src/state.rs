@@ -142,6 +142,9 @@ pub trait StateStore: Send + Sync + 'static {
     fn get_raw(&self, kind: Kind, name: &str) -> anyhow::Result<Option<Vec<u8>>>;
     /// Creates or replaces a document.
     fn put_raw(&self, kind: Kind, name: &str, value: &[u8]) -> anyhow::Result<()>;
+    /// Creates or replaces several documents of `kind` at once: a reader sees all of
+    /// them written or none (a pass's replicas, so no one sees half a hand-over).
+    fn put_all_raw(&self, kind: Kind, documents: &[(&str, Vec<u8>)]) -> anyhow::Result<()>;
     /// Removes a document (no error if it is missing).
     fn delete(&self, kind: Kind, name: &str) -> anyhow::Result<()>;
     /// Every document of `kind`, by name.
@@ -211,6 +214,20 @@ pub trait StateStoreExt: StateStore {
     fn put<T: Serialize>(&self, kind: Kind, name: &str, value: &T) -> anyhow::Result<()> {
         let raw = serde_json::to_vec(value).context("encoding an object")?;
         self.put_raw(kind, name, &raw)
+    }
+
+    /// Stores several objects of `kind` in one write (see [`StateStore::put_all_raw`]).
+    fn put_all<T: Serialize>(&self, kind: Kind, objects: &[(&str, &T)]) -> anyhow::Result<()> {
+        let documents = objects
+            .iter()
+            .map(|(name, value)| {
+                Ok((
+                    *name,
+                    serde_json::to_vec(value).context("encoding an object")?,
+                ))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        self.put_all_raw(kind, &documents)
     }
 
     /// Changes the stored object `name` with `change` (atomically, see
@@ -297,6 +314,24 @@ impl StateStore for EmbeddedStore {
         }
         txn.commit().context("state commit")?;
         self.feed.publish(kind, name, Some(value));
+        Ok(())
+    }
+
+    fn put_all_raw(&self, kind: Kind, documents: &[(&str, Vec<u8>)]) -> anyhow::Result<()> {
+        let txn = self.db.begin_write().context("state write")?;
+        {
+            let mut table = txn.open_table(OBJECTS).context("state write")?;
+            for (name, value) in documents {
+                let key = format!("{}{name}", kind.prefix());
+                table
+                    .insert(key.as_str(), value.as_slice())
+                    .context("state write")?;
+            }
+        }
+        txn.commit().context("state commit")?;
+        for (name, value) in documents {
+            self.feed.publish(kind, name, Some(value));
+        }
         Ok(())
     }
 
@@ -445,6 +480,29 @@ mod tests {
                 (Kind::Volume, "a".to_string(), Some(b"1".to_vec())),
                 (Kind::Volume, "a".to_string(), Some(b"2".to_vec())),
                 (Kind::Volume, "a".to_string(), None),
+            ]
+        );
+    }
+
+    #[test]
+    fn put_all_stores_every_object_in_one_write_and_tells_watchers_of_each() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(&dir.path().join("state.redb")).unwrap();
+        store.put(Kind::Replica, "a", &1u32).unwrap();
+        let mut watcher = store.subscribe();
+        store
+            .put_all(Kind::Replica, &[("a", &2u32), ("b", &3u32)])
+            .unwrap();
+        assert_eq!(store.list::<u32>(Kind::Replica).unwrap(), vec![2, 3]);
+        let mut seen = Vec::new();
+        while let Ok(change) = watcher.try_recv() {
+            seen.push((change.name.clone(), change.value.clone()));
+        }
+        assert_eq!(
+            seen,
+            vec![
+                ("a".to_string(), Some(b"2".to_vec())),
+                ("b".to_string(), Some(b"3".to_vec())),
             ]
         );
     }

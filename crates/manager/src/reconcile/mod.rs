@@ -496,18 +496,26 @@ impl Manager {
         self.save_status(&volume)
     }
 
-    /// Writes the replicas that differ from what the pass read (new ones: never read).
+    /// Writes the replicas that differ from what the pass read (new ones: never read), in
+    /// one write: a reader never sees the evicted replicas retired and their
+    /// replacements not yet healthy.
     fn save_replicas(
         &self,
         replicas: &[Replica],
         stored: &HashMap<String, Replica>,
     ) -> anyhow::Result<()> {
-        for replica in replicas {
-            let before = stored.get(&replica.name);
-            if before != Some(replica) {
-                self.state.put(Kind::Replica, &replica.name, replica)?;
-                self.report_replica_change(before, replica);
-            }
+        let changed: Vec<&Replica> = replicas
+            .iter()
+            .filter(|r| stored.get(&r.name) != Some(*r))
+            .collect();
+        if changed.is_empty() {
+            return Ok(());
+        }
+        let objects: Vec<(&str, &Replica)> =
+            changed.iter().map(|r| (r.name.as_str(), *r)).collect();
+        self.state.put_all(Kind::Replica, &objects)?;
+        for replica in changed {
+            self.report_replica_change(stored.get(&replica.name), replica);
         }
         Ok(())
     }
