@@ -5,18 +5,20 @@
 //! directories it derives, marks and removes itself ([`crate::replica_dir`]).
 
 use std::collections::HashMap;
+use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context;
 use shorthorn_backup::TargetPolicy;
 use tokio::sync::Mutex;
 
+use crate::instances::{InstanceRecord, InstanceRecords};
 use crate::launch_checks::{
     check_clone_launch, check_engine_launch, check_process_name, check_replica_launch,
     check_replica_name, check_restore_launch,
 };
 use crate::node::{NodeFacts, NodeRecords};
-use crate::process::Daemon;
+use crate::process::{Daemon, STOP_TIMEOUT};
 use crate::protocol::{
     AgentError, CloneLaunch, EngineLaunch, ProcessState, ReplicaLaunch, RestoreLaunch,
     restore_task_name,
@@ -33,11 +35,55 @@ pub struct Agent {
     /// Which backup targets this node may open for a caller (restores here; backups
     /// and target reads by this node's manager).
     target_policy: Arc<TargetPolicy>,
+    /// Where engines and replicas that outlive this agent are recorded; `None`: they
+    /// are children that end with it.
+    instances: Option<InstanceRecords>,
+    /// Whether [`Agent::stop_all`] stops recorded instances too (else they run on).
+    stop_instances_on_exit: bool,
+}
+
+/// A process the agent watches.
+enum Instance {
+    /// Started by this agent.
+    Child(Box<Daemon>),
+    /// Started by an earlier agent on this node, taken over when this one started.
+    Adopted(InstanceRecord),
 }
 
 struct Tracked {
-    daemon: Daemon,
+    instance: Instance,
     exited: Option<String>,
+}
+
+impl Tracked {
+    fn started(daemon: Daemon) -> Tracked {
+        Tracked {
+            instance: Instance::Child(Box::new(daemon)),
+            exited: None,
+        }
+    }
+
+    fn is_engine(&self) -> bool {
+        match &self.instance {
+            Instance::Child(daemon) => daemon.name().starts_with("engine"),
+            Instance::Adopted(record) => record.what == "engine",
+        }
+    }
+
+    fn is_task(&self) -> bool {
+        matches!(&self.instance, Instance::Child(daemon) if daemon.is_task())
+    }
+
+    async fn stop(self) {
+        match self.instance {
+            Instance::Child(daemon) => daemon.stop().await,
+            Instance::Adopted(record) => {
+                if !record.stop(STOP_TIMEOUT).await {
+                    tracing::warn!(name = %record.name, pid = record.pid, "did not stop within {STOP_TIMEOUT:?}; killed it");
+                }
+            }
+        }
+    }
 }
 
 impl Agent {
@@ -52,7 +98,31 @@ impl Agent {
             records,
             processes: Mutex::default(),
             target_policy,
+            instances: None,
+            stop_instances_on_exit: true,
         }
+    }
+
+    /// This agent's engines and replicas outlive it, recorded in `dir`; those an earlier
+    /// agent recorded there and that still run are taken over now (a manager that asks
+    /// finds them running and starts nothing). `stop_on_exit`: [`Agent::stop_all`]
+    /// stops them all the same.
+    pub fn keeping_instances(mut self, dir: &Path, stop_on_exit: bool) -> anyhow::Result<Agent> {
+        let records = InstanceRecords::open(dir)?;
+        let processes = self.processes.get_mut();
+        for record in records.running()? {
+            tracing::info!(name = %record.name, what = %record.what, pid = record.pid, "took over a running instance");
+            processes.insert(
+                record.name.clone(),
+                Tracked {
+                    instance: Instance::Adopted(record),
+                    exited: None,
+                },
+            );
+        }
+        self.instances = Some(records);
+        self.stop_instances_on_exit = stop_on_exit;
+        Ok(self)
     }
 
     /// The backup targets this node may open for a caller.
@@ -195,34 +265,43 @@ impl Agent {
         let name = restore_task_name(replica);
         let mut processes = self.processes.lock().await;
         if let Some(old) = processes.remove(&name) {
-            old.daemon.stop().await;
+            old.stop().await;
         }
         let daemon = Daemon::spawn_task(format!("{what} {name}"), args, env)?;
-        processes.insert(
-            name,
-            Tracked {
-                daemon,
-                exited: None,
-            },
-        );
+        processes.insert(name, Tracked::started(daemon));
         Ok(())
     }
 
     async fn start(&self, name: &str, what: &str, args: &[String]) -> anyhow::Result<()> {
         let mut processes = self.processes.lock().await;
         if let Some(old) = processes.remove(name) {
-            old.daemon.stop().await;
+            old.stop().await;
         }
-        let mut daemon = Daemon::spawn(format!("{what} {name}"), args)?;
-        daemon.wait_ready(what).await?;
-        tracing::info!(name, what, "started");
-        processes.insert(
-            name.to_string(),
-            Tracked {
-                daemon,
-                exited: None,
-            },
-        );
+        let label = format!("{what} {name}");
+        let Some(instances) = &self.instances else {
+            let mut daemon = Daemon::spawn(label, args)?;
+            daemon.wait_ready(what).await?;
+            tracing::info!(name, what, "started");
+            processes.insert(name.to_string(), Tracked::started(daemon));
+            return Ok(());
+        };
+        let mut daemon = Daemon::spawn_detached(label, args, &instances.output_path(name))?;
+        let recorded = async {
+            daemon.wait_ready(what).await?;
+            let record = daemon
+                .pid()
+                .and_then(|pid| InstanceRecord::of(name, what, pid))
+                .with_context(|| format!("{what} {name} exited as it started"))?;
+            instances.save(&record)
+        }
+        .await;
+        if let Err(e) = recorded {
+            // Detached: it would run on.
+            let _ = daemon.child.kill().await;
+            return Err(e);
+        }
+        tracing::info!(name, what, pid = ?daemon.pid(), "started");
+        processes.insert(name.to_string(), Tracked::started(daemon));
         Ok(())
     }
 
@@ -245,8 +324,11 @@ impl Agent {
     pub async fn stop(&self, name: &str) {
         let tracked = self.processes.lock().await.remove(name);
         if let Some(tracked) = tracked {
-            tracked.daemon.stop().await;
+            tracked.stop().await;
             tracing::info!(name, "stopped");
+        }
+        if let Some(instances) = &self.instances {
+            instances.remove(name);
         }
     }
 
@@ -257,11 +339,22 @@ impl Agent {
         let Some(tracked) = processes.get_mut(name) else {
             return ProcessState::Absent;
         };
-        if tracked.exited.is_none()
-            && let Ok(Some(status)) = tracked.daemon.child.try_wait()
-        {
-            tracing::warn!(name, %status, "process exited");
-            tracked.exited = Some(status.to_string());
+        if tracked.exited.is_none() {
+            let exited = match &mut tracked.instance {
+                Instance::Child(daemon) => match daemon.child.try_wait() {
+                    Ok(Some(status)) => Some(status.to_string()),
+                    _ => None,
+                },
+                Instance::Adopted(record) => (!record.is_running())
+                    .then(|| "exited (taken over from an earlier agent: status unknown)".into()),
+            };
+            if let Some(status) = exited {
+                tracing::warn!(name, %status, "process exited");
+                if let Some(instances) = &self.instances {
+                    instances.remove(name);
+                }
+                tracked.exited = Some(status);
+            }
         }
         match &tracked.exited {
             Some(status) => ProcessState::Exited(status.clone()),
@@ -274,9 +367,12 @@ impl Agent {
     pub async fn progress(&self, name: &str) -> Option<String> {
         let mut processes = self.processes.lock().await;
         let tracked = processes.get_mut(name)?;
+        let Instance::Child(daemon) = &mut tracked.instance else {
+            return None;
+        };
         match tracked.exited {
-            Some(_) => tracked.daemon.final_progress().await,
-            None => tracked.daemon.progress(),
+            Some(_) => daemon.final_progress().await,
+            None => daemon.progress(),
         }
     }
 
@@ -296,14 +392,26 @@ impl Agent {
         Ok(())
     }
 
-    /// Stops every process: engines first, so their final flush reaches the replicas.
+    /// As the agent exits: stops every process, engines first so their final flush
+    /// reaches the replicas — or, when its instances outlive it, only the one-shot
+    /// tasks (a restore resumes when run again), leaving engines and replicas serving
+    /// for the next agent to take over.
     pub async fn stop_all(&self) {
         let mut processes = self.processes.lock().await;
-        let (engines, replicas): (Vec<_>, Vec<_>) = processes
-            .drain()
-            .partition(|(_, t)| t.daemon.name().starts_with("engine"));
-        for (_, tracked) in engines.into_iter().chain(replicas) {
-            tracked.daemon.stop().await;
+        let keep = self.instances.is_some() && !self.stop_instances_on_exit;
+        let (kept, stopping): (Vec<_>, Vec<_>) =
+            processes.drain().partition(|(_, t)| keep && !t.is_task());
+        if !kept.is_empty() {
+            let names: Vec<&str> = kept.iter().map(|(name, _)| name.as_str()).collect();
+            tracing::info!(instances = ?names, "engines and replicas keep running; the next agent on this node takes them over (up --stop-instances stops them)");
+        }
+        let (engines, others): (Vec<_>, Vec<_>) =
+            stopping.into_iter().partition(|(_, t)| t.is_engine());
+        for (name, tracked) in engines.into_iter().chain(others) {
+            tracked.stop().await;
+            if let Some(instances) = &self.instances {
+                instances.remove(&name);
+            }
         }
     }
 }

@@ -7,6 +7,7 @@
 
 mod agent;
 pub mod http;
+pub mod instances;
 pub mod launch_checks;
 pub mod naming;
 mod node;

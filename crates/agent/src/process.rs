@@ -1,6 +1,7 @@
 //! Shorthorn daemons (replicas, engines) started as child processes of this one.
 
 use std::os::unix::process::CommandExt as _;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -14,10 +15,12 @@ use crate::protocol::PROGRESS_PREFIX;
 /// How long each daemon may take to start listening.
 const START_TIMEOUT: Duration = Duration::from_secs(20);
 /// How long each daemon may take to stop after being asked.
-const STOP_TIMEOUT: Duration = Duration::from_secs(20);
+pub const STOP_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// A daemon we started. Its stdin is a pipe we hold: closing it asks it to stop, and if
-/// we die the kernel closes it, so no daemon outlives us.
+/// we die the kernel closes it, so no daemon outlives us — unless it was started
+/// detached ([`Daemon::spawn_detached`]): then SIGTERM asks it to stop, and it runs on
+/// when we die.
 pub struct Daemon {
     name: String,
     /// The process.
@@ -33,6 +36,9 @@ pub struct Daemon {
     progress_reader: Option<tokio::task::JoinHandle<()>>,
     /// A one-shot task: killed when stopped (it resumes when run again), not asked.
     task: bool,
+    /// A detached daemon's stdout, a file (a pipe would close when we die): where its
+    /// ready line shows.
+    output_file: Option<PathBuf>,
 }
 
 /// Reads a task's stdout to its end (its progress lines, then its result) in the
@@ -59,6 +65,35 @@ impl Daemon {
     /// messages.
     pub fn spawn(name: String, args: &[String]) -> anyhow::Result<Daemon> {
         Daemon::start(name, args, &[], true)
+    }
+
+    /// Starts `shorthorn ARGS` (this very binary) so that it outlives us: no stdin, its
+    /// stdout in the file `output` (its stderr is ours), not killed when we exit.
+    pub fn spawn_detached(name: String, args: &[String], output: &Path) -> anyhow::Result<Daemon> {
+        let exe = std::env::current_exe().context("finding the shorthorn binary")?;
+        let out = std::fs::File::create(output)
+            .with_context(|| format!("creating {}", output.display()))?;
+        let mut command = Command::new(exe);
+        command
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(out)
+            .kill_on_drop(false);
+        // Own process group: a terminal's Ctrl-C (or a kill of our group) reaches only us.
+        command.as_std_mut().process_group(0);
+        let child = command
+            .spawn()
+            .with_context(|| format!("starting {name}"))?;
+        Ok(Daemon {
+            name,
+            child,
+            stdin: None,
+            stdout: None,
+            progress: Arc::default(),
+            progress_reader: None,
+            task: false,
+            output_file: Some(output.to_path_buf()),
+        })
     }
 
     /// Starts a one-shot `shorthorn ARGS --progress-lines` (a restore, say): it ends by
@@ -118,6 +153,7 @@ impl Daemon {
             progress,
             progress_reader,
             task: !daemon,
+            output_file: None,
         })
     }
 
@@ -135,6 +171,11 @@ impl Daemon {
         self.progress()
     }
 
+    /// Whether it is a one-shot task (a restore, a clone).
+    pub fn is_task(&self) -> bool {
+        self.task
+    }
+
     /// The name it was started with.
     pub fn name(&self) -> &str {
         &self.name
@@ -144,6 +185,9 @@ impl Daemon {
     /// has printed its reason on stderr (shared with ours); report its exit status.
     pub async fn wait_ready(&mut self, what: &str) -> anyhow::Result<()> {
         let marker = format!("{what} ready");
+        if let Some(output) = self.output_file.clone() {
+            return self.wait_ready_in_file(&marker, &output).await;
+        }
         let stdout = self
             .stdout
             .as_mut()
@@ -172,8 +216,50 @@ impl Daemon {
         }
     }
 
+    /// [`Daemon::wait_ready`] of a detached daemon: its output file is read until the
+    /// marker line shows or the daemon exits.
+    async fn wait_ready_in_file(&mut self, marker: &str, output: &Path) -> anyhow::Result<()> {
+        let deadline = tokio::time::Instant::now() + START_TIMEOUT;
+        loop {
+            let text = std::fs::read_to_string(output).unwrap_or_default();
+            if text.lines().any(|line| line.starts_with(marker)) {
+                return Ok(());
+            }
+            if let Some(status) = self.child.try_wait().context("waiting for a daemon")? {
+                bail!(
+                    "{} failed to start ({status}); its error is above",
+                    self.name
+                );
+            }
+            if tokio::time::Instant::now() >= deadline {
+                bail!(
+                    "{} did not become ready within {START_TIMEOUT:?}",
+                    self.name
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// The daemon's pid while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
     /// Asks the daemon to stop and waits for it; kills it if it does not stop in time.
     pub async fn stop(mut self) {
+        if self.output_file.is_some() {
+            let pid = self
+                .child
+                .id()
+                .and_then(|pid| i32::try_from(pid).ok())
+                .and_then(rustix::process::Pid::from_raw);
+            if let Some(pid) = pid {
+                let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+            }
+            self.wait_stopped().await;
+            return;
+        }
         // A one-shot task is ended at once (a restore resumes when run again).
         let stdin = match self.stdin.take() {
             Some(stdin) if !self.task => stdin,
@@ -183,6 +269,11 @@ impl Daemon {
             }
         };
         drop(stdin);
+        self.wait_stopped().await;
+    }
+
+    /// Waits for the daemon asked to stop; kills it if it does not stop in time.
+    async fn wait_stopped(&mut self) {
         match tokio::time::timeout(STOP_TIMEOUT, self.child.wait()).await {
             Ok(Ok(status)) if status.success() => {}
             Ok(Ok(status)) => eprintln!("{} stopped with {status}", self.name),

@@ -28,6 +28,8 @@ pub const TOKEN_FILE: &str = "token";
 /// File in the data directory holding the node credential: other nodes' managers call
 /// this node's agent routes with it. Never in the connection file.
 pub const NODE_TOKEN_FILE: &str = "node-token";
+/// The data directory's folder recording the engines and replicas that outlive `up`.
+pub const INSTANCES_DIR: &str = "instances";
 /// etcd keys under which a cluster shares its user token and its node credential.
 const TOKEN_KEY: &str = "token";
 const NODE_TOKEN_KEY: &str = "node-token";
@@ -51,6 +53,9 @@ pub struct UpConfig {
     pub file_target_roots: Vec<PathBuf>,
     /// Hosts `nfs://` backup targets named through the API may mount.
     pub nfs_target_hosts: Vec<String>,
+    /// Whether stopping this process stops the node's engines and replicas (else they
+    /// run on, recorded in `DATA_DIR/instances`, for the next one to take over).
+    pub stop_instances: bool,
 }
 
 /// What a node runs.
@@ -140,11 +145,14 @@ pub async fn up(
     let target_policy = TargetPolicy::new(&config.file_target_roots, &config.nfs_target_hosts)?;
     let manager = Arc::new(Manager::new(
         state.clone(),
-        Arc::new(Agent::new(
-            &config.node,
-            Arc::new(StoredNodes(state)),
-            Arc::new(target_policy),
-        )),
+        Arc::new(
+            Agent::new(
+                &config.node,
+                Arc::new(StoredNodes(state)),
+                Arc::new(target_policy),
+            )
+            .keeping_instances(&config.data_dir.join(INSTANCES_DIR), config.stop_instances)?,
+        ),
         &config.node,
         &node_token,
         config.role == NodeRole::Full,

@@ -12,8 +12,10 @@ use crate::daemon;
 
 /// Start an all-in-one Shorthorn node: the manager (REST API, embedded state store,
 /// scheduler, reconcilers), this node's agent, and a default disk under DATA_DIR/disks.
-/// Prints the API address and token. Ctrl-C stops it and every engine and replica it
-/// started; running it again with the same DATA_DIR brings the volumes back.
+/// Prints the API address and token. Engines and replicas outlive it: Ctrl-C, a crash or
+/// `kill -9` of `up` leaves every volume serving its clients, and the next `up` with the
+/// same DATA_DIR takes them over (so a new binary is installed without stopping I/O).
+/// With --stop-instances, Ctrl-C stops them too.
 #[derive(Debug, Args)]
 pub struct UpArgs {
     /// Where state, the API token and the default disk live.
@@ -42,6 +44,12 @@ pub struct UpArgs {
     /// by default.
     #[arg(long = "nfs-target-host", value_name = "HOST")]
     nfs_target_hosts: Vec<String>,
+    /// When this process is stopped (Ctrl-C, SIGTERM), stop this node's engines and
+    /// replicas too (engines first, after their final flush); their clients lose the
+    /// volumes. Without it they keep serving, recorded under DATA_DIR/instances, and
+    /// the next `up` or `agent` on this DATA_DIR takes them over.
+    #[arg(long)]
+    stop_instances: bool,
 }
 
 /// `shorthorn up` (`role` full) and `shorthorn agent`.
@@ -66,6 +74,7 @@ pub fn up(args: UpArgs, role: NodeRole) -> anyhow::Result<()> {
             args.file_target_roots
         },
         nfs_target_hosts: args.nfs_target_hosts,
+        stop_instances: args.stop_instances,
     };
     daemon::runtime()?.block_on(async {
         let shutdown = daemon::shutdown_token(false)?;
@@ -76,7 +85,7 @@ pub fn up(args: UpArgs, role: NodeRole) -> anyhow::Result<()> {
                 if role == NodeRole::Agent {
                     println!("shorthorn agent is up: API {}", connection.url);
                     println!("  managers elsewhere in the cluster place replicas and engines here");
-                    println!("  stop:    Ctrl-C");
+                    println!("  stop:    Ctrl-C (engines and replicas keep running; --stop-instances stops them too)");
                     return;
                 }
                 println!("shorthorn is up: API {}", connection.url);
@@ -92,7 +101,9 @@ pub fn up(args: UpArgs, role: NodeRole) -> anyhow::Result<()> {
                 println!("  create:  shorthorn volume create vol1 --size 10G");
                 println!("  attach:  shorthorn volume attach vol1   # prints nbd://…");
                 println!("  list:    shorthorn volume ls");
-                println!("  stop:    Ctrl-C");
+                println!(
+                    "  stop:    Ctrl-C (volumes keep serving; the next up takes them over; --stop-instances stops them too)"
+                );
             },
             shutdown.cancelled(),
         )

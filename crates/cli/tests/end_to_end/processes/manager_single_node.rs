@@ -149,7 +149,16 @@ fn a_volume_on_one_node_is_created_attached_and_healed() {
 
     // Up again: the volume comes back attached, same content.
     node.restart();
-    node.wait_for(VOLUME, "back", Duration::from_secs(60), healthy_with_all_rw);
+    // Until the new up's first pass, the store still shows the status of before the
+    // stop: back is when the engine serves again.
+    node.wait_for(VOLUME, "back", Duration::from_secs(60), |v| {
+        healthy_with_all_rw(v)
+            && v["status"]["endpoint"]
+                .as_str()
+                .and_then(|uri| uri.strip_prefix("nbd://"))
+                .and_then(|rest| rest.split('/').next())
+                .is_some_and(|addr| std::net::TcpStream::connect(addr).is_ok())
+    });
     let uri = node.volume(VOLUME)["status"]["endpoint"]
         .as_str()
         .unwrap()

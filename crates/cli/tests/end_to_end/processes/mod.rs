@@ -23,6 +23,7 @@ mod manager_target_credentials;
 mod manager_unschedulable;
 mod manager_watch;
 mod store_cli;
+mod up_restart_keeps_volumes;
 mod volume_bad_input;
 mod volume_expand_online;
 mod volume_fio_verify;

@@ -101,6 +101,9 @@ pub struct Node {
     name: String,
     /// More arguments of `up`.
     extra: Vec<String>,
+    /// Whether `up` runs with `--stop-instances` (the default here: a test's stop leaves
+    /// nothing running).
+    stop_instances: bool,
     child: Option<Child>,
     stdout: Arc<Mutex<String>>,
     stdout_thread: Option<JoinHandle<()>>,
@@ -129,6 +132,7 @@ impl Node {
                 },
                 name: name.to_owned(),
                 extra: extra(dir.path()),
+                stop_instances: true,
                 dir,
                 child: None,
                 stdout: Arc::default(),
@@ -161,6 +165,28 @@ impl Node {
         if let Err(why) = self.spawn_and_wait() {
             panic!("shorthorn up did not start again: {why}");
         }
+    }
+
+    /// Whether the next (re)start runs `up` with `--stop-instances`.
+    pub fn set_stop_instances(&mut self, stop: bool) {
+        self.stop_instances = stop;
+    }
+
+    /// Stops `up` with SIGTERM, as a service manager would, and checks it exited 0
+    /// within [`STOP_TIMEOUT`] without a panic; what it started is not checked (without
+    /// `--stop-instances` its engines and replicas run on).
+    pub fn stop_up_only(&mut self) {
+        let mut child = self.child.take().expect("up is running");
+        let status = terminate(&mut child, STOP_TIMEOUT);
+        if let Some(thread) = self.stdout_thread.take() {
+            let _ = thread.join();
+        }
+        assert!(
+            status.is_some_and(|s| s.success()),
+            "shorthorn up did not stop cleanly ({status:?}):\n{}",
+            self.log_tail(60)
+        );
+        assert!(!self.log().contains("panicked"), "{}", self.log());
     }
 
     /// Whether `up` is still running.
@@ -208,6 +234,7 @@ impl Node {
             .args(["up", "--data-dir", path_str(&self.data_dir())])
             .args(["--listen", &listen, "--node", &self.name])
             .args(&self.extra)
+            .args(self.stop_instances.then_some("--stop-instances"))
             .env_remove("SHORTHORN_CRASH_AT")
             .env_remove("SHORTHORN_ENGINE")
             .env_remove("RUST_LOG")
