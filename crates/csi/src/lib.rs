@@ -15,6 +15,7 @@ pub mod controller;
 pub mod host;
 pub mod identity;
 pub mod ids;
+pub mod in_flight;
 pub mod node;
 pub mod params;
 

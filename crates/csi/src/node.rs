@@ -21,6 +21,7 @@ use crate::condition;
 use crate::controller::PUBLISH_URI;
 use crate::host::{self, Contents};
 use crate::ids::{self, volume_id};
+use crate::in_flight::InFlight;
 use crate::params::filesystem;
 use crate::pb;
 use crate::pb::node_server::Node;
@@ -57,6 +58,8 @@ pub struct NodeService {
     state_dir: PathBuf,
     /// Paths a staging or target path must be under (the kubelet's directory).
     allowed_roots: Vec<PathBuf>,
+    /// Volumes with a call under way (a retry meanwhile is ABORTED).
+    in_flight: InFlight,
 }
 
 impl NodeService {
@@ -73,6 +76,7 @@ impl NodeService {
             manager,
             state_dir,
             allowed_roots,
+            in_flight: InFlight::default(),
         }
     }
 
@@ -341,6 +345,7 @@ impl Node for NodeService {
     ) -> Result<Response<pb::NodeStageVolumeResponse>, Status> {
         let request = request.into_inner();
         ids::require("volume_id", &request.volume_id)?;
+        let _busy = self.in_flight.start(&request.volume_id)?;
         let staging = self.path("staging_target_path", &request.staging_target_path)?;
         let capability = capability::required(request.volume_capability.as_ref())?;
         let volume = volume_id(&request.volume_id)?;
@@ -394,6 +399,7 @@ impl Node for NodeService {
     ) -> Result<Response<pb::NodeUnstageVolumeResponse>, Status> {
         let request = request.into_inner();
         ids::require("volume_id", &request.volume_id)?;
+        let _busy = self.in_flight.start(&request.volume_id)?;
         let staging = self.path("staging_target_path", &request.staging_target_path)?;
         let done = Response::new(pb::NodeUnstageVolumeResponse {});
         let Ok(volume) = volume_id(&request.volume_id) else {
@@ -415,6 +421,7 @@ impl Node for NodeService {
     ) -> Result<Response<pb::NodePublishVolumeResponse>, Status> {
         let request = request.into_inner();
         ids::require("volume_id", &request.volume_id)?;
+        let _busy = self.in_flight.start(&request.volume_id)?;
         let target = self.path("target_path", &request.target_path)?;
         let staging = self.path("staging_target_path", &request.staging_target_path)?;
         let capability = capability::required(request.volume_capability.as_ref())?;
@@ -498,6 +505,7 @@ impl Node for NodeService {
     ) -> Result<Response<pb::NodeUnpublishVolumeResponse>, Status> {
         let request = request.into_inner();
         ids::require("volume_id", &request.volume_id)?;
+        let _busy = self.in_flight.start(&request.volume_id)?;
         let target = self.path("target_path", &request.target_path)?;
         host::unmount(&target).await?;
         if let Some(mut stage) = volume_id(&request.volume_id)
@@ -585,6 +593,7 @@ impl Node for NodeService {
     ) -> Result<Response<pb::NodeExpandVolumeResponse>, Status> {
         let request = request.into_inner();
         ids::require("volume_id", &request.volume_id)?;
+        let _busy = self.in_flight.start(&request.volume_id)?;
         ids::require("volume_path", &request.volume_path)?;
         let stage = volume_id(&request.volume_id)
             .ok()

@@ -15,6 +15,7 @@ use crate::capability::{self, is_mount};
 use crate::client::{CallError, ManagerClient};
 use crate::condition;
 use crate::ids::{self, SnapshotId, shorthorn_name, volume_id};
+use crate::in_flight::InFlight;
 use crate::params::VolumeParameters;
 use crate::pb;
 use crate::pb::controller_server::Controller;
@@ -50,12 +51,17 @@ const TOKEN_PREFIX: &str = "after:";
 #[derive(Debug, Clone)]
 pub struct ControllerService {
     manager: ManagerClient,
+    /// Volumes and snapshots with a call under way (a retry meanwhile is ABORTED).
+    in_flight: InFlight,
 }
 
 impl ControllerService {
     /// A controller calling `manager`.
     pub fn new(manager: ManagerClient) -> Self {
-        ControllerService { manager }
+        ControllerService {
+            manager,
+            in_flight: InFlight::default(),
+        }
     }
 
     async fn volume(&self, name: &str) -> Result<Option<VolumeDetail>, Status> {
@@ -256,6 +262,7 @@ impl Controller for ControllerService {
     ) -> Result<Response<pb::CreateVolumeResponse>, Status> {
         let request = request.into_inner();
         let name = shorthorn_name(&request.name)?;
+        let _busy = self.in_flight.start(&name)?;
         capability::check_all(&request.volume_capabilities)?;
         let parameters = VolumeParameters::parse(&request.parameters)?;
         let range = request.capacity_range.as_ref();
@@ -360,6 +367,7 @@ impl Controller for ControllerService {
             ids::require("volume_id", &id)?;
             return Ok(Response::new(pb::DeleteVolumeResponse {}));
         };
+        let _busy = self.in_flight.start(id)?;
         // `snap` VolumeSnapshots live in the volume's replicas: deleting the volume would
         // delete them under Kubernetes' feet. `bak` ones live in the target and stay.
         match self.snapshots_retrying(id).await {
@@ -411,6 +419,7 @@ impl Controller for ControllerService {
         let request = request.into_inner();
         let id = volume_id(&request.volume_id)?;
         ids::require("node_id", &request.node_id)?;
+        let _busy = self.in_flight.start(id)?;
         capability::required(request.volume_capability.as_ref())?;
         let detail = self.existing_volume(id).await?;
         let node = &request.node_id;
@@ -460,6 +469,7 @@ impl Controller for ControllerService {
         let request = request.into_inner();
         let id = volume_id(&request.volume_id)?;
         let done = Response::new(pb::ControllerUnpublishVolumeResponse {});
+        let _busy = self.in_flight.start(id)?;
         let Some(detail) = self.volume(id).await? else {
             return Ok(done);
         };
@@ -646,6 +656,9 @@ impl Controller for ControllerService {
         let request = request.into_inner();
         ids::require("name", &request.name)?;
         ids::require("source_volume_id", &request.source_volume_id)?;
+        let _busy = self
+            .in_flight
+            .start(&format!("snapshot {}", request.name))?;
         let mut kind = "snap";
         let mut target = None;
         for (key, value) in &request.parameters {
@@ -742,6 +755,7 @@ impl Controller for ControllerService {
     ) -> Result<Response<pb::ControllerExpandVolumeResponse>, Status> {
         let request = request.into_inner();
         let id = volume_id(&request.volume_id)?;
+        let _busy = self.in_flight.start(id)?;
         let range = request
             .capacity_range
             .as_ref()

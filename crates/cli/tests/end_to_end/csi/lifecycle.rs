@@ -18,7 +18,7 @@ use tonic::Code;
 
 use super::CsiDriver;
 use super::client::{MIB, block_capability, connect, mount_capability, snapshot_source};
-use crate::common::{path_str, require, run, sha256};
+use crate::common::{path_str, processes_mentioning, require, run, sha256};
 use crate::upnode::Node;
 
 /// Writes a few files of random bytes under `dir`, synced; their sha256 by name.
@@ -135,6 +135,46 @@ fn a_volume_lives_through_the_calls_kubernetes_makes() {
         assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
         assert!(refused.message().contains("ext4"), "{refused:?}");
         let (staging2, target2) = (root.join("staging/again"), root.join("pods/again/mount"));
+
+        // The kubelet calling NodeStage again while the first call still runs: the
+        // second is ABORTED (or, had the first ended already, answers as it did); the
+        // export is connected once either way.
+        let published = csi
+            .controller
+            .controller_publish_volume(pb::ControllerPublishVolumeRequest {
+                volume_id: "pvc-from-snap".into(),
+                node_id: "node-1".into(),
+                volume_capability: Some(ext4.clone()),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        std::fs::create_dir_all(&staging2).unwrap();
+        let stage = pb::NodeStageVolumeRequest {
+            volume_id: "pvc-from-snap".into(),
+            publish_context: published.publish_context,
+            staging_target_path: path_str(&staging2).into(),
+            volume_capability: Some(ext4.clone()),
+            ..Default::default()
+        };
+        let (mut first, mut second) = (csi.node.clone(), csi.node.clone());
+        let (a, b) = tokio::join!(
+            first.node_stage_volume(stage.clone()),
+            second.node_stage_volume(stage)
+        );
+        let codes = [&a, &b].map(|r| r.as_ref().map_or_else(|e| e.code(), |_| Code::Ok));
+        assert!(
+            codes.contains(&Code::Ok)
+                && codes.iter().all(|c| matches!(c, Code::Ok | Code::Aborted)),
+            "two NodeStage calls at once: {a:?} {b:?}"
+        );
+        let connections: Vec<_> = processes_mentioning("fuse/pvc-from-snap/dev")
+            .into_iter()
+            .filter(|(_, args)| args.first().is_some_and(|a| a.ends_with("nbdfuse")))
+            .collect();
+        assert_eq!(connections.len(), 1, "{connections:?}");
+        eprintln!("two NodeStage calls at once answered {codes:?}");
         csi.attach("pvc-from-snap", &ext4, &staging2, &target2)
             .await
             .unwrap();
