@@ -3,8 +3,9 @@
 //! A 2-replica volume is published to node 2 and staged there as ext4, and files are
 //! written. A `snap` snapshot of it becomes a new volume, published to node 1 and staged
 //! there (its nbdfuse reaches node 1's engine over node 1's address), with the same
-//! sha256 of every file. Everything is then unpublished, unstaged and deleted, leaving
-//! no mounts, loop devices or nbdfuse processes. Needs root.
+//! sha256 of every file; so does a volume restored from a `bak` snapshot (a backup in a
+//! file target the nodes share). Everything is then unpublished, unstaged and deleted,
+//! leaving no mounts, loop devices or nbdfuse processes. Needs root.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -135,16 +136,55 @@ fn a_volume_staged_on_one_node_is_cloned_and_staged_on_another() {
 
         on1.detach_from("n1", &copy.volume_id, &staging1, &target1)
             .await;
-        on2.detach_from("n2", &volume.volume_id, &staging, &target)
-            .await;
-        on2.controller
-            .delete_snapshot(pb::DeleteSnapshotRequest {
-                snapshot_id: snap,
-                ..Default::default()
-            })
+
+        // A `bak` snapshot (a backup in a file target all nodes reach) taken through
+        // node 2's driver, restored as a volume staged on node 1: the same files.
+        let target_root = cluster.dir().join("backups/csi");
+        cluster.cli_ok(
+            1,
+            &[
+                "backup-target",
+                "set",
+                "default",
+                &format!("file://{}", path_str(&target_root)),
+            ],
+        );
+        let bak = on2.snapshot(&volume.volume_id, "vs-multi-bak", "bak").await;
+        assert!(bak.starts_with("bak://"), "{bak}");
+        let restored = on1
+            .create(
+                "pvc-multi-bak",
+                64 * MIB,
+                &ext4,
+                Some(snapshot_source(&bak)),
+            )
             .await
             .unwrap();
-        for id in [&copy.volume_id, &volume.volume_id] {
+        on1.attach_to("n1", &restored.volume_id, &ext4, &staging1, &target1)
+            .await
+            .unwrap();
+        for (name, sum) in &sums {
+            assert_eq!(
+                &sha256(&target1.join(name)),
+                sum,
+                "{name} restored on node 1"
+            );
+        }
+        on1.detach_from("n1", &restored.volume_id, &staging1, &target1)
+            .await;
+
+        on2.detach_from("n2", &volume.volume_id, &staging, &target)
+            .await;
+        for snapshot_id in [snap, bak] {
+            on2.controller
+                .delete_snapshot(pb::DeleteSnapshotRequest {
+                    snapshot_id,
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+        }
+        for id in [&restored.volume_id, &copy.volume_id, &volume.volume_id] {
             on2.controller
                 .delete_volume(pb::DeleteVolumeRequest {
                     volume_id: id.clone(),

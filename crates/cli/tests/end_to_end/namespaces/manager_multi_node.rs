@@ -200,6 +200,7 @@ impl Cluster {
         } else {
             "up"
         };
+        let backups = path_str(&self.dir.path().join("backups")).to_owned();
         let args = [
             role,
             "--data-dir",
@@ -212,6 +213,10 @@ impl Cluster {
             &format!("n{i}"),
             "--etcd",
             ETCD,
+            // One directory for file:// backup targets, shared by the nodes (they
+            // share this host's filesystem), as an NFS export would be.
+            "--file-target-root",
+            &backups,
         ];
         let child = self.spawn(
             &self.nodes[i - 1].clone(),
