@@ -3,16 +3,38 @@
 
 use std::time::{Duration, Instant};
 
+use futures::StreamExt as _;
 use serde_json::json;
 use shorthorn_manager::api::Snapshot;
-use shorthorn_manager::model::{Backup, BackupState};
+use shorthorn_manager::model::{Backup, BackupState, Volume};
 use tonic::Status;
 
 use super::{BACKUP_WAIT, CSI_NAME_LABEL, ControllerService, SNAPSHOT_LIST_PATIENCE, refusal};
 use crate::ids::{SnapshotId, shorthorn_name};
 use crate::pb;
 
+/// How many volumes' snapshot lists are asked for at once.
+const SNAPSHOT_LISTS_AT_ONCE: usize = 8;
+
 impl ControllerService {
+    /// Every volume (by name) with its snapshots. A volume's snapshots live in its
+    /// replicas, so there is one manager call per volume; they run a few at a time,
+    /// not one after another. A volume that cannot answer now is left out.
+    async fn volumes_with_snapshots(&self) -> Result<Vec<(Volume, Vec<Snapshot>)>, Status> {
+        let listed: Vec<_> = futures::stream::iter(self.volumes().await?)
+            .map(|volume| async move {
+                let snapshots = self.snapshots(&volume.name).await;
+                (volume, snapshots)
+            })
+            .buffered(SNAPSHOT_LISTS_AT_ONCE)
+            .collect()
+            .await;
+        Ok(listed
+            .into_iter()
+            .filter_map(|(volume, snapshots)| Some((volume, snapshots.ok()?)))
+            .collect())
+    }
+
     /// [`Self::snapshots`], tried again for a while when the volume cannot answer yet
     /// (its replicas starting, its engine stopping after a detach).
     pub(super) async fn snapshots_retrying(&self, volume: &str) -> Result<Vec<Snapshot>, Status> {
@@ -57,11 +79,7 @@ impl ControllerService {
     /// Every CSI snapshot: each volume's snapshots and the completed backups, by id.
     pub(super) async fn all_snapshots(&self) -> Result<Vec<pb::Snapshot>, Status> {
         let mut out = Vec::new();
-        for volume in self.volumes().await? {
-            // A volume whose replicas cannot answer now lists nothing.
-            let Ok(snapshots) = self.snapshots(&volume.name).await else {
-                continue;
-            };
+        for (volume, snapshots) in self.volumes_with_snapshots().await? {
             out.extend(snapshots.iter().map(|s| snap_of(s, volume.spec.size)));
         }
         let backups: Vec<Backup> = self.manager.get("/v1/backups").await?;
@@ -78,10 +96,7 @@ impl ControllerService {
     ) -> Result<pb::Snapshot, Status> {
         let name = shorthorn_name(csi_name)?;
         // A CSI snapshot name is unique in the cluster, a Shorthorn one only per volume.
-        for volume in self.volumes().await? {
-            let Ok(snapshots) = self.snapshots(&volume.name).await else {
-                continue;
-            };
+        for (volume, snapshots) in self.volumes_with_snapshots().await? {
             if let Some(taken) = snapshots.iter().find(|s| s.name == name) {
                 if volume.name == source {
                     return Ok(snap_of(taken, size));
