@@ -286,18 +286,21 @@ impl Agent {
             return Ok(());
         };
         let mut daemon = Daemon::spawn_detached(label, args, &instances.output_path(name))?;
-        let recorded = async {
-            daemon.wait_ready(what).await?;
+        // Recorded before it is ready: should this agent die meanwhile, the next one
+        // finds it (and stops or keeps it) instead of starting a second one beside it.
+        let started = async {
             let record = daemon
                 .pid()
                 .and_then(|pid| InstanceRecord::of(name, what, pid))
                 .with_context(|| format!("{what} {name} exited as it started"))?;
-            instances.save(&record)
+            instances.save(&record)?;
+            daemon.wait_ready(what).await
         }
         .await;
-        if let Err(e) = recorded {
+        if let Err(e) = started {
             // Detached: it would run on.
             let _ = daemon.child.kill().await;
+            instances.remove(name);
             return Err(e);
         }
         tracing::info!(name, what, pid = ?daemon.pid(), "started");
