@@ -110,8 +110,10 @@ impl Agent {
     pub fn keeping_instances(mut self, dir: &Path, stop_on_exit: bool) -> anyhow::Result<Agent> {
         let records = InstanceRecords::open(dir)?;
         let processes = self.processes.get_mut();
+        let binary = std::env::current_exe().context("finding the shorthorn binary")?;
         for record in records.running()? {
-            tracing::info!(name = %record.name, what = %record.what, pid = record.pid, "took over a running instance");
+            let current = crate::instances::runs_binary(record.pid, &binary);
+            tracing::info!(name = %record.name, what = %record.what, pid = record.pid, runs_this_binary = ?current, "took over a running instance");
             processes.insert(
                 record.name.clone(),
                 Tracked {

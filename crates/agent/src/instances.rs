@@ -118,20 +118,32 @@ impl InstanceRecords {
         }
     }
 
+    /// Every record, by name, read as it is (an unreadable one as its error), changing
+    /// nothing.
+    pub fn all(&self) -> anyhow::Result<Vec<(PathBuf, anyhow::Result<InstanceRecord>)>> {
+        let entries = std::fs::read_dir(&self.dir)
+            .with_context(|| format!("reading {}", self.dir.display()))?;
+        let mut records: Vec<_> = entries
+            .flatten()
+            .map(|entry| entry.path())
+            .filter(|path| path.extension().is_some_and(|e| e == "json"))
+            .map(|path| {
+                let record = std::fs::read(&path)
+                    .map_err(anyhow::Error::from)
+                    .and_then(|raw| Ok(serde_json::from_slice::<InstanceRecord>(&raw)?))
+                    .with_context(|| format!("instance record {}", path.display()));
+                (path, record)
+            })
+            .collect();
+        records.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(records)
+    }
+
     /// The recorded instances that still run; the records of those that do not are
     /// removed (an unreadable record too, with a warning).
     pub fn running(&self) -> anyhow::Result<Vec<InstanceRecord>> {
-        let entries = std::fs::read_dir(&self.dir)
-            .with_context(|| format!("reading {}", self.dir.display()))?;
         let mut running = Vec::new();
-        for entry in entries.flatten() {
-            let path = entry.path();
-            if path.extension().is_none_or(|e| e != "json") {
-                continue;
-            }
-            let record = std::fs::read(&path)
-                .map_err(anyhow::Error::from)
-                .and_then(|raw| Ok(serde_json::from_slice::<InstanceRecord>(&raw)?));
+        for (path, record) in self.all()? {
             match record {
                 Ok(record) if record.is_running() => running.push(record),
                 Ok(record) => {
@@ -144,9 +156,17 @@ impl InstanceRecords {
                 }
             }
         }
-        running.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(running)
     }
+}
+
+/// Whether process `pid` runs the file now at `binary`, not one that was replaced
+/// (an upgrade installed) since it started; `None` when that cannot be read.
+pub fn runs_binary(pid: u32, binary: &Path) -> Option<bool> {
+    use std::os::unix::fs::MetadataExt as _;
+    let running = std::fs::metadata(format!("/proc/{pid}/exe")).ok()?;
+    let installed = std::fs::metadata(binary).ok()?;
+    Some(running.dev() == installed.dev() && running.ino() == installed.ino())
 }
 
 /// The kernel's start time of `pid` (field 22 of `/proc/PID/stat`).
@@ -191,6 +211,15 @@ mod tests {
             ..me.clone()
         };
         assert!(!other.is_running());
+    }
+
+    #[test]
+    fn a_process_runs_its_own_binary_and_not_another() {
+        let me = std::process::id();
+        let exe = std::env::current_exe().unwrap();
+        assert_eq!(runs_binary(me, &exe), Some(true));
+        assert_eq!(runs_binary(me, Path::new("/bin/sh")), Some(false));
+        assert_eq!(runs_binary(me, Path::new("/no/such/binary")), None);
     }
 
     #[tokio::test]

@@ -76,6 +76,7 @@ enum Command {
     /// engines and replicas the cluster's managers ask for; it restarts nothing by
     /// itself. Same options as `up`.
     Agent(daemons::up::UpArgs),
+    Instances(daemons::up::InstancesArgs),
     Csi(daemons::csi::CsiArgs),
     /// Volumes of a cluster run by `shorthorn up`: create (also from a backup, a snapshot
     /// or another volume), ls, get,
@@ -195,6 +196,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Clone(args) => direct::clone::run(args),
         Command::Up(args) => daemons::up::up(args, NodeRole::Full),
         Command::Agent(args) => daemons::up::up(args, NodeRole::Agent),
+        Command::Instances(args) => daemons::up::instances(args),
         Command::Csi(args) => daemons::csi::run(args),
         Command::Volume { api, command } => cluster::volumes::volume(&api, command),
         Command::Node { api, command } => cluster::nodes::node(&api, command),

@@ -4,6 +4,9 @@
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
+use shorthorn_agent::instances::{InstanceRecords, runs_binary};
+use shorthorn_manager::up::INSTANCES_DIR;
+
 use anyhow::Context;
 use clap::Args;
 use shorthorn_manager::up::{NodeRole, UpConfig};
@@ -109,4 +112,52 @@ pub fn up(args: UpArgs, role: NodeRole) -> anyhow::Result<()> {
         )
         .await
     })
+}
+
+/// List the engines and replicas this node's agent recorded (they outlive `up`, see
+/// docs/upgrades.md): name, engine or replica, pid, whether it still runs, and whether it
+/// runs the binary installed now or one replaced since it started (restart it to
+/// upgrade it). Reads DATA_DIR/instances; changes nothing.
+#[derive(Debug, Args)]
+pub struct InstancesArgs {
+    /// The node's data directory (that of `up` or `agent`).
+    #[arg(long, default_value = "shorthorn-data")]
+    data_dir: PathBuf,
+}
+
+/// `shorthorn instances`.
+pub fn instances(args: InstancesArgs) -> anyhow::Result<()> {
+    let dir = args.data_dir.join(INSTANCES_DIR);
+    if !dir.is_dir() {
+        anyhow::bail!(
+            "{} holds no instance records: no up or agent ran with this --data-dir",
+            dir.display()
+        );
+    }
+    let binary = std::env::current_exe().context("finding the shorthorn binary")?;
+    crate::output::line(format_args!(
+        "{:<32} {:<8} {:>8} {:<8} BINARY",
+        "NAME", "WHAT", "PID", "STATE"
+    ))?;
+    for (path, record) in InstanceRecords::open(&dir)?.all()? {
+        let record = match record {
+            Ok(record) => record,
+            Err(e) => {
+                crate::output::note(format_args!("{}: {e:#}", path.display()));
+                continue;
+            }
+        };
+        let running = record.is_running();
+        let state = if running { "running" } else { "gone" };
+        let runs = match runs_binary(record.pid, &binary).filter(|_| running) {
+            Some(true) => "installed".to_string(),
+            Some(false) => "replaced since it started (restart it to upgrade)".to_string(),
+            None => "-".to_string(),
+        };
+        crate::output::line(format_args!(
+            "{:<32} {:<8} {:>8} {:<8} {runs}",
+            record.name, record.what, record.pid, state
+        ))?;
+    }
+    Ok(())
 }

@@ -98,6 +98,19 @@ fn engines_and_replicas_serve_on_through_a_killed_and_a_stopped_up() {
         "{}",
         node.log_tail(40)
     );
+    let listed = node.cli_ok(&["instances"]);
+    for (name, pid) in &before {
+        assert!(
+            listed.lines().any(|l| {
+                let fields: Vec<&str> = l.split_whitespace().collect();
+                fields.first() == Some(&name.as_str())
+                    && fields.get(2) == Some(&pid.to_string().as_str())
+                    && fields.get(3) == Some(&"running")
+                    && fields.get(4) == Some(&"installed")
+            }),
+            "{name} is not listed running the installed binary:\n{listed}"
+        );
+    }
     let outcome = fio_run.join().unwrap();
     for line in outcome
         .all()
