@@ -18,19 +18,9 @@ use crate::common::{
     MIB, assert_fio_verified, fio, fio_verify_job, path_str, processes_mentioning, qemu_io, run_ok,
     sha256,
 };
-use crate::upnode::{Node, healthy_all_rw};
+use crate::upnode::{Node, attached_with_three_rw, healthy_all_rw};
 
 const VOLUME: &str = "vol1";
-
-fn healthy_with_all_rw(volume: &serde_json::Value) -> bool {
-    let replicas = volume["replicas"].as_array().unwrap();
-    volume["status"]["robustness"] == "healthy"
-        && volume["status"]["state"] == "attached"
-        && replicas.len() == 3
-        && replicas
-            .iter()
-            .all(|r| r["status"]["mode"] == "RW" && r["status"]["state"] == "running")
-}
 
 fn export_sha(uri: &str, scratch: &Path) -> String {
     let file = scratch.join("export.img");
@@ -78,7 +68,7 @@ fn a_volume_on_one_node_is_created_attached_and_healed() {
         VOLUME,
         "healthy",
         Duration::from_secs(60),
-        healthy_with_all_rw,
+        attached_with_three_rw,
     );
     let listed = node.cli_ok(&["volume", "ls"]);
     assert!(
@@ -123,7 +113,7 @@ fn a_volume_on_one_node_is_created_attached_and_healed() {
         VOLUME,
         "healed",
         Duration::from_secs(90),
-        healthy_with_all_rw,
+        attached_with_three_rw,
     );
     let log = node.log();
     assert!(
@@ -152,7 +142,7 @@ fn a_volume_on_one_node_is_created_attached_and_healed() {
     // Until the new up's first pass, the store still shows the status of before the
     // stop: back is when the engine serves again.
     node.wait_for(VOLUME, "back", Duration::from_secs(60), |v| {
-        healthy_with_all_rw(v)
+        attached_with_three_rw(v)
             && v["status"]["endpoint"]
                 .as_str()
                 .and_then(|uri| uri.strip_prefix("nbd://"))
@@ -204,7 +194,7 @@ fn a_volume_on_one_node_is_created_attached_and_healed() {
         ],
     );
     node.wait_for(VOLUME, "healthy at 192M", Duration::from_secs(60), |v| {
-        healthy_with_all_rw(v) && v["spec"]["size"] == 192 << 20
+        attached_with_three_rw(v) && v["spec"]["size"] == 192 << 20
     });
     node.cli_ok(&["volume", "detach", VOLUME]);
     node.wait_for(VOLUME, "detached", Duration::from_secs(60), |v| {

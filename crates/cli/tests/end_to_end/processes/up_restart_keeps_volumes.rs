@@ -10,21 +10,11 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::common::{MIB, assert_fio_verified, fio, fio_verify_job, signal};
-use crate::upnode::Node;
+use crate::upnode::{Node, attached_with_three_rw};
 
 const VOLUME: &str = "keep";
 const PER_JOB: u64 = 192 * MIB;
 const JOBS: u32 = 2;
-
-fn healthy(volume: &Value) -> bool {
-    let replicas = volume["replicas"].as_array().unwrap();
-    volume["status"]["robustness"] == "healthy"
-        && volume["status"]["state"] == "attached"
-        && replicas.len() == 3
-        && replicas
-            .iter()
-            .all(|r| r["status"]["mode"] == "RW" && r["status"]["state"] == "running")
-}
 
 /// The recorded instances of the node: name → pid, each checked to be alive.
 fn instances(data_dir: &Path) -> BTreeMap<String, u32> {
@@ -66,7 +56,12 @@ fn engines_and_replicas_serve_on_through_a_killed_and_a_stopped_up() {
         .cli_ok(&["volume", "attach", VOLUME])
         .trim()
         .to_string();
-    node.wait_for(VOLUME, "healthy", Duration::from_secs(60), healthy);
+    node.wait_for(
+        VOLUME,
+        "healthy",
+        Duration::from_secs(60),
+        attached_with_three_rw,
+    );
     let before = instances(&node.data_dir());
     assert_eq!(before.len(), 4, "an engine and three replicas: {before:?}");
     assert!(before.contains_key("keep-e"), "{before:?}");
@@ -87,7 +82,7 @@ fn engines_and_replicas_serve_on_through_a_killed_and_a_stopped_up() {
         VOLUME,
         "healthy after the restart",
         Duration::from_secs(60),
-        healthy,
+        attached_with_three_rw,
     );
     let after = instances(&node.data_dir());
     eprintln!("instances before the kill: {before:?}; after the new up: {after:?}");
@@ -133,7 +128,7 @@ fn engines_and_replicas_serve_on_through_a_killed_and_a_stopped_up() {
         .unwrap();
     signal(victim_pid, "KILL");
     node.wait_for(VOLUME, "rebuilt", Duration::from_secs(90), |v| {
-        healthy(v)
+        attached_with_three_rw(v)
             && instances(&node.data_dir())
                 .get(&victim)
                 .is_some_and(|pid| *pid != victim_pid)
@@ -155,7 +150,12 @@ fn engines_and_replicas_serve_on_through_a_killed_and_a_stopped_up() {
     // Taken over again; then up --stop-instances stops everything (checked by stop).
     node.set_stop_instances(true);
     node.restart();
-    node.wait_for(VOLUME, "healthy again", Duration::from_secs(60), healthy);
+    node.wait_for(
+        VOLUME,
+        "healthy again",
+        Duration::from_secs(60),
+        attached_with_three_rw,
+    );
     assert_eq!(instances(&node.data_dir()), serving);
     crate::common::qemu_io(&uri, &["read -P 0x7a 0 1M"]);
     node.stop();

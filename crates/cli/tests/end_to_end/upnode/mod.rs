@@ -32,6 +32,18 @@ pub fn healthy_all_rw(volume: &Value) -> bool {
             .all(|r| r["status"]["mode"] == "RW")
 }
 
+/// A volume's JSON says it is attached and healthy with three replicas, each running
+/// and RW.
+pub fn attached_with_three_rw(volume: &Value) -> bool {
+    let replicas = volume["replicas"].as_array().unwrap();
+    volume["status"]["robustness"] == "healthy"
+        && volume["status"]["state"] == "attached"
+        && replicas.len() == 3
+        && replicas
+            .iter()
+            .all(|r| r["status"]["mode"] == "RW" && r["status"]["state"] == "running")
+}
+
 /// How long `up` may take to print that it is up.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long `up` may take to stop after SIGTERM.
