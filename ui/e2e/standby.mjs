@@ -60,6 +60,7 @@ await run(async ({ page }) => {
     check((await header.getByRole('button', { name: absent, exact: true }).count()) === 0, `no ${absent} button on a standby`);
   }
   check((await header.getByRole('button', { name: 'Activate' }).count()) === 1, 'an Activate button');
+  check((await page.getByRole('button', { name: 'Remove', exact: true }).count()) === 0, 'no Remove on a standby replica');
 
   step('a new backup is restored after Sync now');
   const second = await backUp();

@@ -143,7 +143,7 @@ export function VolumePage(props: { name: string }) {
 
       <section aria-labelledby="replicas-title">
         <h2 id="replicas-title">Replicas</h2>
-        <ReplicaTable replicas={replicas} engine={engine} volume={volume.name} />
+        <ReplicaTable replicas={replicas} engine={engine} volume={volume.name} removable={!volume.spec.standby} />
       </section>
 
       <section aria-labelledby="io-title">
@@ -208,7 +208,9 @@ export function VolumePage(props: { name: string }) {
   );
 }
 
-function ReplicaTable(props: { replicas: Replica[]; engine: Engine | undefined; volume: string }) {
+/** `removable`: replicas may be removed one by one (not a standby's: they never run,
+ * so the manager refuses to remove one; change the replica count instead). */
+function ReplicaTable(props: { replicas: Replica[]; engine: Engine | undefined; volume: string; removable: boolean }) {
   return (
     <table class="grid">
       <Columns names={['Replica', 'Node', 'Disk', 'State', 'Mode', 'Progress', 'Data path', '']} />
@@ -242,15 +244,17 @@ function ReplicaTable(props: { replicas: Replica[]; engine: Engine | undefined; 
               </td>
               <td>{replica.status.data_path ? <code>{replica.status.data_path}</code> : '—'}</td>
               <td>
-                <button
-                  type="button"
-                  class="link"
-                  onClick={() =>
-                    perform(`remove ${replica.name}`, () => api.removeReplica(props.volume, replica.name))
-                  }
-                >
-                  Remove
-                </button>
+                {props.removable && (
+                  <button
+                    type="button"
+                    class="link"
+                    onClick={() =>
+                      perform(`remove ${replica.name}`, () => api.removeReplica(props.volume, replica.name))
+                    }
+                  >
+                    Remove
+                  </button>
+                )}
               </td>
             </tr>
           );
