@@ -59,12 +59,8 @@ impl InstanceRecord {
     }
 
     fn signal(&self, signal: rustix::process::Signal) {
-        let pid = i32::try_from(self.pid)
-            .ok()
-            .and_then(rustix::process::Pid::from_raw);
-        if let Some(pid) = pid
-            && self.is_running()
-            && let Err(e) = rustix::process::kill_process(pid, signal)
+        if self.is_running()
+            && let Err(e) = send_signal(self.pid, signal)
         {
             tracing::warn!(name = %self.name, pid = self.pid, error = %e, "signalling an instance");
         }
@@ -167,6 +163,17 @@ pub fn runs_binary(pid: u32, binary: &Path) -> Option<bool> {
     let running = std::fs::metadata(format!("/proc/{pid}/exe")).ok()?;
     let installed = std::fs::metadata(binary).ok()?;
     Some(running.dev() == installed.dev() && running.ino() == installed.ino())
+}
+
+/// Sends `signal` to process `pid`.
+pub fn send_signal(pid: u32, signal: rustix::process::Signal) -> std::io::Result<()> {
+    let pid = i32::try_from(pid)
+        .ok()
+        .and_then(rustix::process::Pid::from_raw)
+        .ok_or_else(|| {
+            std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("pid {pid}"))
+        })?;
+    Ok(rustix::process::kill_process(pid, signal)?)
 }
 
 /// The kernel's start time of `pid` (field 22 of `/proc/PID/stat`).

@@ -249,13 +249,8 @@ impl Daemon {
     /// Asks the daemon to stop and waits for it; kills it if it does not stop in time.
     pub async fn stop(mut self) {
         if self.output_file.is_some() {
-            let pid = self
-                .child
-                .id()
-                .and_then(|pid| i32::try_from(pid).ok())
-                .and_then(rustix::process::Pid::from_raw);
-            if let Some(pid) = pid {
-                let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+            if let Some(pid) = self.child.id() {
+                let _ = crate::instances::send_signal(pid, rustix::process::Signal::TERM);
             }
             self.wait_stopped().await;
             return;

@@ -164,15 +164,11 @@ pub async fn restore_backup(
                     .iter()
                     .map(|b| (b.offset, &b.hash))
                     .collect();
-                let now: BTreeMap<u64, &String> = wanted
-                    .iter()
-                    .map(|(offset, hash)| (*offset, hash))
-                    .collect();
                 before
                     .keys()
-                    .chain(now.keys())
+                    .chain(wanted.keys())
                     .copied()
-                    .filter(|offset| before.get(offset) != now.get(offset))
+                    .filter(|offset| before.get(offset).copied() != wanted.get(offset))
                     .collect::<BTreeSet<u64>>()
             } else if incremental {
                 let local = local_blocks(&store, &record).await?;
